@@ -1,0 +1,344 @@
+"""Batch mixers: Attentive CutMix, CutMix, MixUp and Cutout.
+
+All four share one call: ``mixed, targets = mixer(images, labels, attention=None, generator=None)``.
+Output image ``i`` is image ``i`` with content taken from partner ``perm[i]`` (a random
+permutation of the batch), and target ``i`` is ``(1 - lam_i) * y_i + lam_i * y_perm[i]``,
+where ``lam_i`` is the exact fraction of image ``i``'s pixels that came from the partner.
+Masks and ``lam`` are computed in float32 whatever the image dtype; nothing loops over the batch.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "AttentiveCutMix", "CutMix", "MixUp", "Cutout",
+    "attention_to_grid", "top_cells", "cell_bounds", "cells_to_pixel_mask",
+]
+
+
+# --------------------------------------------------------------------------- checks
+def _check_images(images: torch.Tensor) -> None:
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if images.ndim != 4:
+        raise ValueError(f"images must have shape (B, C, H, W), got shape {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise TypeError(f"images must be a floating tensor (convert with .float() / ToDtype(scale=True)), got dtype {images.dtype}")
+    if images.shape[0] == 0:
+        raise ValueError("images is an empty batch (B=0); give at least one image")
+
+
+def _check_prob(prob: float) -> float:
+    if not 0.0 <= float(prob) <= 1.0:
+        raise ValueError(f"prob must be in [0, 1], got prob={prob!r}")
+    return float(prob)
+
+
+def _check_smoothing(label_smoothing: float) -> float:
+    if not 0.0 <= float(label_smoothing) < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got label_smoothing={label_smoothing!r}")
+    return float(label_smoothing)
+
+
+def _check_num_classes(num_classes: int) -> int:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got num_classes={num_classes!r}")
+    return num_classes
+
+
+def one_hot_targets(labels: torch.Tensor, num_classes: int, batch_size: int, *,
+                    label_smoothing: float = 0.0, device: torch.device | None = None) -> torch.Tensor:
+    """Validate ``labels`` (int64 (B,) or probabilities (B, num_classes)) and return float32 (B, num_classes)."""
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
+    device = labels.device if device is None else device
+    if labels.ndim == 1:
+        if labels.is_floating_point() or labels.dtype == torch.bool:
+            raise TypeError(f"class-index labels must be an integer tensor, got dtype {labels.dtype}")
+        if labels.shape[0] != batch_size:
+            raise ValueError(f"labels has {labels.shape[0]} entries but images has batch size {batch_size}")
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(f"labels must lie in [0, {num_classes}) (num_classes={num_classes}), got values in [{lo}, {hi}]")
+        targets = F.one_hot(labels.long().to(device), num_classes).float()
+    elif labels.ndim == 2:
+        if labels.shape != (batch_size, num_classes):
+            raise ValueError(f"probability labels must have shape (B, num_classes)=({batch_size}, {num_classes}), got {tuple(labels.shape)}")
+        if not labels.is_floating_point():
+            raise TypeError(f"probability labels must be floating, got dtype {labels.dtype}")
+        targets = labels.to(device=device, dtype=torch.float32)
+    else:
+        raise ValueError(f"labels must have shape (B,) or (B, num_classes), got shape {tuple(labels.shape)}")
+    if label_smoothing > 0:
+        targets = targets * (1.0 - label_smoothing) + label_smoothing / num_classes
+    return targets
+
+
+def _mix_targets(targets: torch.Tensor, perm: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    lam = lam.to(torch.float32).unsqueeze(1)
+    return (1.0 - lam) * targets + lam * targets[perm]
+
+
+def _permutation(batch_size: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    return torch.randperm(batch_size, generator=generator, device=gen_device).to(device)
+
+
+def _apply_prob(prob: float, generator: torch.Generator | None) -> bool:
+    if prob >= 1.0:
+        return True
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    return bool(torch.rand((), generator=generator, device=gen_device) < prob)
+
+
+def _paste(images: torch.Tensor, perm: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Out-of-place ``where(mask, images[perm], images)`` as one gather (no copy of the permuted batch)."""
+    b, c, h, w = images.shape
+    rows = torch.arange(b, device=images.device).view(b, 1, 1)
+    src = torch.where(mask.to(images.device), perm.view(b, 1, 1), rows)  # (B, H, W) source image per pixel
+    return torch.gather(images, 0, src.unsqueeze(1).expand(b, c, h, w))
+
+
+# --------------------------------------------------------------------------- attentive cells
+def cell_bounds(size: int, grid_size: int, device: torch.device | None = None) -> torch.Tensor:
+    """Pixel boundaries ``round(k * size / grid_size)`` for k = 0..grid_size (cells differ by at most 1 px)."""
+    k = torch.arange(grid_size + 1, dtype=torch.float64, device=device)
+    return torch.floor(k * size / grid_size + 0.5).long()
+
+
+def attention_to_grid(attention: torch.Tensor, grid_size: int) -> torch.Tensor:
+    """(B, h, w) or (B, C, h, w) attention -> (B, grid_size, grid_size) float32 cell scores.
+
+    Channels are averaged (the channel aggregate, never a single channel); a map of another
+    resolution is adaptively average-pooled onto the grid.
+    """
+    att = attention.to(torch.float32)
+    if att.ndim == 4:
+        att = att.mean(dim=1)
+    if att.shape[-2:] != (grid_size, grid_size):
+        att = F.adaptive_avg_pool2d(att.unsqueeze(1), grid_size).squeeze(1)
+    return att
+
+
+def top_cells(scores: torch.Tensor, num_patches: int) -> torch.Tensor:
+    """Boolean (B, g, g) mask of the ``num_patches`` highest cells per sample.
+
+    Ties go to the lower row-major cell index (stable sort), so the choice is deterministic.
+    """
+    b, g, _ = scores.shape
+    flat = scores.reshape(b, g * g)
+    order = torch.sort(flat, dim=1, descending=True, stable=True).indices[:, :num_patches]
+    cells = torch.zeros_like(flat, dtype=torch.bool)
+    cells.scatter_(1, order, True)
+    return cells.view(b, g, g)
+
+
+def cells_to_pixel_mask(cells: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Expand a (B, g, g) cell mask to a (B, H, W) pixel mask using ``cell_bounds`` on each axis."""
+    g = cells.shape[-1]
+    row_cell = torch.bucketize(torch.arange(height, device=cells.device), cell_bounds(height, g, cells.device)[1:], right=True)
+    col_cell = torch.bucketize(torch.arange(width, device=cells.device), cell_bounds(width, g, cells.device)[1:], right=True)
+    return cells[:, row_cell[:, None], col_cell[None, :]]
+
+
+# --------------------------------------------------------------------------- mixers
+class AttentiveCutMix:
+    """Attentive CutMix (Walawalkar et al., ICASSP 2020).
+
+    Pastes the ``num_patches`` most attended cells of a ``grid_size x grid_size`` grid of the
+    partner image onto the same locations of each image. Attention comes from ``attention=``
+    (precomputed, e.g. an attention cache, in the images' frame) or from ``extractor`` run on the
+    batch. ``lam`` per sample is the exact replaced-pixel fraction.
+    """
+
+    def __init__(self, num_classes: int, extractor: Callable[[torch.Tensor], torch.Tensor] | None = None, *,
+                 num_patches: int = 6, grid_size: int = 7, prob: float = 1.0, label_smoothing: float = 0.0) -> None:
+        self.num_classes = _check_num_classes(num_classes)
+        if isinstance(grid_size, bool) or not isinstance(grid_size, int) or grid_size < 1:
+            raise ValueError(f"grid_size must be a positive int, got grid_size={grid_size!r}")
+        if isinstance(num_patches, bool) or not isinstance(num_patches, int) or not 0 <= num_patches <= grid_size ** 2:
+            raise ValueError(f"num_patches must be an int in [0, grid_size**2] = [0, {grid_size ** 2}], got num_patches={num_patches!r}")
+        if extractor is not None and not callable(extractor):
+            raise TypeError(f"extractor must be callable (e.g. a FeatureExtractor), got {type(extractor).__name__}")
+        self.extractor = extractor
+        self.num_patches = num_patches
+        self.grid_size = grid_size
+        self.prob = _check_prob(prob)
+        self.label_smoothing = _check_smoothing(label_smoothing)
+
+    def __repr__(self) -> str:
+        return (f"AttentiveCutMix(num_classes={self.num_classes}, num_patches={self.num_patches}, "
+                f"grid_size={self.grid_size}, prob={self.prob}, label_smoothing={self.label_smoothing}, "
+                f"extractor={'None' if self.extractor is None else type(self.extractor).__name__})")
+
+    def pixel_mask(self, attention: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """(B, H, W) bool mask of the top cells of each sample's own attention map."""
+        return cells_to_pixel_mask(top_cells(attention_to_grid(attention, self.grid_size), self.num_patches), height, width)
+
+    def _check_attention(self, attention: torch.Tensor, images: torch.Tensor) -> None:
+        if not isinstance(attention, torch.Tensor):
+            raise TypeError(f"attention must be a torch.Tensor, got {type(attention).__name__}")
+        if attention.ndim not in (3, 4):
+            raise ValueError(f"attention must have shape (B, h, w) or (B, C, h, w), got shape {tuple(attention.shape)}")
+        if attention.shape[0] != images.shape[0]:
+            raise ValueError(f"attention has batch size {attention.shape[0]} but images has {images.shape[0]}")
+        if attention.device != images.device:
+            raise ValueError(f"attention is on {attention.device} but images are on {images.device}; move it with attention.to(images.device)")
+        if not attention.is_floating_point():
+            raise TypeError(f"attention must be a floating tensor, got dtype {attention.dtype}")
+        if not bool(torch.isfinite(attention).all()):
+            raise ValueError("attention contains NaN or Inf values; check the extractor or the attention cache")
+        h, w = images.shape[-2:]
+        if self.grid_size > min(h, w):
+            raise ValueError(f"grid_size={self.grid_size} does not fit images of size {h}x{w}: each cell needs at least one pixel")
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, attention: torch.Tensor | None = None, *,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        _check_images(images)
+        b, _, h, w = images.shape
+        targets = one_hot_targets(labels, self.num_classes, b, label_smoothing=self.label_smoothing, device=images.device)
+        if attention is None:
+            if self.extractor is None:
+                raise ValueError("AttentiveCutMix needs attention: pass attention=(B, h, w) maps or build it with extractor=FeatureExtractor(...)")
+            attention = self.extractor(images)
+            if not isinstance(attention, torch.Tensor) or attention.ndim != 4:
+                shape = tuple(attention.shape) if isinstance(attention, torch.Tensor) else type(attention).__name__
+                raise ValueError(f"extractor must return a spatial feature map (B, C, h, w), got {shape}")
+        self._check_attention(attention, images)
+        if self.num_patches == 0 or not _apply_prob(self.prob, generator):
+            return images.clone(), targets
+        perm = _permutation(b, generator, images.device)
+        mask = self.pixel_mask(attention, h, w)[perm]  # cells are chosen on the partner's map
+        lam = mask.flatten(1).to(torch.float32).mean(1)
+        return _paste(images, perm, mask), _mix_targets(targets, perm, lam)
+
+
+def _check_alpha(alpha: float) -> float:
+    if not float(alpha) > 0.0 or not math.isfinite(float(alpha)):
+        raise ValueError(f"alpha must be a finite number > 0, got alpha={alpha!r}")
+    return float(alpha)
+
+
+def _sample_beta(alpha: float, n: int, generator: torch.Generator | None) -> torch.Tensor:
+    # Beta(a, a) from two Gammas, drawn from the given generator (torch.distributions has no generator argument).
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    conc = torch.full((2, n), alpha, dtype=torch.float64, device=gen_device)
+    g = torch._standard_gamma(conc, generator=generator)
+    return (g[0] / (g[0] + g[1])).to(torch.float32).cpu()
+
+
+def _random_boxes(lam: torch.Tensor, height: int, width: int, generator: torch.Generator | None) -> torch.Tensor:
+    """(B, 4) int boxes (y0, y1, x0, x1) of area ~ lam*H*W with a uniform centre, clipped to the image."""
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    ratio = torch.sqrt(lam.to(torch.float64))
+    cut_h, cut_w = (height * ratio).long(), (width * ratio).long()
+    cy = torch.randint(0, height, (lam.shape[0],), generator=generator, device=gen_device).cpu()
+    cx = torch.randint(0, width, (lam.shape[0],), generator=generator, device=gen_device).cpu()
+    y0, y1 = (cy - cut_h // 2).clamp(0, height), (cy + cut_h // 2).clamp(0, height)
+    x0, x1 = (cx - cut_w // 2).clamp(0, width), (cx + cut_w // 2).clamp(0, width)
+    return torch.stack([y0, y1, x0, x1], dim=1)
+
+
+def boxes_to_mask(boxes: torch.Tensor, height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
+    """(B, 4) boxes (y0, y1, x0, x1), half-open -> (B, H, W) bool mask."""
+    boxes = boxes.to(device)
+    ys = torch.arange(height, device=device).view(1, height, 1)
+    xs = torch.arange(width, device=device).view(1, 1, width)
+    y0, y1, x0, x1 = (boxes[:, k].view(-1, 1, 1) for k in range(4))
+    return (ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1)
+
+
+class CutMix:
+    """CutMix (Yun et al., 2019): one random box per sample, ``lam ~ Beta(alpha, alpha)``.
+
+    Each sample draws its own ``lam`` and box; ``lam`` is then corrected to the clipped box's real
+    area (timm's ``correct_lam=True``, torchvision v2's behaviour).
+    """
+
+    def __init__(self, num_classes: int, *, alpha: float = 1.0, prob: float = 1.0, label_smoothing: float = 0.0) -> None:
+        self.num_classes = _check_num_classes(num_classes)
+        self.alpha = _check_alpha(alpha)
+        self.prob = _check_prob(prob)
+        self.label_smoothing = _check_smoothing(label_smoothing)
+
+    def __repr__(self) -> str:
+        return f"CutMix(num_classes={self.num_classes}, alpha={self.alpha}, prob={self.prob}, label_smoothing={self.label_smoothing})"
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, attention: torch.Tensor | None = None, *,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        _check_images(images)
+        b, _, h, w = images.shape
+        targets = one_hot_targets(labels, self.num_classes, b, label_smoothing=self.label_smoothing, device=images.device)
+        if not _apply_prob(self.prob, generator):
+            return images.clone(), targets
+        perm = _permutation(b, generator, images.device)
+        # The sampled lam is the fraction *kept*, as in the paper; the pasted box has area 1 - lam.
+        boxes = _random_boxes(1.0 - _sample_beta(self.alpha, b, generator), h, w, generator)
+        mask = boxes_to_mask(boxes, h, w, images.device)
+        lam = mask.flatten(1).to(torch.float32).mean(1)
+        return _paste(images, perm, mask), _mix_targets(targets, perm, lam)
+
+
+class MixUp:
+    """MixUp (Zhang et al., 2018): ``x = (1 - lam) * x_i + lam * x_perm[i]`` with per-sample ``lam ~ Beta(alpha, alpha)``."""
+
+    def __init__(self, num_classes: int, *, alpha: float = 1.0, prob: float = 1.0, label_smoothing: float = 0.0) -> None:
+        self.num_classes = _check_num_classes(num_classes)
+        self.alpha = _check_alpha(alpha)
+        self.prob = _check_prob(prob)
+        self.label_smoothing = _check_smoothing(label_smoothing)
+
+    def __repr__(self) -> str:
+        return f"MixUp(num_classes={self.num_classes}, alpha={self.alpha}, prob={self.prob}, label_smoothing={self.label_smoothing})"
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, attention: torch.Tensor | None = None, *,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        _check_images(images)
+        b = images.shape[0]
+        targets = one_hot_targets(labels, self.num_classes, b, label_smoothing=self.label_smoothing, device=images.device)
+        if not _apply_prob(self.prob, generator):
+            return images.clone(), targets
+        perm = _permutation(b, generator, images.device)
+        lam = _sample_beta(self.alpha, b, generator).to(images.device)
+        weight = lam.to(images.dtype).view(b, 1, 1, 1)
+        mixed = torch.lerp(images, images[perm], weight)
+        return mixed, _mix_targets(targets, perm, lam)
+
+
+class Cutout:
+    """Cutout (DeVries & Taylor, 2017): a ``size x size`` square per sample set to ``fill``; labels unchanged.
+
+    The centre is uniform over the image and the square is clipped at the border, as in the original.
+    """
+
+    def __init__(self, num_classes: int, *, size: int = 16, fill: float = 0.0, prob: float = 1.0, label_smoothing: float = 0.0) -> None:
+        self.num_classes = _check_num_classes(num_classes)
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"size must be a positive int (side of the square in pixels), got size={size!r}")
+        self.size = size
+        self.fill = float(fill)
+        self.prob = _check_prob(prob)
+        self.label_smoothing = _check_smoothing(label_smoothing)
+
+    def __repr__(self) -> str:
+        return f"Cutout(num_classes={self.num_classes}, size={self.size}, fill={self.fill}, prob={self.prob})"
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, attention: torch.Tensor | None = None, *,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        _check_images(images)
+        b, _, h, w = images.shape
+        targets = one_hot_targets(labels, self.num_classes, b, label_smoothing=self.label_smoothing, device=images.device)
+        if not _apply_prob(self.prob, generator):
+            return images.clone(), targets
+        gen_device = generator.device if generator is not None else torch.device("cpu")
+        cy = torch.randint(0, h, (b,), generator=generator, device=gen_device).cpu()
+        cx = torch.randint(0, w, (b,), generator=generator, device=gen_device).cpu()
+        half = self.size // 2
+        boxes = torch.stack([(cy - half).clamp(0, h), (cy - half + self.size).clamp(0, h),
+                             (cx - half).clamp(0, w), (cx - half + self.size).clamp(0, w)], dim=1)
+        mask = boxes_to_mask(boxes, h, w, images.device).unsqueeze(1)
+        return images.masked_fill(mask, self.fill), targets

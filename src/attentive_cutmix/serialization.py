@@ -1,0 +1,107 @@
+"""Safe loading and atomic saving of weights and checkpoints.
+
+Nothing here unpickles arbitrary objects: torch files load with ``weights_only=True`` and
+weights can be safetensors. Saves go to a temporary file in the same folder, are fsynced and
+renamed over the target, so a crash never leaves a half-written file behind.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file as _load_safetensors
+
+
+class CheckpointError(ValueError):
+    """A weights/checkpoint file that is missing, truncated, corrupt, unsafe or for another model."""
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp_path)`` then fsync and rename ``tmp_path`` over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+    return path
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def safe_torch_load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(weights_only=True)`` with errors that say what is wrong with the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"file not found: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(f"{path} was refused: it contains objects other than tensors and plain containers "
+                              f"(possibly unsafe code); only weights_only-loadable files are accepted ({str(err).splitlines()[0]})") from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is not a readable PyTorch file (truncated or corrupt?): {str(err).splitlines()[0]}") from err
+
+
+def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A model state dict from a ``.safetensors`` file, a torch state dict, or one of our training checkpoints."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        try:
+            return _load_safetensors(str(path))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise CheckpointError(f"{path} is not a valid safetensors file (truncated or corrupt?): {err}") from err
+    obj = safe_torch_load(path)
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):  # a checkpoint written by our trainer
+        obj = obj["model"]
+    elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path} does not hold a state dict of tensors (got {type(obj).__name__})")
+    # DDP / torch.compile prefixes
+    return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in obj.items()}
+
+
+def load_weights_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], *, source: str = "weights") -> None:
+    """Strict ``load_state_dict`` whose error names the file and the first mismatching keys."""
+    own = model.state_dict()
+    # BatchNorm fills in a missing num_batches_tracked itself (older checkpoints lack it).
+    missing = [k for k in own if k not in state_dict and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {missing[:3]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatches (e.g. {shapes[:2]})")
+        raise CheckpointError(f"{source} does not fit {type(model).__name__}: " + "; ".join(parts) +
+                              ". Is it a checkpoint of another model or number of classes?")
+    model.load_state_dict(state_dict, strict=True)
