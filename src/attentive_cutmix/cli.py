@@ -1,10 +1,45 @@
-"""Command line: ``attentive-cutmix {demo,train,cache-attention,compare,visualize}``."""
+"""Command line: ``attentive-cutmix {demo,train,cache-attention,compare,visualize}``.
+
+Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``;
+modules are imported only when their subcommand runs, so ``--help`` stays fast.
+"""
 from __future__ import annotations
 
+import argparse
+import importlib
 import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("attentive_cutmix.training.demo", "train a small CNN with each method on the embedded dataset and print a table"),
+    "train": ("attentive_cutmix.training.cli", "train one model with one mixing method"),
+    "cache-attention": ("attentive_cutmix.cache_cli", "run an extractor once over a dataset and store its attention maps"),
+    "compare": ("attentive_cutmix.experiments.compare", "run a grid of trainings from a YAML file and render tables and plots"),
+    "visualize": ("attentive_cutmix.experiments.visualize", "write figures of heat maps, chosen cells and mixed images"),
+}
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    parser = argparse.ArgumentParser(prog="attentive-cutmix", description="Attention-guided mix augmentation for PyTorch.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = {name: sub.add_parser(name, help=help_, description=help_) for name, (_, help_) in COMMANDS.items()}
+    return parser, subparsers
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    print("attentive-cutmix: the trainer lands with the training harness", file=sys.stderr)
-    return 2
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser, subparsers = build_parser()
+    if not argv or argv[0] not in COMMANDS:
+        if argv and not argv[0].startswith("-"):
+            parser.error(f"unknown command {argv[0]!r}; valid commands: {', '.join(COMMANDS)}")
+        parser.parse_args(argv)  # prints help / usage
+        parser.print_help()
+        return 2
+    name = argv[0]
+    module = importlib.import_module(COMMANDS[name][0])
+    module.add_arguments(subparsers[name])
+    args = parser.parse_args(argv)
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
