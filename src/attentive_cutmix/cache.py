@@ -1,0 +1,340 @@
+"""Attention cache: run a frozen extractor once over a training set and keep its maps on disk.
+
+The extractor's answer for an un-augmented image never changes, so Attentive CutMix needs it
+only once per dataset; the data pipeline then carries each map through the same crop/flip as its
+image. A cache is a valid ``.safetensors`` file holding one float16 tensor ``"attention"`` of
+shape (N, h, w) (the channel mean of the extractor's native feature map) and, in the string
+metadata, a JSON header saying which dataset and extractor produced it. Caches are opened with
+``numpy.memmap``, so DataLoader workers and DDP ranks share the same pages and opening reads
+only the header.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import operator
+import os
+import re
+import struct
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from .serialization import atomic_write
+
+__all__ = ["AttentionCache", "CacheError", "CacheMismatchError", "build_cache", "open_cache", "cache_meta", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+TENSOR = "attention"
+META_KEY = "attentive_cutmix"
+# Fields that decide whether a cache answers for a run; created_at and format_version do not.
+COMPARED = ("dataset", "length", "fingerprint", "image_size", "extractor", "extractor_source", "weights_sha256",
+            "layer", "input_size", "mean", "std", "grid")
+_HASH = re.compile(r"[0-9a-f]{64}")
+_MAX_HEADER = 100 * 1024 * 1024
+_MISSING = "<missing>"
+
+
+class CacheError(ValueError):
+    """A cache file that is missing, truncated, corrupt or not an attention cache."""
+
+
+class CacheNotFoundError(CacheError, FileNotFoundError):
+    """No file at the cache path."""
+
+
+class CacheMismatchError(CacheError):
+    """A valid cache made for another dataset or extractor than the run asks for."""
+
+
+def _rebuild_hint(path: Path, meta: Mapping[str, Any] | None = None) -> str:
+    meta = meta or {}
+    dataset, extractor = meta.get("dataset", "DATASET"), meta.get("extractor", "EXTRACTOR")
+    return (f"rebuild it with `attentive-cutmix cache-attention --dataset {dataset} --extractor {extractor} --out {path} --force` "
+            f"(same split flags as train), or delete it and run `attentive-cutmix train ... --attention-cache {path} --build-cache`")
+
+
+class AttentionCache:
+    """Read-only, memory-mapped (N, h, w) float16 attention maps indexed by train-split position."""
+
+    def __init__(self, path: Path, meta: dict[str, Any], offset: int, shape: tuple[int, int, int]) -> None:
+        self.path, self.meta, self._offset, self._shape = Path(path), meta, offset, shape
+        self._maps = np.memmap(self.path, dtype=np.float16, mode="r", offset=offset, shape=shape)
+
+    @property
+    def maps(self) -> np.memmap:
+        """The whole (N, h, w) float16 array, backed by the file (slicing reads only what it touches)."""
+        return self._maps
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self._shape[1], self._shape[2]
+
+    def __len__(self) -> int:
+        return self._shape[0]
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        """The (h, w) float16 map of train item ``index`` (a copy: the file is never written)."""
+        i = operator.index(index)
+        n = self._shape[0]
+        if not -n <= i < n:
+            raise IndexError(f"index {index} is out of range for an attention cache of {n} maps ({self.path})")
+        return torch.from_numpy(np.array(self._maps[i]))
+
+    # A pickled np.memmap carries a full copy of its data; ship the path instead and map it again,
+    # so spawned DataLoader workers and DDP ranks share the page cache.
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "meta": self.meta, "offset": self._offset, "shape": self._shape}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"], state["meta"], state["offset"], state["shape"])
+
+    def __repr__(self) -> str:
+        return (f"AttentionCache({str(self.path)!r}, n={len(self)}, grid={self.grid}, dataset={self.meta.get('dataset')!r}, "
+                f"extractor={self.meta.get('extractor')!r})")
+
+
+# --------------------------------------------------------------------------- metadata
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _weights_identity(source: str) -> str:
+    kind, _, where = source.partition(":")
+    if kind in ("weights", "checkpoint") and Path(where).is_file():
+        return _sha256(Path(where))
+    return f"n/a ({kind} weights)" if kind in ("pretrained", "random") else f"n/a ({source})"
+
+
+def cache_meta(info: Any, extractor: Any, extractor_source: str | None = None) -> dict[str, Any]:
+    """The header a cache of ``extractor``'s maps over ``info``'s train split must carry.
+
+    ``info`` is the ``DatasetInfo`` of ``build_datasets``; ``extractor`` a ``FeatureExtractor``
+    (its native grid is found with one forward pass on a blank image). ``extractor_source``
+    overrides ``extractor.source``. Weights files are identified by their sha256, so a cache
+    stays valid when the weights move; pretrained and random weights cannot be hashed, say so.
+    """
+    for attr in ("name", "source", "input_size", "mean", "std"):
+        if not hasattr(extractor, attr):
+            raise TypeError(f"extractor must be a FeatureExtractor (it has no .{attr}), got {type(extractor).__name__}")
+    for attr in ("name", "image_size", "train_fingerprint", "num_train"):
+        if not hasattr(info, attr):
+            raise TypeError(f"info must be the DatasetInfo returned by build_datasets (it has no .{attr}), got {type(info).__name__}")
+    source = extractor_source if extractor_source is not None else extractor.source
+    input_size = extractor.input_size or info.image_size
+    param = next(extractor.parameters(), None)
+    blank = torch.zeros(1, extractor.mean.shape[1], input_size, input_size, device=param.device if param is not None else "cpu")
+    grid = list(extractor(blank).shape[-2:])
+    return {
+        "format_version": FORMAT_VERSION,
+        "dataset": info.name, "length": int(info.num_train), "fingerprint": info.train_fingerprint,
+        "image_size": int(info.image_size),
+        "extractor": str(extractor.name), "extractor_source": str(source), "weights_sha256": _weights_identity(str(source)),
+        "layer": getattr(extractor, "layer", None), "input_size": int(input_size),
+        "mean": [round(float(v), 6) for v in extractor.mean.flatten().tolist()],
+        "std": [round(float(v), 6) for v in extractor.std.flatten().tolist()],
+        "grid": grid,
+    }
+
+
+def _comparable(meta: Mapping[str, Any]) -> dict[str, Any]:
+    def norm(v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return [norm(x) for x in v]
+        return round(v, 6) if isinstance(v, float) else v
+
+    out = {k: norm(meta.get(k, _MISSING)) for k in COMPARED}
+    if _HASH.fullmatch(str(meta.get("weights_sha256", ""))):
+        # The file's content identifies the weights; where it lives on this machine does not.
+        kind = str(meta.get("extractor_source", "")).partition(":")[0]
+        out["extractor_source"] = kind
+        if kind == "checkpoint":
+            out["extractor"] = kind
+    return out
+
+
+def _differences(expected: Mapping[str, Any], found: Mapping[str, Any]) -> list[str]:
+    exp, got = _comparable(expected), _comparable(found)
+    return [f"{k}: expected {expected.get(k, _MISSING)!r}, found {found.get(k, _MISSING)!r}"
+            for k in COMPARED if k in expected and exp[k] != got[k]]
+
+
+# --------------------------------------------------------------------------- open
+def _read_header(path: Path) -> tuple[dict[str, Any], int, int]:
+    """(parsed safetensors header, data offset, file size); CacheError if this is no safetensors file."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise CacheError(f"{path} is not an attention cache: {size} bytes is too short for a safetensors header; {_rebuild_hint(path)}")
+        (n,) = struct.unpack("<Q", head)
+        if n == 0 or n > _MAX_HEADER or n > size - 8:
+            raise CacheError(f"{path} is not an attention cache (not a safetensors file, or truncated inside its header: "
+                             f"header length {n}, file size {size}); {_rebuild_hint(path)}")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CacheError(f"{path} is not an attention cache (its safetensors header is not JSON: {err}); {_rebuild_hint(path)}") from err
+    if not isinstance(header, dict):
+        raise CacheError(f"{path} is not an attention cache (malformed safetensors header); {_rebuild_hint(path)}")
+    return header, 8 + n, size
+
+
+def open_cache(path: str | os.PathLike, *, expect: Mapping[str, Any] | None = None) -> AttentionCache:
+    """Open and validate a cache; with ``expect`` (from ``cache_meta``) refuse one made for another run.
+
+    Only the header is read; the maps are memory-mapped. Raises ``CacheNotFoundError`` for a missing
+    file, ``CacheError`` for a truncated, corrupt or foreign file, ``CacheMismatchError`` naming every
+    field that differs from ``expect``.
+    """
+    path = Path(path)
+    if expect is not None:
+        if not isinstance(expect, Mapping):
+            raise TypeError(f"expect must be a dict from cache_meta(), got {type(expect).__name__}")
+        unknown = set(expect) - set(COMPARED) - {"format_version", "created_at"}
+        if unknown:
+            raise ValueError(f"expect has unknown fields {sorted(unknown)}; valid fields: {list(COMPARED)}")
+    if not path.is_file():
+        raise CacheNotFoundError(f"attention cache not found: {path}; build it with `attentive-cutmix cache-attention "
+                                 f"--dataset ... --extractor ... --out {path}` or pass --build-cache to train")
+    header, offset, size = _read_header(path)
+    entry, raw_meta = header.get(TENSOR), (header.get("__metadata__") or {}).get(META_KEY)
+    if not isinstance(entry, dict) or raw_meta is None:
+        raise CacheError(f"{path} is a safetensors file but not an attention cache (no {TENSOR!r} tensor with "
+                         f"{META_KEY!r} metadata; is it a weights file?); {_rebuild_hint(path)}")
+    try:
+        meta = json.loads(raw_meta)
+        shape = tuple(int(s) for s in entry["shape"])
+        begin, end = (int(x) for x in entry["data_offsets"])
+        dtype = entry["dtype"]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise CacheError(f"{path} has a corrupt attention-cache header ({err!r}); {_rebuild_hint(path)}") from err
+    hint = _rebuild_hint(path, meta if isinstance(meta, dict) else None)
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+        version = meta.get("format_version") if isinstance(meta, dict) else None
+        raise CacheError(f"{path} has cache format version {version!r}; this version reads {FORMAT_VERSION}; {hint}")
+    if dtype != "F16" or len(shape) != 3 or min(shape) < 1 or (begin, end) != (0, 2 * int(np.prod(shape))):
+        raise CacheError(f"{path} has a corrupt attention tensor entry (dtype {dtype}, shape {shape}, offsets {[begin, end]}; "
+                         f"expected F16 (N, h, w) from offset 0); {hint}")
+    expected_size = offset + end
+    if size < expected_size:
+        raise CacheError(f"{path} is truncated: {size} bytes on disk but its header describes {expected_size} "
+                         f"({shape[0]} maps of {shape[1]}x{shape[2]}); an interrupted copy or a full disk? {hint}")
+    if size > expected_size:
+        raise CacheError(f"{path} is corrupt: {size} bytes on disk but its header describes {expected_size}; {hint}")
+    if meta.get("length") != shape[0] or list(meta.get("grid", [])) != list(shape[1:]):
+        raise CacheError(f"{path} is corrupt: header says length {meta.get('length')} and grid {meta.get('grid')} "
+                         f"but the tensor is {list(shape)}; {hint}")
+    if expect is not None:
+        diffs = _differences(expect, meta)
+        if diffs:
+            raise CacheMismatchError(f"attention cache {path} was built for another run; differing fields:\n  "
+                                     + "\n  ".join(diffs) + f"\n{hint}")
+    return AttentionCache(path, meta, offset, shape)
+
+
+# --------------------------------------------------------------------------- build
+def _header_bytes(meta: Mapping[str, Any], shape: tuple[int, int, int]) -> bytes:
+    header = {TENSOR: {"dtype": "F16", "shape": list(shape), "data_offsets": [0, 2 * int(np.prod(shape))]},
+              "__metadata__": {"format": "pt", META_KEY: json.dumps(meta, sort_keys=True)}}
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)  # safetensors pads the header so the data starts 8-byte aligned
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def _best_device(device: str | torch.device | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def build_cache(dataset: Dataset, extractor: Any, path: str | os.PathLike, *, meta: Mapping[str, Any], batch_size: int = 256,
+                workers: int = 0, device: str | torch.device | None = None, progress: bool = True) -> AttentionCache:
+    """Run ``extractor`` over ``dataset`` (the un-augmented train split) and write the cache atomically.
+
+    Maps are the channel mean of the extractor's native feature map, stored as float16 and written
+    batch by batch into a memory-mapped temporary file that is fsynced and renamed over ``path``,
+    so memory stays flat at any dataset size and an interrupted build leaves nothing behind.
+    ``meta`` comes from ``cache_meta``; its ``length`` and ``grid`` (if given) must match what is built.
+    """
+    if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
+        raise TypeError(f"dataset must be a map-style Dataset with __len__, got {type(dataset).__name__}")
+    n = len(dataset)
+    if n < 1:
+        raise ValueError("dataset is empty: nothing to cache")
+    if not callable(extractor):
+        raise TypeError(f"extractor must be callable (a FeatureExtractor), got {type(extractor).__name__}")
+    if not isinstance(meta, Mapping):
+        raise TypeError(f"meta must be a dict from cache_meta(info, extractor), got {type(meta).__name__}")
+    if "length" in meta and meta["length"] != n:
+        raise ValueError(f"meta says length={meta['length']} but the dataset has {n} items; was meta made for another split?")
+    for name, value in (("batch_size", batch_size), ("workers", workers)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "batch_size" else 0):
+            raise ValueError(f"{name} must be an int >= {1 if name == 'batch_size' else 0}, got {name}={value!r}")
+    meta = dict(meta, format_version=FORMAT_VERSION, length=n,
+                created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    try:
+        json.dumps(meta)
+    except TypeError as err:
+        raise TypeError(f"meta must hold only JSON values (str, numbers, lists, None): {err}") from err
+    device = _best_device(device)
+    param = next(extractor.parameters(), None) if isinstance(extractor, torch.nn.Module) else None
+    home = param.device if param is not None else None
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=device.type == "cuda")
+
+    def maps_of(batch: Any) -> np.ndarray:
+        images = batch[0] if isinstance(batch, (list, tuple)) else batch
+        with torch.inference_mode():
+            feats = extractor(images.to(device, non_blocking=True))
+            att = feats.float().mean(dim=1) if feats.ndim == 4 else feats
+        return att.to(torch.float16).cpu().numpy()
+
+    def write(tmp: str) -> None:
+        batches = iter(loader)
+        first = maps_of(next(batches))
+        shape = (n, *first.shape[1:])
+        if "grid" in meta and list(meta["grid"]) != list(shape[1:]):
+            raise ValueError(f"meta says grid={meta['grid']} but the extractor produces {list(shape[1:])} maps")
+        meta["grid"] = list(shape[1:])
+        head = _header_bytes(meta, shape)
+        with open(tmp, "wb") as f:
+            f.write(head)
+            f.truncate(len(head) + 2 * int(np.prod(shape)))
+        out = np.memmap(tmp, dtype=np.float16, mode="r+", offset=len(head), shape=shape)
+        done = 0
+        with tqdm(total=n, unit="img", desc="caching attention", disable=not progress) as bar:
+            for maps in _chain(first, batches, maps_of):
+                if done + len(maps) > n:
+                    raise ValueError(f"the dataset yielded more than its len()={n} items")
+                out[done:done + len(maps)] = maps
+                done += len(maps)
+                bar.update(len(maps))
+        if done != n:
+            raise ValueError(f"the dataset yielded {done} items but its len() is {n}")
+        out.flush()
+        del out
+
+    if home is not None:
+        extractor.to(device)
+    try:
+        atomic_write(path, write)
+    finally:
+        if home is not None:
+            extractor.to(home)
+    return open_cache(path)
+
+
+def _chain(first: np.ndarray, batches: Any, maps_of: Any) -> Iterator[np.ndarray]:
+    yield first
+    for batch in batches:
+        yield maps_of(batch)
