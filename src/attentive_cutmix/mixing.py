@@ -1,8 +1,8 @@
 """Batch mixers: Attentive CutMix, CutMix, MixUp and Cutout.
 
 All four share one call: ``mixed, targets = mixer(images, labels, attention=None, generator=None)``.
-Output image ``i`` is image ``i`` with content taken from partner ``perm[i]`` (a random
-permutation of the batch), and target ``i`` is ``(1 - lam_i) * y_i + lam_i * y_perm[i]``,
+Output image ``i`` is image ``i`` with content taken from partner ``perm[i]`` (a random pairing in
+which no sample is its own partner), and target ``i`` is ``(1 - lam_i) * y_i + lam_i * y_perm[i]``,
 where ``lam_i`` is the exact fraction of image ``i``'s pixels that came from the partner.
 Masks and ``lam`` are computed in float32 whatever the image dtype; nothing loops over the batch.
 """
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "AttentiveCutMix", "CutMix", "MixUp", "Cutout",
-    "attention_to_grid", "top_cells", "cell_bounds", "cells_to_pixel_mask",
+    "pair_permutation", "attention_to_grid", "top_cells", "cell_bounds", "cells_to_pixel_mask",
 ]
 
 
@@ -83,9 +83,18 @@ def _mix_targets(targets: torch.Tensor, perm: torch.Tensor, lam: torch.Tensor) -
     return (1.0 - lam) * targets + lam * targets[perm]
 
 
-def _permutation(batch_size: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+def pair_permutation(batch_size: int, generator: torch.Generator | None = None,
+                     device: torch.device | str | None = None) -> torch.Tensor:
+    """Random partner index for each sample, never the sample itself when ``batch_size >= 2``.
+
+    The paper gives every image patches from *another* image: a plain ``randperm`` leaves about one
+    sample per batch paired with itself (unmixed). We walk a random ordering as one cycle instead.
+    """
     gen_device = generator.device if generator is not None else torch.device("cpu")
-    return torch.randperm(batch_size, generator=generator, device=gen_device).to(device)
+    order = torch.randperm(batch_size, generator=generator, device=gen_device)
+    perm = torch.empty_like(order)
+    perm[order] = order.roll(-1)
+    return perm.to(device) if device is not None else perm
 
 
 def _apply_prob(prob: float, generator: torch.Generator | None) -> bool:
@@ -211,7 +220,7 @@ class AttentiveCutMix:
         self._check_attention(attention, images)
         if self.num_patches == 0 or not _apply_prob(self.prob, generator):
             return images.clone(), targets
-        perm = _permutation(b, generator, images.device)
+        perm = pair_permutation(b, generator, images.device)
         mask = self.pixel_mask(attention, h, w)[perm]  # cells are chosen on the partner's map
         lam = mask.flatten(1).to(torch.float32).mean(1)
         return _paste(images, perm, mask), _mix_targets(targets, perm, lam)
@@ -275,7 +284,7 @@ class CutMix:
         targets = one_hot_targets(labels, self.num_classes, b, label_smoothing=self.label_smoothing, device=images.device)
         if not _apply_prob(self.prob, generator):
             return images.clone(), targets
-        perm = _permutation(b, generator, images.device)
+        perm = pair_permutation(b, generator, images.device)
         # The sampled lam is the fraction *kept*, as in the paper; the pasted box has area 1 - lam.
         boxes = _random_boxes(1.0 - _sample_beta(self.alpha, b, generator), h, w, generator)
         mask = boxes_to_mask(boxes, h, w, images.device)
@@ -302,7 +311,7 @@ class MixUp:
         targets = one_hot_targets(labels, self.num_classes, b, label_smoothing=self.label_smoothing, device=images.device)
         if not _apply_prob(self.prob, generator):
             return images.clone(), targets
-        perm = _permutation(b, generator, images.device)
+        perm = pair_permutation(b, generator, images.device)
         lam = _sample_beta(self.alpha, b, generator).to(images.device)
         weight = lam.to(images.dtype).view(b, 1, 1, 1)
         mixed = torch.lerp(images, images[perm], weight)
