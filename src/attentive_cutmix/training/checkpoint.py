@@ -1,0 +1,87 @@
+"""Training checkpoints: atomic save, safe load, compatibility checks, RNG states.
+
+A checkpoint is a plain dict of tensors, numbers, strings and containers, so it loads with
+``torch.load(weights_only=True)``; numpy and Python RNG states are converted to tensors/lists.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..serialization import CheckpointError, atomic_torch_save, safe_torch_load
+
+CHECKPOINT_NAME = "checkpoint.pt"
+FORMAT_VERSION = 1
+# Fields that must match for a checkpoint to be resumed into a run (anything else may change, e.g. epochs).
+IDENTITY_FIELDS = ("model", "num_classes", "image_size", "dataset", "method")
+
+
+def capture_rng(mixer_generator: torch.Generator | None = None) -> dict[str, Any]:
+    """All RNG states that training consumes, in a ``weights_only``-loadable form."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
+    }
+    if mixer_generator is not None:
+        state["mixer"] = mixer_generator.get_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any], mixer_generator: torch.Generator | None = None) -> None:
+    torch.set_rng_state(state["torch"])
+    npst = state["numpy"]
+    np.random.set_state((npst["kind"], npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"], npst["cached_gaussian"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
+    if mixer_generator is not None and "mixer" in state:
+        mixer_generator.set_state(state["mixer"])
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = state["cuda"]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
+
+
+def save_checkpoint(state: dict[str, Any], output_dir: str | os.PathLike) -> Path:
+    """Write ``state`` to ``output_dir/checkpoint.pt`` atomically (temp file, fsync, rename)."""
+    return atomic_torch_save({**state, "format_version": FORMAT_VERSION}, Path(output_dir) / CHECKPOINT_NAME)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint written by the trainer (``weights_only=True``); ``CheckpointError`` if it isn't one."""
+    ckpt = safe_torch_load(path)
+    required = ("model", "optimizer", "epoch", "config")
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in required):
+        keys = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(f"{path} is not a training checkpoint written by `attentive-cutmix train` "
+                              f"(expected keys {list(required)}, found {keys})")
+    return ckpt
+
+
+def check_compatible(ckpt: dict[str, Any], config: dict[str, Any], path: str | os.PathLike) -> list[str]:
+    """Raise ``CheckpointError`` if ``ckpt`` belongs to another model/dataset/method; return the other changed options."""
+    saved = ckpt["config"]
+    clashes = [f"{k}: checkpoint {saved.get(k)!r} vs now {config.get(k)!r}" for k in IDENTITY_FIELDS if saved.get(k) != config.get(k)]
+    if clashes:
+        raise CheckpointError(f"cannot resume from {path}: it was written by a different run ({'; '.join(clashes)}). "
+                              "Nothing was changed. Resume with the original options, or start a fresh run with another --output-dir")
+    fp_saved, fp_now = ckpt.get("train_fingerprint"), config.get("train_fingerprint")
+    if fp_saved is not None and fp_now is not None and fp_saved != fp_now:
+        raise CheckpointError(f"cannot resume from {path}: the training data changed since it was written "
+                              f"(fingerprint {fp_saved[:12]} vs {fp_now[:12]}). Nothing was changed.")
+    volatile = {"resume", "epochs", "output_dir", "workers", "device", "progress", "max_steps_per_epoch", "eval_every",
+                "eval_batch_size", "explicit"}
+    return sorted(k for k in config if k not in volatile and k in saved and saved[k] != config[k])
+
+
+__all__ = ["CHECKPOINT_NAME", "capture_rng", "restore_rng", "save_checkpoint", "load_checkpoint", "check_compatible"]

@@ -1,0 +1,104 @@
+"""``attentive-cutmix train``: flags and/or ``--config FILE.yaml`` (flags override the file).
+
+Exit codes: 0 finished, 1 a bad option/file or a non-finite loss (message on stderr), 128+signal
+(143 SIGTERM, 130 SIGINT) when stopped by a signal after writing a checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from typing import Any
+
+from .config import AMP_MODES, INITS, METHODS, OPTIMIZERS, PRESETS, SCHEDULES, make_config
+
+_S = argparse.SUPPRESS  # unset flags stay absent, so the file and preset are not overridden by defaults
+
+
+def _bool(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {value!r}")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=None, metavar="FILE.yaml", help="YAML file of options (keys like the flags); flags override it")
+    parser.add_argument("--preset", choices=list(PRESETS), default=_S,
+                        help="the paper's settings: 80/120/100 epochs (EfficientNet 180 on ImageNet), batch 32 (ImageNet 64), "
+                             "lr 1e-3, weight decay 1e-5, Xavier init. The paper does not name its optimiser; we use Adam "
+                             "(lr 1e-3 is Adam's usual rate)")
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", default=_S, help="synthetic (default, embedded, offline), synthetic64, cifar10, cifar100, imagefolder, imagenet")
+    data.add_argument("--data-dir", default=_S, help="dataset folder (imagefolder: a tree of class folders)")
+    data.add_argument("--val-fraction", type=float, default=_S, help="hold out this fraction of the train set for evaluation (deterministic)")
+    data.add_argument("--val-data", default=_S, help="a separate evaluation folder")
+    data.add_argument("--image-size", type=int, default=_S, help="train/eval image size (default: the dataset's)")
+    data.add_argument("--synthetic-size", type=int, default=_S, help="number of generated images for the synthetic dataset")
+    data.add_argument("--workers", type=int, default=_S, help="DataLoader worker processes (default 2)")
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", default=_S, help="architecture (default cifar_resnet20); e.g. resnet18, densenet121, efficientnet_b0")
+    model.add_argument("--init", choices=INITS, default=_S, help="weight initialisation; xavier = the paper's Xavier-normal")
+    mix = parser.add_argument_group("mixing")
+    mix.add_argument("--method", choices=METHODS, default=_S, help="augmentation method (default none)")
+    mix.add_argument("--num-patches", type=int, default=_S, help="attentive-cutmix: cells pasted (default 6)")
+    mix.add_argument("--grid-size", type=int, default=_S, help="attentive-cutmix: grid side (default 7)")
+    mix.add_argument("--alpha", type=float, default=_S, help="mixup/cutmix: Beta(alpha, alpha) (default 1.0)")
+    mix.add_argument("--prob", type=float, default=_S, help="probability of mixing a batch (default 1.0)")
+    mix.add_argument("--cutout-size", type=int, default=_S, help="cutout: square side in pixels (default 16)")
+    mix.add_argument("--extractor", default=_S, help="attentive-cutmix: a model name (with --extractor-weights, or pretrained "
+                                                     "weights downloaded) or a checkpoint.pt written by `attentive-cutmix train`")
+    mix.add_argument("--extractor-weights", default=_S, help="local weights file for --extractor NAME (.safetensors or .pt)")
+    mix.add_argument("--extractor-input-size", type=int, default=_S, help="extractor input size (default: checkpoint's image "
+                                                                          "size, the dataset's for cifar_* models, else 224)")
+    mix.add_argument("--attention-cache", default=_S, help="precomputed attention maps (`attentive-cutmix cache-attention`)")
+    mix.add_argument("--build-cache", action="store_const", const=True, default=_S,
+                     help="build a missing --attention-cache with --extractor before training")
+    opt = parser.add_argument_group("optimisation")
+    opt.add_argument("--epochs", type=int, default=_S, help="default 10")
+    opt.add_argument("--batch-size", type=int, default=_S, help="per process (default 128)")
+    opt.add_argument("--optimizer", choices=OPTIMIZERS, default=_S, help="default adam")
+    opt.add_argument("--lr", type=float, default=_S, help="default 1e-3")
+    opt.add_argument("--momentum", type=float, default=_S, help="sgd (default 0.9)")
+    opt.add_argument("--nesterov", type=_bool, nargs="?", const=True, default=_S, help="sgd: Nesterov momentum")
+    opt.add_argument("--weight-decay", type=float, default=_S, help="L2 weight decay (default 1e-5)")
+    opt.add_argument("--schedule", choices=SCHEDULES, default=_S, help="lr schedule, stepped per epoch (default constant)")
+    opt.add_argument("--step-size", type=int, default=_S, help="step: decay every N epochs (default epochs // 3)")
+    opt.add_argument("--milestones", type=int, nargs="+", default=_S, help="step: decay at these epochs instead")
+    opt.add_argument("--gamma", type=float, default=_S, help="step: decay factor (default 0.1)")
+    opt.add_argument("--label-smoothing", type=float, default=_S, help="default 0")
+    run = parser.add_argument_group("run")
+    run.add_argument("--seed", type=int, default=_S, help="default 0; the same seed on the same machine gives identical results on CPU")
+    run.add_argument("--output-dir", default=_S, help="where checkpoint.pt, metrics.jsonl, results.json, tb/ go (default runs/train)")
+    run.add_argument("--resume", action="store_const", const=True, default=_S,
+                     help="continue the run in --output-dir from its checkpoint (exactly, even mid-epoch)")
+    run.add_argument("--amp", choices=AMP_MODES, default=_S, help="mixed precision on CUDA (no-op on CPU)")
+    run.add_argument("--channels-last", action="store_const", const=True, default=_S, help="channels-last memory format on CUDA")
+    run.add_argument("--device", default=_S, help="cpu, cuda, cuda:N (default: cuda if available, else cpu)")
+    run.add_argument("--max-steps-per-epoch", type=int, default=_S, help="cap the steps per epoch (tests, benchmarks)")
+    run.add_argument("--eval-every", type=int, default=_S, help="evaluate every N epochs (and after the last)")
+    run.add_argument("--eval-batch-size", type=int, default=_S, help="default: --batch-size")
+    run.add_argument("--no-progress", dest="progress", action="store_const", const=False, default=_S, help="no progress bar or epoch lines")
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    return make_config(overrides, config_file=args.config)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .trainer import NonFiniteLossError, train
+
+    try:
+        cfg = config_from_args(args)
+        result = train(cfg)
+    except (ValueError, NonFiniteLossError) as err:  # ConfigError, CheckpointError, bad names/paths from data/model/cache
+        print(f"attentive-cutmix train: error: {err}", file=sys.stderr)
+        return 1
+    if result.get("status") == "interrupted":
+        return 128 + int(getattr(signal, result["signal"]))
+    top1 = result.get("top1")
+    print(f"finished: top-1 {top1:.2f}%, top-5 {result['top5']:.2f}% -> {cfg.output_dir}" if top1 is not None
+          else f"finished -> {cfg.output_dir}")
+    return 0

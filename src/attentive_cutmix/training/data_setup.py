@@ -1,0 +1,68 @@
+"""Datasets and the attention source of a run: online extractor, an existing cache, or a cache built now."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .components import build_extractor
+from .config import ConfigError, TrainConfig
+from .distributed import DistInfo, barrier
+
+
+def _datasets(cfg: TrainConfig, *, augment: bool = True, attention_cache: Any = None):
+    from ..data import build_datasets
+
+    return build_datasets(cfg.dataset, data_dir=cfg.data_dir, image_size=cfg.image_size, val_fraction=cfg.val_fraction,
+                          val_data=cfg.val_data, seed=cfg.seed, augment=augment, attention_cache=attention_cache,
+                          synthetic_size=cfg.synthetic_size)
+
+
+def build_data(cfg: TrainConfig, dist: DistInfo, device: torch.device) -> tuple[Any, Any, Any, torch.nn.Module | None]:
+    """``(train_ds, eval_ds, info, online_extractor)``; train items carry attention when a cache is used.
+
+    Rank 0 prepares (downloads, builds the cache) first; the other ranks then read what it made.
+    """
+    if dist.rank != 0:
+        barrier(dist)
+    try:
+        result = _build(cfg, dist, device)
+    finally:
+        if dist.rank == 0:
+            barrier(dist)
+    return result
+
+
+def _build(cfg: TrainConfig, dist: DistInfo, device: torch.device):
+    if cfg.method != "attentive-cutmix" or cfg.attention_cache is None:
+        train_ds, eval_ds, info = _datasets(cfg)
+        extractor = build_extractor(cfg, info, device) if cfg.method == "attentive-cutmix" else None
+        return train_ds, eval_ds, info, extractor
+
+    from .. import cache as cache_mod
+
+    path = Path(cfg.attention_cache)
+    extractor = None
+    if not path.exists():
+        if not cfg.build_cache:
+            raise ConfigError(f"attention cache {path} does not exist; make it with `attentive-cutmix cache-attention`, "
+                              "or add --build-cache (with --extractor) to build it before training")
+        raw_ds, _, info = _datasets(cfg, augment=False)
+        extractor = build_extractor(cfg, info, device)
+        if dist.rank == 0:
+            cache_mod.build_cache(raw_ds, extractor, path, meta=cache_mod.cache_meta(info, extractor, cfg.extractor),
+                                  batch_size=max(cfg.batch_size, 256), workers=cfg.workers, device=device,
+                                  progress=cfg.progress)
+    cache = cache_mod.open_cache(path)
+    train_ds, eval_ds, info = _datasets(cfg, attention_cache=cache)
+    if cfg.extractor is not None:
+        extractor = extractor or build_extractor(cfg, info, device)
+        expect = cache_mod.cache_meta(info, extractor, cfg.extractor)
+    else:
+        expect = {"fingerprint": info.train_fingerprint, "length": len(train_ds)}
+    cache_mod.open_cache(path, expect=expect)  # raises CacheMismatchError naming every differing field
+    return train_ds, eval_ds, info, None  # attention comes with each batch; no online extractor
+
+
+__all__ = ["build_data"]

@@ -1,0 +1,280 @@
+"""``train(config)``: the training loop, and ``evaluate``.
+
+Per step: images in [0, 1] move to the device, the mixer mixes them (its own generator), they are
+normalised on the device, and the loss is ``cross_entropy(logits, soft_targets)``. Per epoch: eval,
+metrics.jsonl + TensorBoard, and an atomic checkpoint. SIGTERM/SIGINT finish the current step and
+write a checkpoint that records the step, so ``--resume`` continues *exactly* where it stopped
+(the rest of that epoch, same batches, same augmentations, same mixing). A non-finite loss stops
+the run at once and keeps the last good checkpoint.
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from ..models import create_model
+from . import distributed as D
+from .checkpoint import capture_rng, check_compatible, load_checkpoint, restore_rng, save_checkpoint
+from .components import (AMP_DTYPES, EpochSeededDataset, build_mixer, build_optimizer, build_scheduler, derive_seed,
+                         eval_loader, load_scheduler_state, scheduler_state, train_loader)
+from .config import TrainConfig
+from .data_setup import build_data
+from .run_io import RunWriter, StopSignals, prepare_output_dir, resume_command
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/Inf; the run stopped and the last good checkpoint was kept."""
+
+
+def _normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    return (images - mean) / std
+
+
+def _stats(info: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    return (torch.tensor(info.mean, device=device).view(1, -1, 1, 1), torch.tensor(info.std, device=device).view(1, -1, 1, 1))
+
+
+def _autocast(device: torch.device, amp: str):
+    dtype = AMP_DTYPES[amp] if device.type == "cuda" else None
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+@torch.no_grad()
+def evaluation_sums(model: torch.nn.Module, loader, info: Any, device: torch.device, *, amp: str = "off",
+                    channels_last: bool = False) -> list[float]:
+    """``[loss_sum, correct_top1, correct_top5, count]`` over ``loader`` (summable over ranks)."""
+    was_training = model.training
+    model.eval()
+    mean, std = _stats(info, device)
+    sums = torch.zeros(4, dtype=torch.float64, device=device)
+    try:
+        for batch in loader:
+            images, labels = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+            x = _normalize(images, mean, std)
+            if channels_last and device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with _autocast(device, amp):
+                logits = model(x)
+            logits = logits.float()
+            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            hit = top == labels.unsqueeze(1)
+            sums += torch.stack([F.cross_entropy(logits, labels, reduction="sum").double(), hit[:, 0].sum().double(),
+                                 hit.any(1).sum().double(), torch.tensor(float(labels.numel()), dtype=torch.float64, device=device)])
+    finally:
+        model.train(was_training)
+    return sums.tolist()
+
+
+def _metrics(sums: list[float]) -> dict[str, float]:
+    loss, c1, c5, n = sums
+    if n == 0:
+        raise ValueError("the evaluation set is empty; give --val-fraction > 0 or --val-data FOLDER")
+    return {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "loss": loss / n, "count": int(n)}
+
+
+def evaluate(model: torch.nn.Module, loader, info: Any, device: torch.device | str, *, amp: str = "off") -> dict[str, float]:
+    """Top-1/top-5 accuracy (%) and mean cross-entropy of ``model`` over ``loader`` (images in [0, 1])."""
+    return _metrics(evaluation_sums(model, loader, info, torch.device(device), amp=amp))
+
+
+def _warn_cpu_noops(cfg: TrainConfig, device: torch.device) -> None:
+    if device.type != "cuda" and cfg.amp != "off":
+        warnings.warn(f"--amp {cfg.amp} only applies on CUDA; training in float32 on {device}", stacklevel=3)
+    if device.type != "cuda" and cfg.channels_last:
+        warnings.warn(f"--channels-last only applies on CUDA; ignored on {device}", stacklevel=3)
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Train with ``config``; returns the final results (also written to ``<output_dir>/results.json``).
+
+    Returns ``{"status": "interrupted", ...}`` after SIGTERM/SIGINT (a checkpoint was written);
+    raises ``NonFiniteLossError`` on a NaN/Inf loss, ``ConfigError``/``CheckpointError`` on bad input.
+    """
+    device = D.resolve_device(config.device)
+    dist = D.setup(device)
+    deterministic_before = torch.are_deterministic_algorithms_enabled()
+    if device.type == "cpu":  # cheap on CPU; on GPU it would force slow kernels
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        return _Run(config, dist, device).run()
+    finally:
+        torch.use_deterministic_algorithms(deterministic_before)
+        D.cleanup(dist)
+
+
+class _Run:
+    def __init__(self, cfg: TrainConfig, dist: D.DistInfo, device: torch.device) -> None:
+        self.cfg, self.dist, self.device = cfg, dist, device
+        self.out = Path(cfg.output_dir)
+        _warn_cpu_noops(cfg, device)
+        ckpt = prepare_output_dir(self.out, resume=cfg.resume, is_main=dist.is_main)
+        torch.manual_seed(cfg.seed)  # model init
+        train_ds, eval_ds, self.info, extractor = build_data(cfg, dist, device)
+        self.train_ds = EpochSeededDataset(train_ds, cfg.seed)
+        self.eval_ds = D.eval_shard(eval_ds, dist) if eval_ds is not None and len(eval_ds) > 0 else None
+        self.config = {**cfg.to_dict(), "num_classes": self.info.num_classes, "image_size": self.info.image_size,
+                       "mean": list(self.info.mean), "std": list(self.info.std), "train_fingerprint": self.info.train_fingerprint,
+                       "world_size": dist.world_size}
+        model = create_model(cfg.model, num_classes=self.info.num_classes, image_size=self.info.image_size, init=cfg.init)
+        self.channels_last = cfg.channels_last and device.type == "cuda"
+        self.model = model.to(device, memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+        self.optimizer = build_optimizer(cfg, self.model)
+        self.scheduler = build_scheduler(cfg, self.optimizer)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16" and device.type == "cuda")
+        self.mixer = build_mixer(cfg, self.info.num_classes, extractor)
+        self.generator = torch.Generator()  # CPU: the same draws on any device
+        self.mean, self.std = _stats(self.info, device)
+        self.epoch, self.step, self.partial = 0, 0, {"loss_sum": 0.0, "images": 0, "time_s": 0.0}
+        self.curve: list[dict[str, Any]] = []
+        self.wall_time = 0.0
+        if ckpt is not None:
+            self._restore(ckpt)
+        self.ddp = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None) \
+            if dist.enabled else self.model
+
+    # ----------------------------------------------------------------- checkpoints
+    def _restore(self, path: Path) -> None:
+        ckpt = load_checkpoint(path)
+        changed = check_compatible(ckpt, self.config, path)
+        if changed and self.dist.is_main:
+            warnings.warn(f"resuming {path} with changed options: {changed}", stacklevel=2)
+        from ..serialization import load_weights_into
+
+        load_weights_into(self.model, ckpt["model"], source=str(path))
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        load_scheduler_state(self.scheduler, ckpt["scheduler"])
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.epoch, self.step = int(ckpt["epoch"]), int(ckpt.get("step", 0))
+        self.partial = dict(ckpt.get("partial") or self.partial)
+        self.curve, self.wall_time = list(ckpt.get("curve", [])), float(ckpt.get("wall_time_s", 0.0))
+        per_rank = ckpt.get("rng_per_rank")
+        rng = per_rank[self.dist.rank] if per_rank and len(per_rank) == self.dist.world_size else ckpt["rng"]
+        restore_rng(rng, self.generator)
+
+    def _save(self) -> None:
+        rng = capture_rng(self.generator)
+        per_rank = None
+        if self.dist.enabled and self.step > 0:  # mid-epoch: every rank's mixer stream is needed to continue exactly
+            per_rank = [None] * self.dist.world_size
+            torch.distributed.all_gather_object(per_rank, rng)
+        if not self.dist.is_main:
+            return
+        save_checkpoint({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                         "scheduler": scheduler_state(self.scheduler), "scaler": self.scaler.state_dict(),
+                         "epoch": self.epoch, "step": self.step, "partial": self.partial, "rng": rng, "rng_per_rank": per_rank,
+                         "config": self.config, "train_fingerprint": self.info.train_fingerprint, "curve": self.curve,
+                         "best_top1": max((c["top1"] for c in self.curve if c.get("top1") is not None), default=None),
+                         "wall_time_s": self.wall_time}, self.out)
+
+    # ----------------------------------------------------------------- loop
+    def run(self) -> dict[str, Any]:
+        writer = RunWriter(self.out, self.config, self.curve, enabled=self.dist.is_main, progress=self.cfg.progress)
+        signals = StopSignals()
+        try:
+            while self.epoch < self.cfg.epochs:
+                # A signal during eval/checkpointing stops here, at the epoch boundary, on every rank alike.
+                stop_now = D.any_rank([signals.requested], self.device, self.dist)[0]
+                if stop_now or not self._train_epoch(self.epoch + 1, signals, writer):
+                    self._save()
+                    cmd = resume_command(self.out, self.dist)
+                    if self.dist.is_main:
+                        print(f"\nStopped by {signals.name} at epoch {self.epoch + 1}, step {self.step}; checkpoint written to "
+                              f"{self.out / 'checkpoint.pt'}.\nResume with:\n  {cmd}", flush=True)
+                    return {"status": "interrupted", "signal": signals.name, "epoch": self.epoch, "step": self.step,
+                            "resume_command": cmd}
+        finally:
+            signals.restore()
+            writer.close()
+        return writer.finish(self.curve, self.wall_time)
+
+    def _train_epoch(self, epoch: int, signals: "StopSignals", writer: RunWriter) -> bool:
+        cfg, device = self.cfg, self.device
+        if self.step == 0:  # a fresh epoch: every stream is a function of (seed, rank, epoch)
+            self.generator.manual_seed(derive_seed(cfg.seed, self.dist.rank, epoch))
+            torch.manual_seed(derive_seed(cfg.seed, self.dist.rank, epoch, 1))
+            self.partial = {"loss_sum": 0.0, "images": 0, "time_s": 0.0}
+        loader = train_loader(self.train_ds, cfg, self.dist, epoch=epoch, skip_batches=self.step, device=device)
+        total = len(loader) + self.step
+        if cfg.max_steps_per_epoch:
+            total = min(total, cfg.max_steps_per_epoch)
+        self.ddp.train()
+        bar = writer.progress(total=total, initial=self.step, desc=f"epoch {epoch}/{cfg.epochs}")
+        start = time.perf_counter()
+        for batch in loader:
+            if self.step >= total:
+                break
+            loss, n = self._step(batch, epoch, signals)
+            self.step += 1
+            self.partial["loss_sum"] += loss * n
+            self.partial["images"] += n
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}")
+            if signals.stop_after_step:
+                self.partial["time_s"] += time.perf_counter() - start
+                bar.close()
+                return False
+        bar.close()
+        self.partial["time_s"] += time.perf_counter() - start
+        self._end_epoch(epoch, writer)
+        return True
+
+    def _step(self, batch, epoch: int, signals: "StopSignals") -> tuple[float, int]:
+        cfg, device = self.cfg, self.device
+        images, labels = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+        attention = batch[2].to(device, non_blocking=True).float() if len(batch) > 2 else None
+        if self.mixer is not None:
+            images, targets = self.mixer(images, labels, attention, generator=self.generator)
+        x = _normalize(images, self.mean, self.std)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(device, cfg.amp):
+            logits = self.ddp(x)
+        if self.mixer is None:
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.label_smoothing)
+        else:
+            loss = F.cross_entropy(logits.float(), targets)
+        stop, bad = D.any_rank([signals.requested, not math.isfinite(loss.item())], device, self.dist)
+        if bad:
+            raise NonFiniteLossError(
+                f"non-finite loss ({loss.item()}) at epoch {epoch}, step {self.step + 1}; training stopped and the last good "
+                f"checkpoint (if any) in {self.out} was kept. Likely causes: a learning rate too high (try a lower --lr), "
+                f"fp16 overflow (try --amp bf16 or --amp off), or NaN/Inf in the input data.")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        signals.stop_after_step = stop
+        return loss.item(), images.shape[0]
+
+    def _end_epoch(self, epoch: int, writer: RunWriter) -> None:
+        cfg = self.cfg
+        lr = self.optimizer.param_groups[0]["lr"]
+        loss_sum, images, seconds = D.all_reduce_sum([self.partial["loss_sum"], self.partial["images"], self.partial["time_s"]],
+                                                     self.device, self.dist)
+        row: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / max(images, 1), "top1": None, "top5": None,
+                               "eval_loss": None, "images_per_s": images / max(seconds / self.dist.world_size, 1e-9), "lr": lr}
+        eval_start = time.perf_counter()
+        if self.eval_ds is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
+            D.broadcast_buffers(self.model, self.dist)
+            sums = evaluation_sums(self.model, eval_loader(self.eval_ds, cfg, self.device), self.info, self.device,
+                                   amp=cfg.amp, channels_last=self.channels_last)
+            m = _metrics(D.all_reduce_sum(sums, self.device, self.dist))
+            row.update(top1=m["top1"], top5=m["top5"], eval_loss=m["loss"])
+        self.scheduler.step()
+        self.epoch, self.step = epoch, 0
+        row["time_s"] = seconds / self.dist.world_size + time.perf_counter() - eval_start
+        self.wall_time += row["time_s"]
+        self.curve.append(row)
+        writer.log_epoch(row)
+        self._save()
+
+
+__all__ = ["train", "evaluate", "evaluation_sums", "NonFiniteLossError"]
