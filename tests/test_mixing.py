@@ -280,3 +280,11 @@ class TestBadInput:
         m = AttentiveCutMix(num_classes=10, extractor=lambda x: torch.rand(x.shape[0], 10))
         with pytest.raises(ValueError, match=r"spatial feature map.*\(4, 10\)"):
             m(torch.rand(4, 3, 32, 32), torch.arange(4))
+
+
+def test_channels_last_input_gives_same_result():
+    images, labels, att = torch.rand(4, 3, 16, 16), torch.arange(4), torch.rand(4, 4, 4)
+    mixer = AttentiveCutMix(num_classes=4, grid_size=4, num_patches=5)
+    a, ta = mixer(images, labels, attention=att, generator=_gen(0))
+    b, tb = mixer(images.to(memory_format=torch.channels_last), labels, attention=att, generator=_gen(0))
+    assert torch.equal(a, b) and torch.equal(ta, tb)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "AttentiveCutMix", "CutMix", "MixUp", "Cutout",
-    "pair_permutation", "attention_to_grid", "top_cells", "cell_bounds", "cells_to_pixel_mask",
+    "pair_permutation", "attention_to_grid", "top_cell_indices", "top_cells", "cell_bounds", "cells_to_pixel_mask",
 ]
 
 
@@ -104,12 +104,35 @@ def _apply_prob(prob: float, generator: torch.Generator | None) -> bool:
     return bool(torch.rand((), generator=generator, device=gen_device) < prob)
 
 
-def _paste(images: torch.Tensor, perm: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Out-of-place ``where(mask, images[perm], images)`` as one gather (no copy of the permuted batch)."""
+def _paste_blocks(images: torch.Tensor, perm: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
+                  height: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
+    """Clone ``images`` and copy K rectangles per sample, (B, K) ``top/left/height/width``, from partner ``perm[i]``.
+
+    Only the pasted pixels are read and written after the clone, so the cost is a clone plus
+    O(pasted area). Blocks are padded to the batch's largest block by repeating their last
+    row/column: the repeats write the same value twice, which is harmless.
+    """
+    images = images.contiguous()  # flat offsets below assume NCHW layout (channels-last input is copied once)
     b, c, h, w = images.shape
-    rows = torch.arange(b, device=images.device).view(b, 1, 1)
-    src = torch.where(mask.to(images.device), perm.view(b, 1, 1), rows)  # (B, H, W) source image per pixel
-    return torch.gather(images, 0, src.unsqueeze(1).expand(b, c, h, w))
+    out = images.clone()
+    mh, mw = int(height.max()), int(width.max())
+    if mh == 0 or mw == 0:
+        return out
+    dev = images.device
+    top, left, height, width = (t.to(dev) for t in (top, left, height, width))
+    rows = top.unsqueeze(-1) + torch.minimum(torch.arange(mh, device=dev), (height - 1).clamp_min(0).unsqueeze(-1))
+    cols = left.unsqueeze(-1) + torch.minimum(torch.arange(mw, device=dev), (width - 1).clamp_min(0).unsqueeze(-1))
+    pixels = (rows.clamp(max=h - 1)[..., :, None] * w + cols.clamp(max=w - 1)[..., None, :]).view(b, 1, -1)
+    own = torch.arange(b, device=dev).view(b, 1)
+    src = torch.where((height == 0) | (width == 0), own, perm.to(dev).view(b, 1))  # empty block: copy onto itself
+    src = src.view(b, -1, 1).expand(-1, -1, mh * mw).reshape(b, 1, -1)
+    # Flat offsets into contiguous (B, C, H, W): one 1-D gather and one 1-D index_put, both cheap kernels
+    # (index_put_ stays deterministic under torch.use_deterministic_algorithms, unlike put_).
+    chan = (torch.arange(c, device=dev) * (h * w)).view(1, c, 1)
+    dst_idx = (own.view(b, 1, 1) * (c * h * w) + chan + pixels).reshape(-1)
+    src_idx = (src * (c * h * w) + chan + pixels).reshape(-1)
+    out.view(-1).index_put_((dst_idx,), images.view(-1)[src_idx])
+    return out
 
 
 # --------------------------------------------------------------------------- attentive cells
@@ -133,16 +156,19 @@ def attention_to_grid(attention: torch.Tensor, grid_size: int) -> torch.Tensor:
     return att
 
 
-def top_cells(scores: torch.Tensor, num_patches: int) -> torch.Tensor:
-    """Boolean (B, g, g) mask of the ``num_patches`` highest cells per sample.
+def top_cell_indices(scores: torch.Tensor, num_patches: int) -> torch.Tensor:
+    """(B, num_patches) row-major indices of the highest cells of (B, g, g) scores, best first.
 
-    Ties go to the lower row-major cell index (stable sort), so the choice is deterministic.
+    Ties go to the lower index (stable sort), so the choice is deterministic.
     """
+    return torch.sort(scores.flatten(1), dim=1, descending=True, stable=True).indices[:, :num_patches]
+
+
+def top_cells(scores: torch.Tensor, num_patches: int) -> torch.Tensor:
+    """Boolean (B, g, g) mask of the ``num_patches`` highest cells per sample (see ``top_cell_indices``)."""
     b, g, _ = scores.shape
-    flat = scores.reshape(b, g * g)
-    order = torch.sort(flat, dim=1, descending=True, stable=True).indices[:, :num_patches]
-    cells = torch.zeros_like(flat, dtype=torch.bool)
-    cells.scatter_(1, order, True)
+    cells = torch.zeros(b, g * g, dtype=torch.bool, device=scores.device)
+    cells.scatter_(1, top_cell_indices(scores, num_patches), True)
     return cells.view(b, g, g)
 
 
@@ -221,9 +247,14 @@ class AttentiveCutMix:
         if self.num_patches == 0 or not _apply_prob(self.prob, generator):
             return images.clone(), targets
         perm = pair_permutation(b, generator, images.device)
-        mask = self.pixel_mask(attention, h, w)[perm]  # cells are chosen on the partner's map
-        lam = mask.flatten(1).to(torch.float32).mean(1)
-        return _paste(images, perm, mask), _mix_targets(targets, perm, lam)
+        cells = top_cell_indices(attention_to_grid(attention, self.grid_size), self.num_patches)[perm]  # partner's map
+        g = self.grid_size
+        ys, xs = cell_bounds(h, g, images.device), cell_bounds(w, g, images.device)
+        row, col = cells // g, cells % g
+        height, width = ys[row + 1] - ys[row], xs[col + 1] - xs[col]
+        # Cells are disjoint, so the replaced fraction is their summed area: exact, per sample.
+        lam = (height * width).sum(1).to(torch.float32) / (h * w)
+        return _paste_blocks(images, perm, ys[row], xs[col], height, width), _mix_targets(targets, perm, lam)
 
 
 def _check_alpha(alpha: float) -> float:
@@ -287,9 +318,10 @@ class CutMix:
         perm = pair_permutation(b, generator, images.device)
         # The sampled lam is the fraction *kept*, as in the paper; the pasted box has area 1 - lam.
         boxes = _random_boxes(1.0 - _sample_beta(self.alpha, b, generator), h, w, generator)
-        mask = boxes_to_mask(boxes, h, w, images.device)
-        lam = mask.flatten(1).to(torch.float32).mean(1)
-        return _paste(images, perm, mask), _mix_targets(targets, perm, lam)
+        y0, y1, x0, x1 = boxes.unbind(1)
+        lam = ((y1 - y0) * (x1 - x0)).to(torch.float32) / (h * w)  # area of the clipped box: exact
+        mixed = _paste_blocks(images, perm, y0[:, None], x0[:, None], (y1 - y0)[:, None], (x1 - x0)[:, None])
+        return mixed, _mix_targets(targets, perm, lam.to(images.device))
 
 
 class MixUp:

@@ -1,0 +1,88 @@
+"""Time of each mixer against timm's CutMix, torchvision v2 CutMix and a plain clone.
+
+All candidates run interleaved, round after round, on the same batch; the table reports medians
+and ratios measured side by side in this one run. Usage::
+
+    python benchmarks/mixers.py [--device cpu|cuda] [--rounds 30] [--threads N]
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from datetime import date
+
+import torch
+from timm.data.mixup import Mixup
+from torchvision.transforms import v2
+
+from attentive_cutmix import AttentiveCutMix, Cutout, CutMix, MixUp
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _candidates(images: torch.Tensor, labels: torch.Tensor, k: int) -> dict:
+    attention = torch.rand(images.shape[0], 7, 7, device=images.device)
+    g = torch.Generator().manual_seed(0)
+    ours = {
+        "AttentiveCutMix (given attention)": AttentiveCutMix(num_classes=k, num_patches=6, grid_size=7),
+        "CutMix (ours)": CutMix(num_classes=k),
+        "MixUp (ours)": MixUp(num_classes=k),
+        "Cutout (ours)": Cutout(num_classes=k, size=images.shape[-1] // 2),
+    }
+    timm_cutmix = Mixup(mixup_alpha=0.0, cutmix_alpha=1.0, mode="batch", correct_lam=True, label_smoothing=0.0, num_classes=k)
+    tv_cutmix = v2.CutMix(num_classes=k, alpha=1.0)
+    fns = {name: (lambda m=m: m(images, labels, attention=attention, generator=g)) for name, m in ours.items()}
+    # timm mixes in place: give it a fresh copy each round but time the copy separately (see clone row).
+    fns["timm Mixup (CutMix mode, in place)"] = lambda: timm_cutmix(images, labels)
+    fns["torchvision v2 CutMix"] = lambda: tv_cutmix(images, labels)
+    fns["images.clone()"] = lambda: images.clone()
+    return fns
+
+
+def bench(shape: tuple[int, int, int, int], device: torch.device, rounds: int, k: int = 10) -> dict[str, float]:
+    images = torch.rand(shape, device=device)
+    labels = torch.randint(0, k, (shape[0],), device=device)
+    fns = _candidates(images, labels, k)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(3):  # warm-up
+        for fn in fns.values():
+            fn()
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    print(f"# mixers benchmark, {date.today()}, torch {torch.__version__}, device {device}, "
+          f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {args.rounds} rounds, medians")
+    for shape in [(256, 3, 32, 32), (64, 3, 224, 224)]:
+        med = bench(shape, device, args.rounds)
+        ref_timm = med["timm Mixup (CutMix mode, in place)"]
+        ref_clone = med["images.clone()"]
+        print(f"\nbatch {shape}")
+        print(f"| mixer | median ms | / timm CutMix | / clone |")
+        print(f"|---|---:|---:|---:|")
+        for name, t in med.items():
+            print(f"| {name} | {t * 1e3:.3f} | {t / ref_timm:.2f}x | {t / ref_clone:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
