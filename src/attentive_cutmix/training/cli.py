@@ -6,6 +6,7 @@ Exit codes: 0 finished, 1 a bad option/file or a non-finite loss (message on std
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from typing import Any
@@ -98,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if result.get("status") == "interrupted":
         return 128 + int(getattr(signal, result["signal"]))
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 alone reports
+        return 0
     top1 = result.get("top1")
     print(f"finished: top-1 {top1:.2f}%, top-5 {result['top5']:.2f}% -> {cfg.output_dir}" if top1 is not None
           else f"finished -> {cfg.output_dir}")
