@@ -234,3 +234,77 @@ def test_build_validates_arguments(tmp_path, extractor):
     with pytest.raises(TypeError, match="JSON"):
         build_cache(ds, extractor, tmp_path / "a", meta={"x": object()}, progress=False)
     assert not list(tmp_path.iterdir())
+
+
+# --------------------------------------------------------------------------- through the data pipeline
+class _Brightness(torch.nn.Module):
+    """An 'extractor' whose 8x8 map is the image's pooled brightness: it peaks on the synthetic object."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.adaptive_avg_pool2d(x.mean(dim=1, keepdim=True), 8)
+
+
+def _crop_flip(x: torch.Tensor, dy: int, dx: int, flip: bool, pad: int = 4) -> torch.Tensor:
+    """RandomCrop(padding=pad) at offset (dy, dx) then an optional horizontal flip, on a (..., H, W) tensor."""
+    h, w = x.shape[-2:]
+    out = F.pad(x, (pad, pad, pad, pad))[..., dy:dy + h, dx:dx + w]
+    return out.flip(-1) if flip else out
+
+
+def test_cached_map_moves_with_its_image_through_build_datasets(tmp_path):
+    from attentive_cutmix.data import build_datasets
+
+    raw, _, info = build_datasets("synthetic", synthetic_size=48, augment=False)
+    cache = build_cache(raw, _Brightness(), tmp_path / "syn.safetensors", meta={"dataset": info.name}, batch_size=16, progress=False)
+    plain, _, _ = build_datasets("synthetic", synthetic_size=48, augment=False, attention_cache=cache)
+    augmented, _, _ = build_datasets("synthetic", synthetic_size=48, augment=True, attention_cache=cache)
+    candidates = [(dy, dx, flip) for dy in range(9) for dx in range(9) for flip in (False, True)]
+    seen = set()
+    torch.manual_seed(0)
+    for i in range(24):
+        image0, label0, att0 = plain[i]
+        image, label, att = augmented[i]
+        assert label == label0 and att.shape == image.shape[-2:] and att.dtype == torch.float32
+        # The un-augmented map is the cached one, upsampled to the image.
+        grid = cache[i].float()[None, None]
+        assert any(torch.allclose(att0, F.interpolate(grid, size=att0.shape, **mode)[0, 0], atol=1e-3)
+                   for mode in (dict(mode="bilinear", align_corners=False), dict(mode="nearest"), dict(mode="bicubic")))
+        matches = [c for c in candidates if torch.allclose(_crop_flip(image0, *c), image, atol=1e-6)]
+        assert matches, f"item {i}: the augmented image is no padded crop/flip of the original"
+        dy, dx, flip = matches[0]
+        inside = _crop_flip(torch.ones_like(att0), dy, dx, flip) > 0  # pixels that came from the image, not the padding
+        torch.testing.assert_close(att[inside], _crop_flip(att0, dy, dx, flip)[inside], atol=1e-5, rtol=1e-5)
+        seen.add((flip, (dy, dx) != (4, 4)))
+    assert {(True, True), (False, True)} <= seen, f"the random augmentations did not cover flips and shifts: {seen}"
+
+
+def test_cli_writes_a_cache_train_accepts_and_refuses_to_overwrite(tmp_path, capsys):
+    from attentive_cutmix.cli import main
+    from attentive_cutmix.data import build_datasets
+    from attentive_cutmix.training.components import build_extractor
+    from attentive_cutmix.training.config import TrainConfig
+
+    weights = tmp_path / "r20.safetensors"
+    save_file(FeatureExtractor("cifar_resnet20", input_size=32).model.state_dict(), str(weights))
+    out = tmp_path / "c.safetensors"
+    argv = ["cache-attention", "--dataset", "synthetic", "--synthetic-size", "40", "--val-fraction", "0.25",
+            "--extractor", "cifar_resnet20", "--extractor-weights", str(weights), "--out", str(out),
+            "--workers", "0", "--batch-size", "16", "--no-progress"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert str(out) in printed and "8x8" in printed and "images/s" in printed
+    # The trainer's own expectation for the same flags accepts it.
+    cfg = TrainConfig(dataset="synthetic", synthetic_size=40, val_fraction=0.25, method="attentive-cutmix",
+                      extractor="cifar_resnet20", extractor_weights=str(weights))
+    train_ds, _, info = build_datasets("synthetic", synthetic_size=40, val_fraction=0.25, augment=False)
+    cache = open_cache(out, expect=cache_meta(info, build_extractor(cfg, info, torch.device("cpu")), "cifar_resnet20"))
+    assert len(cache) == len(train_ds) == 30
+    # Another split is refused, naming what differs.
+    _, _, other = build_datasets("synthetic", synthetic_size=40, val_fraction=0.5, augment=False)
+    with pytest.raises(CacheMismatchError, match="length: expected 20, found 30"):
+        open_cache(out, expect=cache_meta(other, build_extractor(cfg, other, torch.device("cpu")), "cifar_resnet20"))
+    before = out.read_bytes()
+    assert main(argv) == 1
+    assert "--force" in capsys.readouterr().err and out.read_bytes() == before
+    assert main([*argv, "--force", "--pretrained"]) == 1  # weights and --pretrained together
+    assert "not both" in capsys.readouterr().err

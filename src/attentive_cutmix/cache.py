@@ -119,9 +119,11 @@ def cache_meta(info: Any, extractor: Any, extractor_source: str | None = None) -
     """The header a cache of ``extractor``'s maps over ``info``'s train split must carry.
 
     ``info`` is the ``DatasetInfo`` of ``build_datasets``; ``extractor`` a ``FeatureExtractor``
-    (its native grid is found with one forward pass on a blank image). ``extractor_source``
-    overrides ``extractor.source``. Weights files are identified by their sha256, so a cache
-    stays valid when the weights move; pretrained and random weights cannot be hashed, say so.
+    (its native grid is found with one forward pass on a blank image). ``extractor_source`` is how
+    the run named the extractor (the ``--extractor`` flag), recorded as ``extractor``; the header's
+    ``extractor_source`` is always where the weights came from (``extractor.source``). Weights
+    files are identified by their sha256, so a cache stays valid when they move; pretrained and
+    random weights cannot be hashed, and the header says so.
     """
     for attr in ("name", "source", "input_size", "mean", "std"):
         if not hasattr(extractor, attr):
@@ -129,7 +131,7 @@ def cache_meta(info: Any, extractor: Any, extractor_source: str | None = None) -
     for attr in ("name", "image_size", "train_fingerprint", "num_train"):
         if not hasattr(info, attr):
             raise TypeError(f"info must be the DatasetInfo returned by build_datasets (it has no .{attr}), got {type(info).__name__}")
-    source = extractor_source if extractor_source is not None else extractor.source
+    source = str(extractor.source)
     input_size = extractor.input_size or info.image_size
     param = next(extractor.parameters(), None)
     blank = torch.zeros(1, extractor.mean.shape[1], input_size, input_size, device=param.device if param is not None else "cpu")
@@ -138,7 +140,8 @@ def cache_meta(info: Any, extractor: Any, extractor_source: str | None = None) -
         "format_version": FORMAT_VERSION,
         "dataset": info.name, "length": int(info.num_train), "fingerprint": info.train_fingerprint,
         "image_size": int(info.image_size),
-        "extractor": str(extractor.name), "extractor_source": str(source), "weights_sha256": _weights_identity(str(source)),
+        "extractor": str(extractor_source if extractor_source is not None else extractor.name),
+        "extractor_source": source, "weights_sha256": _weights_identity(source),
         "layer": getattr(extractor, "layer", None), "input_size": int(input_size),
         "mean": [round(float(v), 6) for v in extractor.mean.flatten().tolist()],
         "std": [round(float(v), 6) for v in extractor.std.flatten().tolist()],
