@@ -170,7 +170,7 @@ def _positive(cfg: TrainConfig, name: str, *, allow_none: bool = True, zero_ok: 
 def _not_applicable(cfg: TrainConfig, table: dict[str, tuple[str, ...]], key: str, flag: str) -> None:
     current = getattr(cfg, key)
     for option, applies_to in table.items():
-        if option in cfg.explicit and getattr(cfg, option) is not None and current not in applies_to:
+        if option in cfg.explicit and getattr(cfg, option) not in (None, False) and current not in applies_to:
             raise ConfigError(f"--{option.replace('_', '-')} does not apply to {flag} {current} (it applies to "
                               f"{', '.join(applies_to)}); remove it or change {flag}")
 
