@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--val-fraction", type=float, default=_S, help="hold out this fraction of the train set for evaluation (deterministic)")
     data.add_argument("--val-data", default=_S, help="a separate evaluation folder")
     data.add_argument("--image-size", type=int, default=_S, help="train/eval image size (default: the dataset's)")
-    data.add_argument("--synthetic-size", type=int, default=_S, help="number of generated images for the synthetic dataset")
+    data.add_argument("--synthetic-size", type=int, nargs="+", default=_S, metavar="N",
+                      help="synthetic dataset: N training images, or N_TRAIN N_EVAL")
     data.add_argument("--workers", type=int, default=_S, help="DataLoader worker processes (default 2)")
     model = parser.add_argument_group("model")
     model.add_argument("--model", default=_S, help="architecture (default cifar_resnet20); e.g. resnet18, densenet121, efficientnet_b0")
@@ -85,6 +86,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> Any:
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    if isinstance(overrides.get("synthetic_size"), list) and len(overrides["synthetic_size"]) == 1:
+        overrides["synthetic_size"] = overrides["synthetic_size"][0]
     return make_config(overrides, config_file=args.config)
 
 

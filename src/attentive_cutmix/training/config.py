@@ -59,7 +59,7 @@ class TrainConfig:
     val_fraction: float = 0.0
     val_data: str | None = None
     image_size: int | None = None
-    synthetic_size: int | None = None
+    synthetic_size: int | list[int] | None = None  # train images, or [train, eval]
     # model
     model: str = "cifar_resnet20"
     init: str = "default"
@@ -187,7 +187,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _not_applicable(cfg, SCHEDULE_OPTIONS, "schedule", "--schedule")
     for name in ("epochs", "batch_size", "eval_every"):
         _positive(cfg, name, allow_none=False)
-    for name in ("image_size", "synthetic_size", "num_patches", "grid_size", "cutout_size", "extractor_input_size",
+    sizes = cfg.synthetic_size if isinstance(cfg.synthetic_size, (list, tuple)) else [cfg.synthetic_size]
+    if len(sizes) not in (1, 2) or any(n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1) for n in sizes):
+        raise ConfigError(f"synthetic_size must be a positive int (train images) or a pair [train, eval], got {cfg.synthetic_size!r}")
+    if isinstance(cfg.synthetic_size, tuple):
+        cfg.synthetic_size = list(cfg.synthetic_size)
+    for name in ("image_size", "num_patches", "grid_size", "cutout_size", "extractor_input_size",
                  "step_size", "max_steps_per_epoch", "eval_batch_size"):
         _positive(cfg, name, zero_ok=name == "num_patches")
     _positive(cfg, "workers", allow_none=False, zero_ok=True)
