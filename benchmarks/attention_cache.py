@@ -1,6 +1,7 @@
 """Benchmark: what Attentive CutMix costs with an attention cache, next to CutMix and online attention.
 
-Prints two tables, each measured side by side in one run (interleaved repetitions, medians):
+Prints three tables, each measured side by side in one run (interleaved repetitions; ratios are the
+median of per-round ratios, so load from other jobs on a shared machine largely cancels):
 
 1. train-step time (mix + forward + backward + Adam step) for ``none``, ``cutmix``, ``attentive-cutmix``
    with cached maps (taken from a real cache and upsampled to the image size, as the data loader
@@ -8,6 +9,8 @@ Prints two tables, each measured side by side in one run (interleaved repetition
    ``cutmix``. Target: cached <= 1.05x cutmix.
 2. cache-build throughput (``build_cache`` over N images) as a ratio to the extractor's bare eval
    throughput on the same images and batch size. Target: >= 0.9x.
+3. (at <= 64 px) the data pipeline's cost per train item with and without a cached map: work done in
+   the DataLoader workers, beside the train step.
 
 CPU default (CIFAR ResNet-20, batch 128, 32 px, ResNet-56 extractor)::
 
@@ -49,8 +52,8 @@ def _timed(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def _interleaved(cases: dict[str, Callable[[], object]], *, rounds: int, warmup: int, device: torch.device) -> dict[str, float]:
-    """Median seconds per case; each round runs every case once, in a rotating order (no case always goes first)."""
+def _interleaved(cases: dict[str, Callable[[], object]], *, rounds: int, warmup: int, device: torch.device) -> dict[str, list[float]]:
+    """Seconds of each case per round; a round runs every case once, in a rotating order (none always goes first)."""
     names = list(cases)
     for _ in range(warmup):
         for name in names:
@@ -59,7 +62,17 @@ def _interleaved(cases: dict[str, Callable[[], object]], *, rounds: int, warmup:
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
             times[name].append(_timed(cases[name], device))
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
+
+
+def _summary(times: dict[str, list[float]], reference: str) -> dict[str, tuple[float, float]]:
+    """name -> (median seconds, median over rounds of the ratio to ``reference`` in the same round).
+
+    Ratios within a round compare runs seconds apart, so load from other jobs on a shared machine
+    cancels out far better than in a ratio of overall medians.
+    """
+    ref = times[reference]
+    return {name: (statistics.median(t), statistics.median(a / b for a, b in zip(t, ref))) for name, t in times.items()}
 
 
 def _extractor(args: argparse.Namespace, device: torch.device) -> tuple[FeatureExtractor, str]:
@@ -73,7 +86,7 @@ def _extractor(args: argparse.Namespace, device: torch.device) -> tuple[FeatureE
     return ext, ("weights " + Path(weights).name if weights else "random weights")
 
 
-def train_steps(args: argparse.Namespace, device: torch.device, extractor: FeatureExtractor, tmp: Path) -> dict[str, float]:
+def train_steps(args: argparse.Namespace, device: torch.device, extractor: FeatureExtractor, tmp: Path) -> dict[str, tuple[float, float]]:
     gen = torch.Generator().manual_seed(0)
     b, s = args.batch_size, args.image_size
     images = torch.rand(b, 3, s, s, generator=gen).to(device)
@@ -105,10 +118,10 @@ def train_steps(args: argparse.Namespace, device: torch.device, extractor: Featu
         "attentive-cutmix (cache)": lambda: step(lambda: cached(images, labels, attention=attention)),
         "attentive-cutmix (online)": lambda: step(lambda: online(images, labels)),
     }
-    return _interleaved(cases, rounds=args.rounds, warmup=2, device=device)
+    return _summary(_interleaved(cases, rounds=args.rounds, warmup=2, device=device), "cutmix")
 
 
-def build_throughput(args: argparse.Namespace, device: torch.device, extractor: FeatureExtractor, tmp: Path) -> dict[str, float]:
+def build_throughput(args: argparse.Namespace, device: torch.device, extractor: FeatureExtractor, tmp: Path) -> dict[str, tuple[float, float]]:
     n, bs, s = args.build_images, args.build_batch_size, args.image_size
     images = torch.rand(n, 3, s, s, generator=torch.Generator().manual_seed(1))
     dataset = TensorDataset(images)
@@ -121,8 +134,30 @@ def build_throughput(args: argparse.Namespace, device: torch.device, extractor: 
         build_cache(dataset, extractor, tmp / "build.safetensors", meta={"dataset": "bench"}, batch_size=bs,
                     device=device, progress=False)
 
-    seconds = _interleaved({"bare extractor": bare, "build_cache": build}, rounds=args.build_rounds, warmup=1, device=device)
-    return {name: n / sec for name, sec in seconds.items()}
+    times = _interleaved({"bare extractor": bare, "build_cache": build}, rounds=args.build_rounds, warmup=1, device=device)
+    # Throughput ratio = bare time / build time, per round.
+    return {name: (n / sec, 1.0 / ratio) for name, (sec, ratio) in _summary(times, "bare extractor").items()}
+
+
+def item_cost(args: argparse.Namespace, tmp: Path) -> dict[str, tuple[float, float]] | None:
+    """Seconds per train item from the data pipeline with and without a cache (work done in loader workers)."""
+    if args.image_size > 64:
+        return None
+    from attentive_cutmix.data import build_datasets
+
+    raw, _, info = build_datasets("synthetic", synthetic_size=args.batch_size, image_size=args.image_size, augment=False)
+    cache = build_cache(raw, lambda x: F.adaptive_avg_pool2d(x, 8), tmp / "items.safetensors", meta={"dataset": info.name},
+                        progress=False)
+    plain, _, _ = build_datasets("synthetic", synthetic_size=args.batch_size, image_size=args.image_size)
+    cached, _, _ = build_datasets("synthetic", synthetic_size=args.batch_size, image_size=args.image_size, attention_cache=cache)
+    n = len(plain)
+
+    def fetch(ds) -> Callable[[], None]:
+        return lambda: [ds[i] for i in range(n)]
+
+    times = _interleaved({"image": fetch(plain), "image + cached map": fetch(cached)}, rounds=5, warmup=1,
+                         device=torch.device("cpu"))
+    return {name: (sec / n, ratio) for name, (sec, ratio) in _summary(times, "image").items()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -133,10 +168,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--extractor-weights", default=None, help="default: ../shared/models/cifar10-resnet56.safetensors if present")
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--rounds", type=int, default=9, help="interleaved train-step repetitions per method")
+    p.add_argument("--rounds", type=int, default=13, help="interleaved train-step repetitions per method")
     p.add_argument("--build-images", type=int, default=512)
     p.add_argument("--build-batch-size", type=int, default=256)
-    p.add_argument("--build-rounds", type=int, default=3)
+    p.add_argument("--build-rounds", type=int, default=5)
     p.add_argument("--threads", type=int, default=None,
                    help="torch.set_num_threads (default 1 on CPU: ratios stay stable when other jobs share the cores)")
     args = p.parse_args(argv)
@@ -149,16 +184,22 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         steps = train_steps(args, device, extractor, Path(tmp))
-        print(f"\n## train step, median of {args.rounds} interleaved rounds")
+        print(f"\n## train step, medians of {args.rounds} interleaved rounds (ratio: median of per-round ratios)")
         print("| method | ms / step | ratio to cutmix |\n|---|---:|---:|")
-        for name, sec in steps.items():
-            print(f"| {name} | {sec * 1e3:.1f} | {sec / steps['cutmix']:.3f} |")
+        for name, (sec, ratio) in steps.items():
+            print(f"| {name} | {sec * 1e3:.1f} | {ratio:.3f} |")
         rates = build_throughput(args, device, extractor, Path(tmp))
         print(f"\n## cache build, {args.build_images} images, batch {args.build_batch_size}, median of {args.build_rounds} rounds")
         print("| path | images / s | ratio to bare extractor |\n|---|---:|---:|")
-        for name, rate in rates.items():
-            print(f"| {name} | {rate:.0f} | {rate / rates['bare extractor']:.3f} |")
-    cached, build = steps["attentive-cutmix (cache)"] / steps["cutmix"], rates["build_cache"] / rates["bare extractor"]
+        for name, (rate, ratio) in rates.items():
+            print(f"| {name} | {rate:.0f} | {ratio:.3f} |")
+        items = item_cost(args, Path(tmp))
+        if items is not None:
+            print("\n## data item (synthetic set, train transform; runs in DataLoader workers, beside the step)")
+            print("| item | us / item | ratio |\n|---|---:|---:|")
+            for name, (sec, ratio) in items.items():
+                print(f"| {name} | {sec * 1e6:.0f} | {ratio:.2f} |")
+    cached, build = steps["attentive-cutmix (cache)"][1], rates["build_cache"][1]
     print(f"\ntargets: cached <= 1.05x cutmix: {cached:.3f} ({'met' if cached <= 1.05 else 'MISSED'}); "
           f"cache build >= 0.9x bare extractor: {build:.3f} ({'met' if build >= 0.9 else 'MISSED'})")
 

@@ -233,6 +233,10 @@ def test_build_validates_arguments(tmp_path, extractor):
         build_cache(ds, extractor, tmp_path / "a", meta={}, batch_size=0, progress=False)
     with pytest.raises(TypeError, match="JSON"):
         build_cache(ds, extractor, tmp_path / "a", meta={"x": object()}, progress=False)
+    with pytest.raises(ValueError, match="NaN"):
+        build_cache(ds, lambda x: torch.full((len(x), 2, 4, 4), float("nan")), tmp_path / "a", meta={}, progress=False)
+    with pytest.raises(ValueError, match="float16's range"):
+        build_cache(ds, lambda x: torch.full((len(x), 4, 4), 1e6), tmp_path / "a", meta={}, progress=False)
     assert not list(tmp_path.iterdir())
 
 

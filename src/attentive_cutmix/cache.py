@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import itertools
 import json
 import operator
 import os
 import re
 import struct
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -38,6 +39,7 @@ COMPARED = ("dataset", "length", "fingerprint", "image_size", "extractor", "extr
 _HASH = re.compile(r"[0-9a-f]{64}")
 _MAX_HEADER = 100 * 1024 * 1024
 _MISSING = "<missing>"
+_DTYPE = np.dtype("<f2")  # safetensors data is little-endian whatever the machine
 
 
 class CacheError(ValueError):
@@ -64,7 +66,7 @@ class AttentionCache:
 
     def __init__(self, path: Path, meta: dict[str, Any], offset: int, shape: tuple[int, int, int]) -> None:
         self.path, self.meta, self._offset, self._shape = Path(path), meta, offset, shape
-        self._maps = np.memmap(self.path, dtype=np.float16, mode="r", offset=offset, shape=shape)
+        self._maps = np.memmap(self.path, dtype=_DTYPE, mode="r", offset=offset, shape=shape)
 
     @property
     def maps(self) -> np.memmap:
@@ -299,8 +301,15 @@ def build_cache(dataset: Dataset, extractor: Any, path: str | os.PathLike, *, me
         images = batch[0] if isinstance(batch, (list, tuple)) else batch
         with torch.inference_mode():
             feats = extractor(images.to(device, non_blocking=True))
-            att = feats.float().mean(dim=1) if feats.ndim == 4 else feats
-        return att.to(torch.float16).cpu().numpy()
+            if not isinstance(feats, torch.Tensor) or feats.ndim not in (3, 4):
+                shape = tuple(feats.shape) if isinstance(feats, torch.Tensor) else type(feats).__name__
+                raise ValueError(f"the extractor must return (B, C, h, w) features or (B, h, w) maps, got {shape}")
+            att = (feats.float().mean(dim=1) if feats.ndim == 4 else feats.float()).to(torch.float16)
+            # Refused now rather than by the mixer hours into a training run.
+            if not bool(torch.isfinite(att).all()):
+                raise ValueError("the extractor produced NaN/Inf attention (or values beyond float16's range, 65504); "
+                                 "check its weights and input normalisation")
+        return att.cpu().numpy()
 
     def write(tmp: str) -> None:
         batches = iter(loader)
@@ -313,10 +322,10 @@ def build_cache(dataset: Dataset, extractor: Any, path: str | os.PathLike, *, me
         with open(tmp, "wb") as f:
             f.write(head)
             f.truncate(len(head) + 2 * int(np.prod(shape)))
-        out = np.memmap(tmp, dtype=np.float16, mode="r+", offset=len(head), shape=shape)
+        out = np.memmap(tmp, dtype=_DTYPE, mode="r+", offset=len(head), shape=shape)
         done = 0
         with tqdm(total=n, unit="img", desc="caching attention", disable=not progress) as bar:
-            for maps in _chain(first, batches, maps_of):
+            for maps in itertools.chain([first], map(maps_of, batches)):
                 if done + len(maps) > n:
                     raise ValueError(f"the dataset yielded more than its len()={n} items")
                 out[done:done + len(maps)] = maps
@@ -335,9 +344,3 @@ def build_cache(dataset: Dataset, extractor: Any, path: str | os.PathLike, *, me
         if home is not None:
             extractor.to(home)
     return open_cache(path)
-
-
-def _chain(first: np.ndarray, batches: Any, maps_of: Any) -> Iterator[np.ndarray]:
-    yield first
-    for batch in batches:
-        yield maps_of(batch)
