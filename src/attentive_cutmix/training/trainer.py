@@ -159,7 +159,18 @@ class _Run:
         rng = per_rank[self.dist.rank] if per_rank and len(per_rank) == self.dist.world_size else ckpt["rng"]
         restore_rng(rng, self.generator)
 
+    def _check_weights_finite(self, epoch: int) -> None:
+        # The loss is checked before each update, so the update of an epoch's last step would go unchecked:
+        # never evaluate or checkpoint weights that an update made NaN/Inf.
+        finite = all(bool(torch.isfinite(t).all()) for t in self.model.state_dict().values() if t.is_floating_point())
+        if D.any_rank([not finite], self.device, self.dist)[0]:
+            raise NonFiniteLossError(
+                f"the model's weights became non-finite (NaN/Inf) in epoch {epoch}, up to step {self.step}; training stopped and "
+                f"the last good checkpoint (if any) in {self.out} was kept. Likely causes: a learning rate too high (try a "
+                f"lower --lr), fp16 overflow (try --amp bf16 or --amp off), or NaN/Inf in the input data.")
+
     def _save(self) -> None:
+        self._check_weights_finite(self.epoch + (self.step > 0))
         rng = capture_rng(self.generator)
         per_rank = None
         if self.dist.enabled and self.step > 0:  # mid-epoch: every rank's mixer stream is needed to continue exactly
@@ -256,6 +267,7 @@ class _Run:
 
     def _end_epoch(self, epoch: int, writer: RunWriter) -> None:
         cfg = self.cfg
+        self._check_weights_finite(epoch)
         lr = self.optimizer.param_groups[0]["lr"]
         loss_sum, images, seconds = D.all_reduce_sum([self.partial["loss_sum"], self.partial["images"], self.partial["time_s"]],
                                                      self.device, self.dist)
