@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import signal
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
@@ -65,6 +66,10 @@ class SkipSampler(Sampler[int]):
 
 
 def _seed_worker(worker_id: int) -> None:
+    # Ctrl-C reaches the whole process group: the main process finishes its step and checkpoints, so the
+    # workers must not die under it (it stops them itself).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
