@@ -1,0 +1,297 @@
+"""``attentive-cutmix compare GRID.yaml``: run every cell of a grid, then write results, tables and plots.
+
+Layout of ``--output-dir`` (default ``runs/compare/<grid file name>``)::
+
+    runs/<cell-id>/        one trainer output folder per cell (checkpoint.pt, metrics.jsonl, results.json, cell.json)
+    extractors/<id>/       extractors the grid trains first (``extractors:``)
+    caches/<name>.safetensors  attention caches, one per (data split, extractor), shared by cells
+    results.json, table.md, table.csv, curves-*.png, bars-*.png, ablation-*.png
+
+A cell id is ``<dataset>-<model>-<method>-s<seed>[-<axis><value>...]-<hash>``, the hash over the cell's whole
+resolved config (minus where it runs: output folder, device, workers), so a changed setting is a new cell and
+results of different configs never mix. A finished cell is skipped; a cell with a checkpoint and no results is
+resumed. ``--cell ID`` runs one cell (e.g. one cluster job per cell); ``--list`` prints the ids.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from .grid import Cell, Grid, GridError, load_grid
+
+CELL_FILE = "cell.json"
+
+
+class CellConflictError(GridError):
+    """A run folder holds a different config than the cell that maps to it."""
+
+
+# ------------------------------------------------------------------------------------------ state
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def cell_status(run_dir: Path, identity: dict[str, Any]) -> str:
+    """``finished`` / ``resumable`` / ``pending``; ``CellConflictError`` if the folder belongs to another config."""
+    saved = _read_json(run_dir / CELL_FILE)
+    if saved is not None and saved.get("identity") != json.loads(json.dumps(identity, default=str)):
+        raise CellConflictError(f"{run_dir} holds a run of a different config than this grid's cell of the same id "
+                                f"(see {run_dir / CELL_FILE}); nothing was changed. Use another --output-dir, or move "
+                                "that folder away")
+    results = _read_json(run_dir / "results.json")
+    if saved is not None and results is not None and results.get("status") == "finished":
+        return "finished"
+    if (run_dir / "checkpoint.pt").exists():
+        if saved is None:
+            raise CellConflictError(f"{run_dir} holds a checkpoint not written by `compare` (no {CELL_FILE}); nothing "
+                                    "was changed. Use another --output-dir, or move that folder away")
+        return "resumable"
+    return "pending"
+
+
+def _write_cell_file(run_dir: Path, cell: Cell) -> None:
+    from ..serialization import atomic_write
+
+    payload = {"id": cell.id, "axes": cell.axes, "identity": cell.identity}
+    atomic_write(run_dir / CELL_FILE, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2, default=str)))
+
+
+def _cache_path(out: Path, cfg: Any, extractor_identity: dict[str, Any] | None) -> Path:
+    from .grid import _short_hash, _slug
+
+    data = {k: getattr(cfg, k) for k in ("dataset", "data_dir", "image_size", "val_fraction", "val_data", "synthetic_size")}
+    if cfg.val_fraction:  # the held-out split (hence the cached train split) depends on the seed
+        data["seed"] = cfg.seed
+    extractor = extractor_identity or {k: getattr(cfg, k) for k in ("extractor", "extractor_weights", "extractor_input_size")}
+    name = f"{_slug(cfg.dataset)}-{_slug(Path(str(cfg.extractor)).stem)}-{_short_hash([data, extractor], 10)}"
+    return out / "caches" / f"{name}.safetensors"
+
+
+# ------------------------------------------------------------------------------------------ running
+def _train(cfg: Any, run_dir: Path, overrides: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
+    from ..training import train
+    from ..training.config import validate
+
+    resume = (run_dir / "checkpoint.pt").exists()
+    cfg = validate(dataclasses.replace(cfg, output_dir=str(run_dir), resume=resume, **overrides))
+    return train(cfg)
+
+
+def _ensure_extractor(grid: Grid, name: str, out: Path, overrides: dict[str, Any], log: Callable[[str], None]) -> Path:
+    cell = grid.extractors[name]
+    run_dir = out / "extractors" / cell.id
+    status = cell_status(run_dir, cell.identity)
+    if status != "finished":
+        log(f"extractor {name}: {'resuming' if status == 'resumable' else 'training'} {cell.id}")
+        _write_cell_file(run_dir, cell)
+        result = _train(cell.config, run_dir, overrides, log)
+        if result.get("status") == "interrupted":
+            raise _Interrupted(result)
+    return run_dir / "checkpoint.pt"
+
+
+class _Interrupted(Exception):
+    def __init__(self, result: dict[str, Any]) -> None:
+        super().__init__(result.get("signal"))
+        self.result = result
+
+
+def resolved_config(grid: Grid, cell: Cell, out: Path, overrides: dict[str, Any], log: Callable[[str], None] = print) -> Any:
+    """The cell's TrainConfig with its extractor checkpoint and shared attention cache filled in."""
+    cfg = cell.config
+    changes: dict[str, Any] = {}
+    if cell.extractor_run is not None:
+        changes["extractor"] = str(_ensure_extractor(grid, cell.extractor_run, out, overrides, log))
+    if cell.identity.get("attention_cached"):
+        extractor_identity = grid.extractors[cell.extractor_run].identity if cell.extractor_run else None
+        changes.update(attention_cache=str(_cache_path(out, cfg, extractor_identity)), build_cache=True)
+    return dataclasses.replace(cfg, **changes)
+
+
+def _localize(cfg: Any, run_dir: Path) -> dict[str, Any] | None:
+    """Hit rates for an attentive cell on the synthetic data (cached in ``localization.json``)."""
+    path = run_dir / "localization.json"
+    saved = _read_json(path)
+    if saved is not None:
+        return saved
+    import torch
+
+    from ..data import build_datasets
+    from ..serialization import atomic_write
+    from ..training.components import build_extractor
+    from .localization import localization_hit_rates
+
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    _, eval_ds, info = build_datasets(cfg.dataset, image_size=cfg.image_size, val_fraction=cfg.val_fraction, seed=cfg.seed,
+                                      synthetic_size=cfg.synthetic_size)
+    extractor = build_extractor(cfg, info, device)
+    rates = localization_hit_rates(extractor, eval_ds, num_patches=cfg.num_patches, grid_size=cfg.grid_size, seed=cfg.seed,
+                                   device=device)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(rates, indent=2)))
+    return rates
+
+
+def wants_localization(grid: Grid, cell: Cell) -> bool:
+    cfg = cell.config
+    return grid.localization and cfg.method == "attentive-cutmix" and cfg.extractor is not None \
+        and str(cfg.dataset).startswith("synthetic")
+
+
+def run_cell(grid: Grid, cell: Cell, out: Path, *, overrides: dict[str, Any] | None = None,
+             log: Callable[[str], None] = print) -> str:
+    """Run (or skip, or resume) one cell; returns its status afterwards: ``finished`` / ``interrupted``."""
+    overrides = dict(overrides or {})
+    run_dir = out / "runs" / cell.id
+    status = cell_status(run_dir, cell.identity)
+    cfg = resolved_config(grid, cell, out, overrides, log) if status != "finished" or wants_localization(grid, cell) else None
+    if status == "finished":
+        log(f"{cell.id}: finished, skipped")
+    else:
+        log(f"{cell.id}: {'resuming' if status == 'resumable' else 'training'}")
+        _write_cell_file(run_dir, cell)
+        result = _train(cfg, run_dir, overrides, log)
+        if result.get("status") == "interrupted":
+            raise _Interrupted(result)
+    if wants_localization(grid, cell):
+        _localize(dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if k == "device"}), run_dir)
+    return "finished"
+
+
+# ------------------------------------------------------------------------------------------ results
+def collect(grid: Grid, out: Path) -> list[dict[str, Any]]:
+    """One entry per cell of the grid (runs of other configs in ``out`` are ignored)."""
+    entries = []
+    for cell in grid.cells:
+        run_dir = out / "runs" / cell.id
+        cfg = cell.config
+        labels = {"dataset": cfg.dataset, "model": cfg.model, "method": cfg.method, "seed": cfg.seed,
+                  **{k: v for k, v in cell.axes.items()}}
+        entry: dict[str, Any] = {"id": cell.id, "labels": labels, "axes": cell.axes, "config": cell.identity, "status": "pending"}
+        try:
+            status = cell_status(run_dir, cell.identity)
+        except CellConflictError:
+            status = "conflict"
+        results = _read_json(run_dir / "results.json") if status == "finished" else None
+        if results:
+            entry.update({k: results.get(k) for k in ("top1", "top5", "best_top1", "best_top5", "epochs", "curve", "wall_time_s")})
+            entry["status"] = "finished"
+            entry["localization"] = _read_json(run_dir / "localization.json")
+        else:
+            entry["status"] = status
+        entries.append(entry)
+    return entries
+
+
+def write_report(grid: Grid, out: Path, log: Callable[[str], None] = print) -> dict[str, Path]:
+    """``results.json``, ``table.md``, ``table.csv`` and the plots, from whatever cells have finished."""
+    from ..serialization import atomic_write
+    from .report import build_table, table_csv, table_markdown, write_plots
+
+    entries = collect(grid, out)
+    payload = {"grid": grid.name, "source": grid.source, "metric": grid.metric, "runs": entries,
+               "paper_results": grid.paper_results or None}
+    paths = {"results": atomic_write(out / "results.json", lambda t: Path(t).write_text(json.dumps(payload, indent=2, default=str)))}
+    table = build_table(entries, grid.metric)
+    done = sum(e["status"] == "finished" for e in entries)
+    title = f"{grid.name} ({done}/{len(entries)} runs finished)"
+    md = table_markdown(table, paper=grid.paper_results, metric=grid.metric, title=title)
+    paths["table_md"] = atomic_write(out / "table.md", lambda t: Path(t).write_text(md))
+    paths["table_csv"] = atomic_write(out / "table.csv", lambda t: Path(t).write_text(table_csv(table, paper=grid.paper_results)))
+    for i, p in enumerate(write_plots(entries, out, metric=grid.metric, paper=grid.paper_results)):
+        paths[f"plot{i}"] = p
+    log(f"wrote {out / 'results.json'}, {out / 'table.md'}, {out / 'table.csv'} and {len(paths) - 3} plot(s)")
+    return paths
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("grid", metavar="GRID.yaml", help="grid file: axes, shared settings, paper numbers (see configs/)")
+    parser.add_argument("--output-dir", default=None, help="where runs, caches, results and tables go "
+                                                           "(default runs/compare/<grid file name>)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--cell", action="append", default=None, metavar="ID",
+                       help="run only this cell (repeatable), e.g. one cluster job per cell; then refresh the report")
+    which.add_argument("--list", action="store_true", help="print the cell ids, one per line, and exit")
+    parser.add_argument("--dry-run", action="store_true", help="show each cell's status and config; train nothing")
+    parser.add_argument("--report-only", action="store_true", help="only (re)write results.json, the tables and plots")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N for every cell (not part of the cell id)")
+    parser.add_argument("--workers", type=int, default=None, help="DataLoader workers for every cell (not part of the cell id)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars or per-epoch lines")
+
+
+def run(args: argparse.Namespace) -> int:
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    try:
+        grid = load_grid(args.grid)
+    except (GridError, ValueError) as err:
+        print(f"attentive-cutmix compare: error: {err}", file=sys.stderr)
+        return 1
+    out = Path(args.output_dir or Path("runs") / "compare" / Path(args.grid).stem)
+    cells = grid.cells
+    if args.list:
+        print("\n".join(c.id for c in cells))
+        return 0
+    if args.cell:
+        known = {c.id: c for c in cells}
+        missing = [i for i in args.cell if i not in known]
+        if missing:
+            print(f"attentive-cutmix compare: error: unknown cell id(s) {missing}; list them with "
+                  f"`attentive-cutmix compare {args.grid} --list`", file=sys.stderr)
+            return 1
+        cells = [known[i] for i in args.cell]
+    overrides = {k: v for k, v in (("device", args.device), ("workers", args.workers)) if v is not None}
+    if args.no_progress:
+        overrides["progress"] = False
+    if args.dry_run:
+        return _dry_run(grid, cells, out)
+    if args.report_only:
+        write_report(grid, out, log)
+        return 0
+    failed, start = [], time.perf_counter()
+    try:
+        for i, cell in enumerate(cells, 1):
+            log(f"[{i}/{len(cells)}] {cell.id}")
+            try:
+                run_cell(grid, cell, out, overrides=overrides, log=log)
+            except _Interrupted:
+                raise
+            except (ValueError, RuntimeError) as err:  # a bad cell (data, non-finite loss ...) must not stop the others
+                failed.append(cell.id)
+                log(f"{cell.id}: FAILED: {err}")
+    except _Interrupted as stop:
+        log(f"stopped by {stop.result.get('signal')}; rerun the same command to resume")
+        write_report(grid, out, log)
+        return 128 + int(getattr(signal, str(stop.result.get("signal")), 15))
+    write_report(grid, out, log)
+    log(f"{len(cells) - len(failed)}/{len(cells)} cell(s) done in {time.perf_counter() - start:.0f} s -> {out}")
+    if failed:
+        log(f"failed: {', '.join(failed)}")
+        return 1
+    return 0
+
+
+def _dry_run(grid: Grid, cells: list[Cell], out: Path) -> int:
+    for cell in cells:
+        try:
+            status = cell_status(out / "runs" / cell.id, cell.identity)
+        except CellConflictError as err:
+            status = f"CONFLICT ({err})"
+        settings = {k: v for k, v in cell.identity.items() if v is not None}
+        print(f"{cell.id}  [{status}]\n    {json.dumps(settings, default=str)}")
+    print(f"{len(cells)} cell(s); output dir {out}{os.sep}")
+    return 0
+
+
+__all__ = ["add_arguments", "run", "run_cell", "cell_status", "collect", "write_report", "resolved_config", "CellConflictError"]

@@ -1,0 +1,210 @@
+"""A comparison grid: a YAML file of axes and shared settings, expanded into cells with stable ids.
+
+File format (every key but ``axes`` is optional)::
+
+    name: cifar10-reduced          # a title for the tables
+    preset: paper-cifar10          # a TrainConfig preset
+    settings: {epochs: 30, ...}    # TrainConfig fields shared by every cell
+    method_settings:               # extra fields per method (e.g. the extractor for attentive-cutmix)
+      attentive-cutmix: {extractor: cifar_resnet56, ...}
+    extractors:                    # extractors that `compare` trains first; refer to them by name in `extractor:`
+      synth-r20: {model: cifar_resnet20, epochs: 3}
+    attention_cache: true          # attentive cells with an extractor share one cache per (data, extractor)
+    localization: true             # attentive cells on the synthetic data: pasted-pixel hit rates
+    axes: {dataset: [...], model: [...], method: [...], seed: [0, 1, 2], num_patches: [1, 2, 4]}
+    metric: top1                   # top1 (final epoch) or best_top1, for the tables
+    paper_results: {...}           # the paper's numbers, rendered alongside (see report.py)
+
+An axis value is a plain value of that TrainConfig field, or a mapping of fields with an optional
+``label`` (e.g. ``{label: cifar10-jpeg, dataset: imagefolder, data_dir: ..., val_fraction: 0.1}``).
+Fields that only apply to some methods/optimisers/schedules (``num_patches``, ``alpha``, ``momentum`` ...)
+are dropped from the cells they don't apply to, so one grid can sweep ``num_patches`` beside ``none``;
+cells that become identical are merged.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..training.config import FIELDS, METHOD_OPTIONS, OPTIMIZER_OPTIONS, SCHEDULE_OPTIONS, ConfigError, TrainConfig, make_config
+
+GRID_KEYS = ("name", "preset", "settings", "method_settings", "extractors", "attention_cache", "localization", "axes",
+             "metric", "paper_results", "description")
+METRICS = ("top1", "best_top1")
+# Where and how a run executes, not what it computes: left out of the cell id so cells can move between machines.
+RUN_FIELDS = ("output_dir", "resume", "workers", "device", "progress", "eval_batch_size", "attention_cache", "build_cache")
+PREFIX_AXES = ("dataset", "model", "method", "seed")
+EXTRACTOR_PREFIX = "extractor:"
+
+
+class GridError(ConfigError):
+    """A grid file that cannot be expanded (bad key, bad axis, a cell with an invalid config)."""
+
+
+@dataclass
+class Cell:
+    """One training run of the grid: ``config`` is what the trainer gets (minus the output folder)."""
+
+    id: str
+    axes: dict[str, Any]  # axis name -> label of this cell's value (None where the axis does not apply)
+    config: TrainConfig
+    identity: dict[str, Any]  # the hashed part of the config
+    extractor_run: str | None = None  # name in ``extractors:`` this cell's extractor comes from
+
+
+@dataclass
+class Grid:
+    name: str
+    axes: dict[str, list[Any]]
+    cells: list[Cell]
+    extractors: dict[str, Cell]
+    attention_cache: bool = True
+    localization: bool = True
+    metric: str = "top1"
+    paper_results: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+
+def _short_hash(obj: Any, n: int = 6) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
+
+
+def _slug(value: Any) -> str:
+    text = str(value).lower()
+    text = re.sub(r"[^a-z0-9_.]+", "-", text).strip("-.")
+    return text or "x"
+
+
+def _applies(key: str, values: dict[str, Any]) -> bool:
+    for table, selector, default in ((METHOD_OPTIONS, "method", "none"), (OPTIMIZER_OPTIONS, "optimizer", "adam"),
+                                     (SCHEDULE_OPTIONS, "schedule", "constant")):
+        if key in table:
+            return values.get(selector, default) in table[key]
+    return True
+
+
+def _axis_entry(axis: str, value: Any) -> tuple[Any, dict[str, Any]]:
+    """(label, overrides) of one axis value."""
+    if isinstance(value, dict):
+        overrides = {str(k).replace("-", "_"): v for k, v in value.items() if k != "label"}
+        label = value.get("label", overrides.get(axis, _short_hash(overrides)))
+        return label, overrides
+    return value, {axis: value}
+
+
+def _identity(cfg: TrainConfig, extractor_identity: dict[str, Any] | None, cached: bool) -> dict[str, Any]:
+    ident = {k: v for k, v in cfg.to_dict().items() if k not in RUN_FIELDS}
+    if cfg.method == "attentive-cutmix":
+        ident["attention_cached"] = cached
+        if extractor_identity is not None:  # the extractor run's config, not its (output-folder dependent) path
+            ident["extractor"] = {"trained": extractor_identity}
+    return ident
+
+
+def _load(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise GridError(f"grid file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise GridError(f"grid file {path} is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise GridError(f"grid file {path} must hold a mapping with at least `axes:`, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(GRID_KEYS))
+    if unknown:
+        raise GridError(f"unknown key(s) {unknown} in grid file {path}; valid keys: {', '.join(GRID_KEYS)} "
+                        f"(training options go under `settings:`)")
+    return data
+
+
+def _mapping(data: dict[str, Any], key: str, path: Path, *, option_keys: bool = True) -> dict[str, Any]:
+    value = data.get(key) or {}
+    if not isinstance(value, dict):
+        raise GridError(f"`{key}:` in {path} must be a mapping, got {type(value).__name__}")
+    return {(str(k).replace("-", "_") if option_keys else str(k)): v for k, v in value.items()}
+
+
+def _make(values: dict[str, Any], where: str) -> TrainConfig:
+    values = {k: v for k, v in values.items() if _applies(k, values)}
+    try:
+        return make_config(values)
+    except ConfigError as err:
+        raise GridError(f"{where}: {err}") from err
+
+
+def load_grid(path: str | os.PathLike) -> Grid:
+    """Read and expand a grid file into cells (validated ``TrainConfig`` each, stable ids)."""
+    path = Path(path)
+    data = _load(path)
+    settings = _mapping(data, "settings", path)
+    if data.get("preset") is not None:
+        settings = {"preset": data["preset"], **settings}
+    method_settings = data.get("method_settings") or {}
+    if not isinstance(method_settings, dict) or not all(isinstance(v, dict) for v in method_settings.values()):
+        raise GridError(f"`method_settings:` in {path} must map method names to mappings of options")
+    axes = data.get("axes")
+    if not isinstance(axes, dict) or not axes:
+        raise GridError(f"grid file {path} needs `axes:`, a mapping of option -> list of values, e.g. "
+                        "`axes: {method: [none, cutmix], seed: [0, 1]}`")
+    axes = {str(k).replace("-", "_"): (v if isinstance(v, list) else [v]) for k, v in axes.items()}
+    for name, values in axes.items():
+        if name not in FIELDS:
+            raise GridError(f"unknown axis {name!r} in {path}; an axis must be a training option: {', '.join(FIELDS)}")
+        if not values:
+            raise GridError(f"axis {name!r} in {path} has no values")
+    metric = data.get("metric", "top1")
+    if metric not in METRICS:
+        raise GridError(f"unknown metric {metric!r} in {path}; valid: {', '.join(METRICS)}")
+    cache = bool(data.get("attention_cache", True))
+
+    extractors: dict[str, Cell] = {}
+    for name, spec in _mapping(data, "extractors", path, option_keys=False).items():
+        if not isinstance(spec, dict):
+            raise GridError(f"extractor {name!r} in {path} must be a mapping of training options")
+        values = {**{k: v for k, v in settings.items() if k in ("dataset", "data_dir", "val_fraction", "val_data",
+                                                                 "image_size", "synthetic_size", "preset", "workers", "device", "progress")},
+                  **{str(k).replace("-", "_"): v for k, v in spec.items()}}
+        cfg = _make(values, f"extractor {name!r} in {path}")
+        ident = _identity(cfg, None, False)
+        extractors[name] = Cell(id=f"{_slug(name)}-{_short_hash(ident)}", axes={}, config=cfg, identity=ident)
+
+    names = list(axes)
+    cells: dict[str, Cell] = {}
+    for combo in itertools.product(*(axes[n] for n in names)):
+        values, labels = dict(settings), {}
+        entries = [_axis_entry(n, v) for n, v in zip(names, combo)]
+        for _, overrides in entries:  # method first: method_settings sit below the axis values
+            if "method" in overrides:
+                values["method"] = overrides["method"]
+        values.update({str(k).replace("-", "_"): v for k, v in (method_settings.get(values.get("method", "none")) or {}).items()})
+        for n, (label, overrides) in zip(names, entries):
+            values.update(overrides)
+            labels[n] = label if all(_applies(k, values) for k in overrides) else None
+        extractor_run = None
+        if isinstance(values.get("extractor"), str) and values["extractor"] in extractors:
+            extractor_run = values["extractor"]
+            values["extractor"] = f"{EXTRACTOR_PREFIX}{extractor_run}"  # resolved to a checkpoint path at run time
+        where = f"cell {labels} of {path}"
+        cfg = _make(values, where)
+        cached = cache and cfg.method == "attentive-cutmix" and cfg.extractor is not None and cfg.attention_cache is None
+        ident = _identity(cfg, extractors[extractor_run].identity if extractor_run else None, cached)
+        named = {a: labels[a] if labels.get(a) is not None else getattr(cfg, a) for a in PREFIX_AXES}
+        prefix = "-".join(_slug(named[a]) if a != "seed" else f"s{named[a]}" for a in PREFIX_AXES)
+        extra = "-".join(f"{_slug(a)}{_slug(labels[a])}" for a in names if a not in PREFIX_AXES and labels[a] is not None)
+        cell_id = "-".join(p for p in (prefix, extra, _short_hash(ident)) if p)
+        if cell_id not in cells:  # axes that don't apply to a cell make duplicates: keep one
+            cells[cell_id] = Cell(id=cell_id, axes=labels, config=cfg, identity=ident, extractor_run=extractor_run)
+    return Grid(name=str(data.get("name") or path.stem), axes=axes, cells=list(cells.values()), extractors=extractors,
+                attention_cache=cache, localization=bool(data.get("localization", True)), metric=metric,
+                paper_results=data.get("paper_results") or {}, source=str(path))
+
+
+__all__ = ["Cell", "Grid", "GridError", "load_grid", "RUN_FIELDS", "METRICS"]

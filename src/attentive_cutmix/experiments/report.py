@@ -1,0 +1,272 @@
+"""Paper-style tables (Markdown, CSV) and plots (PNG) from the runs of a grid.
+
+A table has one row per (dataset, model, other swept axes) and one column per method; each entry is the
+mean ± sample standard deviation over seeds with the number of seeds n, and the best mean of a row is
+bold. The paper's numbers (``paper_results:`` in the grid: ``{dataset: {model: {method: top1}}}``) follow
+their row as an extra "paper" row.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+ROW_AXES = ("dataset", "model")
+LOC_COLUMNS = ("hit attentive", "hit random")
+
+__all__ = ["Stat", "Table", "mean_std", "build_table", "table_markdown", "table_csv", "paper_value", "write_plots"]
+
+
+@dataclass
+class Stat:
+    mean: float
+    std: float | None  # None when n < 2
+    n: int
+
+
+@dataclass
+class Table:
+    row_axes: list[str]
+    methods: list[str]
+    rows: list[tuple[tuple[str, ...], dict[str, Stat]]]
+    localization: dict[tuple[str, ...], tuple[Stat, Stat]] = field(default_factory=dict)
+
+    def best(self, cells: dict[str, Stat]) -> str | None:
+        scored = [(s.mean, m) for m, s in cells.items() if not math.isnan(s.mean)]
+        return max(scored)[1] if scored else None
+
+
+def mean_std(values: Iterable[float]) -> Stat:
+    """Mean and sample standard deviation (ddof=1; None for a single value) of the finite values."""
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not vals:
+        return Stat(float("nan"), None, 0)
+    return Stat(statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else None, len(vals))
+
+
+def _label(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def row_axes_of(runs: list[dict[str, Any]]) -> list[str]:
+    """dataset, model, then the other swept axes except method and seed (in grid order)."""
+    extra: list[str] = []
+    for run in runs:
+        extra += [a for a in run["labels"] if a not in (*ROW_AXES, "method", "seed") and a not in extra]
+    return [*ROW_AXES, *extra]
+
+
+def build_table(runs: list[dict[str, Any]], metric: str = "top1") -> Table:
+    """Group finished runs by row and method, over seeds (runs without ``metric`` are left out)."""
+    done = [r for r in runs if r.get("status") == "finished" and r.get(metric) is not None]
+    axes = row_axes_of(done)
+    methods: list[str] = []
+    groups: dict[tuple[str, ...], dict[str, list[float]]] = {}
+    loc: dict[tuple[str, ...], list[tuple[float, float]]] = {}
+    for run in done:
+        key = tuple(_label(run["labels"].get(a)) for a in axes)
+        method = _label(run["labels"]["method"])
+        if method not in methods:
+            methods.append(method)
+        groups.setdefault(key, {}).setdefault(method, []).append(run[metric])
+        if run.get("localization"):
+            loc.setdefault(key, []).append((run["localization"]["attentive"], run["localization"]["random"]))
+    rows = [(key, {m: mean_std(v) for m, v in cells.items()}) for key, cells in groups.items()]
+    localization = {k: (mean_std(a for a, _ in v), mean_std(r for _, r in v)) for k, v in loc.items()}
+    return Table(row_axes=axes, methods=methods, rows=rows, localization=localization)
+
+
+def paper_value(paper: dict[str, Any], key: tuple[str, ...], axes: list[str], method: str) -> float | None:
+    """The paper's number for (dataset, model) of ``key`` and ``method``, if the grid provides it."""
+    row = dict(zip(axes, key))
+    value = ((paper or {}).get(row.get("dataset")) or {})
+    value = (value.get(row.get("model")) or {}) if isinstance(value, dict) else {}
+    number = value.get(method) if isinstance(value, dict) else None
+    return float(number) if isinstance(number, (int, float)) else None
+
+
+def _fmt(stat: Stat | None, bold: bool = False) -> str:
+    if stat is None or stat.n == 0:
+        return ""
+    text = f"{stat.mean:.2f}" if stat.std is None else f"{stat.mean:.2f} ± {stat.std:.2f}"
+    text = f"**{text}**" if bold else text
+    return f"{text} (n={stat.n})"
+
+
+def _loc_fmt(stat: Stat) -> str:
+    return "" if stat.n == 0 else (f"{stat.mean:.3f}" if stat.std is None else f"{stat.mean:.3f} ± {stat.std:.3f}")
+
+
+def table_markdown(table: Table, *, paper: dict[str, Any] | None = None, metric: str = "top1", title: str | None = None) -> str:
+    """A Markdown table: rows = datasets/models (+ swept axes), columns = methods, best mean per row in bold."""
+    has_loc = bool(table.localization)
+    header = [*table.row_axes, *table.methods, *(LOC_COLUMNS if has_loc else ())]
+    lines = [f"### {title}", ""] if title else []
+    lines += [f"Top-1 accuracy (%, {'final epoch' if metric == 'top1' else 'best epoch'}): mean ± std over seeds (n seeds); "
+              "best per row in bold.", ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for key, cells in table.rows:
+        best = table.best(cells)
+        row = [*key, *(_fmt(cells.get(m), m == best) for m in table.methods)]
+        if has_loc:
+            a, r = table.localization.get(key, (Stat(float("nan"), None, 0),) * 2)
+            row += [_loc_fmt(a), _loc_fmt(r)]
+        lines.append("| " + " | ".join(row) + " |")
+        numbers = [paper_value(paper, key, table.row_axes, m) for m in table.methods]
+        if any(v is not None for v in numbers):
+            label = [*key[:-1], f"{key[-1]} (paper)"] if len(key) else ["paper"]
+            lines.append("| " + " | ".join([*label, *("" if v is None else f"{v:.2f}" for v in numbers),
+                                            *(("", "") if has_loc else ())]) + " |")
+    if has_loc:
+        lines += ["", "hit attentive / hit random: fraction of pasted pixels inside the partner's object box, for the "
+                  "attentive cells and for area-matched random (CutMix) boxes."]
+    return "\n".join(lines) + "\n"
+
+
+def table_csv(table: Table, *, paper: dict[str, Any] | None = None) -> str:
+    """Wide CSV: row axes, ``source`` (ours/paper), then ``<method>_mean``, ``_std``, ``_n`` per method."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    loc = ["hit_attentive", "hit_random"] if table.localization else []
+    writer.writerow([*table.row_axes, "source", *(f"{m}_{s}" for m in table.methods for s in ("mean", "std", "n")), *loc])
+    for key, cells in table.rows:
+        values: list[Any] = []
+        for m in table.methods:
+            s = cells.get(m)
+            values += ["", "", 0] if s is None else [f"{s.mean:.4f}", "" if s.std is None else f"{s.std:.4f}", s.n]
+        extra = []
+        if loc:
+            a, r = table.localization.get(key, (Stat(float("nan"), None, 0),) * 2)
+            extra = ["" if a.n == 0 else f"{a.mean:.4f}", "" if r.n == 0 else f"{r.mean:.4f}"]
+        writer.writerow([*key, "ours", *values, *extra])
+        numbers = [paper_value(paper, key, table.row_axes, m) for m in table.methods]
+        if any(v is not None for v in numbers):
+            writer.writerow([*key, "paper", *(x for v in numbers for x in ("" if v is None else f"{v:.2f}", "", "")),
+                             *([""] * len(loc))])
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------------------------------ plots
+def _curve(runs: list[dict[str, Any]], key: str = "top1") -> tuple[list[int], list[float], list[float]]:
+    per_epoch: dict[int, list[float]] = {}
+    for run in runs:
+        for row in run.get("curve") or []:
+            if row.get(key) is not None:
+                per_epoch.setdefault(int(row["epoch"]), []).append(float(row[key]))
+    epochs = sorted(per_epoch)
+    stats = [mean_std(per_epoch[e]) for e in epochs]
+    return epochs, [s.mean for s in stats], [s.std or 0.0 for s in stats]
+
+
+def _numeric(values: list[str]) -> list[float] | None:
+    try:
+        return [float(v) for v in values]
+    except ValueError:
+        return None
+
+
+def write_plots(runs: list[dict[str, Any]], out: Path, *, metric: str = "top1", paper: dict[str, Any] | None = None) -> list[Path]:
+    """Accuracy curves per method, an ablation curve per numeric swept axis, and a bar chart per dataset."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in runs if r.get("status") == "finished"]
+    if not done:
+        return []
+    table = build_table(done, metric)
+    axes = table.row_axes
+    written: list[Path] = []
+    datasets = sorted({k[0] for k, _ in table.rows})
+    for dataset in datasets:
+        rows = [(k, c) for k, c in table.rows if k[0] == dataset]
+        # Accuracy curves: one panel per row, a line per method (mean over seeds, band = ± std).
+        cols = min(3, len(rows))
+        nrows = math.ceil(len(rows) / cols)
+        fig, grid = plt.subplots(nrows, cols, figsize=(4.5 * cols, 3.2 * nrows), squeeze=False)
+        for ax, (key, _) in zip(grid.flat, rows):
+            for method in table.methods:
+                members = [r for r in done if tuple(_label(r["labels"].get(a)) for a in axes) == key
+                           and _label(r["labels"]["method"]) == method]
+                epochs, mean, std = _curve(members)
+                if epochs:
+                    ax.plot(epochs, mean, marker="o" if len(epochs) < 15 else None, ms=3, label=method)
+                    ax.fill_between(epochs, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.15)
+            ax.set_title(" / ".join(f"{a}={v}" if a not in ROW_AXES else v for a, v in zip(axes[1:], key[1:])), fontsize=9)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("top-1 (%)")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        for ax in list(grid.flat)[len(rows):]:
+            ax.axis("off")
+        fig.suptitle(f"{dataset}: eval top-1 per epoch (mean over seeds)")
+        fig.tight_layout()
+        written.append(_save(fig, out / f"curves-{_file(dataset)}.png", plt))
+
+        # Bar chart of the table: groups = rows, bars = methods, error bars = std; paper numbers as black ticks.
+        fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(rows) * max(1, len(table.methods)) / 2), 3.8))
+        width = 0.8 / max(1, len(table.methods))
+        for j, method in enumerate(table.methods):
+            xs = [i + (j - (len(table.methods) - 1) / 2) * width for i in range(len(rows))]
+            stats = [c.get(method) for _, c in rows]
+            ax.bar(xs, [s.mean if s else 0 for s in stats], width, yerr=[(s.std or 0) if s else 0 for s in stats],
+                   capsize=2, label=method)
+            for x, (key, _) in zip(xs, rows):
+                p = paper_value(paper, key, axes, method)
+                if p is not None:
+                    ax.plot([x - width / 2, x + width / 2], [p, p], color="black", lw=2)
+        ax.set_xticks(range(len(rows)), ["/".join(k[1:]) or dataset for k, _ in rows], rotation=20, ha="right", fontsize=8)
+        lows = [s.mean - (s.std or 0) for _, c in rows for s in c.values() if s.n]
+        if lows:
+            ax.set_ylim(max(0.0, min(lows) - 5), None)
+        ax.set_ylabel("top-1 (%)")
+        ax.set_title(f"{dataset}: top-1 by method (mean ± std over seeds" + ("; black: paper)" if paper else ")"))
+        ax.legend(fontsize=7)
+        ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        written.append(_save(fig, out / f"bars-{_file(dataset)}.png", plt))
+
+    # Ablations: a numeric swept axis (e.g. num_patches) on x, one line per (dataset, model, method).
+    for a_index, axis in enumerate(axes):
+        if axis in ROW_AXES:
+            continue
+        values = sorted({k[a_index] for k, _ in table.rows if k[a_index] != "-"}, key=lambda v: float(v) if _numeric([v]) else 0)
+        if len(values) < 2 or _numeric(values) is None:
+            continue
+        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        lines: dict[tuple[str, ...], list[tuple[float, Stat]]] = {}
+        for key, cells in table.rows:
+            if key[a_index] == "-":
+                continue
+            for method, stat in cells.items():
+                other = tuple(v for i, v in enumerate(key) if i != a_index)
+                lines.setdefault((*other, method), []).append((float(key[a_index]), stat))
+        for name, points in lines.items():
+            points.sort()
+            ax.errorbar([x for x, _ in points], [s.mean for _, s in points], yerr=[s.std or 0 for _, s in points],
+                        marker="o", capsize=3, label=" / ".join(name))
+        ax.set_xlabel(axis)
+        ax.set_ylabel("top-1 (%)")
+        ax.set_title(f"top-1 vs {axis} (mean ± std over seeds)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        written.append(_save(fig, out / f"ablation-{_file(axis)}.png", plt))
+    return written
+
+
+def _file(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
+
+
+def _save(fig: Any, path: Path, plt: Any) -> Path:
+    from ..serialization import atomic_write
+
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    plt.close(fig)
+    return path
