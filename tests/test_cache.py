@@ -121,7 +121,8 @@ def test_mismatch_names_every_differing_field(built):
     for field, want, got in (("dataset", "cifar10", "synthetic"), ("length", 21, 20), ("fingerprint", "0" * 64, "f" * 64),
                              ("extractor", "resnet152", "cifar_resnet20"), ("input_size", 224, 32), ("grid", [7, 7], [8, 8])):
         assert f"{field}: expected {want!r}, found {got!r}" in msg, field
-    assert "weights_sha256" in msg and "cache-attention" in msg and "--build-cache" in msg
+    assert "weights_sha256" in msg and "--build-cache" in msg
+    assert "cache-attention --dataset cifar10 --extractor resnet152" in msg  # the hint rebuilds for the run that asked
     for same in ("mean:", "std:", "layer:", "image_size:"):
         assert same not in msg
 

@@ -244,7 +244,7 @@ def open_cache(path: str | os.PathLike, *, expect: Mapping[str, Any] | None = No
         diffs = _differences(expect, meta)
         if diffs:
             raise CacheMismatchError(f"attention cache {path} was built for another run; differing fields:\n  "
-                                     + "\n  ".join(diffs) + f"\n{hint}")
+                                     + "\n  ".join(diffs) + f"\n{_rebuild_hint(path, {**meta, **expect})}")
     return AttentionCache(path, meta, offset, shape)
 
 
@@ -311,9 +311,9 @@ def build_cache(dataset: Dataset, extractor: Any, path: str | os.PathLike, *, me
                                  "check its weights and input normalisation")
         return att.cpu().numpy()
 
-    def write(tmp: str) -> None:
+    def write(tmp: str, bar: tqdm) -> None:
         batches = iter(loader)
-        first = maps_of(next(batches))
+        first = maps_of(next(batches))  # its shape is the grid, which the header needs before the data
         shape = (n, *first.shape[1:])
         if "grid" in meta and list(meta["grid"]) != list(shape[1:]):
             raise ValueError(f"meta says grid={meta['grid']} but the extractor produces {list(shape[1:])} maps")
@@ -324,13 +324,12 @@ def build_cache(dataset: Dataset, extractor: Any, path: str | os.PathLike, *, me
             f.truncate(len(head) + 2 * int(np.prod(shape)))
         out = np.memmap(tmp, dtype=_DTYPE, mode="r+", offset=len(head), shape=shape)
         done = 0
-        with tqdm(total=n, unit="img", desc="caching attention", disable=not progress) as bar:
-            for maps in itertools.chain([first], map(maps_of, batches)):
-                if done + len(maps) > n:
-                    raise ValueError(f"the dataset yielded more than its len()={n} items")
-                out[done:done + len(maps)] = maps
-                done += len(maps)
-                bar.update(len(maps))
+        for maps in itertools.chain([first], map(maps_of, batches)):
+            if done + len(maps) > n:
+                raise ValueError(f"the dataset yielded more than its len()={n} items")
+            out[done:done + len(maps)] = maps
+            done += len(maps)
+            bar.update(len(maps))
         if done != n:
             raise ValueError(f"the dataset yielded {done} items but its len() is {n}")
         out.flush()
@@ -339,7 +338,8 @@ def build_cache(dataset: Dataset, extractor: Any, path: str | os.PathLike, *, me
     if home is not None:
         extractor.to(device)
     try:
-        atomic_write(path, write)
+        with tqdm(total=n, unit="img", desc="caching attention", disable=not progress) as bar:
+            atomic_write(path, lambda tmp: write(tmp, bar))
     finally:
         if home is not None:
             extractor.to(home)

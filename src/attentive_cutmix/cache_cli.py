@@ -12,6 +12,7 @@ as ``train`` builds it, so ``train --attention-cache PATH`` accepts what this wr
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 import warnings
@@ -42,6 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default 2)")
     out.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available, else cpu)")
     out.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def _train_command(args: argparse.Namespace) -> str:
+    flags = [("--dataset", args.dataset), ("--data-dir", args.data_dir), ("--synthetic-size", args.synthetic_size),
+             ("--val-fraction", args.val_fraction or None), ("--image-size", args.image_size), ("--seed", args.seed or None),
+             ("--method", "attentive-cutmix"), ("--attention-cache", args.out), ("--extractor", args.extractor),
+             ("--extractor-weights", args.extractor_weights), ("--extractor-input-size", args.extractor_input_size)]
+    return "attentive-cutmix train " + " ".join(f"{flag} {shlex.quote(str(value))}" for flag, value in flags if value is not None)
 
 
 def _fail(message: str) -> int:
@@ -86,9 +95,10 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, OSError) as err:  # CacheError, ConfigError, CheckpointError, bad dataset names/paths
         return _fail(str(err))
     h, w = cache.grid
-    print(f"wrote {out}: {len(cache)} maps of {h}x{w} (fp16, {out.stat().st_size / 2**20:.1f} MiB) from {args.extractor} "
-          f"at {meta['input_size']} px over the {info.name} train split, in {seconds:.1f} s on {device} "
+    size = out.stat().st_size
+    print(f"wrote {out}: {len(cache)} maps of {h}x{w} (fp16, {size / 2**20:.1f} MiB)" if size >= 2**20 else
+          f"wrote {out}: {len(cache)} maps of {h}x{w} (fp16, {size / 2**10:.1f} KiB)", end="")
+    print(f" from {args.extractor} at {meta['input_size']} px over the {info.name} train split, in {seconds:.1f} s on {device} "
           f"({len(cache) / seconds:.0f} images/s)")
-    print(f"use it with: attentive-cutmix train --dataset {args.dataset} --method attentive-cutmix --attention-cache {out} "
-          f"--extractor {args.extractor} (the extractor flags let train check the cache was made by that extractor)")
+    print("train with it (the same split and extractor flags, so train can check the cache fits):\n  " + _train_command(args))
     return 0
