@@ -51,6 +51,10 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
+def _first_line(err: BaseException) -> str:
+    return (str(err).splitlines() or [type(err).__name__])[0]  # an empty file raises a bare EOFError()
+
+
 def safe_torch_load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> Any:
     """``torch.load(weights_only=True)`` with errors that say what is wrong with the file."""
     path = Path(path)
@@ -60,9 +64,9 @@ def safe_torch_load(path: str | os.PathLike, *, map_location: str | torch.device
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(f"{path} was refused: it contains objects other than tensors and plain containers "
-                              f"(possibly unsafe code); only weights_only-loadable files are accepted ({str(err).splitlines()[0]})") from err
+                              f"(possibly unsafe code); only weights_only-loadable files are accepted ({_first_line(err)})") from err
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        raise CheckpointError(f"{path} is not a readable PyTorch file (truncated or corrupt?): {str(err).splitlines()[0]}") from err
+        raise CheckpointError(f"{path} is not a readable PyTorch file (truncated or corrupt?): {_first_line(err)}") from err
 
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
