@@ -92,7 +92,7 @@ class FeatureExtractor(nn.Module):
             raise ValueError("give either pretrained=True (download) or weights=PATH (local file), not both")
         state = load_state_dict_file(weights)
         if num_classes is None:
-            num_classes = _infer_num_classes(state)
+            num_classes = _infer_num_classes(state, source=str(weights))
         net = create_model(name, num_classes=num_classes, image_size=image_size)
         load_weights_into(net, state, source=str(weights))
         return net
@@ -181,11 +181,12 @@ class FeatureExtractor(nn.Module):
         return f"name={self.name!r}, source={self.source!r}, input_size={self.input_size}, layer={self.layer!r}"
 
 
-def _infer_num_classes(state: dict[str, torch.Tensor]) -> int:
+def _infer_num_classes(state: dict[str, torch.Tensor], *, source: str = "the weights") -> int:
     """Width of the last 2-D weight (the classifier) in a state dict."""
     linear = [v for k, v in state.items() if k.endswith("weight") and v.ndim == 2]
     if not linear:
-        raise CheckpointError("cannot infer num_classes from the weights (no linear layer); pass num_classes=")
+        raise CheckpointError(f"cannot infer num_classes from {source} (no linear layer): is it the weights of another "
+                              "model? Otherwise pass num_classes=")
     return int(linear[-1].shape[0])
 
 
