@@ -61,7 +61,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a checkpoint written by the trainer (``weights_only=True``); ``CheckpointError`` if it isn't one."""
     ckpt = safe_torch_load(path)
     required = ("model", "optimizer", "epoch", "config")
-    if not isinstance(ckpt, dict) or any(k not in ckpt for k in required):
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in required) or not all(
+            isinstance(ckpt[k], dict) for k in ("model", "optimizer", "config")):
         keys = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"{path} is not a training checkpoint written by `attentive-cutmix train` "
                               f"(expected keys {list(required)}, found {keys})")
