@@ -106,7 +106,11 @@ def build_extractor(cfg: TrainConfig, info: Any, device: torch.device) -> torch.
     if is_checkpoint_path(spec):
         if not Path(spec).is_file():
             raise ConfigError(f"--extractor checkpoint not found: {spec}")
-        saved = safe_torch_load(spec).get("config", {})
+        ckpt = safe_torch_load(spec)
+        saved = ckpt.get("config") if isinstance(ckpt, dict) else None
+        if not isinstance(saved, dict):
+            raise ConfigError(f"--extractor {spec} is not a checkpoint written by `attentive-cutmix train` (no config "
+                              "with the model's name); give a model name with --extractor-weights FILE instead")
         size = cfg.extractor_input_size or int(saved.get("image_size", info.image_size))
         mean, std = tuple(saved.get("mean", info.mean)), tuple(saved.get("std", info.std))
         extractor = FeatureExtractor(spec, input_size=size, mean=mean, std=std, amp_dtype=amp_dtype)
