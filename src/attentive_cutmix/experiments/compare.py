@@ -66,14 +66,14 @@ def _write_cell_file(run_dir: Path, cell: Cell) -> None:
     atomic_write(run_dir / CELL_FILE, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2, default=str)))
 
 
-def _cache_path(out: Path, cfg: Any, extractor_identity: dict[str, Any] | None) -> Path:
+def _cache_path(out: Path, cfg: Any, extractor_identity: dict[str, Any] | None, label: Any = None) -> Path:
     from .grid import _short_hash, _slug
 
     data = {k: getattr(cfg, k) for k in ("dataset", "data_dir", "image_size", "val_fraction", "val_data", "synthetic_size")}
     if cfg.val_fraction:  # the held-out split (hence the cached train split) depends on the seed
         data["seed"] = cfg.seed
     extractor = extractor_identity or {k: getattr(cfg, k) for k in ("extractor", "extractor_weights", "extractor_input_size")}
-    name = f"{_slug(cfg.dataset)}-{_slug(Path(str(cfg.extractor)).stem)}-{_short_hash([data, extractor], 10)}"
+    name = f"{_slug(label or cfg.dataset)}-{_slug(Path(str(cfg.extractor)).stem)}-{_short_hash([data, extractor], 10)}"
     return out / "caches" / f"{name}.safetensors"
 
 
@@ -114,7 +114,8 @@ def resolved_config(grid: Grid, cell: Cell, out: Path, overrides: dict[str, Any]
         changes["extractor"] = str(_ensure_extractor(grid, cell.extractor_run, out, overrides, log))
     if cell.identity.get("attention_cached"):
         extractor_identity = grid.extractors[cell.extractor_run].identity if cell.extractor_run else None
-        changes.update(attention_cache=str(_cache_path(out, cfg, extractor_identity)), build_cache=True)
+        cache = _cache_path(out, cfg, extractor_identity, cell.axes.get("dataset"))
+        changes.update(attention_cache=str(cache), build_cache=True)
     return dataclasses.replace(cfg, **changes)
 
 
