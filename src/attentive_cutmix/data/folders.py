@@ -50,7 +50,10 @@ def _find_classes(root: Path, what: str) -> list[str]:
                                    "of class sub-folders (<folder>/<class>/<image>.jpg)")
     if not root.is_dir():
         raise DatasetError(f"{what}={str(root)!r} is a file, not a folder of class sub-folders")
-    classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith("."))
+    try:
+        classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith("."))
+    except OSError as err:  # e.g. no read permission: a plain error, not a traceback
+        raise DatasetError(f"cannot read {what} folder {str(root)!r} ({err.strerror or err}); check its permissions") from err
     if not classes:
         raise DatasetError(f"{what} folder {str(root)!r} has no class sub-folders; expected <folder>/<class>/<image>.jpg")
     return classes
