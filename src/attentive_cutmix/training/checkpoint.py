@@ -54,7 +54,13 @@ def restore_rng(state: dict[str, Any], mixer_generator: torch.Generator | None =
 
 def save_checkpoint(state: dict[str, Any], output_dir: str | os.PathLike) -> Path:
     """Write ``state`` to ``output_dir/checkpoint.pt`` atomically (temp file, fsync, rename)."""
-    return atomic_torch_save({**state, "format_version": FORMAT_VERSION}, Path(output_dir) / CHECKPOINT_NAME)
+    path = Path(output_dir) / CHECKPOINT_NAME
+    try:
+        return atomic_torch_save({**state, "format_version": FORMAT_VERSION}, path)
+    except OSError as err:  # disk full, quota, permissions: the old checkpoint is still whole, say so
+        raise CheckpointError(f"could not write the checkpoint {path} ({err.strerror or err}); the previous checkpoint there "
+                              "(if any) is intact. Free disk space or fix the folder's permissions, then continue "
+                              "with --resume") from err
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
