@@ -117,3 +117,14 @@ def test_demo_trains_the_baseline_first_and_uses_it_as_extractor(tmp_path):
     table = format_table([{"method": "none", "top1": 50.0, "top5": 90.0, "time_s": 3.0},
                           {"method": "attentive-cutmix", "top1": 52.5, "top5": 91.0, "time_s": 4.0}])
     assert "| Attentive CutMix | 52.50 | 91.00 | +2.50 | 4 |" in table
+
+
+def test_training_seed_does_not_move_the_held_out_split():
+    from attentive_cutmix.training.config import make_config
+    from attentive_cutmix.training.data_setup import _datasets
+
+    base = dict(dataset="synthetic", synthetic_size=[200, 20], val_fraction=0.2)
+    fingerprints = [_datasets(make_config({**base, **extra}))[2].train_fingerprint
+                    for extra in ({"seed": 0}, {"seed": 5}, {"seed": 0, "split_seed": 1}, {"train_subset": 80})]
+    assert fingerprints[0] == fingerprints[1]
+    assert len(set(fingerprints[1:])) == 3

@@ -382,3 +382,19 @@ def test_bad_arguments(kwargs, match):
     name = kwargs.pop("name")
     with pytest.raises((ValueError, TypeError), match=match):
         build_datasets(name, **kwargs)
+
+
+def test_train_subset_is_stratified_deterministic_and_inside_the_train_split():
+    full, eval_ds, _ = build_datasets("synthetic", synthetic_size=(400, 20), val_fraction=0.25, augment=False)
+    a, eval_a, info_a = build_datasets("synthetic", synthetic_size=(400, 20), val_fraction=0.25, augment=False, train_subset=100)
+    b, _, info_b = build_datasets("synthetic", synthetic_size=(400, 20), val_fraction=0.25, augment=False, train_subset=100)
+    assert len(full) == 300 and len(a) == 100 and info_a.num_train == 100
+    labels = torch.tensor([a[i][1] for i in range(len(a))])
+    assert labels.bincount(minlength=10).min() >= 9  # about 10 per class
+    assert all(torch.equal(a[i][0], b[i][0]) for i in range(0, 100, 7))
+    assert info_a.train_fingerprint == info_b.train_fingerprint
+    assert info_a.train_fingerprint != build_datasets("synthetic", synthetic_size=(400, 20), val_fraction=0.25)[2].train_fingerprint
+    # The subset is drawn from the training split: the held-out set is unchanged.
+    assert len(eval_a) == len(eval_ds) and torch.equal(eval_a[0][0], eval_ds[0][0])
+    with pytest.raises(ValueError, match="train_subset must be an int in \\[1, 300\\]"):
+        build_datasets("synthetic", synthetic_size=(400, 20), val_fraction=0.25, train_subset=301)

@@ -155,14 +155,17 @@ def _check_args(name, data_dir, image_size, val_fraction, val_data, seed, synthe
 def build_datasets(name: str, *, data_dir: str | os.PathLike | None = None, image_size: int | None = None,
                    val_fraction: float = 0.0, val_data: str | os.PathLike | None = None, seed: int = 0,
                    download: bool = True, augment: bool = True, attention_cache: Any = None,
-                   synthetic_size: int | tuple[int, int] | None = None) -> tuple[AugmentedDataset, AugmentedDataset, DatasetInfo]:
+                   synthetic_size: int | tuple[int, int] | None = None,
+                   train_subset: int | None = None) -> tuple[AugmentedDataset, AugmentedDataset, DatasetInfo]:
     """Build ``(train_ds, eval_ds, info)`` for ``name`` (one of ``DATASETS``).
 
     ``image_size`` None means the dataset's own size (32 for CIFAR and "synthetic", 64 for "synthetic64",
     224 for ImageNet, the first image's shorter side for an image folder); the augmentation preset is
     "cifar" up to 64 px, "imagenet" above. ``augment=False`` gives the full image resized to
     ``image_size`` squared (the frame attention caches are computed in). ``data_dir`` defaults to ``./data``
-    for CIFAR and is not used by the synthetic datasets.
+    for CIFAR and is not used by the synthetic datasets. ``seed`` fixes the held-out split (keep it the same
+    across training seeds so every run sees the same validation set). ``train_subset=N`` trains on a
+    class-stratified, deterministic subset of about N images of the training split (reduced-scale runs).
     """
     sizes = _check_args(name, data_dir, image_size, val_fraction, val_data, seed, synthetic_size)
     held_out = val_fraction > 0
@@ -182,6 +185,15 @@ def build_datasets(name: str, *, data_dir: str | os.PathLike | None = None, imag
         eval_source = raw.train
     else:
         train_idx, eval_idx, eval_source = list(range(len(raw.train))), list(range(len(raw.eval))), raw.eval
+    if train_subset is not None:
+        if isinstance(train_subset, bool) or not isinstance(train_subset, int) or not 1 <= train_subset <= len(train_idx):
+            raise ValueError(f"train_subset must be an int in [1, {len(train_idx)}] (the training split's size), "
+                             f"got train_subset={train_subset!r}")
+        if train_subset < len(train_idx):
+            targets, keys = raw.train.targets, raw.keys()
+            _, kept = stratified_split([targets[i] for i in train_idx], [keys[i] for i in train_idx],
+                                       val_fraction=train_subset / len(train_idx), seed=seed)
+            train_idx = [train_idx[i] for i in kept]
 
     def boxes(source_boxes: torch.Tensor | None, idx: list[int]) -> torch.Tensor | None:
         # Boxes live in the un-augmented frame: the raw image resized to size x size.
@@ -193,6 +205,6 @@ def build_datasets(name: str, *, data_dir: str | os.PathLike | None = None, imag
     eval_ds = AugmentedDataset(eval_source, eval_idx, eval_transform(preset, size), boxes=boxes(eval_boxes, eval_idx))
     mean, std = raw.stats
     info = DatasetInfo(name=name, num_classes=len(raw.train.classes), image_size=size, mean=tuple(mean), std=tuple(std),
-                       classes=list(raw.train.classes), train_fingerprint=_sha256(raw.identity(train_idx, held_out)),
+                       classes=list(raw.train.classes), train_fingerprint=_sha256(raw.identity(train_idx, held_out or train_subset is not None)),
                        num_train=len(train_ds), preset=preset)
     return train_ds, eval_ds, info

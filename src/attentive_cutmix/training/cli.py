@@ -38,6 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--image-size", type=int, default=_S, help="train/eval image size (default: the dataset's)")
     data.add_argument("--synthetic-size", type=int, nargs="+", default=_S, metavar="N",
                       help="synthetic dataset: N training images, or N_TRAIN N_EVAL")
+    data.add_argument("--split-seed", type=int, default=_S, help="seed of the held-out split (default 0; independent of "
+                                                                 "--seed so every training seed sees the same split)")
+    data.add_argument("--train-subset", type=int, default=_S, metavar="N",
+                      help="train on a class-stratified, deterministic subset of about N images (reduced-scale runs)")
     data.add_argument("--workers", type=int, default=_S, help="DataLoader worker processes (default 2)")
     model = parser.add_argument_group("model")
     model.add_argument("--model", default=_S, help="architecture (default cifar_resnet20); e.g. resnet18, densenet121, efficientnet_b0")

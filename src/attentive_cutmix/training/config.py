@@ -60,6 +60,8 @@ class TrainConfig:
     val_data: str | None = None
     image_size: int | None = None
     synthetic_size: int | list[int] | None = None  # train images, or [train, eval]
+    split_seed: int = 0  # the held-out split; independent of `seed` so every training seed sees the same split
+    train_subset: int | None = None  # train on a stratified subset of about N images (reduced-scale runs)
     # model
     model: str = "cifar_resnet20"
     init: str = "default"
@@ -202,6 +204,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"lr must be > 0, got lr={cfg.lr!r}")
     if cfg.weight_decay < 0:
         raise ConfigError(f"weight_decay must be >= 0, got weight_decay={cfg.weight_decay!r}")
+    if not (isinstance(cfg.split_seed, int) and not isinstance(cfg.split_seed, bool) and cfg.split_seed >= 0):
+        raise ConfigError(f"split_seed must be an integer >= 0, got split_seed={cfg.split_seed!r}")
+    if cfg.train_subset is not None and (isinstance(cfg.train_subset, bool) or not isinstance(cfg.train_subset, int)
+                                         or cfg.train_subset < 1):
+        raise ConfigError(f"train_subset must be a positive int (number of training images), got train_subset={cfg.train_subset!r}")
     if not 0.0 <= cfg.val_fraction < 1.0:
         raise ConfigError(f"val_fraction must be in [0, 1), got val_fraction={cfg.val_fraction!r}")
     if not 0.0 <= cfg.label_smoothing < 1.0:

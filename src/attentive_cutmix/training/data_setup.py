@@ -15,8 +15,8 @@ def _datasets(cfg: TrainConfig, *, augment: bool = True, attention_cache: Any = 
     from ..data import build_datasets
 
     return build_datasets(cfg.dataset, data_dir=cfg.data_dir, image_size=cfg.image_size, val_fraction=cfg.val_fraction,
-                          val_data=cfg.val_data, seed=cfg.seed, augment=augment, attention_cache=attention_cache,
-                          synthetic_size=cfg.synthetic_size)
+                          val_data=cfg.val_data, seed=cfg.split_seed, augment=augment, attention_cache=attention_cache,
+                          synthetic_size=cfg.synthetic_size, train_subset=cfg.train_subset)
 
 
 def build_data(cfg: TrainConfig, dist: DistInfo, device: torch.device) -> tuple[Any, Any, Any, torch.nn.Module | None]:
