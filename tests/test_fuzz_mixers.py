@@ -1,0 +1,180 @@
+"""Property-based tests of the four mixers over random shapes, dtypes, grids, patch counts and label forms.
+
+Images are built so each one's pixel values lie in its own band ((i + 0.05 .. i + 0.95) / B), which makes
+the source of every output pixel identifiable even in bfloat16. Invariants: shape/dtype/device kept; every
+output pixel is the image's own or its one partner's (MixUp: a convex combination of the two; Cutout: own
+or fill); lam, the weight moved to the partner's label, equals the replaced pixel fraction; targets are a
+probability distribution; inputs are unchanged; randomness comes only from the given generator.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from attentive_cutmix.mixing import AttentiveCutMix, CutMix, Cutout, MixUp
+
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@st.composite
+def batches(draw):
+    b, c = draw(st.integers(1, 9)), draw(st.integers(1, 4))
+    h, w = draw(st.integers(4, 40)), draw(st.integers(4, 40))
+    k = draw(st.integers(2, 12))
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    band = torch.arange(b, dtype=torch.float64).view(b, 1, 1, 1)
+    images = ((band + 0.05 + 0.9 * torch.rand(b, c, h, w, generator=g, dtype=torch.float64)) / b).to(draw(st.sampled_from(DTYPES)))
+    if draw(st.booleans()):
+        labels = torch.randint(0, k, (b,), generator=g)
+    else:
+        p = torch.rand(b, k, generator=g) + 0.01
+        labels = p / p.sum(1, keepdim=True)
+    return dict(images=images, labels=labels, num_classes=k, smoothing=draw(st.sampled_from([0.0, 0.1])),
+                prob=draw(st.sampled_from([1.0, 1.0, 0.5])), seed=draw(st.integers(0, 2**31 - 1)))
+
+
+def _base_targets(labels, k, smoothing):
+    t = F.one_hot(labels, k).double() if labels.ndim == 1 else labels.double()
+    return t * (1 - smoothing) + smoothing / k
+
+
+def _run(mixer, case, attention=None):
+    x, y = case["images"], case["labels"]
+    copies = (x.clone(), y.clone(), None if attention is None else attention.clone())
+    gen = torch.Generator().manual_seed(case["seed"])
+    rng_before = torch.get_rng_state()
+    out, targets = mixer(x, y, attention, generator=gen)
+    assert torch.equal(torch.get_rng_state(), rng_before)  # the global RNG is never drawn from
+    assert torch.equal(x, copies[0]) and torch.equal(y, copies[1])
+    assert attention is None or torch.equal(attention, copies[2])
+    assert out.shape == x.shape and out.dtype == x.dtype and out.device == x.device
+    b, k = x.shape[0], case["num_classes"]
+    assert targets.shape == (b, k) and targets.dtype == torch.float32 and targets.device == x.device
+    assert bool((targets >= 0).all()) and torch.allclose(targets.sum(1), torch.ones(b), atol=1e-5)
+    return out, targets.double()
+
+
+def _partner_pixels(out, x):
+    """Per sample: (partner index or None, (H, W) mask of pixels taken from it); asserts nothing else appears."""
+    b = x.shape[0]
+    own = (out == x).all(1)
+    result = []
+    for i in range(b):
+        replaced = ~own[i]
+        if not replaced.any():
+            result.append((None, replaced))
+            continue
+        sources = [j for j in range(b) if j != i and torch.equal(out[i][:, replaced], x[j][:, replaced])]
+        assert len(sources) == 1, f"sample {i}: replaced pixels do not all come from one partner ({sources})"
+        result.append((sources[0], replaced))
+    return result
+
+
+def _check_lam(targets, case, i, j, lam, atol=1e-5):
+    t = _base_targets(case["labels"], case["num_classes"], case["smoothing"])
+    expected = t[i] if j is None else (1 - lam) * t[i] + lam * t[j]
+    assert torch.allclose(targets[i], expected, atol=atol), (targets[i], expected, lam)
+
+
+def _rectangle(mask):
+    rows, cols = mask.any(1).nonzero(), mask.any(0).nonzero()
+    return int(mask.sum()) == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+
+
+def _bounds(size, g):
+    return [int((k * size) / g + 0.5) for k in range(g + 1)]  # cells of round(k * size / g), 1 px apart at most
+
+
+@FUZZ
+@given(case=batches(), data=st.data())
+def test_attentive_cutmix_pastes_the_partners_top_cells(case, data):
+    b, _, h, w = case["images"].shape
+    g = data.draw(st.integers(1, min(h, w, 10)), label="grid")
+    n = data.draw(st.integers(0, g * g), label="num_patches")
+    scores = torch.stack([torch.randperm(g * g, generator=torch.Generator().manual_seed(case["seed"] + i)) for i in range(b)])
+    attention = scores.view(b, g, g).float()  # distinct scores: the top cells are unambiguous
+    mixer = AttentiveCutMix(case["num_classes"], num_patches=n, grid_size=g, prob=case["prob"], label_smoothing=case["smoothing"])
+    out, targets = _run(mixer, case, attention)
+    ys, xs = _bounds(h, g), _bounds(w, g)
+    for i, (j, replaced) in enumerate(_partner_pixels(out, case["images"])):
+        lam = float(replaced.sum()) / (h * w)
+        _check_lam(targets, case, i, j, lam)
+        if j is not None:
+            expected = torch.zeros(h, w, dtype=torch.bool)
+            for cell in scores[j].argsort(descending=True)[:n].tolist():  # the partner's own attention decides
+                r, c = divmod(cell, g)
+                expected[ys[r]:ys[r + 1], xs[c]:xs[c + 1]] = True
+            assert torch.equal(replaced, expected)
+        elif b > 1 and case["prob"] == 1.0 and n > 0:
+            raise AssertionError(f"sample {i} was not mixed although prob=1 and num_patches={n}")
+
+
+@FUZZ
+@given(case=batches(), alpha=st.sampled_from([0.2, 1.0, 5.0]))
+def test_cutmix_pastes_one_partner_box_and_lam_is_its_area(case, alpha):
+    h, w = case["images"].shape[-2:]
+    out, targets = _run(CutMix(case["num_classes"], alpha=alpha, prob=case["prob"], label_smoothing=case["smoothing"]), case)
+    for i, (j, replaced) in enumerate(_partner_pixels(out, case["images"])):
+        _check_lam(targets, case, i, j, float(replaced.sum()) / (h * w))
+        if j is not None:
+            assert _rectangle(replaced)
+
+
+@FUZZ
+@given(case=batches(), alpha=st.sampled_from([0.2, 1.0, 5.0]))
+def test_mixup_is_a_convex_combination_weighted_like_the_targets(case, alpha):
+    x = case["images"]
+    b = x.shape[0]
+    out, targets = _run(MixUp(case["num_classes"], alpha=alpha, prob=case["prob"], label_smoothing=case["smoothing"]), case)
+    low = x.dtype in (torch.float16, torch.bfloat16)
+    xd, od = x.double().flatten(1), out.double().flatten(1)
+    tol = 2e-2 if low else 1e-6
+    for i in range(b):
+        if torch.equal(out[i], x[i]):
+            # lam = 0, or a batch of one (its own partner): the target may still be a mix of two equal images
+            if b > 1:
+                _check_lam(targets, case, i, None, 0.0, atol=tol)
+            continue
+        fits = []
+        for j in range(b):
+            if j == i:
+                continue
+            d = xd[j] - xd[i]
+            lam = float((od[i] - xd[i]) @ d / (d @ d))
+            err = float((od[i] - (xd[i] + lam * d)).abs().max())
+            fits.append((err, j, lam))
+        err, j, lam = min(fits)
+        assert err <= (0.02 if low else 1e-5) and -tol <= lam <= 1 + tol, (err, lam)
+        lo, hi = torch.minimum(xd[i], xd[j]), torch.maximum(xd[i], xd[j])
+        assert bool((od[i] >= lo - tol).all() and (od[i] <= hi + tol).all())
+        _check_lam(targets, case, i, j, lam, atol=tol)
+
+
+@FUZZ
+@given(case=batches(), size=st.integers(1, 20), fill=st.sampled_from([0.0, -1.0]))
+def test_cutout_sets_one_square_to_fill_and_keeps_the_labels(case, size, fill):
+    x = case["images"]
+    out, targets = _run(Cutout(case["num_classes"], size=size, fill=fill, prob=case["prob"], label_smoothing=case["smoothing"]), case)
+    filled = (out == fill).all(1)
+    assert torch.equal(out.masked_fill(filled.unsqueeze(1), 0), x.masked_fill(filled.unsqueeze(1), 0))  # else own pixels
+    for i in range(x.shape[0]):
+        _check_lam(targets, case, i, None, 0.0)
+        if filled[i].any():
+            assert _rectangle(filled[i]) and filled[i].any(1).sum() <= size and filled[i].any(0).sum() <= size
+
+
+@settings(max_examples=20, deadline=None)
+@given(case=batches(), name=st.sampled_from(["attentive", "cutmix", "mixup", "cutout"]))
+def test_only_the_given_generator_matters(case, name):
+    k = case["num_classes"]
+    mixer = {"attentive": AttentiveCutMix(k, num_patches=2, grid_size=2), "cutmix": CutMix(k), "mixup": MixUp(k),
+             "cutout": Cutout(k, size=3)}[name]
+    att = torch.rand(case["images"].shape[0], 2, 2) if name == "attentive" else None
+    results = []
+    for global_seed in (0, 12345):
+        torch.manual_seed(global_seed)  # must change nothing
+        results.append(mixer(case["images"], case["labels"], att, generator=torch.Generator().manual_seed(case["seed"])))
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
