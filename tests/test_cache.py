@@ -292,20 +292,21 @@ def test_cli_writes_a_cache_train_accepts_and_refuses_to_overwrite(tmp_path, cap
     weights = tmp_path / "r20.safetensors"
     save_file(FeatureExtractor("cifar_resnet20", input_size=32).model.state_dict(), str(weights))
     out = tmp_path / "c.safetensors"
-    argv = ["cache-attention", "--dataset", "synthetic", "--synthetic-size", "40", "--val-fraction", "0.25",
+    argv = ["cache-attention", "--dataset", "synthetic", "--synthetic-size", "40", "12", "--val-fraction", "0.25",
             "--extractor", "cifar_resnet20", "--extractor-weights", str(weights), "--out", str(out),
             "--workers", "0", "--batch-size", "16", "--no-progress"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert str(out) in printed and "8x8" in printed and "images/s" in printed
+    assert "train --dataset synthetic --synthetic-size 40 12 --val-fraction 0.25" in printed
     # The trainer's own expectation for the same flags accepts it.
     cfg = TrainConfig(dataset="synthetic", synthetic_size=40, val_fraction=0.25, method="attentive-cutmix",
                       extractor="cifar_resnet20", extractor_weights=str(weights))
-    train_ds, _, info = build_datasets("synthetic", synthetic_size=40, val_fraction=0.25, augment=False)
+    train_ds, _, info = build_datasets("synthetic", synthetic_size=(40, 12), val_fraction=0.25, augment=False)
     cache = open_cache(out, expect=cache_meta(info, build_extractor(cfg, info, torch.device("cpu")), "cifar_resnet20"))
     assert len(cache) == len(train_ds) == 30
     # Another split is refused, naming what differs.
-    _, _, other = build_datasets("synthetic", synthetic_size=40, val_fraction=0.5, augment=False)
+    _, _, other = build_datasets("synthetic", synthetic_size=(40, 12), val_fraction=0.5, augment=False)
     with pytest.raises(CacheMismatchError, match="length: expected 20, found 30"):
         open_cache(out, expect=cache_meta(other, build_extractor(cfg, other, torch.device("cpu")), "cifar_resnet20"))
     before = out.read_bytes()

@@ -1,7 +1,7 @@
 """``attentive-cutmix cache-attention``: run an extractor once over a training split and store its maps.
 
-The split flags are those of ``train`` (same dataset, folder, validation fraction, image size and
-seed give the same split, whose fingerprint the cache records), and the extractor is built exactly
+The split flags are those of ``train`` (same dataset, folder, validation fraction, image size,
+split seed and train subset give the same split, whose fingerprint the cache records), and the extractor is built exactly
 as ``train`` builds it, so ``train --attention-cache PATH`` accepts what this writes::
 
     attentive-cutmix cache-attention --dataset cifar10 --extractor cifar_resnet56 \\
@@ -27,8 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--data-dir", default=None, help="dataset folder (imagefolder: a tree of class folders)")
     data.add_argument("--val-fraction", type=float, default=0.0, help="fraction of the train set held out by train (default 0)")
     data.add_argument("--image-size", type=int, default=None, help="train image size (default: the dataset's)")
-    data.add_argument("--synthetic-size", type=int, default=None, help="number of generated images for the synthetic dataset")
-    data.add_argument("--seed", type=int, default=0, help="the seed train uses for the split (default 0)")
+    data.add_argument("--synthetic-size", type=int, nargs="+", default=None, metavar="N",
+                      help="synthetic dataset: N training images, or N_TRAIN N_EVAL")
+    data.add_argument("--split-seed", type=int, default=0, help="seed of the held-out split (default 0)")
+    data.add_argument("--train-subset", type=int, default=None, metavar="N",
+                      help="the class-stratified subset of about N images that train --train-subset N uses")
     ext = parser.add_argument_group("extractor")
     ext.add_argument("--extractor", required=True, help="a model name (cifar_resnet56, resnet152, ...) or a checkpoint.pt "
                                                         "written by `attentive-cutmix train`")
@@ -46,11 +49,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _train_command(args: argparse.Namespace) -> str:
-    flags = [("--dataset", args.dataset), ("--data-dir", args.data_dir), ("--synthetic-size", args.synthetic_size),
-             ("--val-fraction", args.val_fraction or None), ("--image-size", args.image_size), ("--seed", args.seed or None),
+    synthetic = " ".join(map(str, args.synthetic_size)) if args.synthetic_size else None
+    flags = [("--dataset", args.dataset), ("--data-dir", args.data_dir), ("--synthetic-size", synthetic),
+             ("--val-fraction", args.val_fraction or None), ("--image-size", args.image_size),
+             ("--split-seed", args.split_seed or None), ("--train-subset", args.train_subset),
              ("--method", "attentive-cutmix"), ("--attention-cache", args.out), ("--extractor", args.extractor),
              ("--extractor-weights", args.extractor_weights), ("--extractor-input-size", args.extractor_input_size)]
-    return "attentive-cutmix train " + " ".join(f"{flag} {shlex.quote(str(value))}" for flag, value in flags if value is not None)
+    return "attentive-cutmix train " + " ".join(f"{flag} {value if flag == '--synthetic-size' else shlex.quote(str(value))}"
+                                                for flag, value in flags if value is not None)
 
 
 def _fail(message: str) -> int:
@@ -76,14 +82,16 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"--extractor {args.extractor} needs its weights: pass --extractor-weights FILE or --pretrained "
                      "(downloads ImageNet weights), not both and not neither")
     # train reads "no --extractor-weights" as pretrained; build the extractor with train's own code so the caches agree.
-    cfg = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, val_fraction=args.val_fraction, image_size=args.image_size,
-                      synthetic_size=args.synthetic_size, seed=args.seed, method="attentive-cutmix", extractor=args.extractor,
+    cfg = TrainConfig(dataset=args.dataset, method="attentive-cutmix", extractor=args.extractor,
                       extractor_weights=args.extractor_weights, extractor_input_size=args.extractor_input_size)
+    synthetic_size = None if args.synthetic_size is None else (
+        args.synthetic_size[0] if len(args.synthetic_size) == 1 else tuple(args.synthetic_size))
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
+        # The same call train makes for its split (training/data_setup.py), un-augmented.
         train_ds, _, info = build_datasets(args.dataset, data_dir=args.data_dir, image_size=args.image_size,
-                                           val_fraction=args.val_fraction, seed=args.seed, augment=False,
-                                           synthetic_size=args.synthetic_size)
+                                           val_fraction=args.val_fraction, seed=args.split_seed, augment=False,
+                                           synthetic_size=synthetic_size, train_subset=args.train_subset)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*downloading its pretrained")  # asked for with --pretrained
             extractor = build_extractor(cfg, info, device)
