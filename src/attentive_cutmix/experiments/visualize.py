@@ -1,0 +1,165 @@
+"""``attentive-cutmix visualize``: a figure like the paper's Fig. 1/2 for a few images.
+
+One row per image: the original, the extractor's heat map (channel mean) with its top-N grid cells outlined,
+then the results of MixUp, Cutout, CutMix and Attentive CutMix, with the label weights under each. All
+mixers pair image i with the same partner (the same seeded pairing), so the row compares like with like.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from types import SimpleNamespace
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..attention import channel_attention
+from ..mixing import AttentiveCutMix, CutMix, Cutout, MixUp, attention_to_grid, cell_bounds, pair_permutation, top_cells
+
+__all__ = ["mix_panels", "label_text", "draw_figure", "add_arguments", "run"]
+
+METHODS = ("mixup", "cutout", "cutmix", "attentive")
+TITLES = {"mixup": "MixUp", "cutout": "Cutout", "cutmix": "CutMix", "attentive": "Attentive CutMix"}
+
+
+def mix_panels(images: torch.Tensor, labels: torch.Tensor, attention: torch.Tensor, *, num_classes: int, num_patches: int = 6,
+               grid_size: int = 7, cutout_size: int | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Everything the figure shows, as tensors (for tests and other plots).
+
+    ``images`` (B, C, H, W) in [0, 1], ``labels`` (B,), ``attention`` (B, h, w) or (B, C, h, w) in the images'
+    frame. Returns ``original``, ``heatmap`` (B, H, W) in [0, 1], ``cells`` (B, g, g) bool (each image's own
+    top cells), ``partner`` (B,), and per method in ``METHODS`` the mixed images and ``<method>_targets`` (B, K).
+    """
+    if images.shape[0] < 2:
+        raise ValueError(f"mixing needs at least 2 images, got {images.shape[0]}; use --num-images 2 or more")
+    b, _, h, w = images.shape
+    att = attention.float()
+    att = att.mean(1) if att.ndim == 4 else att
+    heat = F.interpolate(att.unsqueeze(1), size=(h, w), mode="bilinear", align_corners=False).squeeze(1)
+    lo, hi = heat.flatten(1).min(1).values.view(b, 1, 1), heat.flatten(1).max(1).values.view(b, 1, 1)
+    heat = (heat - lo) / (hi - lo).clamp_min(1e-12)
+    mixers = {"mixup": MixUp(num_classes), "cutout": Cutout(num_classes, size=cutout_size or max(1, h // 2)),
+              "cutmix": CutMix(num_classes),
+              "attentive": AttentiveCutMix(num_classes, num_patches=num_patches, grid_size=grid_size)}
+    panels: dict[str, torch.Tensor] = {
+        "original": images, "heatmap": heat, "cells": top_cells(attention_to_grid(att, grid_size), num_patches),
+        "partner": pair_permutation(b, torch.Generator().manual_seed(seed)),
+    }
+    for name, mixer in mixers.items():
+        # A fresh generator with the same seed per mixer: each draws its pairing first, so all share partners.
+        mixed, targets = mixer(images, labels, att if name == "attentive" else None, generator=torch.Generator().manual_seed(seed))
+        panels[name], panels[f"{name}_targets"] = mixed, targets
+    return panels
+
+
+def label_text(targets: torch.Tensor, classes: Sequence[str], top: int = 2) -> str:
+    """E.g. ``"cat 0.88 / dog 0.12"``: the classes with weight in the target, largest first."""
+    weights, idx = targets.float().topk(min(top, targets.numel()))
+    parts = [f"{classes[int(i)]} {float(v):.2f}" for v, i in zip(weights, idx) if float(v) > 0.005]
+    return " / ".join(parts)
+
+
+def _outline(ax: Any, cells: torch.Tensor, h: int, w: int, color: str) -> None:
+    from matplotlib.patches import Rectangle
+
+    g = cells.shape[-1]
+    ys, xs = cell_bounds(h, g).tolist(), cell_bounds(w, g).tolist()
+    for r, c in cells.nonzero().tolist():
+        ax.add_patch(Rectangle((xs[c] - 0.5, ys[r] - 0.5), xs[c + 1] - xs[c], ys[r + 1] - ys[r], fill=False, ec=color, lw=1.5))
+
+
+def draw_figure(panels: dict[str, torch.Tensor], labels: torch.Tensor, classes: Sequence[str], path: str, *,
+                num_patches: int, grid_size: int, title: str | None = None) -> None:
+    """Write the PNG: rows = images; columns = original, heat map + cells, the four mixers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..serialization import atomic_write
+
+    images = panels["original"]
+    b, _, h, w = images.shape
+    cols = ["original", "heatmap", *METHODS]
+    fig, axes = plt.subplots(b, len(cols), figsize=(2.1 * len(cols), 2.35 * b + 0.5), squeeze=False)
+    show = lambda t: t.permute(1, 2, 0).clamp(0, 1).cpu().numpy()  # noqa: E731
+    for i in range(b):
+        partner = int(panels["partner"][i])
+        for j, col in enumerate(cols):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col == "original":
+                ax.imshow(show(images[i]), interpolation="nearest")
+                text = f"{classes[int(labels[i])]} (#{i})"
+            elif col == "heatmap":
+                ax.imshow(show(images[i]), interpolation="nearest")
+                ax.imshow(panels["heatmap"][i].cpu().numpy(), cmap="jet", alpha=0.5, interpolation="bilinear")
+                _outline(ax, panels["cells"][i], h, w, "white")
+                text = f"top {num_patches} of {grid_size}x{grid_size}"
+            else:
+                ax.imshow(show(panels[col][i]), interpolation="nearest")
+                if col == "attentive":
+                    _outline(ax, panels["cells"][partner], h, w, "yellow")  # the partner's cells, pasted here
+                text = label_text(panels[f"{col}_targets"][i], classes)
+            ax.set_xlabel(text, fontsize=8)
+            if i == 0:
+                ax.set_title({"original": "original", "heatmap": "attention + chosen cells", **TITLES}.get(col, col), fontsize=9)
+        axes[i][0].set_ylabel(f"partner #{partner}", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=130, format="png"))
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", default="synthetic", help="synthetic (default), synthetic64, cifar10, cifar100, imagefolder, imagenet")
+    parser.add_argument("--data-dir", default=None, help="dataset folder (imagefolder: a tree of class folders)")
+    parser.add_argument("--image-size", type=int, default=None, help="image size (default: the dataset's)")
+    parser.add_argument("--extractor", required=True, help="a model name (with --extractor-weights, or pretrained weights "
+                                                           "downloaded) or a checkpoint.pt written by `attentive-cutmix train`")
+    parser.add_argument("--extractor-weights", default=None, help="local weights file for --extractor NAME")
+    parser.add_argument("--extractor-input-size", type=int, default=None,
+                        help="extractor input size (default: checkpoint's, the dataset's for cifar_* models, else 224)")
+    parser.add_argument("--num-images", type=int, default=4, help="rows of the figure (default 4, at least 2)")
+    parser.add_argument("--num-patches", type=int, default=6, help="cells pasted by Attentive CutMix (default 6)")
+    parser.add_argument("--grid-size", type=int, default=7, help="grid side (default 7; 8 for CIFAR ResNets at 32 px)")
+    parser.add_argument("--seed", type=int, default=0, help="which images and which mixing draws (default 0)")
+    parser.add_argument("--device", default=None, help="cpu, cuda (default: cuda if available)")
+    parser.add_argument("--out", required=True, metavar="FIG.png", help="where to write the figure")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data import build_datasets
+    from ..training.components import build_extractor
+
+    try:
+        if args.num_images < 2:
+            raise ValueError(f"--num-images must be at least 2 (mixing pairs images), got {args.num_images}")
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        # An image folder has no eval split of its own; holding some out only satisfies build_datasets here.
+        held_out = 0.1 if args.dataset == "imagefolder" else 0.0
+        dataset, _, info = build_datasets(args.dataset, data_dir=args.data_dir, image_size=args.image_size, augment=False,
+                                          val_fraction=held_out)
+        if args.num_images > len(dataset):
+            raise ValueError(f"--num-images {args.num_images} exceeds the dataset's {len(dataset)} images")
+        spec = SimpleNamespace(extractor=args.extractor, extractor_weights=args.extractor_weights,
+                               extractor_input_size=args.extractor_input_size, amp="off")
+        extractor = build_extractor(spec, info, device)
+        index = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed))[:args.num_images]
+        items = [dataset[int(i)] for i in index]
+        images = torch.stack([it[0] for it in items]).to(device)
+        labels = torch.tensor([int(it[1]) for it in items], device=device)
+        attention = channel_attention(extractor(images))
+        panels = mix_panels(images, labels, attention, num_classes=info.num_classes, num_patches=args.num_patches,
+                            grid_size=args.grid_size, seed=args.seed)
+        draw_figure(panels, labels.cpu(), info.classes, args.out, num_patches=args.num_patches, grid_size=args.grid_size,
+                    title=f"{info.name}: extractor {args.extractor}, top {args.num_patches} of {args.grid_size}x{args.grid_size} cells")
+    except (ValueError, TypeError, OSError) as err:
+        print(f"attentive-cutmix visualize: error: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out}")
+    return 0

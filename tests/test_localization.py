@@ -1,0 +1,90 @@
+"""The localisation metric: exact on hand-made masks and boxes; a trained extractor's cells land on the object."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from attentive_cutmix.experiments.localization import (attentive_masks, box_mask, localization_hit_rates, pasted_hit_rate,
+                                                       random_box_masks)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_hit_rate_on_hand_made_masks_and_boxes():
+    mask = torch.zeros(3, 10, 10, dtype=torch.bool)
+    mask[0, 2, 2:6] = True  # 4 pasted pixels at x = 2..5, y = 2
+    mask[1, 0:5, 0:5] = True  # 25 pixels
+    boxes = torch.tensor([[3.0, 0.0, 10.0, 10.0],  # x in [3, 10): 3 of the 4 pixels
+                          [0.0, 0.0, 10.0, 2.0],  # y in [0, 2): 2 rows of 5 = 10 of 25
+                          [0.0, 0.0, 10.0, 10.0]])  # sample 2 pasted nothing
+    rate = pasted_hit_rate(mask, boxes)
+    assert rate[0].item() == pytest.approx(3 / 4)
+    assert rate[1].item() == pytest.approx(10 / 25)
+    assert math.isnan(rate[2].item())
+
+
+def test_box_mask_uses_pixel_centres():
+    boxes = torch.tensor([[2.0, 1.0, 5.0, 4.0], [2.4, 1.6, 4.6, 3.4]])
+    m = box_mask(boxes, 6, 6)
+    expected = torch.zeros(6, 6, dtype=torch.bool)
+    expected[1:4, 2:5] = True
+    assert torch.equal(m[0], expected)  # integer boxes: exactly the pixels between the edges
+    centres = torch.zeros(6, 6, dtype=torch.bool)
+    centres[2, 2:5] = True  # row centre 2.5 in [1.6, 3.4]; column centres 2.5, 3.5, 4.5 in [2.4, 4.6]
+    assert torch.equal(m[1], centres)
+
+
+def test_attentive_masks_are_the_top_cells_and_random_boxes_match_their_area():
+    att = torch.zeros(2, 4, 4)
+    att[0, 0, 0], att[0, 3, 3] = 5.0, 4.0
+    att[1, 1, 2], att[1, 2, 1] = 3.0, 2.0
+    mask = attentive_masks(att, num_patches=2, grid_size=4, height=16, width=16)
+    assert torch.equal(mask[0, :4, :4], torch.ones(4, 4, dtype=torch.bool)) and mask[0, 12:, 12:].all()
+    assert mask[1, 4:8, 8:12].all() and mask[1, 8:12, 4:8].all()
+    assert mask.flatten(1).sum(1).tolist() == [32, 32]
+
+    areas = torch.tensor([32, 100, 9, 256])
+    boxes = random_box_masks(areas, 16, 16, generator=torch.Generator().manual_seed(0))
+    got = boxes.flatten(1).sum(1)
+    assert ((got - areas).abs() <= 0.15 * areas).all()
+    for b in boxes:  # one solid rectangle, never clipped
+        ys, xs = b.nonzero(as_tuple=True)
+        assert b[ys.min():ys.max() + 1, xs.min():xs.max() + 1].all()
+
+
+def test_bad_inputs_name_the_argument():
+    with pytest.raises(ValueError, match="mask"):
+        pasted_hit_rate(torch.zeros(4, 4, dtype=torch.bool), torch.zeros(1, 4))
+    with pytest.raises(ValueError, match="boxes has 2 rows"):
+        pasted_hit_rate(torch.zeros(1, 4, 4, dtype=torch.bool), torch.zeros(2, 4))
+
+
+@pytest.fixture(scope="module")
+def trained_extractor(tmp_path_factory):
+    from attentive_cutmix.attention import FeatureExtractor
+    from attentive_cutmix.training import make_config, train
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("extractor")
+    train(make_config(dict(dataset="synthetic", synthetic_size=800, model="cifar_resnet20", epochs=3, batch_size=64, lr=0.003,
+                           workers=0, progress=False, output_dir=str(out))))
+    return FeatureExtractor(str(out / "checkpoint.pt"), input_size=32)
+
+
+def test_trained_extractor_pastes_the_object_far_more_often_than_random_boxes(trained_extractor):
+    from attentive_cutmix.data import build_datasets
+
+    _, eval_ds, info = build_datasets("synthetic", synthetic_size=800)  # 160 held-out images, un-augmented
+    trained_extractor.mean.copy_(torch.tensor(info.mean).view(1, -1, 1, 1))
+    trained_extractor.std.copy_(torch.tensor(info.std).view(1, -1, 1, 1))
+    rates = localization_hit_rates(trained_extractor, eval_ds, num_patches=6, grid_size=8, seed=0)
+    assert rates["images"] == len(eval_ds)
+    assert rates["attentive"] > rates["random"] + 0.15, rates
