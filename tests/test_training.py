@@ -39,7 +39,7 @@ class ToyShapes(Dataset):
 
 
 def toy_build_datasets(name, *, data_dir=None, image_size=None, val_fraction=0.0, val_data=None, seed=0, download=True,
-                       augment=True, attention_cache=None, synthetic_size=None):
+                       augment=True, attention_cache=None, synthetic_size=None, train_subset=None):
     if name != "toy":
         raise ValueError(f"unknown dataset {name!r}; valid: toy")
     size, n = image_size or 16, synthetic_size or 192

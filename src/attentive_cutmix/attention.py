@@ -39,20 +39,20 @@ class FeatureExtractor(nn.Module):
         weights: a local weights file (``.safetensors``, a torch state dict, or our checkpoint).
         num_classes: classifier width of ``weights``; inferred from the file when omitted.
         input_size: images are resized to ``input_size x input_size``; ``None`` keeps their size.
-        mean, std: normalisation applied after resizing (inputs are expected in [0, 1]).
+        mean, std: normalisation applied after resizing (inputs are expected in [0, 1]); default: the
+            statistics a training checkpoint records, else ImageNet's.
         layer: name of the module whose output is the feature map; by default ``forward_features``
             (timm, CIFAR ResNets) or the last spatial top-level stage (torchvision).
         amp_dtype: run in this reduced precision under autocast on CUDA (e.g. ``torch.float16``).
     """
 
     def __init__(self, model: str | os.PathLike | nn.Module, *, pretrained: bool = False, weights: str | os.PathLike | None = None,
-                 num_classes: int | None = None, input_size: int | None = 224, mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD, layer: str | None = None, amp_dtype: torch.dtype | None = None) -> None:
+                 num_classes: int | None = None, input_size: int | None = 224, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None, layer: str | None = None, amp_dtype: torch.dtype | None = None) -> None:
         super().__init__()
+        saved_stats: dict = {}
         if input_size is not None and (isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1):
             raise ValueError(f"input_size must be a positive int or None, got input_size={input_size!r}")
-        if len(mean) != len(std) or any(s <= 0 for s in std):
-            raise ValueError(f"mean and std must have one entry per channel and std > 0, got mean={tuple(mean)}, std={tuple(std)}")
         self.name = model if isinstance(model, str) else type(model).__name__
         self.source = "module"
         if isinstance(model, nn.Module):
@@ -60,13 +60,17 @@ class FeatureExtractor(nn.Module):
                 raise ValueError("pretrained=, weights= and num_classes= apply to a model *name*; load weights into your module yourself")
             net = model
         elif isinstance(model, (str, os.PathLike)) and Path(model).suffix in (".pt", ".pth", ".ckpt") and Path(model).exists():
-            net = self._from_training_checkpoint(Path(model))
+            net, saved_stats = self._from_training_checkpoint(Path(model))
             self.source = f"checkpoint:{Path(model).resolve()}"
         elif isinstance(model, str):
             net = self._from_name(model, pretrained=pretrained, weights=weights, num_classes=num_classes, input_size=input_size)
             self.source = f"weights:{Path(weights).resolve()}" if weights is not None else ("pretrained" if pretrained else "random")
         else:
             raise TypeError(f"model must be a name, a checkpoint path or an nn.Module, got {type(model).__name__}")
+        mean = tuple(mean if mean is not None else saved_stats.get("mean", IMAGENET_MEAN))
+        std = tuple(std if std is not None else saved_stats.get("std", IMAGENET_STD))
+        if len(mean) != len(std) or any(s <= 0 for s in std):
+            raise ValueError(f"mean and std must have one entry per channel and std > 0, got mean={mean}, std={std}")
         self.model = net.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -98,7 +102,7 @@ class FeatureExtractor(nn.Module):
         return net
 
     @staticmethod
-    def _from_training_checkpoint(path: Path) -> nn.Module:
+    def _from_training_checkpoint(path: Path) -> tuple[nn.Module, dict]:
         ckpt = safe_torch_load(path)
         cfg = ckpt.get("config") if isinstance(ckpt, dict) else None
         if not isinstance(cfg, dict) or "model" not in cfg or "num_classes" not in cfg:
@@ -106,7 +110,7 @@ class FeatureExtractor(nn.Module):
                                   "num_classes); pass a model name and weights=PATH instead")
         net = create_model(cfg["model"], num_classes=int(cfg["num_classes"]), image_size=int(cfg.get("image_size", 224)))
         load_weights_into(net, load_state_dict_file(path), source=str(path))
-        return net
+        return net, {k: cfg[k] for k in ("mean", "std") if k in cfg}
 
     def train(self, mode: bool = True) -> "FeatureExtractor":
         # An extractor is frozen: BatchNorm must keep its pretrained statistics whatever the caller does.

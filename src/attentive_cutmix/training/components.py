@@ -115,13 +115,13 @@ def build_extractor(cfg: TrainConfig, info: Any, device: torch.device) -> torch.
         mean, std = tuple(saved.get("mean", info.mean)), tuple(saved.get("std", info.std))
         extractor = FeatureExtractor(spec, input_size=size, mean=mean, std=std, amp_dtype=amp_dtype)
     else:
-        cifar = spec.startswith("cifar_")
-        size = cfg.extractor_input_size or (info.image_size if cifar else 224)
-        stats = dict(mean=tuple(info.mean), std=tuple(info.std)) if cifar else {}
+        # Published weights (ImageNet ones, and the common CIFAR ResNet checkpoints) expect ImageNet mean/std:
+        # FeatureExtractor's default. Only our own checkpoints carry the statistics they were trained with.
+        size = cfg.extractor_input_size or (info.image_size if spec.startswith("cifar_") else 224)
         if cfg.extractor_weights is None:
             warnings.warn(f"--extractor {spec} without --extractor-weights: downloading its pretrained ImageNet weights", stacklevel=2)
         extractor = FeatureExtractor(spec, pretrained=cfg.extractor_weights is None, weights=cfg.extractor_weights,
-                                     input_size=size, amp_dtype=amp_dtype, **stats)
+                                     input_size=size, amp_dtype=amp_dtype)
     return extractor.to(device)
 
 

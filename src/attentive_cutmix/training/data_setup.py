@@ -43,25 +43,21 @@ def _build(cfg: TrainConfig, dist: DistInfo, device: torch.device):
     from .. import cache as cache_mod
 
     path = Path(cfg.attention_cache)
-    extractor = None
+    raw_ds, _, info = _datasets(cfg, augment=False)  # the un-augmented frame the cache is computed in
+    extractor = build_extractor(cfg, info, device) if cfg.extractor is not None else None
     if not path.exists():
-        if not cfg.build_cache:
+        if not cfg.build_cache or extractor is None:
             raise ConfigError(f"attention cache {path} does not exist; make it with `attentive-cutmix cache-attention`, "
                               "or add --build-cache (with --extractor) to build it before training")
-        raw_ds, _, info = _datasets(cfg, augment=False)
-        extractor = build_extractor(cfg, info, device)
         if dist.rank == 0:
             cache_mod.build_cache(raw_ds, extractor, path, meta=cache_mod.cache_meta(info, extractor, cfg.extractor),
                                   batch_size=max(cfg.batch_size, 256), workers=cfg.workers, device=device,
                                   progress=cfg.progress)
-    cache = cache_mod.open_cache(path)
+    # Check the header before the data sees the maps, so a mismatch names every differing field.
+    expect = (cache_mod.cache_meta(info, extractor, cfg.extractor) if extractor is not None
+              else {"fingerprint": info.train_fingerprint, "length": len(raw_ds)})
+    cache = cache_mod.open_cache(path, expect=expect)
     train_ds, eval_ds, info = _datasets(cfg, attention_cache=cache)
-    if cfg.extractor is not None:
-        extractor = extractor or build_extractor(cfg, info, device)
-        expect = cache_mod.cache_meta(info, extractor, cfg.extractor)
-    else:
-        expect = {"fingerprint": info.train_fingerprint, "length": len(train_ds)}
-    cache_mod.open_cache(path, expect=expect)  # raises CacheMismatchError naming every differing field
     return train_ds, eval_ds, info, None  # attention comes with each batch; no online extractor
 
 
