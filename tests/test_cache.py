@@ -314,3 +314,23 @@ def test_cli_writes_a_cache_train_accepts_and_refuses_to_overwrite(tmp_path, cap
     assert "--force" in capsys.readouterr().err and out.read_bytes() == before
     assert main([*argv, "--force", "--pretrained"]) == 1  # weights and --pretrained together
     assert "not both" in capsys.readouterr().err
+
+
+def test_train_refuses_a_cache_of_another_split_naming_every_field(tmp_path):
+    from attentive_cutmix.cli import main
+    from attentive_cutmix.training import train
+    from attentive_cutmix.training.config import make_config
+
+    weights = tmp_path / "r20.safetensors"
+    save_file(FeatureExtractor("cifar_resnet20", input_size=32).model.state_dict(), str(weights))
+    out = tmp_path / "c.safetensors"
+    common = ["--dataset", "synthetic", "--synthetic-size", "40", "12", "--extractor", "cifar_resnet20",
+              "--extractor-weights", str(weights)]
+    assert main(["cache-attention", *common, "--val-fraction", "0.25", "--out", str(out), "--workers", "0", "--no-progress"]) == 0
+    cfg = make_config(dict(dataset="synthetic", synthetic_size=[40, 12], val_fraction=0.5, method="attentive-cutmix",
+                           extractor="cifar_resnet20", extractor_weights=str(weights), attention_cache=str(out),
+                           grid_size=8, epochs=1, workers=0, progress=False, output_dir=str(tmp_path / "run")))
+    with pytest.raises(CacheMismatchError) as err:
+        train(cfg)
+    assert "length: expected 20, found 30" in str(err.value) and "fingerprint" in str(err.value)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
