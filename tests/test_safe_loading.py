@@ -63,6 +63,7 @@ def test_the_planted_payload_really_runs_code_when_loaded_unsafely(tmp_path):
     assert payload_is_live(tmp_path)  # so the refusals below are refusals of live code
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("zip_format", [True, False], ids=["torch-zip", "raw-pickle"])
 @pytest.mark.parametrize("where", ["resume", "extractor", "extractor-weights", "attention-cache"])
 def test_malicious_pickle_is_refused_and_never_runs(where, zip_format, tmp_path, capsys):
