@@ -194,3 +194,20 @@ def test_mean_std_bold_best_and_paper_row_on_hand_made_results():
     csv_rows = table_csv(table, paper={"d": {"m": {"none": 71.25}}}).splitlines()
     assert csv_rows[1] == "d,m,ours,72.0000,2.0000,3,76.0000,0.7071,2"
     assert csv_rows[2] == "d,m,paper,71.25,,,,,"
+
+
+def test_ablation_plot_when_num_patches_is_an_axis(tmp_path):
+    from attentive_cutmix.experiments.report import write_plots
+
+    runs = []
+    for n, acc in ((1, 60.0), (4, 64.0), (6, 66.0), (15, 61.0)):
+        for seed in (0, 1):
+            run = _run("attentive-cutmix", seed, acc + seed)
+            run["labels"]["num_patches"] = n
+            run["curve"] = [{"epoch": 1, "top1": acc - 5}, {"epoch": 2, "top1": acc + seed}]
+            runs.append(run)
+    written = {p.name for p in write_plots(runs, tmp_path)}
+    assert written == {"curves-d.png", "bars-d.png", "ablation-num_patches.png"}
+    assert (tmp_path / "ablation-num_patches.png").stat().st_size > 5000
+    table = build_table(runs)
+    assert [k for k, _ in table.rows] == [("d", "m", "1"), ("d", "m", "4"), ("d", "m", "6"), ("d", "m", "15")]

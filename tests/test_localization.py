@@ -74,7 +74,7 @@ def trained_extractor(tmp_path_factory):
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("extractor")
-    train(make_config(dict(dataset="synthetic", synthetic_size=800, model="cifar_resnet20", epochs=3, batch_size=64, lr=0.003,
+    train(make_config(dict(dataset="synthetic", synthetic_size=600, model="cifar_resnet20", epochs=3, batch_size=64, lr=0.003,
                            workers=0, progress=False, output_dir=str(out))))
     return FeatureExtractor(str(out / "checkpoint.pt"), input_size=32)
 
@@ -82,7 +82,7 @@ def trained_extractor(tmp_path_factory):
 def test_trained_extractor_pastes_the_object_far_more_often_than_random_boxes(trained_extractor):
     from attentive_cutmix.data import build_datasets
 
-    _, eval_ds, info = build_datasets("synthetic", synthetic_size=800)  # 160 held-out images, un-augmented
+    _, eval_ds, info = build_datasets("synthetic", synthetic_size=600)  # 120 held-out images, un-augmented
     trained_extractor.mean.copy_(torch.tensor(info.mean).view(1, -1, 1, 1))
     trained_extractor.std.copy_(torch.tensor(info.std).view(1, -1, 1, 1))
     rates = localization_hit_rates(trained_extractor, eval_ds, num_patches=6, grid_size=8, seed=0)
