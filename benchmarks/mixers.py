@@ -78,8 +78,8 @@ def main() -> None:
         ref_timm = med["timm Mixup (CutMix mode, in place)"]
         ref_clone = med["images.clone()"]
         print(f"\nbatch {shape}")
-        print(f"| mixer | median ms | / timm CutMix | / clone |")
-        print(f"|---|---:|---:|---:|")
+        print("| mixer | median ms | / timm CutMix | / clone |")
+        print("|---|---:|---:|---:|")
         for name, t in med.items():
             print(f"| {name} | {t * 1e3:.3f} | {t / ref_timm:.2f}x | {t / ref_clone:.2f}x |")
 

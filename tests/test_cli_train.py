@@ -4,20 +4,11 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from attentive_cutmix.cli import main
 from attentive_cutmix.training import config as config_mod
 from attentive_cutmix.training.cli import add_arguments, config_from_args
 from attentive_cutmix.training.config import ConfigError, make_config
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # two spinning OpenMP threads on a shared 2-core box are far slower than one
-    yield
-    torch.set_num_threads(before)
 
 
 def _parse(argv):

@@ -7,7 +7,6 @@ import statistics
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from attentive_cutmix.cli import main
@@ -17,15 +16,6 @@ from attentive_cutmix.experiments.report import build_table, mean_std, table_csv
 
 TINY = dict(dataset="synthetic", synthetic_size=48, model="cifar_resnet20", epochs=1, batch_size=16, max_steps_per_epoch=2,
             workers=0, progress=False)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Two OpenMP threads on a shared 2-core box spin against each other; one is plenty for these tiny runs.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _grid(tmp_path: Path, name: str = "grid.yaml", **spec) -> Path:

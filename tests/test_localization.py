@@ -10,14 +10,6 @@ from attentive_cutmix.experiments.localization import (attentive_masks, box_mask
                                                        random_box_masks)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_hit_rate_on_hand_made_masks_and_boxes():
     mask = torch.zeros(3, 10, 10, dtype=torch.bool)
     mask[0, 2, 2:6] = True  # 4 pasted pixels at x = 2..5, y = 2

@@ -10,14 +10,6 @@ from attentive_cutmix.models import PAPER_MODELS, available_models, create_model
 BIG = {"efficientnet_b6", "efficientnet_b7", "densenet264"}  # one 1x3x32x32 forward only: they are large
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # two spinning OpenMP threads on a shared 2-core box are far slower than one
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("name", available_models())
 def test_every_model_builds_and_runs_forward(name):
     torch.manual_seed(0)

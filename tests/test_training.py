@@ -48,15 +48,6 @@ def toy_build_datasets(name, *, data_dir=None, image_size=None, val_fraction=0.0
     return ToyShapes(n, size, 0), ToyShapes(64, size, 1), info
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Two OpenMP threads on a shared 2-core box spin against each other (~30x slower); one is plenty here.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def toy(monkeypatch):
     monkeypatch.setattr(data_pkg, "build_datasets", toy_build_datasets, raising=False)

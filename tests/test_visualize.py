@@ -2,21 +2,12 @@
 writes a PNG."""
 from __future__ import annotations
 
-import pytest
 import torch
 from safetensors.torch import save_file
 
 from attentive_cutmix.cli import main
 from attentive_cutmix.experiments.visualize import label_text, mix_panels
 from attentive_cutmix.mixing import cells_to_pixel_mask
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _inputs():

@@ -170,7 +170,8 @@ def load_grid(path: str | os.PathLike) -> Grid:
         if not isinstance(spec, dict):
             raise GridError(f"extractor {name!r} in {path} must be a mapping of training options")
         values = {**{k: v for k, v in settings.items() if k in ("dataset", "data_dir", "val_fraction", "val_data",
-                                                                 "image_size", "synthetic_size", "preset", "workers", "device", "progress")},
+                                                                 "split_seed", "train_subset", "image_size", "synthetic_size",
+                                                                 "preset", "workers", "device", "progress")},
                   **{str(k).replace("-", "_"): v for k, v in spec.items()}}
         cfg = _make(values, f"extractor {name!r} in {path}")
         ident = _identity(cfg, None, False)
