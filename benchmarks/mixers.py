@@ -1,7 +1,8 @@
 """Time of each mixer against timm's CutMix, torchvision v2 CutMix and a plain clone.
 
-All candidates run interleaved, round after round, on the same batch; the table reports medians
-and ratios measured side by side in this one run. Usage::
+All candidates run interleaved, round after round, on the same batch. The table reports median
+times and, for ratios, the median of the per-round ratios (each round times every candidate back to
+back, so load from other jobs on a shared machine largely cancels). Usage::
 
     python benchmarks/mixers.py [--device cpu|cuda] [--rounds 30] [--threads N]
 """
@@ -44,7 +45,8 @@ def _candidates(images: torch.Tensor, labels: torch.Tensor, k: int) -> dict:
     return fns
 
 
-def bench(shape: tuple[int, int, int, int], device: torch.device, rounds: int, k: int = 10) -> dict[str, float]:
+def bench(shape: tuple[int, int, int, int], device: torch.device, rounds: int, k: int = 10) -> dict[str, list[float]]:
+    """Per-round times of every candidate, interleaved."""
     images = torch.rand(shape, device=device)
     labels = torch.randint(0, k, (shape[0],), device=device)
     fns = _candidates(images, labels, k)
@@ -59,7 +61,11 @@ def bench(shape: tuple[int, int, int, int], device: torch.device, rounds: int, k
             fn()
             _sync(device)
             times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return times
+
+
+def _ratio(times: list[float], ref: list[float]) -> float:
+    return statistics.median(t / r for t, r in zip(times, ref))
 
 
 def main() -> None:
@@ -74,15 +80,14 @@ def main() -> None:
     print(f"# mixers benchmark, {date.today()}, torch {torch.__version__}, device {device}, "
           f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {args.rounds} rounds, medians")
     for shape in [(256, 3, 32, 32), (64, 3, 224, 224)]:
-        med = bench(shape, device, args.rounds)
-        ref_timm = med["timm Mixup (CutMix mode, in place)"]
-        ref_clone = med["images.clone()"]
+        times = bench(shape, device, args.rounds)
+        ref_timm = times["timm Mixup (CutMix mode, in place)"]
+        ref_clone = times["images.clone()"]
         print(f"\nbatch {shape}")
         print("| mixer | median ms | / timm CutMix | / clone |")
         print("|---|---:|---:|---:|")
-        for name, t in med.items():
-            print(f"| {name} | {t * 1e3:.3f} | {t / ref_timm:.2f}x | {t / ref_clone:.2f}x |")
-
+        for name, ts in times.items():
+            print(f"| {name} | {statistics.median(ts) * 1e3:.3f} | {_ratio(ts, ref_timm):.2f}x | {_ratio(ts, ref_clone):.2f}x |")
 
 if __name__ == "__main__":
     main()
