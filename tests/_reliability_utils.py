@@ -187,7 +187,7 @@ def payload_is_live(marker_dir: Path | None = None) -> bool:
     with tempfile.TemporaryDirectory(dir=marker_dir) as d:
         marker = Path(d) / "pwned"
         file = plant_malicious_pickle(Path(d) / "evil.pt", marker)
-        obj = torch.load(file, weights_only=False)
+        obj = torch.load(file, weights_only=False)  # deliberately unsafe, in a temp dir: proves the payload is live
         obj["model"].close()
         return marker.exists()
 

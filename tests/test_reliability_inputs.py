@@ -25,14 +25,6 @@ MIXERS = {"attentive": lambda **kw: AttentiveCutMix(K, grid_size=4, num_patches=
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _batch(b=4, c=3, h=16, w=16):
     g = torch.Generator().manual_seed(0)
     return torch.rand(b, c, h, w, generator=g), torch.randint(0, K, (b,), generator=g), torch.rand(b, 4, 4, generator=g)

@@ -6,7 +6,6 @@ import json
 import os
 import random
 import signal
-import time
 
 import pytest
 import torch
@@ -18,14 +17,6 @@ from attentive_cutmix.cli import main as cli_main
 from attentive_cutmix.training import make_config, train
 from attentive_cutmix.training import trainer as trainer_mod
 from attentive_cutmix.training.trainer import NonFiniteLossError
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _argv(out, **kw):

@@ -18,14 +18,6 @@ from attentive_cutmix.training.checkpoint import load_checkpoint
 SMALL = {**RUN_OPTS, "epochs": 1, "max_steps_per_epoch": 1}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def good_checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp("good") / "run"
