@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from attentive_cutmix.mixing import AttentiveCutMix, CutMix, Cutout, MixUp
+from attentive_cutmix import AttentiveCutMix, CutMix, Cutout, MixUp
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

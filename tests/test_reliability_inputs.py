@@ -14,7 +14,7 @@ from PIL import Image
 from _reliability_utils import RUN_OPTS, snapshot
 from attentive_cutmix.attention import FeatureExtractor
 from attentive_cutmix.cli import main as cli_main
-from attentive_cutmix.mixing import AttentiveCutMix, CutMix, Cutout, MixUp
+from attentive_cutmix import AttentiveCutMix, CutMix, Cutout, MixUp
 from attentive_cutmix.serialization import CheckpointError
 from attentive_cutmix.training import ConfigError, make_config, train
 from attentive_cutmix.training import run_io

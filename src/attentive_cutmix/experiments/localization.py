@@ -15,7 +15,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..attention import channel_attention
-from ..mixing import attention_to_grid, boxes_to_mask, cells_to_pixel_mask, top_cells
+from ..baselines import boxes_to_mask
+from ..mixing import attention_to_grid, cells_to_pixel_mask, top_cells
 
 __all__ = ["box_mask", "pasted_hit_rate", "attentive_masks", "random_box_masks", "localization_hit_rates"]
 

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from ..attention import channel_attention
-from ..mixing import AttentiveCutMix, CutMix, Cutout, MixUp, attention_to_grid, cell_bounds, pair_permutation, top_cells
+from ..baselines import CutMix, Cutout, MixUp
+from ..mixing import AttentiveCutMix, attention_to_grid, cell_bounds, pair_permutation, top_cells
 
 __all__ = ["mix_panels", "label_text", "draw_figure", "add_arguments", "run"]
 

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from ..mixing import AttentiveCutMix, CutMix, Cutout, MixUp
+from ..baselines import CutMix, Cutout, MixUp
+from ..mixing import AttentiveCutMix
 from .config import ConfigError, TrainConfig
 from .distributed import DistInfo
 
