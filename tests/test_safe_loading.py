@@ -164,3 +164,17 @@ def test_corrupt_attention_cache_is_refused_through_the_cli(good_checkpoint, tmp
     _cli_refuses(_argv(tmp_path / "run2", method="attentive-cutmix", attention_cache=str(truncated), grid_size=4,
                        num_patches=2), truncated, capsys)
     assert {k: v for k, v in snapshot(tmp_path).items() if k in before} == before
+
+
+def test_atomic_write_gives_files_the_usual_permissions(tmp_path):
+    import os
+    from pathlib import Path
+
+    from attentive_cutmix.serialization import atomic_write
+
+    umask = os.umask(0o022)
+    try:
+        path = atomic_write(tmp_path / "f.txt", lambda tmp: Path(tmp).write_text("x"))
+    finally:
+        os.umask(umask)
+    assert path.read_text() == "x" and (path.stat().st_mode & 0o777) == 0o644
