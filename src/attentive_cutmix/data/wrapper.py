@@ -42,7 +42,7 @@ class AugmentedDataset(Dataset):
             if len(attention) != len(self.indices):
                 raise ValueError(f"attention_cache has {len(attention)} maps but the training split has "
                                  f"{len(self.indices)} images; build the cache on this dataset and split "
-                                 "(same val_fraction/seed)")
+                                 "(same val_fraction, split seed and train_subset)")
         self.attention = attention
         if boxes is not None:
             self.boxes = boxes

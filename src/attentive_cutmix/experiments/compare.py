@@ -133,8 +133,8 @@ def _localize(cfg: Any, run_dir: Path) -> dict[str, Any] | None:
     from .localization import localization_hit_rates
 
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    _, eval_ds, info = build_datasets(cfg.dataset, image_size=cfg.image_size, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                                      synthetic_size=cfg.synthetic_size)
+    _, eval_ds, info = build_datasets(cfg.dataset, image_size=cfg.image_size, val_fraction=cfg.val_fraction,
+                                      seed=cfg.split_seed, synthetic_size=cfg.synthetic_size, train_subset=cfg.train_subset)
     extractor = build_extractor(cfg, info, device)
     rates = localization_hit_rates(extractor, eval_ds, num_patches=cfg.num_patches, grid_size=cfg.grid_size, seed=cfg.seed,
                                    device=device)
