@@ -104,7 +104,7 @@ class MixUp:
         perm = pair_permutation(b, generator, images.device)
         lam = _sample_beta(self.alpha, b, generator).to(images.device)
         weight = lam.to(images.dtype).view(b, 1, 1, 1)
-        mixed = torch.lerp(images, images[perm], weight)
+        mixed = torch.lerp(images, images.index_select(0, perm), weight)
         return mixed, _mix_targets(targets, perm, lam)
 
 
