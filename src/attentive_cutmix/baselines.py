@@ -15,6 +15,15 @@ from .mixing import (_apply_prob, _check_images, _check_num_classes, _check_prob
 __all__ = ["CutMix", "MixUp", "Cutout", "boxes_to_mask"]
 
 
+def _begin(mixer, images: torch.Tensor, labels: torch.Tensor,
+           generator: torch.Generator | None) -> tuple[torch.Tensor, bool]:
+    """Checks, soft targets, and whether this batch is mixed at all (``prob``): the preamble of every baseline."""
+    _check_images(images)
+    targets = one_hot_targets(labels, mixer.num_classes, images.shape[0], label_smoothing=mixer.label_smoothing,
+                              device=images.device)
+    return targets, _apply_prob(mixer.prob, generator)
+
+
 def _check_alpha(alpha: float) -> float:
     if not float(alpha) > 0.0 or not math.isfinite(float(alpha)):
         raise ValueError(f"alpha must be a finite number > 0, got alpha={alpha!r}")
@@ -68,11 +77,10 @@ class CutMix:
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, attention: torch.Tensor | None = None, *,
                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        _check_images(images)
-        b, _, h, w = images.shape
-        targets = one_hot_targets(labels, self.num_classes, b, label_smoothing=self.label_smoothing, device=images.device)
-        if not _apply_prob(self.prob, generator):
+        targets, mix = _begin(self, images, labels, generator)
+        if not mix:
             return images.clone(), targets
+        b, _, h, w = images.shape
         perm = pair_permutation(b, generator, images.device)
         # The sampled lam is the fraction *kept*, as in the paper; the pasted box has area 1 - lam.
         boxes = _random_boxes(1.0 - _sample_beta(self.alpha, b, generator), h, w, generator)
@@ -96,11 +104,10 @@ class MixUp:
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, attention: torch.Tensor | None = None, *,
                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        _check_images(images)
-        b = images.shape[0]
-        targets = one_hot_targets(labels, self.num_classes, b, label_smoothing=self.label_smoothing, device=images.device)
-        if not _apply_prob(self.prob, generator):
+        targets, mix = _begin(self, images, labels, generator)
+        if not mix:
             return images.clone(), targets
+        b = images.shape[0]
         perm = pair_permutation(b, generator, images.device)
         lam = _sample_beta(self.alpha, b, generator).to(images.device)
         weight = lam.to(images.dtype).view(b, 1, 1, 1)
@@ -128,11 +135,10 @@ class Cutout:
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, attention: torch.Tensor | None = None, *,
                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        _check_images(images)
-        b, _, h, w = images.shape
-        targets = one_hot_targets(labels, self.num_classes, b, label_smoothing=self.label_smoothing, device=images.device)
-        if not _apply_prob(self.prob, generator):
+        targets, mix = _begin(self, images, labels, generator)
+        if not mix:
             return images.clone(), targets
+        b, _, h, w = images.shape
         gen_device = generator.device if generator is not None else torch.device("cpu")
         cy = torch.randint(0, h, (b,), generator=generator, device=gen_device).cpu()
         cx = torch.randint(0, w, (b,), generator=generator, device=gen_device).cpu()
