@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from attentive_cutmix import AttentiveCutMix, Cutout, CutMix, MixUp
-from attentive_cutmix.mixing import cell_bounds, cells_to_pixel_mask, pair_permutation, top_cells
+from attentive_cutmix.mixing import (_paste, _paste_segments, _top_cell_set, cell_bounds, cells_to_pixel_mask, pair_permutation,
+                                     top_cell_indices, top_cells)
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -74,6 +75,62 @@ class TestCells:
         ys, xs = torch.nonzero(mask[0], as_tuple=True)
         assert (ys.min().item(), ys.max().item()) == (5, 8)
         assert (xs.min().item(), xs.max().item()) == (14, 17)
+
+
+    @pytest.mark.parametrize("size", list(range(1, 70)) + [223, 224, 225, 299, 384])
+    def test_integer_bounds_equal_round_half_up(self, size):
+        # round(k*size/g) with halves going up, computed exactly with fractions
+        from fractions import Fraction
+        for g in range(1, min(size, 16) + 1):
+            expected = [int(Fraction(k * size, g) + Fraction(1, 2)) for k in range(g + 1)]
+            assert cell_bounds(size, g).tolist() == expected, (size, g)
+
+    def test_fast_top_set_equals_the_stable_sort_including_boundary_ties(self):
+        gen = _gen(3)
+        for _ in range(30):
+            # few distinct values, so ties at the num_patches-th place are common
+            scores = torch.randint(0, 4, (16, 5, 5), generator=gen).float()
+            for n in (0, 1, 6, 12, 24, 25):
+                fast = _top_cell_set(scores, n).sort(1).values
+                assert torch.equal(fast, top_cell_indices(scores, n).sort(1).values), n
+
+
+class TestPastePaths:
+    """The segment gather (grids that divide the image, wide cells) must equal the dense masked select."""
+
+    @pytest.mark.parametrize("dtype,c,h,w,g", [(torch.float32, 3, 224, 224, 7), (torch.float32, 1, 64, 96, 4),
+                                               (torch.float16, 3, 64, 64, 2), (torch.float64, 2, 48, 16, 2),
+                                               (torch.float32, 5, 30, 30, 1)])
+    def test_segment_gather_equals_masked_select(self, dtype, c, h, w, g):
+        b, n = 5, min(3, g * g)
+        gen = _gen(1)
+        images = torch.randn(b, c, h, w, generator=gen).to(dtype)
+        images[0, 0, 0, :3] = torch.tensor([float("nan"), float("inf"), -0.0])  # copied bit for bit
+        perm = pair_permutation(b, gen)
+        cells = _top_cell_set(torch.rand(b, g, g, generator=gen), n)
+        mask = torch.zeros(b, g * g, dtype=torch.bool).scatter_(1, cells, True).view(b, g, g)
+        dense = _paste(images, perm, cells_to_pixel_mask(mask, h, w))
+        segments = _paste_segments(images, perm, cells, g)
+        assert torch.equal(segments.view(-1).view(torch.uint8), dense.view(-1).view(torch.uint8))
+        assert not torch.equal(segments, images)
+
+    def test_mixer_takes_the_segment_path_on_even_wide_grids_and_matches_the_reference(self, monkeypatch):
+        from attentive_cutmix import mixing
+        calls = []
+        monkeypatch.setattr(mixing, "_paste_segments", lambda *a: calls.append(1) or _paste_segments(*a))
+        b, g = 6, 7
+        images = _distinct_images(b, h=224, w=224)
+        att = torch.rand(b, g, g, generator=_gen(5))
+        mixed, _ = AttentiveCutMix(num_classes=3, num_patches=6, grid_size=g)(images, torch.zeros(b, dtype=torch.long), att,
+                                                                              generator=_gen(2))
+        assert calls == [1]
+        perm = _find_perm(mixed, images)
+        expected = torch.where(cells_to_pixel_mask(top_cells(att, 6)[perm], 224, 224).unsqueeze(1), images[perm], images)
+        assert torch.equal(mixed, expected)
+        # a non-contiguous batch (channels_last) takes the dense path and gives the same result
+        mixed_cl, _ = AttentiveCutMix(num_classes=3, num_patches=6, grid_size=g)(
+            images.to(memory_format=torch.channels_last), torch.zeros(b, dtype=torch.long), att, generator=_gen(2))
+        assert calls == [1] and torch.equal(mixed_cl, expected)
 
 
 class TestAttentiveCutMix:

@@ -60,7 +60,7 @@ def one_hot_targets(labels: torch.Tensor, num_classes: int, batch_size: int, *,
             raise TypeError(f"class-index labels must be an integer tensor, got dtype {labels.dtype}")
         if labels.shape[0] != batch_size:
             raise ValueError(f"labels has {labels.shape[0]} entries but images has batch size {batch_size}")
-        lo, hi = int(labels.min()), int(labels.max())
+        lo, hi = (int(v) for v in torch.aminmax(labels))
         if lo < 0 or hi >= num_classes:
             raise ValueError(f"labels must lie in [0, {num_classes}) (num_classes={num_classes}), got values in [{lo}, {hi}]")
         targets = F.one_hot(labels.long().to(device), num_classes).float()
@@ -113,11 +113,43 @@ def _paste(images: torch.Tensor, perm: torch.Tensor, mask: torch.Tensor) -> torc
     return torch.where(mask.unsqueeze(1), src, images, out=src)
 
 
+# Row segments shorter than this make one gather of segments slower than the dense select (BENCHMARKS.md).
+_MIN_SEGMENT_BYTES = 64
+
+
+def _paste_segments(images: torch.Tensor, perm: torch.Tensor, cells: torch.Tensor, grid_size: int) -> torch.Tensor:
+    """``_paste`` for a grid that divides the image evenly: one ``index_select`` of cell-row segments.
+
+    Viewed as rows of one cell width, every output row is a row of the image itself or, inside a
+    pasted cell, the same row of the partner; gathering them writes the output in a single pass.
+    ``cells`` holds each sample's pasted cell indices (B, N), row-major.
+    """
+    b, c, h, w = images.shape
+    g, device = grid_size, images.device
+    ch, cw = h // g, w // g
+    per_image = c * h * g  # segments of width cw in one image
+    r, col = (cells // g).view(b, -1, 1, 1), (cells % g).view(b, -1, 1, 1)
+    channel, row = torch.arange(c, device=device).view(1, 1, c, 1), torch.arange(ch, device=device).view(1, 1, 1, ch)
+    local = ((channel * h + r * ch + row) * g + col).flatten(1)  # (B, N*C*ch) segment ids inside the image
+    source = torch.arange(b * per_image, device=device).view(b, per_image)
+    source.scatter_(1, local, local + (perm * per_image).view(b, 1))
+    return images.view(-1, cw).index_select(0, source.view(-1)).view_as(images)
+
+
 # --------------------------------------------------------------------------- attentive cells
+def _bounds(size: int, grid_size: int) -> list[int]:
+    # floor(k * size / g + 1/2) in integer arithmetic: exact for every size, no float rounding.
+    return [(2 * k * size + grid_size) // (2 * grid_size) for k in range(grid_size + 1)]
+
+
 def cell_bounds(size: int, grid_size: int, device: torch.device | None = None) -> torch.Tensor:
     """Pixel boundaries ``round(k * size / grid_size)`` for k = 0..grid_size (cells differ by at most 1 px)."""
-    k = torch.arange(grid_size + 1, dtype=torch.float64, device=device)
-    return torch.floor(k * size / grid_size + 0.5).long()
+    return torch.tensor(_bounds(size, grid_size), device=device)
+
+
+def _cell_of_pixel(size: int, grid_size: int, device: torch.device | None) -> torch.Tensor:
+    bounds = _bounds(size, grid_size)
+    return torch.tensor([k for k in range(grid_size) for _ in range(bounds[k + 1] - bounds[k])], device=device)
 
 
 def attention_to_grid(attention: torch.Tensor, grid_size: int) -> torch.Tensor:
@@ -142,19 +174,32 @@ def top_cell_indices(scores: torch.Tensor, num_patches: int) -> torch.Tensor:
     return torch.sort(scores.flatten(1), dim=1, descending=True, stable=True).indices[:, :num_patches]
 
 
+def _top_cell_set(scores: torch.Tensor, num_patches: int) -> torch.Tensor:
+    """The cells of ``top_cell_indices`` as a set (B, num_patches), in no particular order.
+
+    ``topk`` is several times cheaper than a stable sort; its set is the same unless the
+    num_patches-th and the next score tie, and only then do we pay for the stable sort.
+    """
+    flat = scores.flatten(1)
+    if 0 < num_patches < flat.shape[1]:
+        best = flat.topk(num_patches, dim=1, sorted=False)
+        if bool((flat >= best.values.amin(1, keepdim=True)).sum(1).eq(num_patches).all()):
+            return best.indices
+    return top_cell_indices(scores, num_patches)
+
+
 def top_cells(scores: torch.Tensor, num_patches: int) -> torch.Tensor:
     """Boolean (B, g, g) mask of the ``num_patches`` highest cells per sample (see ``top_cell_indices``)."""
     b, g, _ = scores.shape
     cells = torch.zeros(b, g * g, dtype=torch.bool, device=scores.device)
-    cells.scatter_(1, top_cell_indices(scores, num_patches), True)
+    cells.scatter_(1, _top_cell_set(scores, num_patches), True)
     return cells.view(b, g, g)
 
 
 def cells_to_pixel_mask(cells: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Expand a (B, g, g) cell mask to a (B, H, W) pixel mask using ``cell_bounds`` on each axis."""
-    g = cells.shape[-1]
-    rows, cols = cell_bounds(height, g, cells.device).diff(), cell_bounds(width, g, cells.device).diff()
-    return cells.repeat_interleave(rows, dim=1, output_size=height).repeat_interleave(cols, dim=2, output_size=width)
+    g, device = cells.shape[-1], cells.device
+    return cells.index_select(2, _cell_of_pixel(width, g, device)).index_select(1, _cell_of_pixel(height, g, device))
 
 
 # --------------------------------------------------------------------------- mixers
@@ -223,11 +268,17 @@ class AttentiveCutMix:
         self._check_attention(attention, images)
         if self.num_patches == 0 or not _apply_prob(self.prob, generator):
             return images.clone(), targets
-        perm = pair_permutation(b, generator, images.device)
-        cells = top_cells(attention_to_grid(attention, self.grid_size), self.num_patches)[perm]  # the partner's map
         g = self.grid_size
-        rows, cols = cell_bounds(h, g, images.device).diff(), cell_bounds(w, g, images.device).diff()
+        perm = pair_permutation(b, generator, images.device)
+        cells = _top_cell_set(attention_to_grid(attention, g), self.num_patches)[perm]  # the partner's map
+        rows, cols = _bounds(h, g), _bounds(w, g)
+        area = torch.tensor([[(rows[i + 1] - rows[i]) * (cols[j + 1] - cols[j]) for j in range(g)] for i in range(g)],
+                            dtype=torch.float32, device=images.device).flatten()
         # Cells are disjoint, so the replaced fraction is their summed area: exact, per sample.
-        lam = (cells * (rows[:, None] * cols[None, :])).flatten(1).sum(1).to(torch.float32) / (h * w)
-        mask = cells.repeat_interleave(rows, dim=1, output_size=h).repeat_interleave(cols, dim=2, output_size=w)
-        return _paste(images, perm, mask), _mix_targets(targets, perm, lam)
+        lam = area[cells].sum(1) / (h * w)
+        if h % g == 0 and w % g == 0 and (w // g) * images.element_size() >= _MIN_SEGMENT_BYTES and images.is_contiguous():
+            mixed = _paste_segments(images, perm, cells, g)
+        else:
+            mask = torch.zeros(b, g * g, dtype=torch.bool, device=images.device).scatter_(1, cells, True)
+            mixed = _paste(images, perm, cells_to_pixel_mask(mask.view(b, g, g), h, w))
+        return mixed, _mix_targets(targets, perm, lam)
