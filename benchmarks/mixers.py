@@ -1,15 +1,19 @@
 """Time of each mixer against timm's CutMix, torchvision v2 CutMix and a plain clone.
 
-All candidates run interleaved, round after round, on the same batch. The table reports median
-times and, for ratios, the median of the per-round ratios (each round times every candidate back to
-back, so load from other jobs on a shared machine largely cancels). Usage::
+All candidates run interleaved, round after round, on the same batch. Each round visits the
+candidates in a fresh random order and calls each one ``--calls`` times back to back, keeping the
+median call: a candidate's time then does not depend on which candidate ran just before it (on CPU,
+the allocator's state left by the previous candidate moved single-call times by up to 2x). The table
+reports median times and, for ratios, the median of the per-round ratios, so load from other jobs on
+a shared machine largely cancels. Usage::
 
-    python benchmarks/mixers.py [--device cpu|cuda] [--rounds 30] [--threads N]
+    python benchmarks/mixers.py [--device cpu|cuda] [--rounds 30] [--calls 5] [--threads N]
 """
 from __future__ import annotations
 
 import argparse
 import platform
+import random
 import statistics
 import time
 from datetime import date
@@ -38,15 +42,28 @@ def _candidates(images: torch.Tensor, labels: torch.Tensor, k: int) -> dict:
     timm_cutmix = Mixup(mixup_alpha=0.0, cutmix_alpha=1.0, mode="batch", correct_lam=True, label_smoothing=0.0, num_classes=k)
     tv_cutmix = v2.CutMix(num_classes=k, alpha=1.0)
     fns = {name: (lambda m=m: m(images, labels, attention=attention, generator=g)) for name, m in ours.items()}
-    # timm mixes in place: give it a fresh copy each round but time the copy separately (see clone row).
+    # timm's batch mode writes the box into the caller's tensor (no copy of its own to return); repeated
+    # in-place mixing of the same batch does not change its cost.
     fns["timm Mixup (CutMix mode, in place)"] = lambda: timm_cutmix(images, labels)
     fns["torchvision v2 CutMix"] = lambda: tv_cutmix(images, labels)
     fns["images.clone()"] = lambda: images.clone()
     return fns
 
 
-def bench(shape: tuple[int, int, int, int], device: torch.device, rounds: int, k: int = 10) -> dict[str, list[float]]:
-    """Per-round times of every candidate, interleaved."""
+def _time_block(fn, device: torch.device, calls: int) -> float:
+    times = []
+    for _ in range(calls):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench(shape: tuple[int, int, int, int], device: torch.device, rounds: int, calls: int = 5,
+          k: int = 10) -> dict[str, list[float]]:
+    """Per-round times of every candidate, interleaved in a random order each round."""
     images = torch.rand(shape, device=device)
     labels = torch.randint(0, k, (shape[0],), device=device)
     fns = _candidates(images, labels, k)
@@ -54,13 +71,10 @@ def bench(shape: tuple[int, int, int, int], device: torch.device, rounds: int, k
     for _ in range(3):  # warm-up
         for fn in fns.values():
             fn()
+    order = random.Random(0)
     for _ in range(rounds):
-        for name, fn in fns.items():
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            times[name].append(time.perf_counter() - t0)
+        for name in order.sample(list(fns), len(fns)):
+            times[name].append(_time_block(fns[name], device, calls))
     return times
 
 
@@ -72,15 +86,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--calls", type=int, default=5, help="back-to-back calls per candidate and round (median kept)")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(f"# mixers benchmark, {date.today()}, torch {torch.__version__}, device {device}, "
-          f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {args.rounds} rounds, medians")
+          f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {args.rounds} rounds x {args.calls} calls, medians")
     for shape in [(256, 3, 32, 32), (64, 3, 224, 224)]:
-        times = bench(shape, device, args.rounds)
+        times = bench(shape, device, args.rounds, args.calls)
         ref_timm = times["timm Mixup (CutMix mode, in place)"]
         ref_clone = times["images.clone()"]
         print(f"\nbatch {shape}")
