@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from .cifar import load_cifar
 from .folders import DatasetError, ImageFiles
 from .split import stratified_split
@@ -35,7 +36,7 @@ CIFAR_STATS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
-IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # also used for arbitrary image folders
+IMAGENET_STATS = (IMAGENET_MEAN, IMAGENET_STD)  # also used for arbitrary image folders
 
 
 @dataclass
