@@ -63,10 +63,12 @@ def test_file_is_a_valid_safetensors_with_json_header(built):
         tensor = f.get_tensor("attention")
         header = json.loads(f.metadata()["attentive_cutmix"])
     assert torch.equal(tensor[3], built.cache[3])
-    for key in ("dataset", "length", "fingerprint", "extractor", "extractor_source", "weights_sha256", "input_size",
-                "mean", "std", "grid", "format_version", "created_at"):
+    for key in ("dataset", "length", "fingerprint", "extractor", "source_kind", "source_name", "source_path",
+                "weights_sha256", "attention", "input_size", "mean", "std", "grid", "format_version", "created_at"):
         assert key in header, key
     assert header["length"] == 20 and header["extractor"] == "cifar_resnet20"
+    assert (header["source_kind"], header["source_name"], header["source_path"]) == ("name", "cifar_resnet20", None)
+    assert header["attention"] == "channel_mean" and header["weights_sha256"] == "n/a (random weights)"
 
 
 def _margin_ok(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -129,9 +131,10 @@ def test_mismatch_names_every_differing_field(built):
 
 def test_moved_weights_with_same_hash_are_accepted(tmp_path, extractor):
     ds = TensorDataset(_images(4))
-    meta = dict(cache_meta(_info(4), extractor), extractor_source="weights:/old/place/w.safetensors", weights_sha256="b" * 64)
+    meta = dict(cache_meta(_info(4), extractor), source_kind="weights", source_path="/old/place/w.safetensors",
+                weights_sha256="b" * 64)
     path = build_cache(ds, extractor, tmp_path / "c.safetensors", meta=meta, progress=False).path
-    open_cache(path, expect=dict(meta, extractor_source="weights:/new/place/w.safetensors"))
+    open_cache(path, expect=dict(meta, source_path="/new/place/w.safetensors"))
     with pytest.raises(CacheMismatchError, match="weights_sha256"):
         open_cache(path, expect=dict(meta, weights_sha256="c" * 64))
 

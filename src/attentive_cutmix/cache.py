@@ -33,9 +33,10 @@ __all__ = ["AttentionCache", "CacheError", "CacheMismatchError", "build_cache", 
 FORMAT_VERSION = 1
 TENSOR = "attention"
 META_KEY = "attentive_cutmix"
-# Fields that decide whether a cache answers for a run; created_at and format_version do not.
-COMPARED = ("dataset", "length", "fingerprint", "image_size", "extractor", "extractor_source", "weights_sha256",
-            "layer", "input_size", "mean", "std", "grid")
+# Fields that decide whether a cache answers for a run; created_at and format_version do not. The source_*
+# fields are the extractor's ExtractorSource, field by field (weights_sha256 is its sha256).
+COMPARED = ("dataset", "length", "fingerprint", "image_size", "extractor", "source_kind", "source_name", "source_path",
+            "weights_sha256", "attention", "layer", "input_size", "mean", "std", "grid")
 _HASH = re.compile(r"[0-9a-f]{64}")
 _MAX_HEADER = 100 * 1024 * 1024
 _MISSING = "<missing>"
@@ -110,11 +111,9 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _weights_identity(source: str) -> str:
-    kind, _, where = source.partition(":")
-    if kind in ("weights", "checkpoint") and Path(where).is_file():
-        return _sha256(Path(where))
-    return f"n/a ({kind} weights)" if kind in ("pretrained", "random") else f"n/a ({source})"
+def _weights_identity(source: Any) -> str:
+    """The sha256 of an ``ExtractorSource``'s file, or why there is none (pretrained, random, module weights)."""
+    return source.weights_id
 
 
 def cache_meta(info: Any, extractor: Any, extractor_source: str | None = None) -> dict[str, Any]:
@@ -122,18 +121,24 @@ def cache_meta(info: Any, extractor: Any, extractor_source: str | None = None) -
 
     ``info`` is the ``DatasetInfo`` of ``build_datasets``; ``extractor`` a ``FeatureExtractor``
     (its native grid is found with one forward pass on a blank image). ``extractor_source`` is how
-    the run named the extractor (the ``--extractor`` flag), recorded as ``extractor``; the header's
-    ``extractor_source`` is always where the weights came from (``extractor.source``). Weights
-    files are identified by their sha256, so a cache stays valid when they move; pretrained and
-    random weights cannot be hashed, and the header says so.
+    the run named the extractor (the ``--extractor`` flag), recorded as ``extractor``; the
+    ``source_*`` fields and ``weights_sha256`` are ``extractor.source`` (an ``ExtractorSource``) field
+    by field, and ``attention`` is which attention it computes (``channel_mean`` or ``cls_token``).
+    Weights files are identified by their sha256, so a cache stays valid when they move; pretrained
+    and random weights cannot be hashed, and the header says so.
     """
+    from .attention import ExtractorSource
+
     for attr in ("name", "source", "input_size", "mean", "std"):
         if not hasattr(extractor, attr):
             raise TypeError(f"extractor must be a FeatureExtractor (it has no .{attr}), got {type(extractor).__name__}")
     for attr in ("name", "image_size", "train_fingerprint", "num_train"):
         if not hasattr(info, attr):
             raise TypeError(f"info must be the DatasetInfo returned by build_datasets (it has no .{attr}), got {type(info).__name__}")
-    source = str(extractor.source)
+    source = extractor.source
+    if not isinstance(source, ExtractorSource):
+        raise TypeError(f"extractor.source must be an ExtractorSource (build the extractor with load_extractor), "
+                        f"got {source!r}")
     input_size = extractor.input_size or info.image_size
     param = next(extractor.parameters(), None)
     blank = torch.zeros(1, extractor.mean.shape[1], input_size, input_size, device=param.device if param is not None else "cpu")
@@ -143,7 +148,8 @@ def cache_meta(info: Any, extractor: Any, extractor_source: str | None = None) -
         "dataset": info.name, "length": int(info.num_train), "fingerprint": info.train_fingerprint,
         "image_size": int(info.image_size),
         "extractor": str(extractor_source if extractor_source is not None else extractor.name),
-        "extractor_source": source, "weights_sha256": _weights_identity(source),
+        "source_kind": source.kind, "source_name": source.name, "source_path": source.path,
+        "weights_sha256": _weights_identity(source), "attention": getattr(extractor, "attention", "channel_mean"),
         "layer": getattr(extractor, "layer", None), "input_size": int(input_size),
         "mean": [round(float(v), 6) for v in extractor.mean.flatten().tolist()],
         "std": [round(float(v), 6) for v in extractor.std.flatten().tolist()],
@@ -158,12 +164,21 @@ def _comparable(meta: Mapping[str, Any]) -> dict[str, Any]:
         return round(v, 6) if isinstance(v, float) else v
 
     out = {k: norm(meta.get(k, _MISSING)) for k in COMPARED}
+    legacy = meta.get("extractor_source")
+    if "source_kind" not in meta and isinstance(legacy, str):
+        # Headers written before ExtractorSource: "weights:/abs/path", "checkpoint:/abs/path", "pretrained",
+        # "random" or "module", and `extractor` was the model's name for all but checkpoints.
+        # A checkpoint's architecture was not recorded: such a header is refused, naming source_name.
+        kind, _, where = legacy.partition(":")
+        out.update(source_kind={"random": "name"}.get(kind, kind), source_path=where or None,
+                   source_name=meta.get("extractor", _MISSING) if kind != "checkpoint" else _MISSING)
+    if "attention" not in meta:
+        out["attention"] = "channel_mean"  # the only attention there was before the field existed
     if _HASH.fullmatch(str(meta.get("weights_sha256", ""))):
         # The file's content identifies the weights; where it lives on this machine does not.
-        kind = str(meta.get("extractor_source", "")).partition(":")[0]
-        out["extractor_source"] = kind
-        if kind == "checkpoint":
-            out["extractor"] = kind
+        out["source_path"] = None
+        if out["source_kind"] == "checkpoint":
+            out["extractor"] = "checkpoint"  # the run names a checkpoint by its path
     return out
 
 

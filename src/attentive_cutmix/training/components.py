@@ -23,7 +23,6 @@ from .config import ConfigError, TrainConfig
 from .distributed import DistInfo
 
 AMP_DTYPES = {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}
-_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 
 
 def derive_seed(*parts: int) -> int:
@@ -93,37 +92,40 @@ def eval_loader(dataset: Dataset, cfg: TrainConfig, device: torch.device) -> Dat
 
 
 def is_checkpoint_path(spec: str) -> bool:
-    return Path(spec).suffix in _CHECKPOINT_SUFFIXES
+    from ..attention import is_checkpoint_path as by_suffix
+
+    return by_suffix(spec)
 
 
 def build_extractor(cfg: TrainConfig, info: Any, device: torch.device) -> torch.nn.Module:
-    """The frozen ``FeatureExtractor`` named by ``--extractor`` (a model name or one of our checkpoints)."""
-    from ..attention import FeatureExtractor
-    from ..serialization import safe_torch_load
+    """The frozen ``FeatureExtractor`` named by ``--extractor`` (a model name or one of our checkpoints).
+
+    A thin wrapper over ``attention.load_extractor`` that reads the run's flags and words errors as flags.
+    """
+    from ..attention import NotATrainingCheckpointError, load_extractor
 
     spec, amp_dtype = cfg.extractor, AMP_DTYPES[cfg.amp] if device.type == "cuda" else None
     if device.type == "cuda" and amp_dtype is None:
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16  # attention needs no fp32
+    # Not a TrainConfig field yet: the option exists for whoever adds the flag.
+    attention = getattr(cfg, "extractor_attention", "channel_mean")
     if is_checkpoint_path(spec):
         if not Path(spec).is_file():
             raise ConfigError(f"--extractor checkpoint not found: {spec}")
-        ckpt = safe_torch_load(spec)
-        saved = ckpt.get("config") if isinstance(ckpt, dict) else None
-        if not isinstance(saved, dict):
+        try:
+            return load_extractor(spec, input_size=cfg.extractor_input_size, attention=attention, amp_dtype=amp_dtype,
+                                  device=device)
+        except NotATrainingCheckpointError as err:
             raise ConfigError(f"--extractor {spec} is not a checkpoint written by `attentive-cutmix train` (no config "
-                              "with the model's name); give a model name with --extractor-weights FILE instead")
-        size = cfg.extractor_input_size or int(saved.get("image_size", info.image_size))
-        mean, std = tuple(saved.get("mean", info.mean)), tuple(saved.get("std", info.std))
-        extractor = FeatureExtractor(spec, input_size=size, mean=mean, std=std, amp_dtype=amp_dtype)
-    else:
-        # Published weights (ImageNet ones, and the common CIFAR ResNet checkpoints) expect ImageNet mean/std:
-        # FeatureExtractor's default. Only our own checkpoints carry the statistics they were trained with.
-        size = cfg.extractor_input_size or (info.image_size if spec.startswith("cifar_") else 224)
-        if cfg.extractor_weights is None:
-            warnings.warn(f"--extractor {spec} without --extractor-weights: downloading its pretrained ImageNet weights", stacklevel=2)
-        extractor = FeatureExtractor(spec, pretrained=cfg.extractor_weights is None, weights=cfg.extractor_weights,
-                                     input_size=size, amp_dtype=amp_dtype)
-    return extractor.to(device)
+                              "with the model's name); give a model name with --extractor-weights FILE instead") from err
+    # Published weights (ImageNet ones, and the common CIFAR ResNet checkpoints) expect ImageNet mean/std:
+    # load_extractor's default. Only our own checkpoints carry the statistics they were trained with.
+    size = cfg.extractor_input_size or (info.image_size if spec.startswith("cifar_") else 224)
+    if cfg.extractor_weights is None:
+        warnings.warn(f"--extractor {spec} without --extractor-weights: downloading its pretrained ImageNet weights",
+                      stacklevel=2)
+    return load_extractor(spec, pretrained=cfg.extractor_weights is None, weights=cfg.extractor_weights,
+                          input_size=size, attention=attention, amp_dtype=amp_dtype, device=device)
 
 
 def build_mixer(cfg: TrainConfig, num_classes: int, extractor: torch.nn.Module | None):
