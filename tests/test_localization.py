@@ -80,3 +80,34 @@ def test_trained_extractor_pastes_the_object_far_more_often_than_random_boxes(tr
     rates = localization_hit_rates(trained_extractor, eval_ds, num_patches=6, grid_size=8, seed=0)
     assert rates["images"] == len(eval_ds)
     assert rates["attentive"] > rates["random"] + 0.15, rates
+
+
+def test_random_cells_are_uniform_whole_cells_and_every_extractor_sees_the_same_draws():
+    from attentive_cutmix.experiments.localization import compare_extractors, random_cell_masks
+
+    masks = random_cell_masks(400, num_patches=3, grid_size=4, height=16, width=16,
+                              generator=torch.Generator().manual_seed(0))
+    cells = masks[:, ::4, ::4]  # one pixel per 4x4 cell
+    assert torch.equal(masks, cells.repeat_interleave(4, 1).repeat_interleave(4, 2))  # whole cells only
+    assert cells.flatten(1).sum(1).eq(3).all()
+    frequency = cells.float().mean(0)  # each cell is drawn with probability 3/16
+    assert (frequency - 3 / 16).abs().max() < 0.07, frequency
+
+    # On a dataset whose object sits in the top-left quarter, a map peaked there hits, a map peaked elsewhere misses,
+    # and the random baselines are the same draws in both rows.
+    images = torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    dataset = torch.utils.data.TensorDataset(images, torch.zeros(8, dtype=torch.long))
+    dataset.boxes = torch.tensor([[0.0, 0.0, 8.0, 8.0]]).repeat(8, 1)
+
+    def peaked(row: int, col: int):
+        def extractor(x):
+            att = torch.zeros(len(x), 4, 4)
+            att[:, row, col] = 1.0
+            return att
+        return extractor
+
+    rows = compare_extractors({"on": peaked(0, 1), "off": peaked(3, 3)}, dataset, num_patches=1, grid_size=4)
+    assert [r["extractor"] for r in rows] == ["on", "off"]
+    assert rows[0]["attentive"] == 1.0 and rows[1]["attentive"] == 0.0
+    assert rows[0]["random"] == rows[1]["random"] and rows[0]["random_cells"] == rows[1]["random_cells"]
+    assert 0.0 < rows[0]["random_cells"] < 1.0 and rows[0]["attentive_se"] == 0.0

@@ -5,11 +5,14 @@ ground-truth boxes (the embedded synthetic one) we measure, per pasted region, t
 inside the partner's object box. The pasted pixels come from the partner at the *same* location, so the
 region is compared with the partner's own box in the partner's un-augmented frame. The random baseline
 pastes a box of the same area as the attentive region (CutMix's shape: the image's aspect ratio, placed
-uniformly and fully inside the image), so both rates are at the same lambda per sample.
+uniformly and fully inside the image), so both rates are at the same lambda per sample. A second baseline
+pastes ``num_patches`` cells of the same grid drawn uniformly (the random-cells control). ``compare_extractors``
+puts several extractors (a CNN's channel mean, a ViT's channel mean or class-token attention) side by side.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -18,7 +21,15 @@ from ..attention import channel_attention
 from ..baselines import boxes_to_mask
 from ..mixing import attention_to_grid, cells_to_pixel_mask, top_cells
 
-__all__ = ["box_mask", "pasted_hit_rate", "attentive_masks", "random_box_masks", "localization_hit_rates"]
+__all__ = [
+    "attentive_masks",
+    "box_mask",
+    "compare_extractors",
+    "localization_hit_rates",
+    "pasted_hit_rate",
+    "random_box_masks",
+    "random_cell_masks",
+]
 
 
 def _check_boxes(boxes: torch.Tensor, batch: int | None = None) -> None:
@@ -55,12 +66,14 @@ def pasted_hit_rate(mask: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     return torch.where(pasted > 0, hits / pasted.clamp_min(1), torch.full_like(pasted, float("nan")))
 
 
-def attentive_masks(attention: torch.Tensor, *, num_patches: int, grid_size: int, height: int, width: int) -> torch.Tensor:
+def attentive_masks(attention: torch.Tensor, *, num_patches: int, grid_size: int, height: int,
+                    width: int) -> torch.Tensor:
     """(B, H, W) bool: the ``num_patches`` most attended cells of each map, as Attentive CutMix pastes them."""
     return cells_to_pixel_mask(top_cells(attention_to_grid(attention, grid_size), num_patches), height, width)
 
 
-def random_box_masks(areas: torch.Tensor, height: int, width: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+def random_box_masks(areas: torch.Tensor, height: int, width: int, *,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
     """(B, H, W) bool: one box per sample of about ``areas[i]`` pixels, the image's aspect ratio, fully inside."""
     areas = areas.to(torch.float64).cpu()
     h = (areas * height / width).sqrt().round().clamp(1, height)
@@ -71,19 +84,36 @@ def random_box_masks(areas: torch.Tensor, height: int, width: int, *, generator:
     return boxes_to_mask(torch.stack([y0, y0 + h, x0, x0 + w], 1), height, width)
 
 
+def random_cell_masks(batch: int, *, num_patches: int, grid_size: int, height: int, width: int,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """(B, H, W) bool: ``num_patches`` cells of the grid per sample, drawn uniformly without replacement."""
+    scores = torch.rand(batch, grid_size, grid_size, generator=generator)
+    return cells_to_pixel_mask(top_cells(scores, num_patches), height, width)
+
+
 def _nanmean(values: torch.Tensor) -> float:
     kept = values[~values.isnan()]
     return float(kept.mean()) if kept.numel() else float("nan")
 
 
+def _nansem(values: torch.Tensor) -> float:
+    """Standard error of the mean over images (NaNs, empty pastes, left out)."""
+    kept = values[~values.isnan()].to(torch.float64)
+    return float(kept.std() / kept.numel() ** 0.5) if kept.numel() > 1 else float("nan")
+
+
 @torch.no_grad()
 def localization_hit_rates(extractor: Callable[[torch.Tensor], torch.Tensor], dataset: Dataset, *, num_patches: int = 6,
                            grid_size: int = 7, batch_size: int = 256, seed: int = 0,
-                           device: torch.device | str | None = None, boxes: torch.Tensor | None = None) -> dict[str, Any]:
-    """Mean pasted-pixel hit rate of Attentive CutMix (``extractor``'s top cells) and of area-matched random boxes.
+                           device: torch.device | str | None = None,
+                           boxes: torch.Tensor | None = None) -> dict[str, Any]:
+    """Mean pasted-pixel hit rate of Attentive CutMix (``extractor``'s top cells), area-matched random boxes and
+    random cells.
 
     ``dataset`` yields un-augmented ``(image, label, ...)`` in [0, 1] with ground-truth boxes (``boxes``, or
-    ``dataset_boxes(dataset)``) in the same frame. Rates are means over images of the per-image fraction.
+    ``dataset_boxes(dataset)``) in the same frame. Rates are means over images of the per-image fraction;
+    ``*_se`` are their standard errors over images. ``extractor`` returns (B, C, h, w) features (channel mean
+    taken) or (B, h, w) maps.
     """
     if boxes is None:
         from ..data import dataset_boxes
@@ -94,7 +124,9 @@ def localization_hit_rates(extractor: Callable[[torch.Tensor], torch.Tensor], da
     device = torch.device(device) if device is not None else next(
         (p.device for p in getattr(extractor, "parameters", lambda: iter(()))()), torch.device("cpu"))
     generator = torch.Generator().manual_seed(seed)
-    attentive, random, start = [], [], 0
+    # Its own stream, so the random boxes stay what they were before this baseline existed.
+    cell_generator = torch.Generator().manual_seed(seed + 1)
+    attentive, random, cells, start = [], [], [], 0
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         images = batch[0].to(device)
         n, _, height, width = images.shape
@@ -105,7 +137,30 @@ def localization_hit_rates(extractor: Callable[[torch.Tensor], torch.Tensor], da
         mask = attentive_masks(attention, num_patches=num_patches, grid_size=grid_size, height=height, width=width)
         attentive.append(pasted_hit_rate(mask, box).cpu())
         areas = mask.flatten(1).sum(1)
-        random.append(pasted_hit_rate(random_box_masks(areas, height, width, generator=generator).to(device), box).cpu())
-    att, rnd = torch.cat(attentive), torch.cat(random)
-    return {"attentive": _nanmean(att), "random": _nanmean(rnd), "images": int(att.numel()), "num_patches": num_patches,
-            "grid_size": grid_size}
+        boxed = random_box_masks(areas, height, width, generator=generator)
+        random.append(pasted_hit_rate(boxed.to(device), box).cpu())
+        drawn = random_cell_masks(n, num_patches=num_patches, grid_size=grid_size, height=height, width=width,
+                                  generator=cell_generator)
+        cells.append(pasted_hit_rate(drawn.to(device), box).cpu())
+    att, rnd, cel = torch.cat(attentive), torch.cat(random), torch.cat(cells)
+    return {"attentive": _nanmean(att), "random": _nanmean(rnd), "random_cells": _nanmean(cel),
+            "attentive_se": _nansem(att), "random_se": _nansem(rnd), "random_cells_se": _nansem(cel),
+            "images": int(att.numel()), "num_patches": num_patches, "grid_size": grid_size}
+
+
+def compare_extractors(extractors: Mapping[str, Callable[[torch.Tensor], torch.Tensor]], dataset: Dataset, *,
+                       num_patches: int = 6, grid_size: int = 7, batch_size: int = 256, seed: int = 0,
+                       device: torch.device | str | None = None) -> list[dict[str, Any]]:
+    """``localization_hit_rates`` of each named extractor on the same images, boxes and random draws.
+
+    Returns one row per extractor (``{"extractor": name, **rates}``), in the mapping's order; the random
+    baselines use the same ``seed`` in every row, so they are the same draws throughout.
+    """
+    if not isinstance(extractors, Mapping) or not extractors:
+        raise ValueError(f"extractors must be a non-empty mapping of name -> extractor, got {extractors!r}")
+    from ..data import dataset_boxes
+
+    boxes = dataset_boxes(dataset)
+    return [{"extractor": name, **localization_hit_rates(ext, dataset, num_patches=num_patches, grid_size=grid_size,
+                                                          batch_size=batch_size, seed=seed, device=device, boxes=boxes)}
+            for name, ext in extractors.items()]
