@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from attentive_cutmix import AttentiveCutMix, Cutout, CutMix, MixUp
-from attentive_cutmix.mixing import (_paste, _paste_segments, _top_cell_set, cell_bounds, cells_to_pixel_mask, pair_permutation,
-                                     top_cell_indices, top_cells)
+from attentive_cutmix._mixer import pair_permutation, paste
+from attentive_cutmix.mixing import _paste_segments, cell_bounds, cells_to_pixel_mask, top_cell_indices, top_cells
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -85,14 +85,15 @@ class TestCells:
             expected = [int(Fraction(k * size, g) + Fraction(1, 2)) for k in range(g + 1)]
             assert cell_bounds(size, g).tolist() == expected, (size, g)
 
-    def test_fast_top_set_equals_the_stable_sort_including_boundary_ties(self):
+    def test_top_cells_equal_the_stable_sort_including_ties_and_signed_zeros(self):
         gen = _gen(3)
-        for _ in range(30):
-            # few distinct values, so ties at the num_patches-th place are common
-            scores = torch.randint(0, 4, (16, 5, 5), generator=gen).float()
+        for trial in range(30):
+            # few distinct values, so ties at the num_patches-th place are common; negatives and -0.0 too
+            scores = (torch.randint(-2, 3, (16, 5, 5), generator=gen).float() * (0.5 + trial))
+            scores[:, 0, :2] = -0.0
+            stable = torch.sort(scores.flatten(1), dim=1, descending=True, stable=True).indices
             for n in (0, 1, 6, 12, 24, 25):
-                fast = _top_cell_set(scores, n).sort(1).values
-                assert torch.equal(fast, top_cell_indices(scores, n).sort(1).values), n
+                assert torch.equal(top_cell_indices(scores, n), stable[:, :n]), n
 
 
 class TestPastePaths:
@@ -107,9 +108,9 @@ class TestPastePaths:
         images = torch.randn(b, c, h, w, generator=gen).to(dtype)
         images[0, 0, 0, :3] = torch.tensor([float("nan"), float("inf"), -0.0])  # copied bit for bit
         perm = pair_permutation(b, gen)
-        cells = _top_cell_set(torch.rand(b, g, g, generator=gen), n)
+        cells = top_cell_indices(torch.rand(b, g, g, generator=gen), n)
         mask = torch.zeros(b, g * g, dtype=torch.bool).scatter_(1, cells, True).view(b, g, g)
-        dense = _paste(images, perm, cells_to_pixel_mask(mask, h, w))
+        dense = paste(images, perm, cells_to_pixel_mask(mask, h, w))
         segments = _paste_segments(images, perm, cells, g)
         assert torch.equal(segments.view(-1).view(torch.uint8), dense.view(-1).view(torch.uint8))
         assert not torch.equal(segments, images)

@@ -115,7 +115,7 @@ def test_trainer_seeds_the_mixer_generator_per_rank_and_epoch(monkeypatch):
     run = trainer_mod._Run.__new__(trainer_mod._Run)
     run.cfg = type("Cfg", (), {"seed": 5})()
     run.dist, run.step, run.generator = DistInfo(rank=3, world_size=4), 0, torch.Generator()
-    run.train_ds, run.device = None, torch.device("cpu")
+    run.train_ds, run.device, run.data_path = None, torch.device("cpu"), "loader"
     monkeypatch.setattr(trainer_mod, "train_loader", fake_loader)
     with torch.random.fork_rng(devices=[]), pytest.raises(Stop):
         run._train_epoch(2, None, None)

@@ -49,11 +49,11 @@ def test_sigterm_subprocess_checkpoints_exits_143_and_resumes_exactly(tmp_path, 
 def _signal_at(monkeypatch, epoch: int, step: int, times: int = 1):
     real_step = trainer_mod._Run._step
 
-    def step_with_signal(self, batch, ep, signals):
-        if (ep, self.step) == (epoch, step):
+    def step_with_signal(self, batch):
+        if (self.epoch + 1, self.step) == (epoch, step):
             for _ in range(times):
                 os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, delivered to this (main) thread
-        return real_step(self, batch, ep, signals)
+        return real_step(self, batch)
 
     monkeypatch.setattr(trainer_mod._Run, "_step", step_with_signal)
     return real_step
@@ -86,25 +86,28 @@ def test_second_ctrl_c_aborts_at_once_and_keeps_the_last_checkpoint(tmp_path, mo
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_nan_loss_stops_the_cli_at_once_naming_epoch_step_and_causes(tmp_path, monkeypatch, capsys):
+def test_nan_loss_stops_the_cli_at_the_next_sync_point_naming_epoch_step_and_causes(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     assert cli_main(_argv(out, epochs=1)) == 0
     before = snapshot(out)
     real_step = trainer_mod._Run._step
-    steps = []
+    steps, weights_after = [], []
 
-    def nan_images_in_epoch_2(self, batch, epoch, signals):
-        steps.append((epoch, self.step))
-        if epoch == 2 and self.step == 1:
+    def nan_images_in_epoch_2(self, batch):
+        steps.append((self.epoch + 1, self.step))
+        if self.epoch + 1 == 2 and self.step == 2:  # the step after the bad one: its update was skipped
+            weights_after.append(all(bool(torch.isfinite(p).all()) for p in self.model.parameters()))
+        if self.epoch + 1 == 2 and self.step == 1:
             batch = [batch[0] * float("nan"), *batch[1:]]  # the mixer passes NaN pixels through; the loss catches them
-        return real_step(self, batch, epoch, signals)
+        return real_step(self, batch)
 
     monkeypatch.setattr(trainer_mod._Run, "_step", nan_images_in_epoch_2)
-    assert cli_main(_argv(out, resume=True)) == 1
+    assert cli_main(_argv(out, resume=True) + ["--log-every", "3"]) == 1
     err = capsys.readouterr().err
     assert "non-finite loss" in err and "epoch 2, step 2" in err and "--lr" in err and "--amp" in err
     assert "Traceback" not in err
-    assert steps[-1] == (2, 1)  # stopped at once: no further step ran
+    assert steps[-1] == (2, 2)  # stopped at the first sync point after it (step 3), no later step ran
+    assert weights_after == [True]  # the non-finite update never reached the weights (BatchNorm stats did, unsaved)
     after = snapshot(out)
     assert after["checkpoint.pt"] == before["checkpoint.pt"] and after["results.json"] == before["results.json"]
 
@@ -119,9 +122,9 @@ def test_weights_broken_by_the_last_step_of_an_epoch_are_never_checkpointed(tmp_
     before = snapshot(out)
     real_step = trainer_mod._Run._step
 
-    def break_weights_after_last_step(self, batch, epoch, signals):
-        result = real_step(self, batch, epoch, signals)  # its loss was finite
-        if epoch == 2 and self.step == STEPS_PER_EPOCH - 1:
+    def break_weights_after_last_step(self, batch):
+        result = real_step(self, batch)  # its loss was finite
+        if self.epoch + 1 == 2 and self.step == STEPS_PER_EPOCH - 1:
             with torch.no_grad():
                 next(self.model.parameters()).fill_(float("inf"))
         return result

@@ -91,10 +91,10 @@ def test_resume_mid_epoch_after_sigterm_is_exact(toy, tmp_path, monkeypatch, cap
     straight = train(make_config(_opts(tmp_path / "straight", method="mixup")))
     real_step = trainer_mod._Run._step
 
-    def step_then_signal(self, batch, epoch, signals):
-        if epoch == 2 and self.step == 1:
-            signals.requested, signals.name = True, "SIGTERM"  # as the handler does
-        return real_step(self, batch, epoch, signals)
+    def step_then_signal(self, batch):
+        if self.epoch == 1 and self.step == 1:  # the second step of epoch 2
+            self.signals.requested, self.signals.name = True, "SIGTERM"  # as the handler does
+        return real_step(self, batch)
 
     monkeypatch.setattr(trainer_mod._Run, "_step", step_then_signal)
     stopped = train(make_config(_opts(tmp_path / "resumed", method="mixup")))

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .grid import Cell, Grid, GridError, load_grid
+from .grid import RUN_FIELDS, Cell, Grid, GridError, load_grid
 
 CELL_FILE = "cell.json"
 
@@ -81,20 +81,30 @@ def _cache_path(out: Path, cfg: Any, extractor_identity: dict[str, Any] | None, 
 def _train(cfg: Any, run_dir: Path, overrides: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
     from ..training import train
     from ..training.config import validate
+    from ..training.run_io import existing_outputs
 
-    resume = (run_dir / "checkpoint.pt").exists()
+    # The folder is this cell's (cell_status checked cell.json): continue whatever an earlier attempt left,
+    # a checkpoint or only the first epoch's metrics of a run killed before its first checkpoint.
+    resume = bool(existing_outputs(run_dir))
     cfg = validate(dataclasses.replace(cfg, output_dir=str(run_dir), resume=resume, **overrides))
     return train(cfg)
 
 
 def _ensure_extractor(grid: Grid, name: str, out: Path, overrides: dict[str, Any], log: Callable[[str], None]) -> Path:
+    """Train the shared extractor ``name`` unless it is finished; if another job is training it, wait and reuse it."""
+    from ..training.run_io import RunLockedError, wait_for_run
+
     cell = grid.extractors[name]
     run_dir = out / "extractors" / cell.id
-    status = cell_status(run_dir, cell.identity)
-    if status != "finished":
+    while (status := cell_status(run_dir, cell.identity)) != "finished":
         log(f"extractor {name}: {'resuming' if status == 'resumable' else 'training'} {cell.id}")
         _write_cell_file(run_dir, cell)
-        result = _train(cell.config, run_dir, overrides, log)
+        try:
+            result = _train(cell.config, run_dir, overrides, log)
+        except RunLockedError as err:  # another `compare --cell` job trains it right now
+            log(f"extractor {name}: waiting for the job training it: {err}")
+            wait_for_run(run_dir)  # then loop: finished -> reuse it; the other job died -> resume its work
+            continue
         if result.get("status") == "interrupted":
             raise _Interrupted(result)
     return run_dir / "checkpoint.pt"
@@ -116,6 +126,14 @@ def resolved_config(grid: Grid, cell: Cell, out: Path, overrides: dict[str, Any]
         extractor_identity = grid.extractors[cell.extractor_run].identity if cell.extractor_run else None
         cache = _cache_path(out, cfg, extractor_identity, cell.axes.get("dataset"))
         changes.update(attention_cache=str(cache), build_cache=True)
+    if cfg.image_cache is None and cfg.dataset in ("imagefolder", "imagenet"):
+        # The device path decodes a folder once; every cell of the same data shares the decoded file.
+        from .grid import _short_hash, _slug
+
+        data = {k: getattr(cfg, k) for k in ("dataset", "data_dir", "image_size", "val_fraction", "val_data",
+                                             "split_seed", "train_subset")}
+        label = _slug(cell.axes.get("dataset") or cfg.dataset)
+        changes["image_cache"] = str(out / "caches" / f"{label}-images-{_short_hash(data, 10)}.safetensors")
     return dataclasses.replace(cfg, **changes)
 
 
@@ -177,7 +195,8 @@ def collect(grid: Grid, out: Path) -> list[dict[str, Any]]:
         cfg = cell.config
         labels = {"dataset": cfg.dataset, "model": cfg.model, "method": cfg.method, "seed": cfg.seed,
                   **{k: v for k, v in cell.axes.items()}}
-        entry: dict[str, Any] = {"id": cell.id, "labels": labels, "axes": cell.axes, "config": cell.identity, "status": "pending"}
+        config = {k: v for k, v in cfg.to_dict().items() if k not in RUN_FIELDS}
+        entry: dict[str, Any] = {"id": cell.id, "labels": labels, "axes": cell.axes, "config": config, "status": "pending"}
         try:
             status = cell_status(run_dir, cell.identity)
         except CellConflictError:

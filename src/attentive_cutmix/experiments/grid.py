@@ -34,13 +34,15 @@ from typing import Any
 
 import yaml
 
-from ..training.config import FIELDS, METHOD_OPTIONS, OPTIMIZER_OPTIONS, SCHEDULE_OPTIONS, ConfigError, TrainConfig, make_config
+from ..training.config import (FIELDS, METHOD_OPTIONS, METHODS, OPTIMIZER_OPTIONS, SCHEDULE_OPTIONS, ConfigError, TrainConfig,
+                               check_types, make_config, yaml_load)
 
 GRID_KEYS = ("name", "preset", "settings", "method_settings", "extractors", "attention_cache", "localization", "axes",
              "metric", "paper_results", "description")
 METRICS = ("top1", "best_top1")
 # Where and how a run executes, not what it computes: left out of the cell id so cells can move between machines.
-RUN_FIELDS = ("output_dir", "resume", "workers", "device", "progress", "eval_batch_size", "attention_cache", "build_cache")
+RUN_FIELDS = ("output_dir", "resume", "overwrite", "workers", "device", "progress", "eval_batch_size", "attention_cache", "build_cache",
+              "log_every", "image_cache", "compile")
 PREFIX_AXES = ("dataset", "model", "method", "seed")
 EXTRACTOR_PREFIX = "extractor:"
 
@@ -100,8 +102,13 @@ def _axis_entry(axis: str, value: Any) -> tuple[Any, dict[str, Any]]:
     return value, {axis: value}
 
 
+_DEFAULTS = TrainConfig().to_dict()
+
+
 def _identity(cfg: TrainConfig, extractor_identity: dict[str, Any] | None, cached: bool) -> dict[str, Any]:
-    ident = {k: v for k, v in cfg.to_dict().items() if k not in RUN_FIELDS}
+    # Options at their default are left out, so adding an option whose default keeps today's behaviour
+    # leaves every existing cell id (and so every finished run on disk) valid.
+    ident = {k: v for k, v in cfg.to_dict().items() if k not in RUN_FIELDS and v != _DEFAULTS.get(k, object())}
     if cfg.method == "attentive-cutmix":
         ident["attention_cached"] = cached
         if extractor_identity is not None:  # the extractor run's config, not its (output-folder dependent) path
@@ -113,7 +120,7 @@ def _load(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise GridError(f"grid file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml_load(path.read_text())
     except yaml.YAMLError as err:
         raise GridError(f"grid file {path} is not valid YAML: {err}") from err
     if not isinstance(data, dict):
@@ -132,6 +139,49 @@ def _mapping(data: dict[str, Any], key: str, path: Path, *, option_keys: bool = 
     return {(str(k).replace("-", "_") if option_keys else str(k)): v for k, v in value.items()}
 
 
+def _check_top_level(data: dict[str, Any], path: Path) -> None:
+    """Types of the keys that are read only after training (the report) or read loosely (bool('false') is True)."""
+    for key in ("attention_cache", "localization"):
+        if key in data and not isinstance(data[key], bool):
+            raise GridError(f"`{key}:` in {path} must be true or false, got {data[key]!r}")
+    for key in ("name", "description"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise GridError(f"`{key}:` in {path} must be a string, got {data[key]!r}")
+    paper = data.get("paper_results")
+    if paper is None:
+        return
+    shape = "`paper_results: {dataset: {model: {method: top1}}}`"
+    if not isinstance(paper, dict):
+        raise GridError(f"`paper_results:` in {path} must be a mapping {shape}, got {type(paper).__name__}")
+    for dataset, models in paper.items():
+        if not isinstance(models, dict):
+            raise GridError(f"`paper_results.{dataset}` in {path} must map model names to methods ({shape}), got {models!r}")
+        for model, methods in models.items():
+            if not isinstance(methods, dict):
+                raise GridError(f"`paper_results.{dataset}.{model}` in {path} must map methods to numbers ({shape}), "
+                                f"got {methods!r}")
+            for method, number in methods.items():
+                if isinstance(number, bool) or not isinstance(number, (int, float)):
+                    raise GridError(f"`paper_results.{dataset}.{model}.{method}` in {path} must be a number, got {number!r}")
+
+
+def _check_axes(axes: dict[str, list[Any]], path: Path) -> None:
+    """Every axis value has its option's type (a nested list is no method name); two values of one axis with the
+    same label would be merged into one 'mean ± std' in the tables: refuse them."""
+    for axis, values in axes.items():
+        seen: dict[str, dict[str, Any]] = {}
+        for value in values:
+            label, overrides = _axis_entry(axis, value)
+            try:
+                check_types(overrides, f"axis {axis!r} of {path}")
+            except ConfigError as err:
+                raise GridError(str(err)) from err
+            previous = seen.setdefault(str(label), overrides)
+            if previous != overrides:
+                raise GridError(f"axis {axis!r} in {path} has two values labelled {str(label)!r} with different settings "
+                                f"({previous} and {overrides}); the tables would merge them. Give each its own `label:`")
+
+
 def _make(values: dict[str, Any], where: str) -> TrainConfig:
     values = {k: v for k, v in values.items() if _applies(k, values)}
     try:
@@ -147,9 +197,13 @@ def load_grid(path: str | os.PathLike) -> Grid:
     settings = _mapping(data, "settings", path)
     if data.get("preset") is not None:
         settings = {"preset": data["preset"], **settings}
+    _check_top_level(data, path)
     method_settings = data.get("method_settings") or {}
     if not isinstance(method_settings, dict) or not all(isinstance(v, dict) for v in method_settings.values()):
         raise GridError(f"`method_settings:` in {path} must map method names to mappings of options")
+    unknown_methods = sorted(str(m) for m in method_settings if m not in METHODS)
+    if unknown_methods:
+        raise GridError(f"`method_settings:` in {path} names unknown method(s) {unknown_methods}; valid: {', '.join(METHODS)}")
     axes = data.get("axes")
     if not isinstance(axes, dict) or not axes:
         raise GridError(f"grid file {path} needs `axes:`, a mapping of option -> list of values, e.g. "
@@ -160,6 +214,7 @@ def load_grid(path: str | os.PathLike) -> Grid:
             raise GridError(f"unknown axis {name!r} in {path}; an axis must be a training option: {', '.join(FIELDS)}")
         if not values:
             raise GridError(f"axis {name!r} in {path} has no values")
+    _check_axes(axes, path)
     metric = data.get("metric", "top1")
     if metric not in METRICS:
         raise GridError(f"unknown metric {metric!r} in {path}; valid: {', '.join(METRICS)}")

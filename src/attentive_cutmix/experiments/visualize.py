@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 from ..attention import channel_attention
 from ..baselines import CutMix, Cutout, MixUp
-from ..mixing import AttentiveCutMix, attention_to_grid, cell_bounds, pair_permutation, top_cells
+from .._mixer import pair_permutation
+from ..mixing import AttentiveCutMix, attention_to_grid, cell_bounds, top_cells
 
 __all__ = ["mix_panels", "label_text", "draw_figure", "add_arguments", "run"]
 
@@ -43,13 +44,16 @@ def mix_panels(images: torch.Tensor, labels: torch.Tensor, attention: torch.Tens
     mixers = {"mixup": MixUp(num_classes), "cutout": Cutout(num_classes, size=cutout_size or max(1, h // 2)),
               "cutmix": CutMix(num_classes),
               "attentive": AttentiveCutMix(num_classes, num_patches=num_patches, grid_size=grid_size)}
+    gen = torch.Generator().manual_seed(seed)
+    perm = pair_permutation(b, gen)
     panels: dict[str, torch.Tensor] = {
         "original": images, "heatmap": heat, "cells": top_cells(attention_to_grid(att, grid_size), num_patches),
-        "partner": pair_permutation(b, torch.Generator().manual_seed(seed)),
+        "partner": perm,
     }
     for name, mixer in mixers.items():
-        # A fresh generator with the same seed per mixer: each draws its pairing first, so all share partners.
-        mixed, targets = mixer(images, labels, att if name == "attentive" else None, generator=torch.Generator().manual_seed(seed))
+        # Each mixer draws its own parameters, then all of them use the same partners, so a row compares like with like.
+        params = {**mixer.make_params(b, h, w, gen), "perm": perm}
+        mixed, targets = mixer(images, labels, att if name == "attentive" else None, params=params)
         panels[name], panels[f"{name}_targets"] = mixed, targets
     return panels
 

@@ -17,8 +17,13 @@ from ..serialization import CheckpointError, atomic_torch_save, safe_torch_load
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT_VERSION = 1
-# Fields that must match for a checkpoint to be resumed into a run (anything else may change, e.g. epochs).
-IDENTITY_FIELDS = ("model", "num_classes", "image_size", "dataset", "method")
+# Fields that must match for a checkpoint to be resumed into a run (anything else may change, e.g. epochs). The
+# optimiser's and the schedule's saved states only load into the same classes (Adam has no 'momentum' buffer).
+IDENTITY_FIELDS = ("model", "num_classes", "image_size", "dataset", "method", "optimizer", "schedule")
+# What the trainer reads from a checkpoint without a default, and the type each must have.
+REQUIRED: dict[str, type] = {"format_version": int, "model": dict, "optimizer": dict, "scheduler": dict, "epoch": int,
+                             "rng": dict, "config": dict}
+REQUIRED_RNG = ("torch", "numpy", "python")
 
 
 def capture_rng(mixer_generator: torch.Generator | None = None) -> dict[str, Any]:
@@ -66,12 +71,23 @@ def save_checkpoint(state: dict[str, Any], output_dir: str | os.PathLike) -> Pat
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a checkpoint written by the trainer (``weights_only=True``); ``CheckpointError`` if it isn't one."""
     ckpt = safe_torch_load(path)
-    required = ("model", "optimizer", "epoch", "config")
-    if not isinstance(ckpt, dict) or any(k not in ckpt for k in required) or not all(
-            isinstance(ckpt[k], dict) for k in ("model", "optimizer", "config")):
-        keys = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        keys = sorted(map(str, ckpt)) if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"{path} is not a training checkpoint written by `attentive-cutmix train` "
-                              f"(expected keys {list(required)}, found {keys})")
+                              f"(expected keys {list(REQUIRED)}, found {keys})")
+    version = ckpt.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint format version {version!r}; this version of attentive-cutmix "
+                              f"reads version {FORMAT_VERSION}. Resume it with the version that wrote it, or start a "
+                              "fresh run with another --output-dir")
+    problems = [f"{k!r} missing" if k not in ckpt else f"{k!r} is a {type(ckpt[k]).__name__}"
+                for k, kind in REQUIRED.items() if not isinstance(ckpt.get(k), kind) or isinstance(ckpt.get(k), bool)]
+    for key, inner in (("rng", REQUIRED_RNG), ("optimizer", ("state", "param_groups"))):
+        problems += [f"{key!r} has no {k!r}" for k in inner if isinstance(ckpt.get(key), dict) and k not in ckpt[key]]
+    if problems:
+        raise CheckpointError(f"{path} is an incomplete or damaged training checkpoint ({'; '.join(problems)}); "
+                              "nothing was changed. Resume from another copy, or start a fresh run with another "
+                              "--output-dir")
     return ckpt
 
 
@@ -86,9 +102,9 @@ def check_compatible(ckpt: dict[str, Any], config: dict[str, Any], path: str | o
     if fp_saved is not None and fp_now is not None and fp_saved != fp_now:
         raise CheckpointError(f"cannot resume from {path}: the training data changed since it was written "
                               f"(fingerprint {fp_saved[:12]} vs {fp_now[:12]}). Nothing was changed.")
-    volatile = {"resume", "epochs", "output_dir", "workers", "device", "progress", "max_steps_per_epoch", "eval_every",
-                "eval_batch_size", "explicit"}
+    volatile = {"resume", "overwrite", "epochs", "output_dir", "workers", "device", "progress", "max_steps_per_epoch", "eval_every",
+                "eval_batch_size", "log_every", "image_cache", "compile", "explicit"}
     return sorted(k for k in config if k not in volatile and k in saved and saved[k] != config[k])
 
 
-__all__ = ["CHECKPOINT_NAME", "capture_rng", "restore_rng", "save_checkpoint", "load_checkpoint", "check_compatible"]
+__all__ = ["CHECKPOINT_NAME", "FORMAT_VERSION", "capture_rng", "restore_rng", "save_checkpoint", "load_checkpoint", "check_compatible"]

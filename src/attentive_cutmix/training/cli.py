@@ -11,7 +11,7 @@ import signal
 import sys
 from typing import Any
 
-from .config import AMP_MODES, INITS, METHODS, OPTIMIZERS, PRESETS, SCHEDULES, make_config
+from .config import AMP_MODES, DATA_PATHS, INITS, METHODS, OPTIMIZERS, PRESETS, SCHEDULES, make_config
 
 _S = argparse.SUPPRESS  # unset flags stay absent, so the file and preset are not overridden by defaults
 
@@ -43,13 +43,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--train-subset", type=int, default=_S, metavar="N",
                       help="train on a class-stratified, deterministic subset of about N images (reduced-scale runs)")
     data.add_argument("--workers", type=int, default=_S, help="DataLoader worker processes (default 2)")
+    data.add_argument("--data-path", choices=DATA_PATHS, default=_S,
+                      help="device: the whole split decoded once, on the training device, crop/flip batched there; "
+                           "loader: DataLoader workers; auto (default): device for images <= 64 px whose splits take "
+                           "at most a quarter of the device's free memory")
+    data.add_argument("--image-cache", default=_S, metavar="FILE.safetensors",
+                      help="device path, image folders: keep the decoded uint8 images in this file (checked against "
+                           "the folder's fingerprint), so later runs skip decoding")
     model = parser.add_argument_group("model")
     model.add_argument("--model", default=_S, help="architecture (default cifar_resnet20); e.g. resnet18, densenet121, efficientnet_b0")
     model.add_argument("--init", choices=INITS, default=_S, help="weight initialisation; xavier = the paper's Xavier-normal")
     mix = parser.add_argument_group("mixing")
     mix.add_argument("--method", choices=METHODS, default=_S, help="augmentation method (default none)")
-    mix.add_argument("--num-patches", type=int, default=_S, help="attentive-cutmix: cells pasted (default 6)")
-    mix.add_argument("--grid-size", type=int, default=_S, help="attentive-cutmix: grid side (default 7)")
+    mix.add_argument("--num-patches", type=int, default=_S, help="attentive-cutmix, random-cells: cells pasted (default 6)")
+    mix.add_argument("--grid-size", type=int, default=_S, help="attentive-cutmix, random-cells: grid side (default 7)")
     mix.add_argument("--alpha", type=float, default=_S, help="mixup/cutmix: Beta(alpha, alpha) (default 1.0)")
     mix.add_argument("--prob", type=float, default=_S, help="probability of mixing a batch (default 1.0)")
     mix.add_argument("--cutout-size", type=int, default=_S, help="cutout: square side in pixels (default 16)")
@@ -79,11 +86,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--output-dir", default=_S, help="where checkpoint.pt, metrics.jsonl, results.json, tb/ go (default runs/train)")
     run.add_argument("--resume", action="store_const", const=True, default=_S,
                      help="continue the run in --output-dir from its checkpoint (exactly, even mid-epoch)")
+    run.add_argument("--log-every", type=int, default=_S, metavar="N",
+                     help="steps between host syncs: progress bar loss and the non-finite check (default 50)")
+    run.add_argument("--compile", action="store_const", const=True, default=_S, help="torch.compile the model")
     run.add_argument("--amp", choices=AMP_MODES, default=_S, help="mixed precision on CUDA (no-op on CPU)")
     run.add_argument("--channels-last", action="store_const", const=True, default=_S, help="channels-last memory format on CUDA")
     run.add_argument("--device", default=_S, help="cpu, cuda, cuda:N (default: cuda if available, else cpu)")
     run.add_argument("--max-steps-per-epoch", type=int, default=_S, help="cap the steps per epoch (tests, benchmarks)")
     run.add_argument("--eval-every", type=int, default=_S, help="evaluate every N epochs (and after the last)")
+    run.add_argument("--eval-train", action="store_const", const=True, default=_S,
+                     help="at each evaluation also measure the un-augmented training split (train top-1, the gap)")
     run.add_argument("--eval-batch-size", type=int, default=_S, help="default: --batch-size")
     run.add_argument("--no-progress", dest="progress", action="store_const", const=False, default=_S, help="no progress bar or epoch lines")
 

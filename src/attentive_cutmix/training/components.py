@@ -7,18 +7,21 @@ the sampler's order is a function of (seed, epoch); each item's augmentation is 
 from __future__ import annotations
 
 import itertools
+import pickle
 import random
 import signal
+import traceback
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate
 
 from ..baselines import CutMix, Cutout, MixUp
-from ..mixing import AttentiveCutMix
+from ..mixing import AttentiveCutMix, RandomCells
 from .config import ConfigError, TrainConfig
 from .distributed import DistInfo
 
@@ -65,14 +68,98 @@ class SkipSampler(Sampler[int]):
         return max(0, len(self.sampler) - self.skip)
 
 
+# A worker gives up on a SIGTERM this long after it arrives. Long enough for the main process, which got the same
+# signal from the shell or the cluster, to finish its step and stop its workers itself; short enough that no process
+# waits on a worker for ever (at exit, multiprocessing SIGTERMs and then joins any worker still alive).
+WORKER_TERM_GRACE_S = 10
+
+
+def _stop_soon(signum: int, frame: Any) -> None:
+    remaining = signal.alarm(WORKER_TERM_GRACE_S)
+    if remaining:  # a repeated SIGTERM must not push the deadline back
+        signal.alarm(remaining)
+
+
 def _seed_worker(worker_id: int) -> None:
-    # Ctrl-C reaches the whole process group: the main process finishes its step and checkpoints, so the
-    # workers must not die under it (it stops them itself).
+    # Ctrl-C and a cluster's SIGTERM reach the whole process group: the main process finishes its step and
+    # checkpoints, so the workers must not die under it. Ctrl-C is ignored (the main process stops the workers);
+    # SIGTERM only starts the grace period above, after which the default SIGALRM action ends the worker.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, _stop_soon)
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+
+
+@dataclass
+class _ItemFailure:
+    """An exception raised by ``dataset[i]`` in a worker, sent back as the item (see ``_WorkerLoader``)."""
+
+    error: BaseException
+    worker_traceback: str
+
+
+def _picklable(err: BaseException) -> BaseException:
+    try:
+        return pickle.loads(pickle.dumps(err))
+    except Exception:  # an exception with extra constructor arguments: keep its type's name and message
+        return RuntimeError(f"{type(err).__name__}: {err}")
+
+
+class _CatchItemErrors(Dataset):
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        try:
+            return self.dataset[index]
+        except Exception as err:
+            return _ItemFailure(_picklable(err), traceback.format_exc())
+
+
+class _WorkerLoader(DataLoader):
+    """A DataLoader whose worker errors reach the caller as themselves, after its workers were stopped.
+
+    Torch re-raises a worker's exception as a new one whose message is the worker's whole traceback, from a
+    frame that keeps the iterator (and so its worker processes) alive in a reference cycle; with workers that
+    wait out SIGTERM, the process then hung at exit. Here the worker returns the exception as its item, and
+    iteration stops the workers before raising it with its own type and message (a ``CorruptImageError`` naming
+    the file stays one line); the worker's traceback is attached as a note for debugging.
+    """
+
+    def __iter__(self) -> Iterator[Any]:
+        iterator = super().__iter__()
+        try:
+            for batch in iterator:
+                if isinstance(batch, _ItemFailure):
+                    error = batch.error
+                    if hasattr(error, "add_note"):  # Python >= 3.11
+                        error.add_note(f"raised in a DataLoader worker:\n{batch.worker_traceback}")
+                    raise error
+                yield batch
+        finally:
+            shutdown = getattr(iterator, "_shutdown_workers", None)  # what the iterator's __del__ would call, now
+            if shutdown is not None:
+                shutdown()
+
+
+def worker_safe_loader(dataset: Dataset, *, workers: int, **kwargs: Any) -> DataLoader:
+    """``DataLoader(dataset, num_workers=workers, **kwargs)`` whose worker errors are raised as themselves (one line,
+    e.g. a ``CorruptImageError`` naming the file) after its workers were stopped, so no process hangs on them."""
+    if workers == 0:  # in-process loading raises the dataset's own exception already
+        return DataLoader(dataset, num_workers=0, **kwargs)
+    collate = kwargs.pop("collate_fn", None) or default_collate
+
+    def collate_fn(batch: list[Any]) -> Any:
+        failure = next((item for item in batch if isinstance(item, _ItemFailure)), None)
+        return failure if failure is not None else collate(batch)
+
+    return _WorkerLoader(_CatchItemErrors(dataset), num_workers=workers, collate_fn=collate_fn,
+                         worker_init_fn=kwargs.pop("worker_init_fn", None) or _seed_worker, **kwargs)
 
 
 def train_loader(dataset: EpochSeededDataset, cfg: TrainConfig, dist: DistInfo, *, epoch: int, skip_batches: int,
@@ -81,14 +168,15 @@ def train_loader(dataset: EpochSeededDataset, cfg: TrainConfig, dist: DistInfo, 
     sampler = DistributedSampler(dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=cfg.seed)
     sampler.set_epoch(epoch)
     drop_last = len(sampler) >= cfg.batch_size  # never a ragged last batch (BatchNorm on 1 image), unless the data is tiny
-    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=SkipSampler(sampler, skip_batches * cfg.batch_size),
-                      num_workers=cfg.workers, drop_last=drop_last, pin_memory=device.type == "cuda",
-                      worker_init_fn=_seed_worker, generator=torch.Generator().manual_seed(derive_seed(cfg.seed, dist.rank, epoch)))
+    return worker_safe_loader(dataset, workers=cfg.workers, batch_size=cfg.batch_size,
+                              sampler=SkipSampler(sampler, skip_batches * cfg.batch_size), drop_last=drop_last,
+                              pin_memory=device.type == "cuda",
+                              generator=torch.Generator().manual_seed(derive_seed(cfg.seed, dist.rank, epoch)))
 
 
 def eval_loader(dataset: Dataset, cfg: TrainConfig, device: torch.device) -> DataLoader:
-    return DataLoader(dataset, batch_size=cfg.eval_batch_size or cfg.batch_size, shuffle=False, num_workers=cfg.workers,
-                      pin_memory=device.type == "cuda", worker_init_fn=_seed_worker)
+    return worker_safe_loader(dataset, workers=cfg.workers, batch_size=cfg.eval_batch_size or cfg.batch_size,
+                              shuffle=False, pin_memory=device.type == "cuda")
 
 
 def is_checkpoint_path(spec: str) -> bool:
@@ -139,15 +227,23 @@ def build_mixer(cfg: TrainConfig, num_classes: int, extractor: torch.nn.Module |
         return CutMix(num_classes, alpha=cfg.alpha, **common)
     if cfg.method == "cutout":
         return Cutout(num_classes, size=cfg.cutout_size, **common)
+    if cfg.method == "random-cells":
+        return RandomCells(num_classes, num_patches=cfg.num_patches, grid_size=cfg.grid_size, **common)
     return AttentiveCutMix(num_classes, extractor, num_patches=cfg.num_patches, grid_size=cfg.grid_size, **common)
 
 
 def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """Adam or SGD, fused where the device supports it: a fused step can skip a non-finite update on the device."""
     # Plain L2 weight decay, as the paper's "weight decay 1e-5" with a Keras-era Adam would be.
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                           weight_decay=cfg.weight_decay)
+        make = lambda **kw: torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **kw)  # noqa: E731
+    else:
+        make = lambda **kw: torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,  # noqa: E731
+                                            nesterov=cfg.nesterov, weight_decay=cfg.weight_decay, **kw)
+    try:
+        return make(fused=True)
+    except (RuntimeError, ValueError):  # a device without fused kernels: the trainer then checks on the host
+        return make()
 
 
 def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
@@ -173,5 +269,6 @@ def load_scheduler_state(scheduler: torch.optim.lr_scheduler.LRScheduler, state:
     scheduler.load_state_dict({k: Counter(v) if k == "milestones" else v for k, v in state.items()})
 
 
-__all__ = ["derive_seed", "EpochSeededDataset", "SkipSampler", "train_loader", "eval_loader", "build_extractor",
+__all__ = ["derive_seed", "EpochSeededDataset", "SkipSampler", "train_loader", "eval_loader", "worker_safe_loader",
+           "build_extractor",
            "build_mixer", "build_optimizer", "build_scheduler", "AMP_DTYPES"]

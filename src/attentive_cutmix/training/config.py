@@ -8,14 +8,20 @@ rather than silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import os
+import re
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
-METHODS = ("none", "mixup", "cutmix", "cutout", "attentive-cutmix")
+METHODS = ("none", "mixup", "cutmix", "cutout", "attentive-cutmix", "random-cells")
+DATA_PATHS = ("auto", "device", "loader")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine", "step")
 AMP_MODES = ("off", "fp16", "bf16")
@@ -34,10 +40,11 @@ EFFICIENTNET_IMAGENET_EPOCHS = 180
 
 # Option -> the methods / optimisers / schedules it applies to (checked only when it was set explicitly).
 METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
-    "num_patches": ("attentive-cutmix",), "grid_size": ("attentive-cutmix",), "extractor": ("attentive-cutmix",),
+    "num_patches": ("attentive-cutmix", "random-cells"), "grid_size": ("attentive-cutmix", "random-cells"),
+    "extractor": ("attentive-cutmix",),
     "extractor_weights": ("attentive-cutmix",), "extractor_input_size": ("attentive-cutmix",),
     "attention_cache": ("attentive-cutmix",), "build_cache": ("attentive-cutmix",),
-    "alpha": ("mixup", "cutmix"), "cutout_size": ("cutout",), "prob": ("mixup", "cutmix", "cutout", "attentive-cutmix"),
+    "alpha": ("mixup", "cutmix"), "cutout_size": ("cutout",), "prob": ("mixup", "cutmix", "cutout", "attentive-cutmix", "random-cells"),
 }
 OPTIMIZER_OPTIONS: dict[str, tuple[str, ...]] = {"momentum": ("sgd",), "nesterov": ("sgd",)}
 SCHEDULE_OPTIONS: dict[str, tuple[str, ...]] = {"step_size": ("step",), "gamma": ("step",), "milestones": ("step",)}
@@ -94,9 +101,15 @@ class TrainConfig:
     seed: int = 0
     output_dir: str = "runs/train"
     resume: bool = False
+    overwrite: bool = False  # a fresh run may replace the outputs of an earlier run in output_dir
     amp: str = "off"
     channels_last: bool = False
     workers: int = 2
+    data_path: str = "auto"  # auto | device (whole split on the device, batched crop/flip there) | loader (DataLoader workers)
+    image_cache: str | None = None  # device path: decoded uint8 images of an image folder, kept in this file
+    eval_train: bool = False  # also evaluate on the un-augmented training split (train accuracy, overfitting gap)
+    log_every: int = 50  # steps between host syncs (progress bar, loss check under DDP)
+    compile: bool = False  # torch.compile the model
     device: str | None = None
     preset: str | None = None
     max_steps_per_epoch: int | None = None
@@ -112,6 +125,104 @@ class TrainConfig:
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "explicit")
+_HINTS = {name: hint for name, hint in typing.get_type_hints(TrainConfig).items() if name in FIELDS}
+# Upper bounds on sizes: beyond them a typo (an extra 0) allocates tens of GB or starts thousands of processes.
+SIZE_LIMITS: dict[str, int] = {"image_size": 2048, "extractor_input_size": 2048, "cutout_size": 2048, "batch_size": 16384,
+                               "eval_batch_size": 16384, "grid_size": 256, "workers": 256, "epochs": 100_000,
+                               "synthetic_size": 1_000_000}
+MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds; the sampler adds the epoch to the seed
+
+# YAML 1.1 (PyYAML) reads 1e-3 and 5E4 as strings: its float pattern wants a dot. This loader also reads the
+# exponent forms people write (1e-3, 1E5, +2e0, 1.e-3) as floats; everything else is PyYAML's safe loader.
+_FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X)
+
+
+class _YamlLoader(yaml.SafeLoader):
+    pass
+
+
+_YamlLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
+def yaml_load(text: str) -> Any:
+    """``yaml.safe_load`` that reads ``1e-3`` as a number (used for config and grid files)."""
+    return yaml.load(text, Loader=_YamlLoader)
+
+
+def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(hint))
+    if typing.get_origin(hint) is list:
+        return f"a list of {_describe(typing.get_args(hint)[0]).removeprefix('an ').removeprefix('a ')}s"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}[hint]
+
+
+def _conform(value: Any, hint: Any) -> tuple[bool, Any]:
+    """(does ``value`` have type ``hint``, the value as a plain Python value)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(hint):
+            ok, plain = _conform(value, arg)
+            if ok:
+                return True, plain
+        return False, value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            return False, value
+        items = [_conform(v, typing.get_args(hint)[0]) for v in value]
+        return all(ok for ok, _ in items), [plain for _, plain in items]
+    if hint is type(None):
+        return value is None, value
+    if hint is bool:  # never 'false', 0 or 'no': bool('false') is True
+        return isinstance(value, bool), value
+    if hint is int:
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        return ok, int(value) if ok else value
+    if hint is float:
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+        return ok, value if isinstance(value, (int, float)) or not ok else float(value)
+    if hint is str:
+        return isinstance(value, str), value
+    raise TypeError(f"no type check for {hint!r}; add one to config._conform")  # a new field type needs one
+
+
+def _why(value: Any, hint: Any) -> str:
+    if isinstance(value, str):
+        try:
+            float(value)
+            return "; a quoted number is a string in YAML: write it without quotes"
+        except ValueError:
+            pass
+        if value.lower() in ("true", "false", "yes", "no", "on", "off") and "true or false" in _describe(hint):
+            return "; write true or false without quotes"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "; it must be finite"
+    return ""
+
+
+def check_types(values: Mapping[str, Any], source: str = "the options") -> dict[str, Any]:
+    """Check every value against its ``TrainConfig`` field type; ``ConfigError`` naming key, value and expected type.
+
+    Returns the values as plain Python numbers (a numpy integer becomes an int). Integers are accepted where a
+    number is expected and kept as they are (so a config's hash does not change); booleans are never numbers,
+    and nothing but true/false is a boolean.
+    """
+    plain = {}
+    for key, value in values.items():
+        hint = _HINTS.get(key)
+        if hint is None:
+            plain[key] = value
+            continue
+        ok, plain[key] = _conform(value, hint)
+        if not ok:
+            kind = "null" if value is None else type(value).__name__
+            raise ConfigError(f"option {key} must be {_describe(hint)}, got {key}={value!r} ({kind}) in {source}"
+                              f"{_why(value, hint)}")
+    return plain
 
 
 def _check_keys(values: Mapping[str, Any], source: str) -> None:
@@ -126,7 +237,7 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
     if data is None:
@@ -135,14 +246,14 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"config file {path} must hold a mapping of option: value, got {type(data).__name__}")
     data = {str(k).replace("-", "_"): v for k, v in data.items()}
     _check_keys(data, str(path))
-    return data
+    return check_types(data, str(path))
 
 
 def make_config(overrides: Mapping[str, Any] | None = None, *, config_file: str | os.PathLike | None = None) -> TrainConfig:
     """Resolve defaults < preset < ``config_file`` < ``overrides`` into a validated ``TrainConfig``."""
     overrides = dict(overrides or {})
     _check_keys(overrides, "the options")
-    user = {**(load_yaml(config_file) if config_file is not None else {}), **overrides}
+    user = {**(load_yaml(config_file) if config_file is not None else {}), **check_types(overrides)}
     preset = user.get("preset")
     values: dict[str, Any] = {}
     if preset is not None:
@@ -178,16 +289,19 @@ def _not_applicable(cfg: TrainConfig, table: dict[str, tuple[str, ...]], key: st
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
-    """Check names and ranges, reject options that don't apply, and fill in the method defaults."""
+    """Check types, names and ranges, reject options that don't apply, and fill in the method defaults."""
+    for key, value in check_types(cfg.to_dict(), "the config").items():
+        setattr(cfg, key, value)
     _choice("method", cfg.method, METHODS)
     _choice("optimizer", cfg.optimizer, OPTIMIZERS)
     _choice("schedule", cfg.schedule, SCHEDULES)
     _choice("amp mode", cfg.amp, AMP_MODES)
     _choice("init", cfg.init, INITS)
+    _choice("data path", cfg.data_path, DATA_PATHS)
     _not_applicable(cfg, METHOD_OPTIONS, "method", "--method")
     _not_applicable(cfg, OPTIMIZER_OPTIONS, "optimizer", "--optimizer")
     _not_applicable(cfg, SCHEDULE_OPTIONS, "schedule", "--schedule")
-    for name in ("epochs", "batch_size", "eval_every"):
+    for name in ("epochs", "batch_size", "eval_every", "log_every"):
         _positive(cfg, name, allow_none=False)
     sizes = cfg.synthetic_size if isinstance(cfg.synthetic_size, (list, tuple)) else [cfg.synthetic_size]
     if len(sizes) not in (1, 2) or any(n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1) for n in sizes):
@@ -198,14 +312,20 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                  "step_size", "max_steps_per_epoch", "eval_batch_size"):
         _positive(cfg, name, zero_ok=name == "num_patches")
     _positive(cfg, "workers", allow_none=False, zero_ok=True)
-    if not (isinstance(cfg.seed, int) and not isinstance(cfg.seed, bool) and cfg.seed >= 0):
-        raise ConfigError(f"seed must be an integer >= 0, got seed={cfg.seed!r}")
+    for name in ("seed", "split_seed"):
+        if not 0 <= getattr(cfg, name) <= MAX_SEED:
+            raise ConfigError(f"{name} must be an integer in [0, 2**63 - 1], got {name}={getattr(cfg, name)!r}")
+    for name, limit in SIZE_LIMITS.items():
+        values = getattr(cfg, name) if isinstance(getattr(cfg, name), list) else [getattr(cfg, name)]
+        if any(v is not None and v > limit for v in values):
+            raise ConfigError(f"{name}={getattr(cfg, name)!r} is beyond the largest accepted value {limit} (it would "
+                              f"allocate far more memory or processes than any run needs); is there a typo?")
+    if cfg.resume and cfg.overwrite:
+        raise ConfigError("give either --resume (continue the run in --output-dir) or --overwrite (replace it), not both")
     if not cfg.lr > 0:
         raise ConfigError(f"lr must be > 0, got lr={cfg.lr!r}")
     if cfg.weight_decay < 0:
         raise ConfigError(f"weight_decay must be >= 0, got weight_decay={cfg.weight_decay!r}")
-    if not (isinstance(cfg.split_seed, int) and not isinstance(cfg.split_seed, bool) and cfg.split_seed >= 0):
-        raise ConfigError(f"split_seed must be an integer >= 0, got split_seed={cfg.split_seed!r}")
     if cfg.train_subset is not None and (isinstance(cfg.train_subset, bool) or not isinstance(cfg.train_subset, int)
                                          or cfg.train_subset < 1):
         raise ConfigError(f"train_subset must be a positive int (number of training images), got train_subset={cfg.train_subset!r}")
@@ -217,6 +337,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"prob must be in [0, 1], got prob={cfg.prob!r}")
     if cfg.alpha is not None and not cfg.alpha > 0:
         raise ConfigError(f"alpha must be > 0, got alpha={cfg.alpha!r}")
+    for name in ("momentum", "gamma"):  # read only at the first step / the first decay: check them now
+        if getattr(cfg, name) is not None and not getattr(cfg, name) >= 0:
+            raise ConfigError(f"{name} must be >= 0, got {name}={getattr(cfg, name)!r}")
+    if cfg.num_patches is not None and cfg.grid_size is not None and cfg.num_patches > cfg.grid_size ** 2:
+        raise ConfigError(f"num_patches={cfg.num_patches} is more than the {cfg.grid_size}x{cfg.grid_size} grid's "
+                          f"{cfg.grid_size ** 2} cells; lower --num-patches or raise --grid-size")
     if cfg.schedule == "step" and cfg.step_size is not None and cfg.milestones:
         raise ConfigError("give either --step-size or --milestones for --schedule step, not both")
     if cfg.milestones is not None and (not isinstance(cfg.milestones, list) or any(
@@ -241,5 +367,5 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
-__all__ = ["TrainConfig", "ConfigError", "PRESETS", "METHODS", "OPTIMIZERS", "SCHEDULES", "AMP_MODES",
-           "make_config", "load_yaml", "validate"]
+__all__ = ["TrainConfig", "ConfigError", "PRESETS", "METHODS", "DATA_PATHS", "OPTIMIZERS", "SCHEDULES", "AMP_MODES",
+           "make_config", "load_yaml", "validate", "check_types", "yaml_load", "SIZE_LIMITS"]

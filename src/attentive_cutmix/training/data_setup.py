@@ -61,4 +61,42 @@ def _build(cfg: TrainConfig, dist: DistInfo, device: torch.device):
     return train_ds, eval_ds, info, None  # attention comes with each batch; no online extractor
 
 
-__all__ = ["build_data"]
+def choose_data_path(cfg: TrainConfig, train_ds: Any, eval_ds: Any, info: Any, device: torch.device) -> str:
+    """``device`` or ``loader`` for ``cfg.data_path`` (auto: the device path for small images that fit).
+
+    The device path needs the CIFAR-style preset (images of at most 64 px: padded crop and flip) and
+    datasets built by ``build_datasets``; ``auto`` also needs both splits, as uint8, to take at most
+    ``MEMORY_FRACTION`` of the device's free memory.
+    """
+    from ..data.device import fits_on_device
+    from ..data.wrapper import AugmentedDataset
+
+    if cfg.data_path == "loader":
+        return "loader"
+    splits = [ds for ds in (train_ds, eval_ds) if ds is not None]
+    supported = info.preset == "cifar" and all(isinstance(ds, AugmentedDataset) for ds in splits)
+    if cfg.data_path == "device" and not supported:
+        reason = (f"its images are {info.image_size} px (the device path does the CIFAR-style crop and flip of "
+                  "images up to 64 px)" if info.preset != "cifar" else "its datasets are not built by build_datasets")
+        raise ConfigError(f"--data-path device does not apply to dataset {info.name!r}: {reason}; use --data-path loader")
+    if cfg.data_path == "device":
+        return "device"
+    size = info.image_size
+    need = sum(len(ds) for ds in splits) * 3 * size * size
+    if cfg.method == "attentive-cutmix" and cfg.attention_cache is not None:
+        need += len(train_ds) * size * size * 2
+    return "device" if supported and fits_on_device(need, device) else "loader"
+
+
+def unaugmented(train_ds: Any, info: Any) -> Any:
+    """The training split with the evaluation transform (for train accuracy on the loader path)."""
+    from ..data.transforms import eval_transform
+    from ..data.wrapper import AugmentedDataset
+
+    if not isinstance(train_ds, AugmentedDataset):
+        raise ConfigError(f"--eval-train needs a dataset built by build_datasets; {info.name!r} is a "
+                          f"{type(train_ds).__name__}")
+    return AugmentedDataset(train_ds.source, train_ds.indices, eval_transform(info.preset, info.image_size))
+
+
+__all__ = ["build_data", "choose_data_path", "unaugmented"]

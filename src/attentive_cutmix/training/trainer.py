@@ -19,14 +19,17 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
+from ..data.device import device_split
 from ..models import create_model
 from . import distributed as D
 from .checkpoint import capture_rng, check_compatible, load_checkpoint, restore_rng, save_checkpoint
 from .components import (AMP_DTYPES, EpochSeededDataset, build_mixer, build_optimizer, build_scheduler, derive_seed,
                          eval_loader, load_scheduler_state, scheduler_state, train_loader)
 from .config import TrainConfig
-from .data_setup import build_data
+from .data_setup import build_data, choose_data_path, unaugmented
 from .run_io import RunWriter, StopSignals, prepare_output_dir, resume_command
+
+WEIGHTS_NAME = "weights.safetensors"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -84,6 +87,16 @@ def evaluate(model: torch.nn.Module, loader, info: Any, device: torch.device | s
     return _metrics(evaluation_sums(model, loader, info, torch.device(device), amp=amp))
 
 
+def write_weights(model: torch.nn.Module, out: Path) -> Path:
+    """The final weights as fp16 safetensors (integer buffers kept): small, safe to share, loadable anywhere."""
+    from safetensors.torch import save_file
+
+    from ..serialization import atomic_write
+
+    state = {k: (v.half() if v.is_floating_point() else v).detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt", "dtype": "float16"}))
+
+
 def _warn_cpu_noops(cfg: TrainConfig, device: torch.device) -> None:
     if device.type != "cuda" and cfg.amp != "off":
         warnings.warn(f"--amp {cfg.amp} only applies on CUDA; training in float32 on {device}", stacklevel=3)
@@ -115,29 +128,49 @@ class _Run:
         self.out = Path(cfg.output_dir)
         _warn_cpu_noops(cfg, device)
         ckpt = prepare_output_dir(self.out, resume=cfg.resume, is_main=dist.is_main)
-        torch.manual_seed(cfg.seed)  # model init
         train_ds, eval_ds, self.info, extractor = build_data(cfg, dist, device)
-        self.train_ds = EpochSeededDataset(train_ds, cfg.seed)
-        self.eval_ds = D.eval_shard(eval_ds, dist) if eval_ds is not None and len(eval_ds) > 0 else None
+        self.data_path = choose_data_path(cfg, train_ds, eval_ds, self.info, device)
         self.config = {**cfg.to_dict(), "num_classes": self.info.num_classes, "image_size": self.info.image_size,
-                       "mean": list(self.info.mean), "std": list(self.info.std), "train_fingerprint": self.info.train_fingerprint,
-                       "world_size": dist.world_size}
-        model = create_model(cfg.model, num_classes=self.info.num_classes, image_size=self.info.image_size, init=cfg.init)
+                       "mean": list(self.info.mean), "std": list(self.info.std),
+                       "train_fingerprint": self.info.train_fingerprint, "world_size": dist.world_size,
+                       "data_path_used": self.data_path}
+        torch.manual_seed(cfg.seed)  # model init: the same weights for every method of a seed (extractors drew before)
+        model = create_model(cfg.model, num_classes=self.info.num_classes, image_size=self.info.image_size,
+                             init=cfg.init)
+        self.device_train = self.device_eval = self.train_ds = self.eval_ds = None
+        if self.data_path == "device":
+            size = self.info.image_size
+            self.device_train = device_split(train_ds, size, device, image_cache=cfg.image_cache, name="train",
+                                             workers=cfg.workers)
+            self.device_eval = (device_split(eval_ds, size, device, image_cache=cfg.image_cache, name="eval",
+                                             workers=cfg.workers) if eval_ds is not None and len(eval_ds) > 0 else None)
+        else:
+            self.train_ds = EpochSeededDataset(train_ds, cfg.seed)
+            self.eval_ds = D.eval_shard(eval_ds, dist) if eval_ds is not None and len(eval_ds) > 0 else None
+        self.train_eval_ds = D.eval_shard(unaugmented(train_ds, self.info), dist) \
+            if cfg.eval_train and self.data_path == "loader" else None
         self.channels_last = cfg.channels_last and device.type == "cuda"
         self.model = model.to(device, memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         self.optimizer = build_optimizer(cfg, self.model)
+        self.fused = bool(self.optimizer.defaults.get("fused"))
         self.scheduler = build_scheduler(cfg, self.optimizer)
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16" and device.type == "cuda")
         self.mixer = build_mixer(cfg, self.info.num_classes, extractor)
         self.generator = torch.Generator()  # CPU: the same draws on any device
         self.mean, self.std = _stats(self.info, device)
         self.epoch, self.step, self.partial = 0, 0, {"loss_sum": 0.0, "images": 0, "time_s": 0.0}
+        # Device-side accumulators, read only at log points and epoch ends (no host sync inside a step).
+        self._loss_acc = torch.zeros((), dtype=torch.float64, device=device)
+        self._first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        self._found_inf = torch.zeros((), device=device)
+        self._one = torch.ones((), device=device)
         self.curve: list[dict[str, Any]] = []
         self.wall_time = 0.0
         if ckpt is not None:
             self._restore(ckpt)
         self.ddp = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None) \
             if dist.enabled else self.model
+        self.step_model = torch.compile(self.ddp) if cfg.compile else self.ddp
 
     # ----------------------------------------------------------------- checkpoints
     def _restore(self, path: Path) -> None:
@@ -188,7 +221,7 @@ class _Run:
     # ----------------------------------------------------------------- loop
     def run(self) -> dict[str, Any]:
         writer = RunWriter(self.out, self.config, self.curve, enabled=self.dist.is_main, progress=self.cfg.progress)
-        signals = StopSignals()
+        signals = self.signals = StopSignals()
         try:
             while self.epoch < self.cfg.epochs:
                 # A signal during eval/checkpointing stops here, at the epoch boundary, on every rank alike.
@@ -204,40 +237,83 @@ class _Run:
         finally:
             signals.restore()
             writer.close()
-        return writer.finish(self.curve, self.wall_time)
+        results = writer.finish(self.curve, self.wall_time)
+        if self.dist.is_main:
+            write_weights(self.model, self.out)
+        return results
+
+    def _batches(self, epoch: int) -> tuple[Any, int]:
+        """This epoch's batches from ``self.step`` on, and the epoch's number of steps."""
+        cfg, dist = self.cfg, self.dist
+        if self.data_path == "loader":
+            loader = train_loader(self.train_ds, cfg, dist, epoch=epoch, skip_batches=self.step, device=self.device)
+            return loader, len(loader) + self.step
+        # The same order for every method and rank of a seed: a function of (seed, epoch), sharded by rank.
+        order = torch.randperm(len(self.device_train), generator=torch.Generator().manual_seed(derive_seed(cfg.seed, epoch)))
+        shard = order[dist.rank::dist.world_size].to(self.device)
+        bs = cfg.batch_size
+        steps = len(shard) // bs if len(shard) >= bs else 1  # never a ragged last batch, unless the data is tiny
+
+        def batches():
+            for step in range(self.step, steps):
+                # Each batch's crops and flips are a function of (seed, rank, epoch, step): resume is exact.
+                gen = torch.Generator().manual_seed(derive_seed(cfg.seed, dist.rank, epoch, step, 2))
+                yield self.device_train.batch(shard[step * bs:(step + 1) * bs], gen)
+
+        return batches(), steps
 
     def _train_epoch(self, epoch: int, signals: "StopSignals", writer: RunWriter) -> bool:
-        cfg, device = self.cfg, self.device
+        cfg = self.cfg
         if self.step == 0:  # a fresh epoch: every stream is a function of (seed, rank, epoch)
             self.generator.manual_seed(derive_seed(cfg.seed, self.dist.rank, epoch))
             torch.manual_seed(derive_seed(cfg.seed, self.dist.rank, epoch, 1))
             self.partial = {"loss_sum": 0.0, "images": 0, "time_s": 0.0}
-        loader = train_loader(self.train_ds, cfg, self.dist, epoch=epoch, skip_batches=self.step, device=device)
-        total = len(loader) + self.step
+        batches, total = self._batches(epoch)
         if cfg.max_steps_per_epoch:
             total = min(total, cfg.max_steps_per_epoch)
         self.ddp.train()
         bar = writer.progress(total=total, initial=self.step, desc=f"epoch {epoch}/{cfg.epochs}")
-        start = time.perf_counter()
-        for batch in loader:
+        start, window = time.perf_counter(), (self.step, self.partial["images"])
+        for batch in batches:
             if self.step >= total:
                 break
-            loss, n = self._step(batch, epoch, signals)
+            self._step(batch)
             self.step += 1
-            self.partial["loss_sum"] += loss * n
-            self.partial["images"] += n
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}")
-            if signals.stop_after_step:
+            stop = signals.requested if not self.dist.enabled else False
+            if self.step % cfg.log_every == 0 or self.step >= total:
+                stop = self._sync(epoch, bar, window, signals)
+                window = (self.step, self.partial["images"])
+            if stop:
+                if self.step % cfg.log_every and self.step < total:
+                    self._sync(epoch, bar, window, signals)
                 self.partial["time_s"] += time.perf_counter() - start
                 bar.close()
                 return False
         bar.close()
+        self._sync(epoch, bar, window, signals)
         self.partial["time_s"] += time.perf_counter() - start
         self._end_epoch(epoch, writer)
         return True
 
-    def _step(self, batch, epoch: int, signals: "StopSignals") -> tuple[float, int]:
+    def _sync(self, epoch: int, bar: Any, window: tuple[int, int], signals: "StopSignals") -> bool:
+        """The log point: read the device accumulators, stop on a non-finite step; True if a signal asks to stop."""
+        loss_sum, first_bad = torch.stack([self._loss_acc, self._first_bad.double()]).tolist()
+        self._loss_acc.zero_()
+        stop, bad = D.any_rank([signals.requested, first_bad >= 0], self.device, self.dist)
+        if bad:
+            where = f"step {int(first_bad)}" if first_bad >= 0 else "a step of another rank"
+            raise NonFiniteLossError(
+                f"non-finite loss or gradients at epoch {epoch}, {where}; that update was skipped, training stopped and "
+                f"the last good checkpoint (if any) in {self.out} was kept. Likely causes: a learning rate too high "
+                f"(try a lower --lr), fp16 overflow (try --amp bf16 or --amp off), or NaN/Inf in the input data.")
+        self.partial["loss_sum"] += loss_sum
+        images = self.partial["images"] - window[1]
+        if images:
+            bar.set_postfix(loss=f"{loss_sum / images:.3f}")
+        return stop
+
+    def _step(self, batch: tuple[torch.Tensor, ...]) -> None:
         cfg, device = self.cfg, self.device
         images, labels = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
         attention = batch[2].to(device, non_blocking=True).float() if len(batch) > 2 else None
@@ -247,23 +323,48 @@ class _Run:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with _autocast(device, cfg.amp):
-            logits = self.ddp(x)
+            logits = self.step_model(x)
         if self.mixer is None:
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.label_smoothing)
         else:
             loss = F.cross_entropy(logits.float(), targets)
-        stop, bad = D.any_rank([signals.requested, not math.isfinite(loss.item())], device, self.dist)
-        if bad:
-            raise NonFiniteLossError(
-                f"non-finite loss ({loss.item()}) at epoch {epoch}, step {self.step + 1}; training stopped and the last good "
-                f"checkpoint (if any) in {self.out} was kept. Likely causes: a learning rate too high (try a lower --lr), "
-                f"fp16 overflow (try --amp bf16 or --amp off), or NaN/Inf in the input data.")
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        signals.stop_after_step = stop
-        return loss.item(), images.shape[0]
+        loss_bad = ~torch.isfinite(loss.detach())
+        if self.scaler.is_enabled():  # fp16: the scaler skips overflowing updates itself
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            bad = loss_bad
+        else:
+            loss.backward()
+            bad = self._skip_if_non_finite(loss_bad)
+        n = images.shape[0]
+        self._loss_acc += loss.detach().double() * n
+        self._first_bad.copy_(torch.where(bad & (self._first_bad < 0), self.step + 1, self._first_bad))
+        self.partial["images"] += n
+
+    def _skip_if_non_finite(self, loss_bad: torch.Tensor) -> torch.Tensor:
+        """Step the optimiser unless the loss or a gradient is NaN/Inf, deciding on the device (as GradScaler does)."""
+        found = self._found_inf.zero_()
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if grads:
+            torch._amp_foreach_non_finite_check_and_unscale_(grads, found, self._one)
+        found.copy_(torch.maximum(found, loss_bad.float()))
+        if self.fused:  # fused optimisers read found_inf and leave every parameter untouched when it is 1
+            self.optimizer.found_inf = found
+            self.optimizer.step()
+        elif not bool(found):  # other optimisers: a host sync, the only one in their step
+            self.optimizer.step()
+        return found > 0
+
+    def _evaluate(self, on_device: Any, dataset: Any) -> dict[str, float]:
+        """Metrics of the un-augmented split: slices of ``on_device`` (device path) or a loader over ``dataset``."""
+        bs = self.cfg.eval_batch_size or self.cfg.batch_size
+        batches = (on_device.eval_batches(bs, rank=self.dist.rank, world_size=self.dist.world_size)
+                   if self.data_path == "device" else eval_loader(dataset, self.cfg, self.device))
+        sums = evaluation_sums(self.model, batches, self.info, self.device, amp=self.cfg.amp,
+                               channels_last=self.channels_last)
+        return _metrics(D.all_reduce_sum(sums, self.device, self.dist))
 
     def _end_epoch(self, epoch: int, writer: RunWriter) -> None:
         cfg = self.cfg
@@ -274,12 +375,14 @@ class _Run:
         row: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / max(images, 1), "top1": None, "top5": None,
                                "eval_loss": None, "images_per_s": images / max(seconds / self.dist.world_size, 1e-9), "lr": lr}
         eval_start = time.perf_counter()
-        if self.eval_ds is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
+        has_eval = (self.device_eval if self.data_path == "device" else self.eval_ds) is not None
+        if has_eval and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
             D.broadcast_buffers(self.model, self.dist)
-            sums = evaluation_sums(self.model, eval_loader(self.eval_ds, cfg, self.device), self.info, self.device,
-                                   amp=cfg.amp, channels_last=self.channels_last)
-            m = _metrics(D.all_reduce_sum(sums, self.device, self.dist))
+            m = self._evaluate(self.device_eval, self.eval_ds)
             row.update(top1=m["top1"], top5=m["top5"], eval_loss=m["loss"])
+            if cfg.eval_train:
+                m = self._evaluate(self.device_train, self.train_eval_ds)
+                row.update(train_top1=m["top1"], train_eval_loss=m["loss"])
         self.scheduler.step()
         self.epoch, self.step = epoch, 0
         row["time_s"] = seconds / self.dist.world_size + time.perf_counter() - eval_start

@@ -1,0 +1,289 @@
+"""What every batch mixer shares: argument checks, the pairing, exact soft targets, ``prob``, one draw step.
+
+A mixer is called as ``mixed, targets = mixer(images, labels, attention=None, *, masks=None, generator=None)``.
+Its random draws all happen in ``make_params`` (as in torchvision's v2 transforms), from the given
+``torch.Generator`` only, on the generator's device; the small drawn tensors then move to the images'
+device without a host sync. Value checks that would read a GPU tensor (label range, finite attention) run
+exactly on the CPU and as ``torch._assert_async`` elsewhere, so a training step never waits on the host.
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["Mixer", "check_int", "check_unit", "one_hot_targets", "mix_targets", "pair_permutation", "paste",
+           "beta_sample", "check_generator"]
+
+
+# --------------------------------------------------------------------------- argument checks
+def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None, hint: str = "") -> int:
+    """``value`` as an int in [minimum, maximum]; ``ValueError`` naming ``name`` otherwise (bools are not ints)."""
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    if ok and (minimum is None or value >= minimum) and (maximum is None or value <= maximum):
+        return value
+    if minimum == 1 and maximum is None:
+        want = "a positive int"
+    elif maximum is None:
+        want = f"an int >= {minimum}" if minimum is not None else "an int"
+    else:
+        want = f"an int in [{minimum}, {maximum}]"
+    raise ValueError(f"{name} must be {want}{hint}, got {name}={value!r}")
+
+
+def check_unit(name: str, value: Any, *, closed: bool = True) -> float:
+    """A float in [0, 1] (``closed``) or [0, 1); a ``ValueError`` naming ``name`` for anything else, None included."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            0.0 <= value <= 1.0 if closed else 0.0 <= value < 1.0):
+        raise ValueError(f"{name} must be a number in [0, {'1]' if closed else '1)'}, got {name}={value!r}")
+    return float(value)
+
+
+def check_generator(generator: Any) -> None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+
+
+def _check_images(images: Any) -> None:
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if images.ndim != 4:
+        raise ValueError(f"images must have shape (B, C, H, W), got shape {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise TypeError(f"images must be a floating tensor (convert with .float() / ToDtype(scale=True)), "
+                        f"got dtype {images.dtype}")
+    if images.shape[0] == 0:
+        raise ValueError("images is an empty batch (B=0); give at least one image")
+
+
+def check_values(ok: torch.Tensor, message: str) -> None:
+    """Raise ``ValueError(message)`` unless the 0-d bool ``ok`` holds; without a host sync off the CPU."""
+    if ok.device.type == "cpu":
+        if not bool(ok):
+            raise ValueError(message)
+    elif ok.device.type != "meta":  # a meta tensor has no values to check
+        torch._assert_async(ok, message)
+
+
+def one_hot_targets(labels: torch.Tensor, num_classes: int, batch_size: int, *,
+                    label_smoothing: float = 0.0, device: torch.device | None = None) -> torch.Tensor:
+    """Validate ``labels`` (int64 (B,) or probabilities (B, num_classes)) and return float32 (B, num_classes)."""
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
+    device = labels.device if device is None else device
+    if labels.ndim == 1:
+        if labels.is_floating_point() or labels.dtype == torch.bool:
+            raise TypeError(f"class-index labels must be an integer tensor, got dtype {labels.dtype}")
+        if labels.shape[0] != batch_size:
+            raise ValueError(f"labels has {labels.shape[0]} entries but images has batch size {batch_size}")
+        labels = labels.to(device=device, dtype=torch.long, non_blocking=True)
+        if labels.device.type == "cpu":  # exact, and the message can say which values
+            lo, hi = (int(v) for v in torch.aminmax(labels))
+            if lo < 0 or hi >= num_classes:
+                raise ValueError(f"labels must lie in [0, {num_classes}) (num_classes={num_classes}), got values "
+                                 f"in [{lo}, {hi}]")
+        else:
+            check_values(((labels >= 0) & (labels < num_classes)).all(),
+                         f"labels must lie in [0, {num_classes}) (num_classes={num_classes})")
+        # one_hot reads the maximum label to size its output: scatter into a known width instead (no sync).
+        targets = torch.zeros(batch_size, num_classes, device=device).scatter_(
+            1, labels.clamp(0, num_classes - 1).unsqueeze(1), 1.0)
+    elif labels.ndim == 2:
+        if labels.shape != (batch_size, num_classes):
+            raise ValueError(f"probability labels must have shape (B, num_classes)=({batch_size}, {num_classes}), "
+                             f"got {tuple(labels.shape)}")
+        if not labels.is_floating_point():
+            raise TypeError(f"probability labels must be floating, got dtype {labels.dtype}")
+        targets = labels.to(device=device, dtype=torch.float32)
+    else:
+        raise ValueError(f"labels must have shape (B,) or (B, num_classes), got shape {tuple(labels.shape)}")
+    if label_smoothing > 0:
+        targets = targets * (1.0 - label_smoothing) + label_smoothing / num_classes
+    return targets
+
+
+def mix_targets(targets: torch.Tensor, perm: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """``(1 - lam_i) * t_i + lam_i * t_perm[i]`` per sample, in float32."""
+    lam = lam.to(torch.float32).unsqueeze(1)
+    return (1.0 - lam) * targets + lam * targets.index_select(0, perm)
+
+
+# --------------------------------------------------------------------------- draws
+def _gen_device(generator: torch.Generator | None) -> torch.device:
+    return generator.device if generator is not None else torch.device("cpu")
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Move a small drawn tensor to ``device`` without making the host wait for the device."""
+    if t.device == device:
+        return t
+    if t.device.type == "cpu" and device.type == "cuda":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
+
+
+def pair_permutation(batch_size: int, generator: torch.Generator | None = None,
+                     device: torch.device | str | None = None) -> torch.Tensor:
+    """Random partner index for each sample, never the sample itself when ``batch_size >= 2``.
+
+    The paper gives every image patches from *another* image: a plain ``randperm`` leaves about one
+    sample per batch paired with itself (unmixed). We walk a random ordering as one cycle instead.
+    """
+    order = torch.randperm(batch_size, generator=generator, device=_gen_device(generator))
+    perm = torch.empty_like(order)
+    perm[order] = order.roll(-1)
+    return perm if device is None else to_device(perm, torch.device(device))
+
+
+def beta_sample(alpha: float, n: int, generator: torch.Generator | None) -> torch.Tensor:
+    """``n`` draws of Beta(alpha, alpha) as float32, exact down to tiny ``alpha``.
+
+    Beta = G1 / (G1 + G2) with Gi ~ Gamma(alpha) underflows to 0/0 when alpha << 1 (a Gamma(0.001) draw
+    is below 1e-300 most of the time). We work with log G = log Gamma(alpha + 1) + log(U) / alpha (the
+    Gamma boost identity) and take sigmoid(log G1 - log G2), which never forms the tiny numbers.
+    """
+    device = _gen_device(generator)
+    boosted = torch._standard_gamma(torch.full((2, n), alpha + 1.0, dtype=torch.float64, device=device),
+                                    generator=generator)
+    uniform = torch.rand(2, n, dtype=torch.float64, generator=generator, device=device)
+    log_g = boosted.log() + uniform.clamp_min(torch.finfo(torch.float64).tiny).log() / alpha
+    return torch.sigmoid(log_g[0] - log_g[1]).to(torch.float32)
+
+
+# --------------------------------------------------------------------------- pasting
+def paste(images: torch.Tensor, perm: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``where(mask, images[perm], images)`` for a (B, H, W) mask.
+
+    Dense on purpose: one gather of whole images and one streaming select measured faster than
+    gathering only the pasted pixels by index (CPU, 32 and 224 px; see BENCHMARKS.md). The select
+    writes into the permuted copy unless autograd needs both inputs.
+    """
+    src = images.index_select(0, perm)  # a plain row copy: much cheaper on CPU than advanced indexing
+    mask = mask.unsqueeze(1)
+    if images.requires_grad and torch.is_grad_enabled():
+        return torch.where(mask, src, images)
+    return torch.where(mask, src, images, out=src)
+
+
+def paste_masks(masks: torch.Tensor, perm: torch.Tensor, pixel_mask: torch.Tensor) -> torch.Tensor:
+    """The dense-label counterpart of ``paste``: (B, H, W) label maps mixed with the same pixel mask."""
+    return torch.where(pixel_mask, masks.index_select(0, perm), masks)
+
+
+@lru_cache(maxsize=64)
+def _arange(n: int, device: torch.device) -> torch.Tensor:
+    return torch.arange(n, device=device)
+
+
+def boxes_to_mask(boxes: torch.Tensor, height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
+    """(B, 4) boxes (y0, y1, x0, x1), half-open -> (B, H, W) bool mask."""
+    device = boxes.device if device is None else torch.device(device)
+    boxes = to_device(boxes, device)
+    ys, xs = _arange(height, device).view(1, height, 1), _arange(width, device).view(1, 1, width)
+    y0, y1, x0, x1 = (boxes[:, k].view(-1, 1, 1) for k in range(4))
+    return (ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1)
+
+
+# --------------------------------------------------------------------------- the base class
+class Mixer:
+    """Base of the mixers: the common options, ``__repr__``, the call preamble, ``prob`` and the draw step.
+
+    A subclass sets ``_repr_fields``, implements ``make_params(batch_size, height, width, generator)`` (every
+    random draw of a call, on the generator's device) and ``apply(images, targets, params, attention, masks)``.
+    """
+
+    _repr_fields: tuple[str, ...] = ()
+    accepts_masks = True
+
+    def __init__(self, num_classes: int, *, prob: float = 1.0, label_smoothing: float = 0.0) -> None:
+        self.num_classes = check_int("num_classes", num_classes, minimum=1)
+        self.prob = check_unit("prob", prob)
+        self.label_smoothing = check_unit("label_smoothing", label_smoothing, closed=False)
+
+    def __repr__(self) -> str:
+        fields = ("num_classes", *self._repr_fields, "prob", "label_smoothing")
+        return f"{type(self).__name__}(" + ", ".join(f"{k}={self._repr_value(k)}" for k in fields) + ")"
+
+    def _repr_value(self, key: str) -> str:
+        return repr(getattr(self, key))
+
+    def draw_applies(self, generator: torch.Generator | None) -> bool:
+        """Whether this call mixes at all (``prob``); consumes one draw only when ``0 < prob < 1``."""
+        if self.prob >= 1.0:
+            return True
+        if self.prob <= 0.0:
+            return False
+        return bool(torch.rand((), generator=generator, device=_gen_device(generator)) < self.prob)
+
+    def make_params(self, batch_size: int, height: int, width: int,
+                    generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Every random draw of one call: at least ``perm``; subclasses add their own."""
+        return {"perm": pair_permutation(batch_size, generator)}
+
+    def apply(self, images: torch.Tensor, targets: torch.Tensor, params: dict[str, torch.Tensor],
+              attention: torch.Tensor | None, masks: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        raise NotImplementedError
+
+    def check_attention(self, attention: Any, images: torch.Tensor) -> torch.Tensor | None:
+        """The attention a call uses (``None`` for mixers that do not read it)."""
+        return None
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, attention: torch.Tensor | None = None, *,
+                 masks: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                 params: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, ...]:
+        """Mix a batch. Returns ``(mixed, targets)``, or ``(mixed, targets, mixed_masks)`` when ``masks`` is given.
+
+        ``params`` (from ``make_params``) replaces the draws, e.g. to give several mixers the same partners.
+        """
+        _check_images(images)
+        check_generator(generator)
+        b, _, h, w = images.shape
+        targets = one_hot_targets(labels, self.num_classes, b, label_smoothing=self.label_smoothing,
+                                  device=images.device)
+        if masks is not None:
+            self._check_masks(masks, images)
+        attention = self.check_attention(attention, images)
+        if params is None:
+            if not self.draw_applies(generator):
+                return (images.clone(), targets) + ((masks.clone(),) if masks is not None else ())
+            params = self.make_params(b, h, w, generator)
+        params = {k: to_device(v, images.device) for k, v in params.items()}
+        out = self.apply(images, targets, params, attention, masks)
+        if not images.is_contiguous() and images.is_contiguous(memory_format=torch.channels_last):
+            out = (out[0].contiguous(memory_format=torch.channels_last), *out[1:])
+        return out
+
+    def _check_masks(self, masks: Any, images: torch.Tensor) -> None:
+        if not self.accepts_masks:
+            raise ValueError(f"{type(self).__name__} blends whole images, so per-pixel label maps cannot follow it; "
+                             "drop masks= (use CutMix, Attentive CutMix or random cells for segmentation)")
+        if not isinstance(masks, torch.Tensor):
+            raise TypeError(f"masks must be a torch.Tensor, got {type(masks).__name__}")
+        b, _, h, w = images.shape
+        if masks.shape != (b, h, w):
+            raise ValueError(f"masks must have shape (B, H, W)=({b}, {h}, {w}) like the images, got {tuple(masks.shape)}")
+        if masks.device != images.device:
+            raise ValueError(f"masks are on {masks.device} but images are on {images.device}; move them with "
+                             "masks.to(images.device)")
+
+
+def check_alpha(alpha: Any) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0 or not math.isfinite(alpha):
+        raise ValueError(f"alpha must be a finite number > 0, got alpha={alpha!r}")
+    return float(alpha)
+
+
+def channel_mean(attention: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) -> (B, h, w) float32; (B, h, w) passes through as float32."""
+    att = attention.to(torch.float32)
+    return att.mean(dim=1) if att.ndim == 4 else att
+
+
+def pool_to_grid(attention: torch.Tensor, grid_size: int) -> torch.Tensor:
+    att = channel_mean(attention)
+    if att.shape[-2:] != (grid_size, grid_size):
+        att = F.adaptive_avg_pool2d(att.unsqueeze(1), grid_size).squeeze(1)
+    return att
