@@ -194,7 +194,7 @@ def test_large_cache_is_memory_mapped_not_read(tmp_path):
                        batch_size=8192, progress=False).path
     assert path.stat().st_size > 5_000_000
     before = _io_read_bytes()
-    cache = open_cache(path)
+    cache = open_cache(path, in_memory=False)  # what a cache above IN_MEMORY_MAX_BYTES gets without asking
     after = _io_read_bytes()
     assert isinstance(cache.maps, np.memmap)
     if before is not None:

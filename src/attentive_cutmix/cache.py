@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 
 from .serialization import atomic_write
 
-__all__ = ["AttentionCache", "CacheError", "CacheMismatchError", "build_cache", "open_cache", "cache_meta", "FORMAT_VERSION"]
+__all__ = ["AttentionCache", "CacheError", "CacheMismatchError", "build_cache", "open_cache", "cache_meta",
+           "FORMAT_VERSION", "is_attention_cache", "check_cache_target", "IN_MEMORY_MAX_BYTES"]
 
 FORMAT_VERSION = 1
 TENSOR = "attention"
@@ -41,6 +42,11 @@ _HASH = re.compile(r"[0-9a-f]{64}")
 _MAX_HEADER = 100 * 1024 * 1024
 _MISSING = "<missing>"
 _DTYPE = np.dtype("<f2")  # safetensors data is little-endian whatever the machine
+# Caches up to this size are read into memory when opened (CIFAR: ~6 MB, ImageNet at 7x7: ~125 MB), so a run stops
+# depending on the file: truncating or overwriting it in place (cp, a full disk) cannot kill the run with SIGBUS.
+# Larger caches are memory-mapped; build_cache replaces a file only by renaming a new one over it, which leaves
+# the mapped (old) file intact for the runs that use it.
+IN_MEMORY_MAX_BYTES = 256 * 2**20
 
 
 class CacheError(ValueError):
@@ -55,7 +61,15 @@ class CacheMismatchError(CacheError):
     """A valid cache made for another dataset or extractor than the run asks for."""
 
 
+def _not_a_cache_hint(path: Path) -> str:
+    # Never suggest --force here: the file may be someone's weights or checkpoint.
+    return ("it is never replaced by `attentive-cutmix cache-attention` (--force replaces attention caches only): "
+            "build the cache at another path, e.g. `attentive-cutmix cache-attention ... --out attention.safetensors`, "
+            f"and if {path} is a damaged cache you made, delete it yourself first")
+
+
 def _rebuild_hint(path: Path, meta: Mapping[str, Any] | None = None) -> str:
+    """How to rebuild ``path``; only for a file whose header identifies it as an attention cache."""
     meta = meta or {}
     dataset, extractor = meta.get("dataset", "DATASET"), meta.get("extractor", "EXTRACTOR")
     return (f"rebuild it with `attentive-cutmix cache-attention --dataset {dataset} --extractor {extractor} --out {path} --force` "
@@ -63,15 +77,19 @@ def _rebuild_hint(path: Path, meta: Mapping[str, Any] | None = None) -> str:
 
 
 class AttentionCache:
-    """Read-only, memory-mapped (N, h, w) float16 attention maps indexed by train-split position."""
+    """Read-only (N, h, w) float16 attention maps indexed by train-split position: in memory (``data``) or
+    memory-mapped from the file."""
 
-    def __init__(self, path: Path, meta: dict[str, Any], offset: int, shape: tuple[int, int, int]) -> None:
+    def __init__(self, path: Path, meta: dict[str, Any], offset: int, shape: tuple[int, int, int], *,
+                 data: np.ndarray | None = None) -> None:
         self.path, self.meta, self._offset, self._shape = Path(path), meta, offset, shape
-        self._maps = np.memmap(self.path, dtype=_DTYPE, mode="r", offset=offset, shape=shape)
+        self.in_memory = data is not None
+        self._maps = data if data is not None else np.memmap(self.path, dtype=_DTYPE, mode="r", offset=offset,
+                                                             shape=shape)
 
     @property
-    def maps(self) -> np.memmap:
-        """The whole (N, h, w) float16 array, backed by the file (slicing reads only what it touches)."""
+    def maps(self) -> np.ndarray:
+        """The whole (N, h, w) float16 array (memory-mapped: slicing reads only what it touches)."""
         return self._maps
 
     @property
@@ -89,13 +107,15 @@ class AttentionCache:
             raise IndexError(f"index {index} is out of range for an attention cache of {n} maps ({self.path})")
         return torch.from_numpy(np.array(self._maps[i]))
 
-    # A pickled np.memmap carries a full copy of its data; ship the path instead and map it again,
-    # so spawned DataLoader workers and DDP ranks share the page cache.
+    # A pickled np.memmap carries a full copy of its data; ship the path instead and map it again, so spawned
+    # DataLoader workers and DDP ranks share the page cache. An in-memory cache ships its maps: a worker must
+    # not read a file that may have been replaced since the run opened it.
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "meta": self.meta, "offset": self._offset, "shape": self._shape}
+        return {"path": self.path, "meta": self.meta, "offset": self._offset, "shape": self._shape,
+                "data": self._maps if self.in_memory else None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], state["meta"], state["offset"], state["shape"])
+        self.__init__(state["path"], state["meta"], state["offset"], state["shape"], data=state.get("data"))
 
     def __repr__(self) -> str:
         return (f"AttentionCache({str(self.path)!r}, n={len(self)}, grid={self.grid}, dataset={self.meta.get('dataset')!r}, "
@@ -189,33 +209,75 @@ def _differences(expected: Mapping[str, Any], found: Mapping[str, Any]) -> list[
 
 
 # --------------------------------------------------------------------------- open
-def _read_header(path: Path) -> tuple[dict[str, Any], int, int]:
-    """(parsed safetensors header, data offset, file size); CacheError if this is no safetensors file."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise CacheError(f"{path} is not an attention cache: {size} bytes is too short for a safetensors header; {_rebuild_hint(path)}")
-        (n,) = struct.unpack("<Q", head)
-        if n == 0 or n > _MAX_HEADER or n > size - 8:
-            raise CacheError(f"{path} is not an attention cache (not a safetensors file, or truncated inside its header: "
-                             f"header length {n}, file size {size}); {_rebuild_hint(path)}")
-        raw = f.read(n)
+def _read_header(path: Path, f: Any) -> tuple[dict[str, Any], int, int]:
+    """(parsed safetensors header, data offset, file size) from the open file ``f``; CacheError if this is no
+    safetensors file."""
+    size = os.fstat(f.fileno()).st_size
+    head = f.read(8)
+    if len(head) < 8:
+        raise CacheError(f"{path} is not an attention cache: {size} bytes is too short for a safetensors header; "
+                         f"{_not_a_cache_hint(path)}")
+    (n,) = struct.unpack("<Q", head)
+    if n == 0 or n > _MAX_HEADER or n > size - 8:
+        raise CacheError(f"{path} is not an attention cache (not a safetensors file, or truncated inside its header: "
+                         f"header length {n}, file size {size}); {_not_a_cache_hint(path)}")
+    raw = f.read(n)
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CacheError(f"{path} is not an attention cache (its safetensors header is not JSON: {err}); {_rebuild_hint(path)}") from err
+        raise CacheError(f"{path} is not an attention cache (its safetensors header is not JSON: {err}); "
+                         f"{_not_a_cache_hint(path)}") from err
     if not isinstance(header, dict):
-        raise CacheError(f"{path} is not an attention cache (malformed safetensors header); {_rebuild_hint(path)}")
+        raise CacheError(f"{path} is not an attention cache (malformed safetensors header); {_not_a_cache_hint(path)}")
     return header, 8 + n, size
 
 
-def open_cache(path: str | os.PathLike, *, expect: Mapping[str, Any] | None = None) -> AttentionCache:
+def _cache_metadata(header: Mapping[str, Any]) -> Any:
+    metadata = header.get("__metadata__")
+    return metadata.get(META_KEY) if isinstance(metadata, dict) else None
+
+
+def is_attention_cache(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a file whose header says it is an attention cache (even a truncated or stale one)."""
+    try:
+        with open(path, "rb") as f:
+            header, _, _ = _read_header(Path(path), f)
+    except (OSError, CacheError):
+        return False
+    return isinstance(header.get(TENSOR), dict) and _cache_metadata(header) is not None
+
+
+def check_cache_target(path: str | os.PathLike, *, force: bool = False,
+                       protected: tuple[str | os.PathLike | None, ...] = ()) -> None:
+    """Refuse an output path for ``build_cache`` (before any work): ``CacheError`` naming the path and the fix.
+
+    Refused: a folder; one of the ``protected`` files (the extractor's weights or checkpoint), whatever its
+    type; an existing file without ``force``; with ``force``, an existing file that is not an attention cache
+    (``force`` replaces caches only).
+    """
+    path = Path(path)
+    for other in protected:
+        if other is not None and Path(other).exists() and path.exists() and os.path.samefile(path, other):
+            raise CacheError(f"--out {path} is the extractor's own weights/checkpoint file {other}; writing the cache "
+                             "there would destroy it. Choose another --out, e.g. attention.safetensors")
+    if path.is_dir():
+        raise CacheError(f"--out {path} is a directory; give a file path such as {path / 'attention.safetensors'}")
+    if not path.exists():
+        return
+    if not is_attention_cache(path):
+        raise CacheError(f"--out {path} exists and is not an attention cache; {_not_a_cache_hint(path)}")
+    if not force:
+        raise CacheError(f"--out {path} is an existing attention cache; pass --force to replace it, or choose "
+                         "another --out")
+
+
+def open_cache(path: str | os.PathLike, *, expect: Mapping[str, Any] | None = None,
+               in_memory: bool | None = None) -> AttentionCache:
     """Open and validate a cache; with ``expect`` (from ``cache_meta``) refuse one made for another run.
 
-    Only the header is read; the maps are memory-mapped. Raises ``CacheNotFoundError`` for a missing
-    file, ``CacheError`` for a truncated, corrupt or foreign file, ``CacheMismatchError`` naming every
-    field that differs from ``expect``.
+    ``in_memory=None`` reads the maps into memory if they take at most ``IN_MEMORY_MAX_BYTES`` and memory-maps
+    larger ones; ``True``/``False`` force either. Raises ``CacheNotFoundError`` for a missing file, ``CacheError``
+    for a truncated, corrupt or foreign file, ``CacheMismatchError`` naming every field that differs from ``expect``.
     """
     path = Path(path)
     if expect is not None:
@@ -227,11 +289,25 @@ def open_cache(path: str | os.PathLike, *, expect: Mapping[str, Any] | None = No
     if not path.is_file():
         raise CacheNotFoundError(f"attention cache not found: {path}; build it with `attentive-cutmix cache-attention "
                                  f"--dataset ... --extractor ... --out {path}` or pass --build-cache to train")
-    header, offset, size = _read_header(path)
-    entry, raw_meta = header.get(TENSOR), (header.get("__metadata__") or {}).get(META_KEY)
+    with open(path, "rb") as f:  # header and maps from one open file: the same file even if it is replaced meanwhile
+        header, offset, size = _read_header(path, f)
+        meta, shape = _validated(path, header, offset, size, expect)
+        nbytes = 2 * int(np.prod(shape))
+        if in_memory if in_memory is not None else nbytes <= IN_MEMORY_MAX_BYTES:
+            data = np.empty(shape, dtype=_DTYPE)
+            f.seek(offset)
+            if f.readinto(memoryview(data).cast("B")) != nbytes:
+                raise CacheError(f"{path} was truncated while it was being read; {_rebuild_hint(path, meta)}")
+            return AttentionCache(path, meta, offset, shape, data=data)
+    return AttentionCache(path, meta, offset, shape)
+
+
+def _validated(path: Path, header: dict[str, Any], offset: int, size: int, expect: Mapping[str, Any] | None
+               ) -> tuple[dict[str, Any], tuple[int, int, int]]:
+    entry, raw_meta = header.get(TENSOR), _cache_metadata(header)
     if not isinstance(entry, dict) or raw_meta is None:
         raise CacheError(f"{path} is a safetensors file but not an attention cache (no {TENSOR!r} tensor with "
-                         f"{META_KEY!r} metadata; is it a weights file?); {_rebuild_hint(path)}")
+                         f"{META_KEY!r} metadata; is it a weights file?); {_not_a_cache_hint(path)}")
     try:
         meta = json.loads(raw_meta)
         shape = tuple(int(s) for s in entry["shape"])
@@ -260,7 +336,7 @@ def open_cache(path: str | os.PathLike, *, expect: Mapping[str, Any] | None = No
         if diffs:
             raise CacheMismatchError(f"attention cache {path} was built for another run; differing fields:\n  "
                                      + "\n  ".join(diffs) + f"\n{_rebuild_hint(path, {**meta, **expect})}")
-    return AttentionCache(path, meta, offset, shape)
+    return meta, shape
 
 
 # --------------------------------------------------------------------------- build
@@ -286,7 +362,9 @@ def build_cache(dataset: Dataset, extractor: Any, path: str | os.PathLike, *, me
     batch by batch into a memory-mapped temporary file that is fsynced and renamed over ``path``,
     so memory stays flat at any dataset size and an interrupted build leaves nothing behind.
     ``meta`` comes from ``cache_meta``; its ``length`` and ``grid`` (if given) must match what is built.
+    An existing ``path`` is replaced only if it is an attention cache (``check_cache_target(path, force=True)``).
     """
+    check_cache_target(path, force=True)  # whoever calls us, a weights file or a folder is never overwritten
     if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
         raise TypeError(f"dataset must be a map-style Dataset with __len__, got {type(dataset).__name__}")
     n = len(dataset)

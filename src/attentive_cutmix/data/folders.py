@@ -6,6 +6,7 @@ order of samples is therefore independent of the file system's listing order.
 """
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
-__all__ = ["DatasetError", "DatasetNotFoundError", "CorruptImageError", "ImageFiles", "load_image"]
+__all__ = ["DatasetError", "DatasetNotFoundError", "CorruptImageError", "UnsupportedImageError", "ImageFiles",
+           "load_image", "to_rgb_array"]
 
 
 class DatasetError(ValueError):
@@ -31,17 +33,80 @@ class CorruptImageError(DatasetError):
     """An image file exists but cannot be decoded."""
 
 
+class UnsupportedImageError(DatasetError):
+    """An image file that decodes, but in a mode with no well-defined 8-bit RGB reading (32-bit float, ...)."""
+
+
+# Modes PIL converts to RGB by the standard formulas (checked against pixel values in the tests): grey
+# replicated, palettes looked up, CMYK as (255 - C)(255 - K) / 255, YCbCr/LAB/HSV by their colour
+# transforms. Alpha is dropped (colour channels as stored; RGBa is un-premultiplied), as torchvision's loader does.
+_PIL_RGB_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"})
+# 16-bit grey (16-bit PNG, TIFF and PGM files; PIL reads some as "I"). PIL's own conversion clips these at 255,
+# which turns almost every image into a white one: scale the 16-bit range to 8 bits instead.
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+
+
+def to_rgb_array(img: Image.Image, path: str | os.PathLike = "<image>") -> np.ndarray:
+    """The (H, W, 3) uint8 RGB pixels of a decoded PIL image, by the rule of its mode (see above);
+    ``UnsupportedImageError`` naming ``path`` for modes with no such rule (32-bit float ``F``, ``La``)."""
+    if img.mode == "RGB":
+        return np.array(img)
+    if img.mode in _PIL_RGB_MODES:
+        return np.array(img.convert("RGB"))
+    if img.mode in _SIXTEEN_BIT_MODES:
+        values = np.array(img).astype(np.int64)
+        low, high = int(values.min()), int(values.max())
+        if low < 0 or high > 65535:
+            raise UnsupportedImageError(f"image file {str(path)!r} holds 32-bit integer pixels in [{low}, {high}], "
+                                        "outside the 16-bit range [0, 65535] this loader scales to 8 bits; convert it "
+                                        "to an 8-bit (or 16-bit) PNG first")
+        grey = ((values * 255 + 32767) // 65535).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    why = "32-bit float pixels have no fixed range ([0, 1]? [0, 255]?)" if img.mode == "F" else "no RGB reading"
+    raise UnsupportedImageError(f"image file {str(path)!r} has PIL mode {img.mode!r}: {why}; convert it to an 8-bit "
+                                "RGB or greyscale image (e.g. PNG) first")
+
+
 def load_image(path: str | os.PathLike) -> tv_tensors.Image:
     """Decode ``path`` with PIL to a uint8 RGB ``tv_tensors.Image`` (3, H, W); undecodable files raise
-    ``CorruptImageError`` naming the file."""
+    ``CorruptImageError``, files in a mode without an RGB reading ``UnsupportedImageError``, both naming the file."""
     try:
         with Image.open(path) as img:
             img.load()  # the full decode happens here, so truncated files fail here
-            array = np.array(img if img.mode == "RGB" else img.convert("RGB"))
+            array = to_rgb_array(img, path)
+    except DatasetError:
+        raise
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
         raise CorruptImageError(f"cannot decode image file {str(path)!r} ({err}); delete or replace it") from err
     # About 1.5x faster than pil_to_tensor(img.convert("RGB")) on small JPEGs (no conversion of RGB files).
     return tv_tensors.Image(torch.from_numpy(array).permute(2, 0, 1).contiguous())
+
+
+def _checked_sizes(root: Path, paths: list[str], what: str) -> list[int]:
+    """The size of every file, after refusing broken symlinks, symlink loops and folders reached twice."""
+    sizes, real_folders = [], {}
+    for path in paths:
+        try:
+            sizes.append(os.stat(path).st_size)
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                problem = "is a symlink loop"
+            elif os.path.islink(path):
+                problem = f"is a broken symlink (to {os.readlink(path)!r}, which does not exist)"
+            else:
+                problem = f"cannot be read ({err.strerror or err})"
+            raise DatasetError(f"{what} folder {str(root)!r}: image file {path!r} {problem}; remove or fix it") from err
+        folder = os.path.dirname(path)
+        if folder not in real_folders:
+            real_folders[folder] = os.path.realpath(folder)
+    seen: dict[str, str] = {}
+    for folder, real in real_folders.items():
+        if real in seen:  # a directory symlink loop (walked until ELOOP), or two links to one folder
+            raise DatasetError(f"{what} folder {str(root)!r}: {seen[real]!r} and {folder!r} are the same folder "
+                               "(through a symlink, perhaps a symlink loop), so its images would be counted twice; "
+                               "remove the symlink")
+        seen[real] = folder
+    return sizes
 
 
 def _find_classes(root: Path, what: str) -> list[str]:
@@ -80,6 +145,7 @@ class ImageFiles(Dataset):
         self.classes = found
         self.paths = [path for path, _ in samples]
         self.targets = [label for _, label in samples]
+        self._sizes = _checked_sizes(self.root, self.paths, what)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -90,8 +156,7 @@ class ImageFiles(Dataset):
     def identity(self, indices: list[int] | None = None) -> list[tuple[str, int]]:
         """``(relative path, size in bytes)`` per sample, in sample order: what a fingerprint hashes."""
         chosen = range(len(self.paths)) if indices is None else indices
-        return [(Path(os.path.relpath(self.paths[i], self.root)).as_posix(), os.path.getsize(self.paths[i]))
-                for i in chosen]
+        return [(Path(os.path.relpath(self.paths[i], self.root)).as_posix(), self._sizes[i]) for i in chosen]
 
     def first_image_size(self) -> tuple[int, int]:
         """(height, width) of the first image, read from its header only."""

@@ -34,14 +34,15 @@ from typing import Any
 
 import yaml
 
-from ..training.config import (FIELDS, METHOD_OPTIONS, METHODS, OPTIMIZER_OPTIONS, SCHEDULE_OPTIONS, ConfigError, TrainConfig,
-                               check_types, make_config, yaml_load)
+from ..training.config import (FIELDS, METHOD_OPTIONS, METHODS, OPTIMIZER_OPTIONS, SCHEDULE_OPTIONS, ConfigError,
+                               TrainConfig, check_types, make_config, yaml_load)
 
 GRID_KEYS = ("name", "preset", "settings", "method_settings", "extractors", "attention_cache", "localization", "axes",
              "metric", "paper_results", "description")
 METRICS = ("top1", "best_top1")
 # Where and how a run executes, not what it computes: left out of the cell id so cells can move between machines.
-RUN_FIELDS = ("output_dir", "resume", "overwrite", "workers", "device", "progress", "eval_batch_size", "attention_cache", "build_cache",
+RUN_FIELDS = ("output_dir", "resume", "overwrite", "workers", "device", "progress", "eval_batch_size", "attention_cache",
+              "build_cache",
               "log_every", "image_cache", "compile")
 PREFIX_AXES = ("dataset", "model", "method", "seed")
 EXTRACTOR_PREFIX = "extractor:"
@@ -155,14 +156,16 @@ def _check_top_level(data: dict[str, Any], path: Path) -> None:
         raise GridError(f"`paper_results:` in {path} must be a mapping {shape}, got {type(paper).__name__}")
     for dataset, models in paper.items():
         if not isinstance(models, dict):
-            raise GridError(f"`paper_results.{dataset}` in {path} must map model names to methods ({shape}), got {models!r}")
+            raise GridError(f"`paper_results.{dataset}` in {path} must map model names to methods ({shape}), "
+                            f"got {models!r}")
         for model, methods in models.items():
             if not isinstance(methods, dict):
                 raise GridError(f"`paper_results.{dataset}.{model}` in {path} must map methods to numbers ({shape}), "
                                 f"got {methods!r}")
             for method, number in methods.items():
                 if isinstance(number, bool) or not isinstance(number, (int, float)):
-                    raise GridError(f"`paper_results.{dataset}.{model}.{method}` in {path} must be a number, got {number!r}")
+                    raise GridError(f"`paper_results.{dataset}.{model}.{method}` in {path} must be a number, "
+                                    f"got {number!r}")
 
 
 def _check_axes(axes: dict[str, list[Any]], path: Path) -> None:
@@ -178,8 +181,9 @@ def _check_axes(axes: dict[str, list[Any]], path: Path) -> None:
                 raise GridError(str(err)) from err
             previous = seen.setdefault(str(label), overrides)
             if previous != overrides:
-                raise GridError(f"axis {axis!r} in {path} has two values labelled {str(label)!r} with different settings "
-                                f"({previous} and {overrides}); the tables would merge them. Give each its own `label:`")
+                raise GridError(f"axis {axis!r} in {path} has two values labelled {str(label)!r} with different "
+                                f"settings ({previous} and {overrides}); the tables would merge them. Give each its "
+                                "own `label:`")
 
 
 def _make(values: dict[str, Any], where: str) -> TrainConfig:
@@ -203,7 +207,8 @@ def load_grid(path: str | os.PathLike) -> Grid:
         raise GridError(f"`method_settings:` in {path} must map method names to mappings of options")
     unknown_methods = sorted(str(m) for m in method_settings if m not in METHODS)
     if unknown_methods:
-        raise GridError(f"`method_settings:` in {path} names unknown method(s) {unknown_methods}; valid: {', '.join(METHODS)}")
+        raise GridError(f"`method_settings:` in {path} names unknown method(s) {unknown_methods}; valid: "
+                        f"{', '.join(METHODS)}")
     axes = data.get("axes")
     if not isinstance(axes, dict) or not axes:
         raise GridError(f"grid file {path} needs `axes:`, a mapping of option -> list of values, e.g. "

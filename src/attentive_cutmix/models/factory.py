@@ -22,6 +22,17 @@ PAPER_MODELS: dict[str, tuple[str, str]] = {
 }
 SMALL_INPUT_MAX = 64
 INITS = ("default", "xavier")
+# Where a local weights file goes, on the command line and in Python: every "no weights" message names both.
+WEIGHTS_HINT = ("give a local weights file: on the command line `--extractor-weights PATH` (train, cache-attention), "
+                "in Python `FeatureExtractor(name, weights=PATH)`")
+
+
+class PretrainedWeightsError(RuntimeError, ValueError):
+    """Pretrained weights could not be fetched (offline, hub down) or do not exist for this model.
+
+    A ``RuntimeError`` as before, and a ``ValueError`` like every other bad option, so the command line
+    reports it in one line.
+    """
 
 
 def available_models() -> list[str]:
@@ -94,7 +105,7 @@ def create_model(name: str, num_classes: int, image_size: int = 224, init: str =
     lib, lib_name = _resolve(name)
     if lib == "cifar":
         if pretrained:
-            raise ValueError(f"{name} has no downloadable weights; load a file with FeatureExtractor(..., weights=PATH)")
+            raise PretrainedWeightsError(f"{name} has no downloadable weights; {WEIGHTS_HINT}")
         model = cifar_resnet(name, num_classes=num_classes)
     else:
         model = _build_library_model(lib, lib_name, num_classes, pretrained)
@@ -118,11 +129,15 @@ def _build_library_model(lib: str, name: str, num_classes: int, pretrained: bool
     except (OSError, RuntimeError) as err:  # urllib/hub errors surface as these
         if not pretrained:
             raise
-        raise RuntimeError(f"could not fetch pretrained weights for {name!r} ({err.__class__.__name__}: {err}). "
-                           "On an offline machine pass a local file instead: FeatureExtractor(name, weights=PATH)") from err
+        raise PretrainedWeightsError(f"could not fetch pretrained weights for {name!r} ({err.__class__.__name__}: "
+                                     f"{_first_line(err)}); on an offline machine {WEIGHTS_HINT}") from err
     if num_classes != 1000:
         _reset_torchvision_head(model, num_classes)
     return model
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).splitlines() or [""])[0][:300]
 
 
 def _reset_torchvision_head(model: nn.Module, num_classes: int) -> None:
@@ -141,4 +156,5 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["create_model", "available_models", "adapt_small_input_stem", "xavier_init_", "PAPER_MODELS", "count_parameters"]
+__all__ = ["create_model", "PretrainedWeightsError", "WEIGHTS_HINT",
+           "available_models", "adapt_small_input_stem", "xavier_init_", "PAPER_MODELS", "count_parameters"]

@@ -102,9 +102,11 @@ def check_compatible(ckpt: dict[str, Any], config: dict[str, Any], path: str | o
     if fp_saved is not None and fp_now is not None and fp_saved != fp_now:
         raise CheckpointError(f"cannot resume from {path}: the training data changed since it was written "
                               f"(fingerprint {fp_saved[:12]} vs {fp_now[:12]}). Nothing was changed.")
-    volatile = {"resume", "overwrite", "epochs", "output_dir", "workers", "device", "progress", "max_steps_per_epoch", "eval_every",
+    volatile = {"resume", "overwrite",  # how to start, not what is trained
+                "epochs", "output_dir", "workers", "device", "progress", "max_steps_per_epoch", "eval_every",
                 "eval_batch_size", "log_every", "image_cache", "compile", "explicit"}
     return sorted(k for k in config if k not in volatile and k in saved and saved[k] != config[k])
 
 
-__all__ = ["CHECKPOINT_NAME", "FORMAT_VERSION", "capture_rng", "restore_rng", "save_checkpoint", "load_checkpoint", "check_compatible"]
+__all__ = ["CHECKPOINT_NAME", "FORMAT_VERSION",
+           "capture_rng", "restore_rng", "save_checkpoint", "load_checkpoint", "check_compatible"]

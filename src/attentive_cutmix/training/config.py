@@ -127,9 +127,9 @@ class TrainConfig:
 FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "explicit")
 _HINTS = {name: hint for name, hint in typing.get_type_hints(TrainConfig).items() if name in FIELDS}
 # Upper bounds on sizes: beyond them a typo (an extra 0) allocates tens of GB or starts thousands of processes.
-SIZE_LIMITS: dict[str, int] = {"image_size": 2048, "extractor_input_size": 2048, "cutout_size": 2048, "batch_size": 16384,
-                               "eval_batch_size": 16384, "grid_size": 256, "workers": 256, "epochs": 100_000,
-                               "synthetic_size": 1_000_000}
+SIZE_LIMITS: dict[str, int] = {"image_size": 2048, "extractor_input_size": 2048, "cutout_size": 2048,
+                               "batch_size": 16384, "eval_batch_size": 16384, "grid_size": 256, "workers": 256,
+                               "epochs": 100_000, "synthetic_size": 1_000_000}
 MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds; the sampler adds the epoch to the seed
 
 # YAML 1.1 (PyYAML) reads 1e-3 and 5E4 as strings: its float pattern wants a dot. This loader also reads the
@@ -321,7 +321,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             raise ConfigError(f"{name}={getattr(cfg, name)!r} is beyond the largest accepted value {limit} (it would "
                               f"allocate far more memory or processes than any run needs); is there a typo?")
     if cfg.resume and cfg.overwrite:
-        raise ConfigError("give either --resume (continue the run in --output-dir) or --overwrite (replace it), not both")
+        raise ConfigError("give either --resume (continue the run in --output-dir) or --overwrite (replace it), "
+                          "not both")
     if not cfg.lr > 0:
         raise ConfigError(f"lr must be > 0, got lr={cfg.lr!r}")
     if cfg.weight_decay < 0:

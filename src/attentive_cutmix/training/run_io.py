@@ -6,10 +6,15 @@ checkpoint's curve on resume, so it never holds epochs the checkpoint doesn't kn
 """
 from __future__ import annotations
 
+import datetime
+import errno
+import fcntl
 import json
 import os
 import shlex
+import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -26,10 +31,122 @@ from .config import FIELDS, ConfigError
 from .distributed import DistInfo
 
 
-def prepare_output_dir(out: Path, *, resume: bool, is_main: bool) -> Path | None:
-    """Create/check ``out`` before any work; return the checkpoint to resume from (or ``None``).
+LOCK_NAME = ".lock"
+# What a run writes into its folder; any of them there means the folder holds someone's run.
+OUTPUT_NAMES = (CHECKPOINT_NAME, "results.json", "metrics.jsonl", "config.yaml", "tb", "weights.safetensors")
 
-    Refuses a fresh run into a folder that already holds a checkpoint, so nobody's run is overwritten.
+
+class RunLockedError(ConfigError):
+    """Another live process holds the run folder (its lock file names the holder)."""
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``<folder>/.lock``: held while this object is, dropped by the OS if the process dies.
+
+    The lock file is never deleted (deleting it would let a third process lock a new file while a second still
+    waits on the old one); it holds the current holder's pid, host, start time and command, for the error message.
+    """
+
+    def __init__(self, folder: Path, *, wait: bool = False) -> None:
+        self.path = Path(folder) / LOCK_NAME
+        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            holder = _holder(self._fd)
+            self._close()
+            raise RunLockedError(f"{folder} is in use by another run ({holder}); nothing was changed. Wait for it to "
+                                 "finish, or choose another --output-dir (the lock is released as soon as that process "
+                                 "ends, even if it is killed)") from None
+        except OSError as err:
+            self._close()
+            if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
+            warnings.warn(f"{folder}: this file system does not support file locks ({err.strerror}); a second run "
+                          "started in this folder would not be detected", stacklevel=3)
+            return
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(map(shlex.quote, sys.argv)),
+                "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, json.dumps(info).encode(), 0)
+        os.fsync(self._fd)
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    def release(self) -> None:
+        self._close()
+
+
+def _holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 65536, 0) or b"{}")
+        return f"pid {info['pid']} on {info['host']}, started {info['started']}: {info['command']}"
+    except (OSError, ValueError, KeyError, TypeError):  # the holder is between locking and writing its name
+        return "a process that has not written its name yet"
+
+
+def wait_for_run(folder: Path) -> None:
+    """Block until no process holds ``folder``'s run lock (returns at once if none does)."""
+    RunLock(folder, wait=True).release()
+
+
+# Run folders this process holds, by resolved path. The trainer takes the lock in prepare_output_dir and gives it
+# back in RunWriter.close(); this table carries it between the two. Re-entrant within a process: a run that failed
+# before its RunWriter existed leaves its lock here, and the next run of that folder in this process reuses it.
+_HELD: dict[str, RunLock] = {}
+
+
+def lock_run_dir(out: Path) -> RunLock:
+    """Hold ``out``'s run lock for this process (``RunLockedError`` naming the holder if another process has it)."""
+    key = str(Path(out).resolve())
+    if key not in _HELD:
+        _HELD[key] = RunLock(Path(out))
+    return _HELD[key]
+
+
+def release_run_dir(out: Path) -> None:
+    """Give back ``out``'s run lock if this process holds it."""
+    lock = _HELD.pop(str(Path(out).resolve()), None)
+    if lock is not None:
+        lock.release()
+
+
+def existing_outputs(out: Path) -> list[str]:
+    """The run outputs in ``out`` (``tb`` counts once it holds a file)."""
+    found = []
+    for name in OUTPUT_NAMES:
+        path = out / name
+        if path.is_dir() and any(p.is_file() for p in path.rglob("*")) or path.is_file():
+            found.append(name)
+    return found
+
+
+def _finished(out: Path) -> bool:
+    try:
+        return json.loads((out / "results.json").read_text()).get("status") == "finished"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _remove_outputs(out: Path) -> None:
+    for name in OUTPUT_NAMES:  # only what a run writes: never a file the user put in the folder
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def prepare_output_dir(out: Path, *, resume: bool, is_main: bool, overwrite: bool = False) -> Path | None:
+    """Create/check ``out`` and lock it before any work; return the checkpoint to resume from (or ``None``).
+
+    The main process holds ``out``'s run lock from here until ``RunWriter.close()`` (another live run there:
+    ``RunLockedError`` naming it). A fresh run refuses a folder that holds any run output (checkpoint, results,
+    metrics, config, TensorBoard events) unless ``overwrite``, which first removes those outputs (and nothing
+    else); ``resume`` without a checkpoint starts afresh, except over a finished run, which it refuses.
     """
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--output-dir {out} exists and is not a folder; choose another --output-dir")
@@ -43,16 +160,43 @@ def prepare_output_dir(out: Path, *, resume: bool, is_main: bool) -> Path | None
     except OSError as err:
         raise ConfigError(f"--output-dir {out} is not writable ({err.strerror or err}); fix its permissions or free space, "
                           "or choose another --output-dir") from err
-    ckpt = out / CHECKPOINT_NAME
-    if ckpt.exists() and not resume:
-        raise ConfigError(f"{out} already holds a checkpoint ({ckpt}) from an earlier run; nothing was changed. To continue "
-                          f"that run add --resume (e.g. `attentive-cutmix train --config {out / 'config.yaml'} --resume`), "
-                          "or choose another --output-dir for a new run")
-    if resume and not ckpt.exists():
+    if is_main:
+        lock_run_dir(out)
+    try:
+        return _resume_point(out, resume=resume, is_main=is_main, overwrite=overwrite)
+    except BaseException:
         if is_main:
-            warnings.warn(f"--resume: no checkpoint in {out} yet; starting a fresh run", stacklevel=2)
+            release_run_dir(out)
+        raise
+
+
+def _resume_point(out: Path, *, resume: bool, is_main: bool, overwrite: bool) -> Path | None:
+    ckpt = out / CHECKPOINT_NAME
+    existing = existing_outputs(out)
+    if resume and overwrite:
+        raise ConfigError("resume and overwrite exclude each other")
+    if overwrite:
+        if is_main and existing:
+            warnings.warn(f"--overwrite: removing the earlier run's {', '.join(existing)} from {out}", stacklevel=3)
+            _remove_outputs(out)
         return None
-    return ckpt if resume else None
+    if resume:
+        if ckpt.exists():
+            return ckpt
+        if _finished(out):
+            raise ConfigError(f"--resume: {out} holds a finished run ({out / 'results.json'}) and no checkpoint, so "
+                              "there is nothing to continue; nothing was changed. To train it again from scratch and "
+                              "replace its results add --overwrite (config: overwrite: true), or choose another "
+                              "--output-dir")
+        if is_main:
+            warnings.warn(f"--resume: no checkpoint in {out} yet; starting a fresh run", stacklevel=3)
+        return None
+    if existing:
+        what = f"a checkpoint ({ckpt})" if ckpt.exists() else f"the outputs of an earlier run ({', '.join(existing)})"
+        raise ConfigError(f"{out} already holds {what}; nothing was changed. To continue that run add --resume "
+                          f"(e.g. `attentive-cutmix train --config {out / 'config.yaml'} --resume`), to replace it add "
+                          "--overwrite (config: overwrite: true), or choose another --output-dir for a new run")
+    return None
 
 
 def resume_command(out: Path, dist: DistInfo) -> str:
@@ -71,11 +215,12 @@ def _json_line(row: dict[str, Any]) -> str:
 class RunWriter:
     def __init__(self, out: Path, config: dict[str, Any], curve: list[dict[str, Any]], *, enabled: bool, progress: bool = True) -> None:
         self.out, self.config, self.enabled = out, config, enabled
+        self.epochs_logged = len(curve)
         self.show_progress = enabled and progress and sys.stderr.isatty()
         self.tb = None
         if not enabled:
             return
-        resumable = {k: v for k, v in config.items() if k in FIELDS and k != "resume"}
+        resumable = {k: v for k, v in config.items() if k in FIELDS and k not in ("resume", "overwrite")}
         atomic_write(out / "config.yaml", lambda tmp: Path(tmp).write_text(yaml.safe_dump(resumable, sort_keys=False)))
         atomic_write(out / "metrics.jsonl", lambda tmp: Path(tmp).write_text("".join(_json_line(r) for r in curve)))
         from torch.utils.tensorboard import SummaryWriter
@@ -86,6 +231,7 @@ class RunWriter:
         return tqdm(disable=not self.show_progress, leave=False, dynamic_ncols=True, **kwargs)
 
     def log_epoch(self, row: dict[str, Any]) -> None:
+        self.epochs_logged += 1
         if not self.enabled:
             return
         with open(self.out / "metrics.jsonl", "a") as f:
@@ -110,11 +256,16 @@ class RunWriter:
                    "wall_time_s": wall_time, "status": "finished"}
         if self.enabled:
             atomic_write(self.out / "results.json", lambda tmp: Path(tmp).write_text(json.dumps(results, indent=2)))
+            release_run_dir(self.out)
         return results
 
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+        # The trainer closes the writer before finish() writes results.json: a complete run keeps its folder
+        # locked until then, so no other process ever sees it with every epoch done but no results.
+        if self.enabled and self.epochs_logged < int(self.config.get("epochs", 0)):
+            release_run_dir(self.out)
 
 
 class StopSignals:
@@ -140,4 +291,5 @@ class StopSignals:
         self._previous.clear()
 
 
-__all__ = ["prepare_output_dir", "resume_command", "RunWriter", "StopSignals"]
+__all__ = ["prepare_output_dir", "resume_command", "RunWriter", "StopSignals", "RunLock", "RunLockedError",
+           "lock_run_dir", "release_run_dir", "wait_for_run", "existing_outputs", "OUTPUT_NAMES", "LOCK_NAME"]
