@@ -1,0 +1,262 @@
+"""The device-resident data path: same augmentation distribution as the loader path, maps moved with their
+images, exact mid-epoch resume, a changed image folder noticed, the auto rule, and --eval-train on both paths."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader
+
+import attentive_cutmix.data.device as device_mod
+from attentive_cutmix.cache import build_cache
+from attentive_cutmix.data import build_datasets
+from attentive_cutmix.data.device import PADDING, DeviceSplit, ImageCacheError, crop_flip, device_split
+from attentive_cutmix.data.transforms import train_transform
+from attentive_cutmix.serialization import safe_torch_load
+from attentive_cutmix.training import ConfigError, evaluate, make_config, train
+from attentive_cutmix.training import trainer as trainer_mod
+from attentive_cutmix.training.data_setup import unaugmented
+from attentive_cutmix.training.distributed import DistInfo
+
+SIZE = 8  # >= PADDING, so every crop keeps image pixels from which its offset can be read
+POSITIONS = 2 * PADDING + 1
+TIMING = ("images_per_s", "time_s")
+
+
+def _chi2_bound(dof: int, z: float = 3.72) -> float:
+    """Upper chi-square quantile (Wilson-Hilferty); z=3.72 is the one-sided 1e-4 level."""
+    return dof * (1 - 2 / (9 * dof) + z * math.sqrt(2 / (9 * dof))) ** 3
+
+
+def _coordinate_image() -> torch.Tensor:
+    """uint8 (3, S, S): channel 0 = row + 1, channel 1 = col + 1, channel 2 = 1; 0 only where the crop pads."""
+    rows = torch.arange(1, SIZE + 1).view(SIZE, 1).expand(SIZE, SIZE)
+    return torch.stack([rows, rows.t(), torch.ones(SIZE, SIZE, dtype=torch.long)]).to(torch.uint8)
+
+
+def _expected_crop(dy: int, dx: int, flip: bool) -> torch.Tensor:
+    padded = F.pad(_coordinate_image(), (PADDING,) * 4)
+    out = padded[:, dy:dy + SIZE, dx:dx + SIZE]
+    return out.flip(-1) if flip else out
+
+
+def _read_offsets(crop: torch.Tensor) -> tuple[int, int, bool]:
+    """(dy, dx, flip) of one augmented coordinate image, after checking every pixel against them."""
+    crop = crop.long()
+    inside = crop[2] == 1
+    i, j = (int(v) for v in inside.nonzero()[0])
+    dy = int(crop[0, i, j]) - 1 - i + PADDING
+    cols = crop[1][inside.any(1).nonzero()[0, 0]]  # a row that shows the image
+    seen = cols[cols > 0]
+    flip = len(seen) > 1 and bool(seen[0] > seen[-1])
+    dx = int(crop[1, i, j]) - 1 + PADDING - ((SIZE - 1 - j) if flip else j)
+    assert torch.equal(crop, _expected_crop(dy, dx, flip).long()), (dy, dx, flip)
+    return dy, dx, flip
+
+
+def _assert_uniform(offsets: list[tuple[int, int, bool]]) -> None:
+    n = len(offsets)
+    dys, dxs, flips = (np.array(v) for v in zip(*offsets))
+    for axis in (dys, dxs):
+        counts = np.bincount(axis, minlength=POSITIONS)
+        assert len(counts) == POSITIONS  # no offset outside [0, 2p]
+        chi2 = float(((counts - n / POSITIONS) ** 2 / (n / POSITIONS)).sum())
+        assert chi2 < _chi2_bound(POSITIONS - 1), counts
+    # The joint (dy, dx, flip) cells: independence of the three draws too.
+    joint = np.bincount((dys * POSITIONS + dxs) * 2 + flips, minlength=2 * POSITIONS ** 2)
+    expect = n / len(joint)
+    assert float(((joint - expect) ** 2 / expect).sum()) < _chi2_bound(len(joint) - 1)
+    assert abs(int(flips.sum()) - n / 2) < 4.5 * math.sqrt(n / 4)
+
+
+def test_device_crop_flip_draws_uniform_offsets_and_fair_flips():
+    n = 8000
+    batch = _coordinate_image().unsqueeze(0).expand(n, -1, -1, -1).contiguous()
+    out, _ = crop_flip(batch, generator=torch.Generator().manual_seed(0))
+    assert out.dtype == torch.uint8 and out.shape == batch.shape
+    _assert_uniform([_read_offsets(crop) for crop in out])
+
+
+def test_loader_transform_draws_the_same_distribution():
+    n = 4000
+    transform = train_transform("cifar", SIZE)
+    torch.manual_seed(0)  # v2 transforms draw from the global RNG
+    image = _coordinate_image()
+    crops = [(transform(image) * 255).round().to(torch.uint8) for _ in range(n)]
+    _assert_uniform([_read_offsets(crop) for crop in crops])
+
+
+def test_attention_map_moves_with_its_image_and_is_zero_in_the_padding():
+    n, s = 5, 12
+    idx = torch.arange(n).view(n, 1, 1)
+    rows, cols = torch.arange(1, s + 1).view(1, s, 1), torch.arange(1, s + 1).view(1, 1, s)
+    images = torch.stack([rows.expand(n, s, s), cols.expand(n, s, s), (idx + 1).expand(n, s, s)], 1).to(torch.uint8)
+    # Every map pixel names its sample and coordinates; exact in float16 (integers below 2048).
+    maps = (idx * 300 + rows * 16 + cols).to(torch.float16)
+    split = DeviceSplit(images, torch.arange(n) * 10, maps)
+    index = torch.tensor([3, 1, 0, 4, 2] * 40)
+    x, labels, att = split.batch(index, torch.Generator().manual_seed(1))
+    assert att.dtype == torch.float32 and att.shape == (len(index), s, s)
+    assert torch.equal(labels, index * 10)
+    code = (x * 255).round().long()
+    expected = torch.where(code[:, 2] > 0, (code[:, 2] - 1) * 300 + code[:, 0] * 16 + code[:, 1], 0)
+    assert torch.equal(att.long(), expected)
+    assert torch.equal(code[:, 2].amax((1, 2)) - 1, index)  # each crop shows its own sample
+    padded = code[:, 2] == 0
+    assert padded.any() and (~padded).all(2).any()  # the padding was exercised ...
+    flipped = code[:, 1, :, 1:] < code[:, 1, :, :-1]
+    assert (flipped & ~padded[:, :, 1:] & ~padded[:, :, :-1]).any()  # ... and so was the flip
+
+
+class _RedTimes255(torch.nn.Module):
+    """A stand-in extractor: its map is the red channel in 0..255 (exact in the cache's float16)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x[:, :1] * 255).round()
+
+
+def test_cached_maps_follow_their_images_end_to_end(tmp_path):
+    raw, _, info = build_datasets("synthetic", synthetic_size=24, augment=False)
+    cache = build_cache(raw, _RedTimes255(), tmp_path / "att.safetensors", meta={"dataset": info.name},
+                        batch_size=8, progress=False)
+    train_ds, _, _ = build_datasets("synthetic", synthetic_size=24, attention_cache=cache)
+    split = device_split(train_ds, info.image_size, torch.device("cpu"))
+    x, _, att = split.batch(torch.arange(24).repeat(4), torch.Generator().manual_seed(2))
+    red = (x[:, 0] * 255).round()
+    assert torch.equal(att, red)  # padding included: both zero there
+    assert att.flatten(1).std(1).min() > 0  # real structure in every map, so a misplaced map would differ
+
+
+# ------------------------------------------------------------------------------------------ trainer
+def _opts(out: Path, **kw):
+    base = dict(dataset="synthetic", synthetic_size=[48, 16], model="cifar_resnet20", epochs=2, batch_size=16,
+                workers=0, output_dir=str(out), progress=False, seed=5, data_path="device")
+    return {**base, **kw}
+
+
+def _strip(curve):
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in curve]
+
+
+def _checkpoint(out: Path):
+    return safe_torch_load(out / "checkpoint.pt")
+
+
+def test_mid_epoch_resume_on_the_device_path_is_exact(tmp_path, monkeypatch):
+    straight = train(make_config(_opts(tmp_path / "straight", method="cutmix")))
+    real_step = trainer_mod._Run._step
+
+    def step_then_signal(self, batch):
+        if self.epoch == 1 and self.step == 1:  # the second of three steps of epoch 2
+            self.signals.requested, self.signals.name = True, "SIGTERM"  # as the handler does
+        return real_step(self, batch)
+
+    monkeypatch.setattr(trainer_mod._Run, "_step", step_then_signal)
+    stopped = train(make_config(_opts(tmp_path / "resumed", method="cutmix")))
+    assert stopped["status"] == "interrupted" and (stopped["epoch"], stopped["step"]) == (1, 2)
+    monkeypatch.setattr(trainer_mod._Run, "_step", real_step)
+    resumed = train(make_config(_opts(tmp_path / "resumed", method="cutmix", resume=True)))
+    assert _strip(resumed["curve"]) == _strip(straight["curve"])
+    a, b = _checkpoint(tmp_path / "straight"), _checkpoint(tmp_path / "resumed")
+    assert a["config"]["data_path_used"] == b["config"]["data_path_used"] == "device"
+    assert a["model"].keys() == b["model"].keys()
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+def _write_folder(root: Path, per_class: int = 4, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    for cls in ("ant", "bee"):
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            ext = "png" if i % 2 else "jpg"  # both decoders
+            Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(root / cls / f"{i:02d}.{ext}")
+
+
+def _folder_opts(tmp_path: Path, out: str, cache: Path):
+    return dict(dataset="imagefolder", data_dir=str(tmp_path / "images"), val_fraction=0.25, model="cifar_resnet20",
+                epochs=1, batch_size=4, workers=0, output_dir=str(tmp_path / out), progress=False,
+                data_path="device", image_cache=str(cache))
+
+
+def test_an_unchanged_folder_reuses_the_image_cache(tmp_path):
+    _write_folder(tmp_path / "images")
+    cache = tmp_path / "frames.safetensors"
+    train(make_config(_folder_opts(tmp_path, "first", cache)))
+    stamp = cache.stat().st_mtime_ns
+    train(make_config(_folder_opts(tmp_path, "second", cache)))
+    assert cache.stat().st_mtime_ns == stamp  # read, not rebuilt
+
+
+def test_a_file_added_to_the_folder_is_refused_naming_the_cache(tmp_path):
+    _write_folder(tmp_path / "images")
+    cache = tmp_path / "frames.safetensors"
+    train(make_config(_folder_opts(tmp_path, "first", cache)))
+    Image.fromarray(np.zeros((SIZE, SIZE, 3), dtype=np.uint8)).save(tmp_path / "images" / "ant" / "99.png")
+    with pytest.raises(ImageCacheError, match="train split of other data") as err:
+        train(make_config(_folder_opts(tmp_path, "second", cache)))
+    assert str(cache) in str(err.value) and "delete it to rebuild" in str(err.value)
+
+
+@pytest.mark.parametrize("split", ["train", "eval"])
+def test_a_replaced_file_is_refused_for_the_split_that_holds_it(tmp_path, split):
+    _write_folder(tmp_path / "images")
+    cache = tmp_path / "frames.safetensors"
+    train(make_config(_folder_opts(tmp_path, "first", cache)))
+    train_ds, eval_ds, _ = build_datasets("imagefolder", data_dir=tmp_path / "images", val_fraction=0.25)
+    ds = train_ds if split == "train" else eval_ds
+    victim = Path(ds.source.paths[ds.indices[0]])
+    before = victim.stat().st_size
+    # Another image of another byte size: what the fingerprint (path, size) can see.
+    Image.fromarray(np.full((SIZE, SIZE, 3), 7, dtype=np.uint8)).save(victim, format=victim.suffix[1:].replace(
+        "jpg", "jpeg"))
+    assert victim.stat().st_size != before
+    with pytest.raises(ImageCacheError, match=f"the {split} split of other data") as err:
+        train(make_config(_folder_opts(tmp_path, "second", cache)))
+    assert str(cache) in str(err.value)
+
+
+def test_device_path_on_large_images_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"--data-path device does not apply .*96 px.*--data-path loader"):
+        train(make_config(_opts(tmp_path / "big", image_size=96, synthetic_size=[8, 8], batch_size=4)))
+    assert not (tmp_path / "big" / "checkpoint.pt").exists()
+
+
+def test_auto_picks_the_device_path_when_the_data_fits(tmp_path, monkeypatch):
+    asked = []
+    real = device_mod.fits_on_device
+    monkeypatch.setattr(device_mod, "fits_on_device", lambda n, device: asked.append(n) or real(n, device))
+    run = trainer_mod._Run(make_config(_opts(tmp_path / "auto", data_path="auto")), DistInfo(), torch.device("cpu"))
+    assert run.data_path == "device" and len(run.device_train) == 48 and len(run.device_eval) == 16
+    assert asked == [(48 + 16) * 3 * 32 * 32]  # both splits as uint8
+
+
+def test_auto_falls_back_to_the_loader_path_when_the_data_does_not_fit(tmp_path, monkeypatch):
+    monkeypatch.setattr(device_mod, "fits_on_device", lambda n, device: False)
+    run = trainer_mod._Run(make_config(_opts(tmp_path / "auto", data_path="auto")), DistInfo(), torch.device("cpu"))
+    assert run.data_path == "loader" and run.device_train is None and len(run.train_ds) == 48
+
+
+@pytest.mark.parametrize("path", ["device", "loader"])
+def test_eval_train_adds_train_accuracy_to_every_evaluated_row(tmp_path, path):
+    out = tmp_path / path
+    res = train(make_config(_opts(out, data_path=path, eval_train=True, epochs=3, eval_every=2)))
+    curve = res["curve"]
+    assert [row["top1"] is not None for row in curve] == [False, True, True]  # epochs 2 and 3 (the last)
+    assert "train_top1" not in curve[0]
+    for row in curve[1:]:
+        assert 0.0 <= row["train_top1"] <= 100.0 and row["train_eval_loss"] > 0
+    # The figure is the final model's accuracy on the un-augmented training split.
+    ckpt = _checkpoint(out)
+    assert ckpt["config"]["data_path_used"] == path
+    model = trainer_mod.create_model("cifar_resnet20", num_classes=ckpt["config"]["num_classes"], image_size=32)
+    model.load_state_dict(ckpt["model"])
+    train_ds, _, info = build_datasets("synthetic", synthetic_size=[48, 16])
+    metrics = evaluate(model, DataLoader(unaugmented(train_ds, info), batch_size=16), info, "cpu")
+    assert metrics["top1"] == pytest.approx(curve[-1]["train_top1"])
+    assert metrics["loss"] == pytest.approx(curve[-1]["train_eval_loss"], rel=1e-5)
