@@ -1,0 +1,172 @@
+"""No host<->device synchronisation in a mixer call or in a training step, proven without a GPU.
+
+A ``meta`` tensor has shapes but no values: ``.item()``, ``bool(t)``, ``int(t)`` and ``.tolist()`` of one raise,
+so anything that runs to the end on ``meta`` never reads a device value on the host. The trainer's own
+``_Run`` is built on the meta device and its real batch production (the device path's crop and flip) and
+``_step`` (mixer, normalise, model, loss, backward, the non-finite check, the fused Adam step with
+``found_inf``) run there. The optimiser's list of fused devices leaves out meta, so the tests add it
+(``torch._fused_adam_`` itself has a meta implementation), and ``torch.autocast`` refuses meta even when off.
+With a GPU, the CUDA-marked tests run the same under ``torch.cuda.set_sync_debug_mode("error")``.
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torch.optim.optimizer as optim_mod
+
+from attentive_cutmix import AttentiveCutMix, CutMix, Cutout, MixUp, RandomCells
+from attentive_cutmix.cache import build_cache
+from attentive_cutmix.data import build_datasets
+from attentive_cutmix.training import make_config
+from attentive_cutmix.training import trainer as trainer_mod
+from attentive_cutmix.training.distributed import DistInfo
+from attentive_cutmix.training.trainer import _Run
+
+K = 10
+
+
+def _mixers():
+    return {"attentive-cutmix": AttentiveCutMix(K, num_patches=6, grid_size=7),
+            "attentive-cutmix-even": AttentiveCutMix(K, num_patches=3, grid_size=2),  # the segment-gather path
+            "random-cells": RandomCells(K, num_patches=6, grid_size=7),
+            "cutmix": CutMix(K), "mixup": MixUp(K), "cutout": Cutout(K, size=8),
+            "cutmix-prob": CutMix(K, prob=0.5, label_smoothing=0.1)}
+
+
+def _batch(device: str, b: int = 8, s: int = 32):
+    return (torch.rand(b, 3, s, s, device=device), torch.randint(0, K, (b,), device=device),
+            torch.rand(b, 7, 7, device=device))
+
+
+def test_meta_tensors_refuse_every_host_read():
+    # The premise of this file: each way of reading a value on the host fails on meta.
+    t = torch.zeros((), device="meta")
+    for read in (lambda: t.item(), lambda: bool(t), lambda: int(t.long()), lambda: float(t), lambda: t.tolist()):
+        with pytest.raises(RuntimeError, match="meta"):
+            read()
+
+
+@pytest.mark.parametrize("name", list(_mixers()))
+@pytest.mark.parametrize("labels_kind", ["index", "probabilities"])
+def test_every_mixer_runs_on_meta(name, labels_kind):
+    mixer = _mixers()[name]
+    images, labels, attention = _batch("meta")
+    if labels_kind == "probabilities":
+        labels = torch.rand(8, K, device="meta").softmax(1)
+    mixed, targets = mixer(images, labels, attention, generator=torch.Generator().manual_seed(0))
+    assert mixed.device.type == "meta" and mixed.shape == images.shape
+    assert targets.device.type == "meta" and targets.shape == (8, K)
+
+
+@pytest.mark.parametrize("name", ["attentive-cutmix", "random-cells", "cutmix", "cutout"])
+def test_mixers_with_dense_masks_run_on_meta(name):
+    images, labels, attention = _batch("meta")
+    masks = torch.randint(0, K, (8, 32, 32), device="meta")
+    _, _, mixed_masks = _mixers()[name](images, labels, attention, masks=masks,
+                                        generator=torch.Generator().manual_seed(0))
+    assert mixed_masks.device.type == "meta" and mixed_masks.shape == masks.shape
+
+
+def test_mixing_loss_backward_and_skip_check_run_on_meta():
+    # The pieces the trainer calls, on a model of its own, for the reader who wants them one by one.
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, K)).to("meta")
+    images, labels, attention = _batch("meta")
+    mean = torch.full((1, 3, 1, 1), 0.5, device="meta")
+    mixed, targets = AttentiveCutMix(K)(images, labels, attention, generator=torch.Generator().manual_seed(0))
+    loss = F.cross_entropy(model((mixed - mean) / mean).float(), targets)
+    loss.backward()
+    found = torch.zeros((), device="meta")
+    torch._amp_foreach_non_finite_check_and_unscale_([p.grad for p in model.parameters()], found,
+                                                     torch.ones((), device="meta"))
+    found = torch.maximum(found, (~torch.isfinite(loss.detach())).float())
+    assert found.device.type == "meta" and all(p.grad.device.type == "meta" for p in model.parameters())
+
+
+@pytest.fixture
+def step_on_meta(monkeypatch):
+    supported = optim_mod._get_fused_kernels_supported_devices
+    monkeypatch.setattr(optim_mod, "_get_fused_kernels_supported_devices", lambda: [*supported(), "meta"])
+    # torch.autocast refuses the meta device type even when disabled; amp is off here, so it does nothing.
+    real = trainer_mod._autocast
+    monkeypatch.setattr(trainer_mod, "_autocast",
+                        lambda device, amp: contextlib.nullcontext() if device.type == "meta" else real(device, amp))
+
+
+def _synthetic_cache(path: Path) -> str:
+    raw, _, info = build_datasets("synthetic", synthetic_size=[32, 8], augment=False)
+    build_cache(raw, lambda x: F.adaptive_avg_pool2d(x, 8), path, meta={"fingerprint": info.train_fingerprint},
+                batch_size=32, progress=False)
+    return str(path)
+
+
+@pytest.mark.parametrize("method", ["none", "cutmix", "mixup", "cutout", "random-cells", "attentive-cutmix"])
+def test_the_trainers_step_runs_on_meta(method, tmp_path, step_on_meta):
+    extra = {"attention_cache": _synthetic_cache(tmp_path / "att.safetensors")} if method == "attentive-cutmix" else {}
+    cfg = make_config(dict(dataset="synthetic", synthetic_size=[32, 8], model="cifar_resnet20", method=method,
+                           batch_size=16, workers=0, output_dir=str(tmp_path / "run"), progress=False,
+                           data_path="device", **extra))
+    run = _Run(cfg, DistInfo(), torch.device("meta"))
+    assert run.fused and run.device_train.images.device.type == "meta"
+    batches, steps = run._batches(1)
+    assert steps == 2
+    for batch in batches:  # the device path's real batches: index, crop, flip (and maps) on meta
+        assert all(t.device.type == "meta" for t in batch)
+        assert len(batch) == (3 if method == "attentive-cutmix" else 2)
+        run._step(batch)
+    params = list(run.model.parameters())
+    # The fused step ran (it creates the state) and consumed the on-device skip flag.
+    assert all(run.optimizer.state[p]["step"].device.type == "meta" for p in params)
+    assert run.optimizer.found_inf is run._found_inf
+    assert run._loss_acc.device.type == "meta" and run._first_bad.device.type == "meta"
+    assert run.partial["images"] == 32
+
+
+# --------------------------------------------------------------------------------------- with a GPU
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.cuda
+@cuda
+@pytest.mark.parametrize("name", list(_mixers()))
+def test_every_mixer_is_sync_free_on_cuda(name):
+    mixer = _mixers()[name]
+    images, labels, attention = _batch("cuda")
+    gen = torch.Generator().manual_seed(0)  # the trainer's: a CPU generator, draws moved non-blocking
+    mixer(images, labels, attention, generator=gen)  # first call: per-shape tables are built (once)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            mixed, targets = mixer(images, labels, attention, generator=gen)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert mixed.is_cuda and targets.is_cuda
+
+
+@pytest.mark.cuda
+@cuda
+@pytest.mark.parametrize("method", ["none", "cutmix", "attentive-cutmix"])
+@pytest.mark.parametrize("amp", ["off", "bf16"])
+def test_training_steps_are_sync_free_on_cuda(method, amp, tmp_path):
+    extra = {"attention_cache": _synthetic_cache(tmp_path / "att.safetensors")} if method == "attentive-cutmix" else {}
+    cfg = make_config(dict(dataset="synthetic", synthetic_size=[64, 8], model="cifar_resnet20", method=method,
+                           batch_size=16, workers=0, output_dir=str(tmp_path / "run"), progress=False,
+                           data_path="device", amp=amp, channels_last=True, device="cuda", **extra))
+    run = _Run(cfg, DistInfo(), torch.device("cuda"))
+    assert run.fused
+    batches, _ = run._batches(1)
+    run._step(next(batches))  # warm-up: lazy CUDA/cuDNN initialisation and the optimiser's state
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for batch in batches:  # batch production (device path) and the step, three times
+            run._step(batch)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    loss_sum, first_bad = run._loss_acc.item(), run._first_bad.item()
+    assert loss_sum > 0 and first_bad == -1
