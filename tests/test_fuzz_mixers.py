@@ -5,15 +5,22 @@ the source of every output pixel identifiable even in bfloat16. Invariants: shap
 output pixel is the image's own or its one partner's (MixUp: a convex combination of the two; Cutout: own
 or fill); lam, the weight moved to the partner's label, equals the replaced pixel fraction; targets are a
 probability distribution; inputs are unchanged; randomness comes only from the given generator.
+RandomCells, the control, is held to Attentive CutMix's invariants plus uniform cells; the Beta sampler
+behind CutMix's and MixUp's lam is compared with numpy's.
 """
 from __future__ import annotations
 
+import math
+
+import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from attentive_cutmix import AttentiveCutMix, CutMix, Cutout, MixUp
+from attentive_cutmix import AttentiveCutMix, CutMix, Cutout, MixUp, RandomCells
+from attentive_cutmix._mixer import beta_sample
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -178,3 +185,91 @@ def test_only_the_given_generator_matters(case, name):
         torch.manual_seed(global_seed)  # must change nothing
         results.append(mixer(case["images"], case["labels"], att, generator=torch.Generator().manual_seed(case["seed"])))
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+# ------------------------------------------------------------------------------------ random cells
+def _cells_of(replaced, g):
+    """The set of grid cells a (H, W) replaced-pixel mask covers; asserts every cell is all or nothing."""
+    h, w = replaced.shape
+    ys, xs = _bounds(h, g), _bounds(w, g)
+    cells = set()
+    for r in range(g):
+        for c in range(g):
+            part = replaced[ys[r]:ys[r + 1], xs[c]:xs[c + 1]]
+            assert bool(part.all()) or not bool(part.any()), f"cell ({r}, {c}) is partly pasted"
+            if part.all():
+                cells.add(r * g + c)
+    return cells
+
+
+@st.composite
+def cell_batches(draw):
+    """A batch with a grid that fits it and a number of cells for that grid."""
+    case = draw(batches())
+    g = draw(st.integers(1, min(*case["images"].shape[-2:], 10)))
+    return case, g, draw(st.integers(0, g * g))
+
+
+@FUZZ
+@given(drawn=cell_batches())
+def test_random_cells_pastes_exactly_n_partner_cells_in_place(drawn):
+    case, g, n = drawn
+    b, _, h, w = case["images"].shape
+    mixer = RandomCells(case["num_classes"], num_patches=n, grid_size=g, prob=case["prob"],
+                        label_smoothing=case["smoothing"])
+    out, targets = _run(mixer, case, torch.rand(b, g, g))  # attention is accepted and ignored
+    for i, (j, replaced) in enumerate(_partner_pixels(out, case["images"])):  # own or one partner's, same place
+        _check_lam(targets, case, i, j, float(replaced.sum()) / (h * w))
+        if j is not None:
+            assert len(_cells_of(replaced, g)) == n
+        elif b > 1 and case["prob"] == 1.0 and n > 0:
+            raise AssertionError(f"sample {i} was not mixed although prob=1 and num_patches={n}")
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_random_cells_ignores_attention_and_depends_on_the_generator_only(seed):
+    x = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
+    y = torch.arange(6) % 3
+    mixer = RandomCells(3, num_patches=3, grid_size=4)
+    a = mixer(x, y, torch.rand(6, 4, 4), generator=torch.Generator().manual_seed(seed))
+    b = mixer(x, y, None, generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("size, g, n", [(8, 4, 5), (64, 4, 3), (10, 3, 2)])  # (64, 4): the segment-gather path
+def test_random_cells_chooses_every_cell_equally_often(size, g, n):
+    b = 1200
+    x = torch.arange(b, dtype=torch.float32).view(b, 1, 1, 1).expand(b, 1, size, size).contiguous()
+    out, _ = RandomCells(2, num_patches=n, grid_size=g)(x, torch.zeros(b, dtype=torch.long),
+                                                        generator=torch.Generator().manual_seed(size))
+    replaced = out != x
+    ys, xs = _bounds(size, g), _bounds(size, g)
+    chosen = torch.stack([replaced[:, 0, ys[r], xs[c]] for r in range(g) for c in range(g)], 1)  # (B, g*g)
+    assert torch.equal(chosen.sum(1), torch.full((b,), n))
+    p = n / g ** 2
+    counts = chosen.sum(0).double()
+    # Each cell: binomial(B, N/g^2); 4.5 sd leaves ~1e-4 for all cells together.
+    assert bool(((counts - b * p).abs() < 4.5 * math.sqrt(b * p * (1 - p))).all()), counts.tolist()
+
+
+# ------------------------------------------------------------------------------------ the Beta sampler
+def _ks_statistic(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.sort(a), np.sort(b)
+    pooled = np.concatenate([a, b])
+    return float(np.abs(np.searchsorted(a, pooled, side="right") / len(a)
+                        - np.searchsorted(b, pooled, side="right") / len(b)).max())
+
+
+@pytest.mark.parametrize("alpha", [1e-3, 1e-2, 0.1, 0.5, 1.0, 2.0, 10.0])
+def test_beta_sampler_matches_numpy(alpha):
+    n = 20000
+    ours = beta_sample(alpha, n, torch.Generator().manual_seed(7)).numpy()
+    # The sampler returns float32: compare with numpy's draws rounded alike (1e-300 and 0.0 are one value then).
+    reference = np.random.default_rng(7).beta(alpha, alpha, n).astype(np.float32)
+    assert ours.dtype == np.float32 and ((ours >= 0) & (ours <= 1)).all()
+    # Two-sample KS bound at the 1e-4 level: sqrt(-ln(1e-4 / 2) / 2) * sqrt(2 / n).
+    bound = math.sqrt(-math.log(1e-4 / 2) / 2) * math.sqrt(2 / n)
+    assert _ks_statistic(ours, reference) < bound
+    assert float((ours == 0.5).mean()) < 1e-3  # the old sampler gave 24.5% exact 0.5 at alpha=1e-3 (0/0)
+    assert abs(float(ours.mean()) - 0.5) < 4.5 * math.sqrt(1 / (4 * (2 * alpha + 1)) / n)  # symmetric about 1/2
