@@ -7,7 +7,7 @@ import pytest
 
 from attentive_cutmix.cli import main
 from attentive_cutmix.training import config as config_mod
-from attentive_cutmix.training.cli import add_arguments, config_from_args
+from attentive_cutmix.cli.train import add_arguments, config_from_args
 from attentive_cutmix.training.config import ConfigError, make_config
 
 
@@ -98,7 +98,7 @@ def test_cli_train_runs_end_to_end(tmp_path, capsys):
 
 
 def test_demo_trains_the_baseline_first_and_uses_it_as_extractor(tmp_path):
-    from attentive_cutmix.training.demo import demo_configs, format_table
+    from attentive_cutmix.experiments.demo import demo_configs, format_table
 
     configs = demo_configs(tmp_path, quick=True)
     assert list(configs) == ["none", "mixup", "cutmix", "cutout", "attentive-cutmix"]

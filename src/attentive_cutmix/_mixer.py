@@ -20,12 +20,18 @@ __all__ = ["Mixer", "check_int", "check_unit", "one_hot_targets", "mix_targets",
 
 
 # --------------------------------------------------------------------------- argument checks
-def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None, hint: str = "") -> int:
-    """``value`` as an int in [minimum, maximum]; ``ValueError`` naming ``name`` otherwise (bools are not ints)."""
+def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None, hint: str = "",
+              want: str | None = None) -> int:
+    """``value`` as an int in [minimum, maximum]; ``ValueError`` naming ``name`` otherwise (bools are not ints).
+
+    ``want`` replaces the generated description of what is expected (e.g. "an int in [0, grid_size**2]").
+    """
     ok = isinstance(value, int) and not isinstance(value, bool)
     if ok and (minimum is None or value >= minimum) and (maximum is None or value <= maximum):
         return value
-    if minimum == 1 and maximum is None:
+    if want is not None:
+        pass
+    elif minimum == 1 and maximum is None:
         want = "a positive int"
     elif maximum is None:
         want = f"an int >= {minimum}" if minimum is not None else "an int"
@@ -38,7 +44,7 @@ def check_unit(name: str, value: Any, *, closed: bool = True) -> float:
     """A float in [0, 1] (``closed``) or [0, 1); a ``ValueError`` naming ``name`` for anything else, None included."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
             0.0 <= value <= 1.0 if closed else 0.0 <= value < 1.0):
-        raise ValueError(f"{name} must be a number in [0, {'1]' if closed else '1)'}, got {name}={value!r}")
+        raise ValueError(f"{name} must be in [0, {'1]' if closed else '1)'}, got {name}={value!r}")
     return float(value)
 
 

@@ -131,7 +131,7 @@ class AttentiveCutMix(Mixer):
         super().__init__(num_classes, prob=prob, label_smoothing=label_smoothing)
         self.grid_size = check_int("grid_size", grid_size, minimum=1)
         self.num_patches = check_int("num_patches", num_patches, minimum=0, maximum=grid_size ** 2,
-                                     hint=" = [0, grid_size**2]")
+                                     want=f"an int in [0, grid_size**2] = [0, {grid_size ** 2}]")
         if extractor is not None and not callable(extractor):
             raise TypeError(f"extractor must be callable (e.g. a FeatureExtractor), got {type(extractor).__name__}")
         self.extractor = extractor

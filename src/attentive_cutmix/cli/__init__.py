@@ -1,7 +1,8 @@
 """Command line: ``attentive-cutmix {demo,train,cache-attention,compare,visualize}``.
 
-Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``;
-modules are imported only when their subcommand runs, so ``--help`` stays fast.
+Each subcommand is one module of this package exposing ``add_arguments(parser)`` and ``run(args) -> int``; the
+argument groups they share live in ``_common.py``. Modules are imported only when their subcommand runs, so
+``--help`` stays fast (no torch model zoo, no timm). The libraries they call know nothing of argparse.
 """
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ import importlib
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("attentive_cutmix.training.demo", "train a small CNN with each method on the embedded dataset and print a table"),
-    "train": ("attentive_cutmix.training.cli", "train one model with one mixing method"),
-    "cache-attention": ("attentive_cutmix.cache_cli", "run an extractor once over a dataset and store its attention maps"),
-    "compare": ("attentive_cutmix.experiments.compare", "run a grid of trainings from a YAML file and render tables and plots"),
-    "visualize": ("attentive_cutmix.experiments.visualize", "write figures of heat maps, chosen cells and mixed images"),
+    "demo": ("attentive_cutmix.cli.demo", "train a small CNN with each method on the embedded dataset and print a table"),
+    "train": ("attentive_cutmix.cli.train", "train one model with one mixing method"),
+    "cache-attention": ("attentive_cutmix.cli.cache_attention", "run an extractor once over a dataset and store its attention maps"),
+    "compare": ("attentive_cutmix.cli.compare", "run a grid of trainings from a YAML file and render tables and plots"),
+    "visualize": ("attentive_cutmix.cli.visualize", "write figures of heat maps, chosen cells and mixed images"),
 }
 
 

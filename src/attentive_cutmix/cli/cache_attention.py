@@ -13,85 +13,85 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
-import torch
+from ._common import add_data_arguments, add_device_argument, add_extractor_arguments, fail, synthetic_size
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    data = parser.add_argument_group("data (use the same values as for train)")
-    data.add_argument("--dataset", default="synthetic", help="synthetic (default), synthetic64, cifar10, cifar100, imagefolder, imagenet")
-    data.add_argument("--data-dir", default=None, help="dataset folder (imagefolder: a tree of class folders)")
-    data.add_argument("--val-fraction", type=float, default=0.0, help="fraction of the train set held out by train (default 0)")
-    data.add_argument("--image-size", type=int, default=None, help="train image size (default: the dataset's)")
-    data.add_argument("--synthetic-size", type=int, nargs="+", default=None, metavar="N",
-                      help="synthetic dataset: N training images, or N_TRAIN N_EVAL")
-    data.add_argument("--split-seed", type=int, default=0, help="seed of the held-out split (default 0)")
-    data.add_argument("--train-subset", type=int, default=None, metavar="N",
-                      help="the class-stratified subset of about N images that train --train-subset N uses")
-    ext = parser.add_argument_group("extractor")
-    ext.add_argument("--extractor", required=True, help="a model name (cifar_resnet56, resnet152, ...) or a checkpoint.pt "
-                                                        "written by `attentive-cutmix train`")
-    ext.add_argument("--extractor-weights", default=None, help="local weights file for --extractor NAME (.safetensors or .pt)")
-    ext.add_argument("--pretrained", action="store_true", help="use the library's pretrained ImageNet weights (downloads them)")
-    ext.add_argument("--extractor-input-size", type=int, default=None,
-                     help="extractor input size (default: checkpoint's image size, the dataset's for cifar_* models, else 224)")
+    add_data_arguments(parser, title="data (use the same values as for train)")
+    add_extractor_arguments(parser, required=True)
+    parser.add_argument("--pretrained", action="store_true", help="use the library's pretrained ImageNet weights (downloads them)")
     out = parser.add_argument_group("output")
     out.add_argument("--out", required=True, help="cache file to write (.safetensors)")
     out.add_argument("--force", action="store_true", help="replace an existing cache (the old one stays until the new one is complete)")
     out.add_argument("--batch-size", type=int, default=256, help="images per extractor batch (default 256)")
     out.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default 2)")
-    out.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available, else cpu)")
+    add_device_argument(out)
     out.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
-def _train_command(args: argparse.Namespace) -> str:
-    synthetic = " ".join(map(str, args.synthetic_size)) if args.synthetic_size else None
-    flags = [("--dataset", args.dataset), ("--data-dir", args.data_dir), ("--synthetic-size", synthetic),
-             ("--val-fraction", args.val_fraction or None), ("--image-size", args.image_size),
-             ("--split-seed", args.split_seed or None), ("--train-subset", args.train_subset),
-             ("--method", "attentive-cutmix"), ("--attention-cache", args.out), ("--extractor", args.extractor),
-             ("--extractor-weights", args.extractor_weights), ("--extractor-input-size", args.extractor_input_size)]
-    return "attentive-cutmix train " + " ".join(f"{flag} {value if flag == '--synthetic-size' else shlex.quote(str(value))}"
-                                                for flag, value in flags if value is not None)
+# The options train needs to accept this cache: the split and the extractor, as given here.
+_SPLIT_FLAGS = ("dataset", "data_dir", "synthetic_size", "val_fraction", "val_data", "image_size", "split_seed",
+                "train_subset")
+_EXTRACTOR_FLAGS = ("extractor", "extractor_weights", "extractor_input_size", "extractor_attention")
 
 
-def _fail(message: str) -> int:
-    print(f"attentive-cutmix cache-attention: error: {message}", file=sys.stderr)
-    return 1
+def _train_command(args: argparse.Namespace, parser_defaults: dict[str, Any]) -> str:
+    def flags(keys: tuple[str, ...]) -> list[str]:
+        out = []
+        for key in keys:
+            value = getattr(args, key)
+            if value is None or (value == parser_defaults.get(key) and key != "dataset"):
+                continue
+            text = " ".join(map(str, value)) if isinstance(value, list) else shlex.quote(str(value))
+            out.append(f"--{key.replace('_', '-')} {text}")
+        return out
+
+    return " ".join(["attentive-cutmix train", *flags(_SPLIT_FLAGS), "--method attentive-cutmix",
+                     f"--attention-cache {shlex.quote(str(args.out))}", *flags(_EXTRACTOR_FLAGS)])
+
+
+def _defaults() -> dict[str, Any]:
+    probe = argparse.ArgumentParser(add_help=False)
+    add_data_arguments(probe)
+    add_extractor_arguments(probe)
+    return vars(probe.parse_args([]))
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cache import build_cache, cache_meta
-    from .data import build_datasets
-    from .training.components import build_extractor, is_checkpoint_path
-    from .training.config import TrainConfig
+    from ..attention import is_checkpoint_path
+    from ..cache import CacheError, build_cache, cache_meta, check_cache_target
+    from ..data import build_datasets
+    from ..training.components import build_extractor
+    from ..training.config import TrainConfig
+    from ..training.distributed import resolve_device
 
     out = Path(args.out)
-    if out.exists() and not args.force:
-        return _fail(f"{out} already exists; pass --force to replace it, or choose another --out")
-    if out.is_dir():
-        return _fail(f"--out {out} is a directory; give a file path such as {out / 'attention.safetensors'}")
     checkpoint = is_checkpoint_path(args.extractor)
+    try:  # before any work: never replace what is not a cache, never the extractor's own weights
+        check_cache_target(out, force=args.force, protected=(args.extractor_weights, args.extractor if checkpoint else None))
+    except CacheError as err:
+        return fail("cache-attention", err)
     if checkpoint and (args.pretrained or args.extractor_weights):
-        return _fail(f"--extractor {args.extractor} is a checkpoint with its own weights; drop --pretrained/--extractor-weights")
+        return fail("cache-attention", f"--extractor {args.extractor} is a checkpoint with its own weights; drop --pretrained/--extractor-weights")
     if not checkpoint and args.pretrained == (args.extractor_weights is not None):
-        return _fail(f"--extractor {args.extractor} needs its weights: pass --extractor-weights FILE or --pretrained "
+        return fail("cache-attention", f"--extractor {args.extractor} needs its weights: pass --extractor-weights FILE or --pretrained "
                      "(downloads ImageNet weights), not both and not neither")
     # train reads "no --extractor-weights" as pretrained; build the extractor with train's own code so the caches agree.
     cfg = TrainConfig(dataset=args.dataset, method="attentive-cutmix", extractor=args.extractor,
-                      extractor_weights=args.extractor_weights, extractor_input_size=args.extractor_input_size)
-    synthetic_size = None if args.synthetic_size is None else (
-        args.synthetic_size[0] if len(args.synthetic_size) == 1 else tuple(args.synthetic_size))
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+                      extractor_weights=args.extractor_weights, extractor_input_size=args.extractor_input_size,
+                      extractor_attention=args.extractor_attention)
     try:
+        device = resolve_device(args.device)
         # The same call train makes for its split (training/data_setup.py), un-augmented.
         train_ds, _, info = build_datasets(args.dataset, data_dir=args.data_dir, image_size=args.image_size,
-                                           val_fraction=args.val_fraction, seed=args.split_seed, augment=False,
-                                           synthetic_size=synthetic_size, train_subset=args.train_subset)
+                                           val_fraction=args.val_fraction, val_data=args.val_data, seed=args.split_seed,
+                                           augment=False, synthetic_size=synthetic_size(args.synthetic_size),
+                                           train_subset=args.train_subset)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*downloading its pretrained")  # asked for with --pretrained
             extractor = build_extractor(cfg, info, device)
@@ -101,12 +101,12 @@ def run(args: argparse.Namespace) -> int:
                             device=device, progress=args.progress)
         seconds = time.perf_counter() - start
     except (ValueError, TypeError, OSError) as err:  # CacheError, ConfigError, CheckpointError, bad dataset names/paths
-        return _fail(str(err))
+        return fail("cache-attention", str(err))
     h, w = cache.grid
     size = out.stat().st_size
     print(f"wrote {out}: {len(cache)} maps of {h}x{w} (fp16, {size / 2**20:.1f} MiB)" if size >= 2**20 else
           f"wrote {out}: {len(cache)} maps of {h}x{w} (fp16, {size / 2**10:.1f} KiB)", end="")
     print(f" from {args.extractor} at {meta['input_size']} px over the {info.name} train split, in {seconds:.1f} s on {device} "
           f"({len(cache) / seconds:.0f} images/s)")
-    print("train with it (the same split and extractor flags, so train can check the cache fits):\n  " + _train_command(args))
+    print("train with it (the same split and extractor flags, so train can check the cache fits):\n  " + _train_command(args, _defaults()))
     return 0

@@ -11,9 +11,9 @@ import signal
 import sys
 from typing import Any
 
-from .config import AMP_MODES, DATA_PATHS, INITS, METHODS, OPTIMIZERS, PRESETS, SCHEDULES, make_config
-
-_S = argparse.SUPPRESS  # unset flags stay absent, so the file and preset are not overridden by defaults
+from ..training.config import AMP_MODES, DATA_PATHS, INITS, METHODS, OPTIMIZERS, PRESETS, SCHEDULES, make_config
+from ._common import SUPPRESS as _S
+from ._common import add_data_arguments, add_device_argument, add_extractor_arguments, fail
 
 
 def _bool(value: str) -> bool:
@@ -30,18 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the paper's settings: 80/120/100 epochs (EfficientNet 180 on ImageNet), batch 32 (ImageNet 64), "
                              "lr 1e-3, weight decay 1e-5, Xavier init. The paper does not name its optimiser; we use Adam "
                              "(lr 1e-3 is Adam's usual rate)")
-    data = parser.add_argument_group("data")
-    data.add_argument("--dataset", default=_S, help="synthetic (default, embedded, offline), synthetic64, cifar10, cifar100, imagefolder, imagenet")
-    data.add_argument("--data-dir", default=_S, help="dataset folder (imagefolder: a tree of class folders)")
-    data.add_argument("--val-fraction", type=float, default=_S, help="hold out this fraction of the train set for evaluation (deterministic)")
-    data.add_argument("--val-data", default=_S, help="a separate evaluation folder")
-    data.add_argument("--image-size", type=int, default=_S, help="train/eval image size (default: the dataset's)")
-    data.add_argument("--synthetic-size", type=int, nargs="+", default=_S, metavar="N",
-                      help="synthetic dataset: N training images, or N_TRAIN N_EVAL")
-    data.add_argument("--split-seed", type=int, default=_S, help="seed of the held-out split (default 0; independent of "
-                                                                 "--seed so every training seed sees the same split)")
-    data.add_argument("--train-subset", type=int, default=_S, metavar="N",
-                      help="train on a class-stratified, deterministic subset of about N images (reduced-scale runs)")
+    add_data_arguments(parser, suppress=True)
+    data = parser.add_argument_group("data loading")
     data.add_argument("--workers", type=int, default=_S, help="DataLoader worker processes (default 2)")
     data.add_argument("--data-path", choices=DATA_PATHS, default=_S,
                       help="device: the whole split decoded once, on the training device, crop/flip batched there; "
@@ -60,14 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mix.add_argument("--alpha", type=float, default=_S, help="mixup/cutmix: Beta(alpha, alpha) (default 1.0)")
     mix.add_argument("--prob", type=float, default=_S, help="probability of mixing a batch (default 1.0)")
     mix.add_argument("--cutout-size", type=int, default=_S, help="cutout: square side in pixels (default 16)")
-    mix.add_argument("--extractor", default=_S, help="attentive-cutmix: a model name (with --extractor-weights, or pretrained "
-                                                     "weights downloaded) or a checkpoint.pt written by `attentive-cutmix train`")
-    mix.add_argument("--extractor-weights", default=_S, help="local weights file for --extractor NAME (.safetensors or .pt)")
-    mix.add_argument("--extractor-input-size", type=int, default=_S, help="extractor input size (default: checkpoint's image "
-                                                                          "size, the dataset's for cifar_* models, else 224)")
     mix.add_argument("--attention-cache", default=_S, help="precomputed attention maps (`attentive-cutmix cache-attention`)")
     mix.add_argument("--build-cache", action="store_const", const=True, default=_S,
                      help="build a missing --attention-cache with --extractor before training")
+    add_extractor_arguments(parser, suppress=True, title="attentive-cutmix: the extractor")
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=int, default=_S, help="default 10")
     opt.add_argument("--batch-size", type=int, default=_S, help="per process (default 128)")
@@ -84,6 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run = parser.add_argument_group("run")
     run.add_argument("--seed", type=int, default=_S, help="default 0; the same seed on the same machine gives identical results on CPU")
     run.add_argument("--output-dir", default=_S, help="where checkpoint.pt, metrics.jsonl, results.json, tb/ go (default runs/train)")
+    run.add_argument("--overwrite", action="store_const", const=True, default=_S,
+                     help="replace the outputs of an earlier run in --output-dir (checkpoint, results, metrics, config, "
+                          "tb/); other files there are kept")
     run.add_argument("--resume", action="store_const", const=True, default=_S,
                      help="continue the run in --output-dir from its checkpoint (exactly, even mid-epoch)")
     run.add_argument("--log-every", type=int, default=_S, metavar="N",
@@ -91,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--compile", action="store_const", const=True, default=_S, help="torch.compile the model")
     run.add_argument("--amp", choices=AMP_MODES, default=_S, help="mixed precision on CUDA (no-op on CPU)")
     run.add_argument("--channels-last", action="store_const", const=True, default=_S, help="channels-last memory format on CUDA")
-    run.add_argument("--device", default=_S, help="cpu, cuda, cuda:N (default: cuda if available, else cpu)")
+    add_device_argument(run, suppress=True)
     run.add_argument("--max-steps-per-epoch", type=int, default=_S, help="cap the steps per epoch (tests, benchmarks)")
     run.add_argument("--eval-every", type=int, default=_S, help="evaluate every N epochs (and after the last)")
     run.add_argument("--eval-train", action="store_const", const=True, default=_S,
@@ -108,14 +97,13 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .trainer import NonFiniteLossError, train
+    from ..training.trainer import NonFiniteLossError, train
 
     try:
         cfg = config_from_args(args)
         result = train(cfg)
     except (ValueError, NonFiniteLossError) as err:  # ConfigError, CheckpointError, bad names/paths from data/model/cache
-        print(f"attentive-cutmix train: error: {err}", file=sys.stderr)
-        return 1
+        return fail("train", err)
     if result.get("status") == "interrupted":
         return 128 + int(getattr(signal, result["signal"]))
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 alone reports

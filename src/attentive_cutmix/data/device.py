@@ -120,7 +120,9 @@ def decode_split(dataset: Any, size: int, *, workers: int = 0) -> torch.Tensor:
     arrays = getattr(source, "images", None)
     if isinstance(arrays, torch.Tensor) and arrays.dtype == torch.uint8 and arrays.ndim == 4:
         return _frame_resize(arrays.index_select(0, torch.as_tensor(indices, dtype=torch.long)), size).contiguous()
-    loader = torch.utils.data.DataLoader(_Frames(source, indices, size), batch_size=256, num_workers=workers)
+    from ..training.components import worker_safe_loader  # worker errors end the run with one line, never a hang
+
+    loader = worker_safe_loader(_Frames(source, indices, size), batch_size=256, workers=workers)
     return torch.cat(list(loader)) if len(indices) else torch.empty(0, 3, size, size, dtype=torch.uint8)
 
 

@@ -14,7 +14,6 @@ resumed. ``--cell ID`` runs one cell (e.g. one cluster job per cell); ``--list``
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -106,11 +105,11 @@ def _ensure_extractor(grid: Grid, name: str, out: Path, overrides: dict[str, Any
             wait_for_run(run_dir)  # then loop: finished -> reuse it; the other job died -> resume its work
             continue
         if result.get("status") == "interrupted":
-            raise _Interrupted(result)
+            raise Interrupted(result)
     return run_dir / "checkpoint.pt"
 
 
-class _Interrupted(Exception):
+class Interrupted(Exception):
     def __init__(self, result: dict[str, Any]) -> None:
         super().__init__(result.get("signal"))
         self.result = result
@@ -148,9 +147,10 @@ def _localize(cfg: Any, run_dir: Path) -> dict[str, Any] | None:
     from ..data import build_datasets
     from ..serialization import atomic_write
     from ..training.components import build_extractor
+    from ..training.distributed import resolve_device
     from .localization import localization_hit_rates
 
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(cfg.device)
     _, eval_ds, info = build_datasets(cfg.dataset, image_size=cfg.image_size, val_fraction=cfg.val_fraction,
                                       seed=cfg.split_seed, synthetic_size=cfg.synthetic_size, train_subset=cfg.train_subset)
     extractor = build_extractor(cfg, info, device)
@@ -180,7 +180,7 @@ def run_cell(grid: Grid, cell: Cell, out: Path, *, overrides: dict[str, Any] | N
         _write_cell_file(run_dir, cell)
         result = _train(cfg, run_dir, overrides, log)
         if result.get("status") == "interrupted":
-            raise _Interrupted(result)
+            raise Interrupted(result)
     if wants_localization(grid, cell):
         _localize(dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if k == "device"}), run_dir)
     return "finished"
@@ -233,76 +233,7 @@ def write_report(grid: Grid, out: Path, log: Callable[[str], None] = print) -> d
     return paths
 
 
-# ------------------------------------------------------------------------------------------ CLI
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("grid", metavar="GRID.yaml", help="grid file: axes, shared settings, paper numbers (see configs/)")
-    parser.add_argument("--output-dir", default=None, help="where runs, caches, results and tables go "
-                                                           "(default runs/compare/<grid file name>)")
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument("--cell", action="append", default=None, metavar="ID",
-                       help="run only this cell (repeatable), e.g. one cluster job per cell; then refresh the report")
-    which.add_argument("--list", action="store_true", help="print the cell ids, one per line, and exit")
-    parser.add_argument("--dry-run", action="store_true", help="show each cell's status and config; train nothing")
-    parser.add_argument("--report-only", action="store_true", help="only (re)write results.json, the tables and plots")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N for every cell (not part of the cell id)")
-    parser.add_argument("--workers", type=int, default=None, help="DataLoader workers for every cell (not part of the cell id)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars or per-epoch lines")
-
-
-def run(args: argparse.Namespace) -> int:
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-
-    try:
-        grid = load_grid(args.grid)
-    except (GridError, ValueError) as err:
-        print(f"attentive-cutmix compare: error: {err}", file=sys.stderr)
-        return 1
-    out = Path(args.output_dir or Path("runs") / "compare" / Path(args.grid).stem)
-    cells = grid.cells
-    if args.list:
-        print("\n".join(c.id for c in cells))
-        return 0
-    if args.cell:
-        known = {c.id: c for c in cells}
-        missing = [i for i in args.cell if i not in known]
-        if missing:
-            print(f"attentive-cutmix compare: error: unknown cell id(s) {missing}; list them with "
-                  f"`attentive-cutmix compare {args.grid} --list`", file=sys.stderr)
-            return 1
-        cells = [known[i] for i in args.cell]
-    overrides = {k: v for k, v in (("device", args.device), ("workers", args.workers)) if v is not None}
-    if args.no_progress:
-        overrides["progress"] = False
-    if args.dry_run:
-        return _dry_run(grid, cells, out)
-    if args.report_only:
-        write_report(grid, out, log)
-        return 0
-    failed, start = [], time.perf_counter()
-    try:
-        for i, cell in enumerate(cells, 1):
-            log(f"[{i}/{len(cells)}] {cell.id}")
-            try:
-                run_cell(grid, cell, out, overrides=overrides, log=log)
-            except _Interrupted:
-                raise
-            except (ValueError, RuntimeError) as err:  # a bad cell (data, non-finite loss ...) must not stop the others
-                failed.append(cell.id)
-                log(f"{cell.id}: FAILED: {err}")
-    except _Interrupted as stop:
-        log(f"stopped by {stop.result.get('signal')}; rerun the same command to resume")
-        write_report(grid, out, log)
-        return 128 + int(getattr(signal, str(stop.result.get("signal")), 15))
-    write_report(grid, out, log)
-    log(f"{len(cells) - len(failed)}/{len(cells)} cell(s) done in {time.perf_counter() - start:.0f} s -> {out}")
-    if failed:
-        log(f"failed: {', '.join(failed)}")
-        return 1
-    return 0
-
-
-def _dry_run(grid: Grid, cells: list[Cell], out: Path) -> int:
+def dry_run(grid: Grid, cells: list[Cell], out: Path) -> int:
     for cell in cells:
         try:
             status = cell_status(out / "runs" / cell.id, cell.identity)
@@ -314,4 +245,5 @@ def _dry_run(grid: Grid, cells: list[Cell], out: Path) -> int:
     return 0
 
 
-__all__ = ["add_arguments", "run", "run_cell", "cell_status", "collect", "write_report", "resolved_config", "CellConflictError"]
+__all__ = ["run_cell", "cell_status", "collect", "write_report", "resolved_config", "dry_run", "CellConflictError",
+           "Interrupted"]

@@ -8,15 +8,15 @@ already in ``--output-dir`` (each run is resumed from its checkpoint), so nothin
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from ..serialization import atomic_write
-from .config import make_config
+from ..training.config import make_config
 
 METHODS = ("none", "mixup", "cutmix", "cutout", "attentive-cutmix")
 LABELS = {"none": "Baseline (no mixing)", "mixup": "MixUp", "cutmix": "CutMix", "cutout": "Cutout",
@@ -25,17 +25,6 @@ LABELS = {"none": "Baseline (no mixing)", "mixup": "MixUp", "cutmix": "CutMix", 
 FULL = dict(synthetic_size=[2000, 500], epochs=5)
 QUICK = dict(synthetic_size=[256, 100], epochs=1)
 IMAGE_SIZE = 16  # the 32 px synthetic images, downscaled: 4x cheaper, and the shapes stay recognisable
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output-dir", default="runs/demo", help="where the runs, the attention cache and the table go (default runs/demo)")
-    parser.add_argument("--epochs", type=int, default=None, help=f"epochs per method (default {FULL['epochs']}; --quick: {QUICK['epochs']})")
-    parser.add_argument("--quick", action="store_true", help="a tiny smoke-test version (seconds, not minutes; accuracies are noise)")
-    parser.add_argument("--device", default="cpu", help="default cpu (the demo is sized for a laptop CPU)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="CPU threads (default 1: a network this small barely gains from a second thread, and "
-                             "loses a lot when another process competes for the cores)")
 
 
 def demo_configs(output_dir: str | Path, *, quick: bool = False, epochs: int | None = None, device: str = "cpu",
@@ -69,21 +58,23 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
+def run_demo(output_dir: str | Path = "runs/demo", *, quick: bool = False, epochs: int | None = None, device: str = "cpu",
+             seed: int = 0, threads: int = 1) -> int:
+    """Train every method, print the table; returns the exit code of the ``demo`` subcommand."""
     import torch
 
-    out = Path(args.output_dir)
+    out = Path(output_dir)
     start = time.perf_counter()
     threads_before = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(threads)
     try:
-        return _run(args, out, start)
+        return _run(SimpleNamespace(quick=quick, epochs=epochs, device=device, seed=seed), out, start)
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _run(args: argparse.Namespace, out: Path, start: float) -> int:
-    from .trainer import NonFiniteLossError, train
+def _run(args: Any, out: Path, start: float) -> int:
+    from ..training.trainer import NonFiniteLossError, train
 
     try:
         configs = demo_configs(out, quick=args.quick, epochs=args.epochs, device=args.device, seed=args.seed)

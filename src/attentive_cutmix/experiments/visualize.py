@@ -6,9 +6,6 @@ mixers pair image i with the same partner (the same seeded pairing), so the row 
 """
 from __future__ import annotations
 
-import argparse
-import sys
-from types import SimpleNamespace
 from typing import Any, Sequence
 
 import torch
@@ -19,7 +16,6 @@ from ..baselines import CutMix, Cutout, MixUp
 from .._mixer import pair_permutation
 from ..mixing import AttentiveCutMix, attention_to_grid, cell_bounds, top_cells
 
-__all__ = ["mix_panels", "label_text", "draw_figure", "add_arguments", "run"]
 
 METHODS = ("mixup", "cutout", "cutmix", "attentive")
 TITLES = {"mixup": "MixUp", "cutout": "Cutout", "cutmix": "CutMix", "attentive": "Attentive CutMix"}
@@ -119,52 +115,22 @@ def draw_figure(panels: dict[str, torch.Tensor], labels: torch.Tensor, classes: 
     plt.close(fig)
 
 
-# ------------------------------------------------------------------------------------------ CLI
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="synthetic", help="synthetic (default), synthetic64, cifar10, cifar100, imagefolder, imagenet")
-    parser.add_argument("--data-dir", default=None, help="dataset folder (imagefolder: a tree of class folders)")
-    parser.add_argument("--image-size", type=int, default=None, help="image size (default: the dataset's)")
-    parser.add_argument("--extractor", required=True, help="a model name (with --extractor-weights, or pretrained weights "
-                                                           "downloaded) or a checkpoint.pt written by `attentive-cutmix train`")
-    parser.add_argument("--extractor-weights", default=None, help="local weights file for --extractor NAME")
-    parser.add_argument("--extractor-input-size", type=int, default=None,
-                        help="extractor input size (default: checkpoint's, the dataset's for cifar_* models, else 224)")
-    parser.add_argument("--num-images", type=int, default=4, help="rows of the figure (default 4, at least 2)")
-    parser.add_argument("--num-patches", type=int, default=6, help="cells pasted by Attentive CutMix (default 6)")
-    parser.add_argument("--grid-size", type=int, default=7, help="grid side (default 7; 8 for CIFAR ResNets at 32 px)")
-    parser.add_argument("--seed", type=int, default=0, help="which images and which mixing draws (default 0)")
-    parser.add_argument("--device", default=None, help="cpu, cuda (default: cuda if available)")
-    parser.add_argument("--out", required=True, metavar="FIG.png", help="where to write the figure")
+def figure_for_dataset(dataset: Any, extractor: Any, info: Any, out: str, *, num_images: int = 4, num_patches: int = 6,
+                       grid_size: int = 7, seed: int = 0, device: Any = "cpu", title: str | None = None) -> str:
+    """Draw ``num_images`` images of ``dataset`` (un-augmented, items ``(image, label, ...)``) with ``extractor``'s maps."""
+    if num_images < 2:
+        raise ValueError(f"num_images must be at least 2 (mixing pairs images), got num_images={num_images}")
+    if num_images > len(dataset):
+        raise ValueError(f"num_images={num_images} exceeds the dataset's {len(dataset)} images")
+    index = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:num_images]
+    items = [dataset[int(i)] for i in index]
+    images = torch.stack([it[0] for it in items]).to(device)
+    labels = torch.tensor([int(it[1]) for it in items], device=device)
+    attention = channel_attention(extractor(images))
+    panels = mix_panels(images, labels, attention, num_classes=info.num_classes, num_patches=num_patches,
+                        grid_size=grid_size, seed=seed)
+    draw_figure(panels, labels.cpu(), info.classes, out, num_patches=num_patches, grid_size=grid_size, title=title)
+    return out
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..data import build_datasets
-    from ..training.components import build_extractor
-
-    try:
-        if args.num_images < 2:
-            raise ValueError(f"--num-images must be at least 2 (mixing pairs images), got {args.num_images}")
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        # An image folder has no eval split of its own; holding some out only satisfies build_datasets here.
-        held_out = 0.1 if args.dataset == "imagefolder" else 0.0
-        dataset, _, info = build_datasets(args.dataset, data_dir=args.data_dir, image_size=args.image_size, augment=False,
-                                          val_fraction=held_out)
-        if args.num_images > len(dataset):
-            raise ValueError(f"--num-images {args.num_images} exceeds the dataset's {len(dataset)} images")
-        spec = SimpleNamespace(extractor=args.extractor, extractor_weights=args.extractor_weights,
-                               extractor_input_size=args.extractor_input_size, amp="off")
-        extractor = build_extractor(spec, info, device)
-        index = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed))[:args.num_images]
-        items = [dataset[int(i)] for i in index]
-        images = torch.stack([it[0] for it in items]).to(device)
-        labels = torch.tensor([int(it[1]) for it in items], device=device)
-        attention = channel_attention(extractor(images))
-        panels = mix_panels(images, labels, attention, num_classes=info.num_classes, num_patches=args.num_patches,
-                            grid_size=args.grid_size, seed=args.seed)
-        draw_figure(panels, labels.cpu(), info.classes, args.out, num_patches=args.num_patches, grid_size=args.grid_size,
-                    title=f"{info.name}: extractor {args.extractor}, top {args.num_patches} of {args.grid_size}x{args.grid_size} cells")
-    except (ValueError, TypeError, OSError) as err:
-        print(f"attentive-cutmix visualize: error: {err}", file=sys.stderr)
-        return 1
-    print(f"wrote {args.out}")
-    return 0
+__all__ = ["mix_panels", "label_text", "draw_figure", "figure_for_dataset"]

@@ -195,8 +195,7 @@ def build_extractor(cfg: TrainConfig, info: Any, device: torch.device) -> torch.
     spec, amp_dtype = cfg.extractor, AMP_DTYPES[cfg.amp] if device.type == "cuda" else None
     if device.type == "cuda" and amp_dtype is None:
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16  # attention needs no fp32
-    # Not a TrainConfig field yet: the option exists for whoever adds the flag.
-    attention = getattr(cfg, "extractor_attention", "channel_mean")
+    attention = cfg.extractor_attention or "channel_mean"
     if is_checkpoint_path(spec):
         if not Path(spec).is_file():
             raise ConfigError(f"--extractor checkpoint not found: {spec}")

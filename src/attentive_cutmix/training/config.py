@@ -22,6 +22,7 @@ import yaml
 
 METHODS = ("none", "mixup", "cutmix", "cutout", "attentive-cutmix", "random-cells")
 DATA_PATHS = ("auto", "device", "loader")
+EXTRACTOR_ATTENTIONS = ("channel_mean", "cls_token")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine", "step")
 AMP_MODES = ("off", "fp16", "bf16")
@@ -43,6 +44,7 @@ METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
     "num_patches": ("attentive-cutmix", "random-cells"), "grid_size": ("attentive-cutmix", "random-cells"),
     "extractor": ("attentive-cutmix",),
     "extractor_weights": ("attentive-cutmix",), "extractor_input_size": ("attentive-cutmix",),
+    "extractor_attention": ("attentive-cutmix",),
     "attention_cache": ("attentive-cutmix",), "build_cache": ("attentive-cutmix",),
     "alpha": ("mixup", "cutmix"), "cutout_size": ("cutout",), "prob": ("mixup", "cutmix", "cutout", "attentive-cutmix", "random-cells"),
 }
@@ -82,6 +84,7 @@ class TrainConfig:
     extractor: str | None = None
     extractor_weights: str | None = None
     extractor_input_size: int | None = None
+    extractor_attention: str | None = None  # channel_mean (default) | cls_token (ViT-style extractors)
     attention_cache: str | None = None
     build_cache: bool | None = None
     # optimisation
@@ -298,6 +301,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _choice("amp mode", cfg.amp, AMP_MODES)
     _choice("init", cfg.init, INITS)
     _choice("data path", cfg.data_path, DATA_PATHS)
+    if cfg.extractor_attention is not None:  # None is the channel mean, so grids written before keep their cell ids
+        _choice("extractor attention", cfg.extractor_attention, EXTRACTOR_ATTENTIONS)
     _not_applicable(cfg, METHOD_OPTIONS, "method", "--method")
     _not_applicable(cfg, OPTIMIZER_OPTIONS, "optimizer", "--optimizer")
     _not_applicable(cfg, SCHEDULE_OPTIONS, "schedule", "--schedule")

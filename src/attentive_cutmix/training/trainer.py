@@ -27,7 +27,7 @@ from .components import (AMP_DTYPES, EpochSeededDataset, build_mixer, build_opti
                          eval_loader, load_scheduler_state, scheduler_state, train_loader)
 from .config import TrainConfig
 from .data_setup import build_data, choose_data_path, unaugmented
-from .run_io import RunWriter, StopSignals, prepare_output_dir, resume_command
+from .run_io import RunWriter, StopSignals, prepare_output_dir, release_run_dir, resume_command
 
 WEIGHTS_NAME = "weights.safetensors"
 
@@ -118,6 +118,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     try:
         return _Run(config, dist, device).run()
     finally:
+        release_run_dir(Path(config.output_dir))
         torch.use_deterministic_algorithms(deterministic_before)
         D.cleanup(dist)
 
@@ -127,7 +128,7 @@ class _Run:
         self.cfg, self.dist, self.device = cfg, dist, device
         self.out = Path(cfg.output_dir)
         _warn_cpu_noops(cfg, device)
-        ckpt = prepare_output_dir(self.out, resume=cfg.resume, is_main=dist.is_main)
+        ckpt = prepare_output_dir(self.out, resume=cfg.resume, overwrite=cfg.overwrite, is_main=dist.is_main)
         train_ds, eval_ds, self.info, extractor = build_data(cfg, dist, device)
         self.data_path = choose_data_path(cfg, train_ds, eval_ds, self.info, device)
         self.config = {**cfg.to_dict(), "num_classes": self.info.num_classes, "image_size": self.info.image_size,
@@ -234,13 +235,12 @@ class _Run:
                               f"{self.out / 'checkpoint.pt'}.\nResume with:\n  {cmd}", flush=True)
                     return {"status": "interrupted", "signal": signals.name, "epoch": self.epoch, "step": self.step,
                             "resume_command": cmd}
+            if self.dist.is_main:  # weights before results: a run is finished only once both exist
+                write_weights(self.model, self.out)
+            return writer.finish(self.curve, self.wall_time)
         finally:
             signals.restore()
             writer.close()
-        results = writer.finish(self.curve, self.wall_time)
-        if self.dist.is_main:
-            write_weights(self.model, self.out)
-        return results
 
     def _batches(self, epoch: int) -> tuple[Any, int]:
         """This epoch's batches from ``self.step`` on, and the epoch's number of steps."""

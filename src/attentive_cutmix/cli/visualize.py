@@ -1,0 +1,51 @@
+"""``attentive-cutmix visualize``: a figure like the paper's Fig. 1/2 for a few images (see experiments/visualize.py)."""
+from __future__ import annotations
+
+import argparse
+
+from ._common import add_data_arguments, add_device_argument, add_extractor_arguments, fail, synthetic_size
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_data_arguments(parser)
+    add_extractor_arguments(parser, required=True)
+    fig = parser.add_argument_group("figure")
+    fig.add_argument("--num-images", type=int, default=4, help="rows of the figure (default 4, at least 2)")
+    fig.add_argument("--num-patches", type=int, default=6, help="cells pasted by Attentive CutMix (default 6)")
+    fig.add_argument("--grid-size", type=int, default=7, help="grid side (default 7; 8 for CIFAR ResNets at 32 px)")
+    fig.add_argument("--seed", type=int, default=0, help="which images and which mixing draws (default 0)")
+    add_device_argument(fig)
+    fig.add_argument("--out", required=True, metavar="FIG.png", help="where to write the figure")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data import build_datasets
+    from ..experiments.visualize import figure_for_dataset
+    from ..training.components import build_extractor
+    from ..training.config import TrainConfig
+    from ..training.distributed import resolve_device
+
+    try:
+        if args.num_images < 2:
+            raise ValueError(f"--num-images must be at least 2 (mixing pairs images), got {args.num_images}")
+        device = resolve_device(args.device)
+        # An image folder has no eval split of its own; holding some out only satisfies build_datasets here.
+        held_out = args.val_fraction or (0.1 if args.dataset == "imagefolder" and args.val_data is None else 0.0)
+        dataset, _, info = build_datasets(args.dataset, data_dir=args.data_dir, image_size=args.image_size, augment=False,
+                                          val_fraction=held_out, val_data=args.val_data, seed=args.split_seed,
+                                          synthetic_size=synthetic_size(args.synthetic_size),
+                                          train_subset=args.train_subset)
+        if args.num_images > len(dataset):
+            raise ValueError(f"--num-images {args.num_images} exceeds the dataset's {len(dataset)} images")
+        cfg = TrainConfig(dataset=args.dataset, method="attentive-cutmix", extractor=args.extractor,
+                          extractor_weights=args.extractor_weights, extractor_input_size=args.extractor_input_size,
+                          extractor_attention=args.extractor_attention)
+        extractor = build_extractor(cfg, info, device)
+        figure_for_dataset(dataset, extractor, info, args.out, num_images=args.num_images, num_patches=args.num_patches,
+                           grid_size=args.grid_size, seed=args.seed, device=device,
+                           title=f"{info.name}: extractor {args.extractor}, top {args.num_patches} of "
+                                 f"{args.grid_size}x{args.grid_size} cells")
+    except (ValueError, TypeError, OSError) as err:
+        return fail("visualize", err)
+    print(f"wrote {args.out}")
+    return 0
