@@ -15,6 +15,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .constants import is_int, is_number
+
 __all__ = ["Mixer", "check_int", "check_unit", "one_hot_targets", "mix_targets", "pair_permutation", "paste",
            "beta_sample", "check_generator"]
 
@@ -26,8 +28,7 @@ def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int
 
     ``want`` replaces the generated description of what is expected (e.g. "an int in [0, grid_size**2]").
     """
-    ok = isinstance(value, int) and not isinstance(value, bool)
-    if ok and (minimum is None or value >= minimum) and (maximum is None or value <= maximum):
+    if is_int(value) and (minimum is None or value >= minimum) and (maximum is None or value <= maximum):
         return value
     if want is not None:
         pass
@@ -42,7 +43,7 @@ def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int
 
 def check_unit(name: str, value: Any, *, closed: bool = True) -> float:
     """A float in [0, 1] (``closed``) or [0, 1); a ``ValueError`` naming ``name`` for anything else, None included."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+    if not is_number(value) or not (
             0.0 <= value <= 1.0 if closed else 0.0 <= value < 1.0):
         raise ValueError(f"{name} must be in [0, {'1]' if closed else '1)'}, got {name}={value!r}")
     return float(value)
@@ -270,14 +271,15 @@ class Mixer:
             raise TypeError(f"masks must be a torch.Tensor, got {type(masks).__name__}")
         b, _, h, w = images.shape
         if masks.shape != (b, h, w):
-            raise ValueError(f"masks must have shape (B, H, W)=({b}, {h}, {w}) like the images, got {tuple(masks.shape)}")
+            raise ValueError(f"masks must have shape (B, H, W)=({b}, {h}, {w}) like the images, "
+                             f"got {tuple(masks.shape)}")
         if masks.device != images.device:
             raise ValueError(f"masks are on {masks.device} but images are on {images.device}; move them with "
                              "masks.to(images.device)")
 
 
 def check_alpha(alpha: Any) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0 or not math.isfinite(alpha):
+    if not is_number(alpha) or not alpha > 0 or not math.isfinite(alpha):
         raise ValueError(f"alpha must be a finite number > 0, got alpha={alpha!r}")
     return float(alpha)
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .constants import IMAGENET_MEAN, IMAGENET_STD
+from .constants import IMAGENET_MEAN, IMAGENET_STD, is_int
 from .serialization import (
     CheckpointError,
     load_state_dict_file,
@@ -268,7 +268,7 @@ class FeatureExtractor(nn.Module):
                  attention: str = "channel_mean", amp_dtype: torch.dtype | None = None,
                  source: ExtractorSource | None = None) -> None:
         super().__init__()
-        if input_size is not None and (isinstance(input_size, bool) or not isinstance(input_size, int)
+        if input_size is not None and (not is_int(input_size)
                                        or input_size < 1):
             raise ValueError(f"input_size must be a positive int or None, got input_size={input_size!r}")
         if attention not in ATTENTIONS:

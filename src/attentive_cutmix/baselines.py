@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from ._mixer import Mixer, beta_sample, boxes_to_mask, check_alpha, check_int, mix_targets, paste, paste_masks
+from .constants import is_number
 
 __all__ = ["CutMix", "MixUp", "Cutout", "boxes_to_mask"]
 
@@ -33,7 +34,8 @@ class CutMix(Mixer):
 
     _repr_fields = ("alpha",)
 
-    def __init__(self, num_classes: int, *, alpha: float = 1.0, prob: float = 1.0, label_smoothing: float = 0.0) -> None:
+    def __init__(self, num_classes: int, *, alpha: float = 1.0, prob: float = 1.0,
+                 label_smoothing: float = 0.0) -> None:
         super().__init__(num_classes, prob=prob, label_smoothing=label_smoothing)
         self.alpha = check_alpha(alpha)
 
@@ -56,12 +58,14 @@ class CutMix(Mixer):
 
 
 class MixUp(Mixer):
-    """MixUp (Zhang et al., 2018): ``x = (1 - lam) * x_i + lam * x_perm[i]`` with per-sample ``lam ~ Beta(alpha, alpha)``."""
+    """MixUp (Zhang et al., 2018): ``x = (1 - lam) * x_i + lam * x_perm[i]`` with per-sample
+    ``lam ~ Beta(alpha, alpha)``."""
 
     _repr_fields = ("alpha",)
     accepts_masks = False
 
-    def __init__(self, num_classes: int, *, alpha: float = 1.0, prob: float = 1.0, label_smoothing: float = 0.0) -> None:
+    def __init__(self, num_classes: int, *, alpha: float = 1.0, prob: float = 1.0,
+                 label_smoothing: float = 0.0) -> None:
         super().__init__(num_classes, prob=prob, label_smoothing=label_smoothing)
         self.alpha = check_alpha(alpha)
 
@@ -92,7 +96,7 @@ class Cutout(Mixer):
                  label_smoothing: float = 0.0, ignore_index: int = -100) -> None:
         super().__init__(num_classes, prob=prob, label_smoothing=label_smoothing)
         self.size = check_int("size", size, minimum=1, hint=" (side of the square in pixels)")
-        if isinstance(fill, bool) or not isinstance(fill, (int, float)):
+        if not is_number(fill):
             raise ValueError(f"fill must be a number (the value of the cut-out pixels), got fill={fill!r}")
         self.fill = float(fill)
         self.ignore_index = check_int("ignore_index", ignore_index)

@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from .constants import is_int
 from .serialization import atomic_write
 
 __all__ = ["AttentionCache", "CacheError", "CacheMismatchError", "build_cache", "open_cache", "cache_meta",
@@ -72,8 +73,9 @@ def _rebuild_hint(path: Path, meta: Mapping[str, Any] | None = None) -> str:
     """How to rebuild ``path``; only for a file whose header identifies it as an attention cache."""
     meta = meta or {}
     dataset, extractor = meta.get("dataset", "DATASET"), meta.get("extractor", "EXTRACTOR")
-    return (f"rebuild it with `attentive-cutmix cache-attention --dataset {dataset} --extractor {extractor} --out {path} --force` "
-            f"(same split flags as train), or delete it and run `attentive-cutmix train ... --attention-cache {path} --build-cache`")
+    return (f"rebuild it with `attentive-cutmix cache-attention --dataset {dataset} --extractor {extractor} "
+            f"--out {path} --force` (same split flags as train), or delete it and run "
+            f"`attentive-cutmix train ... --attention-cache {path} --build-cache`")
 
 
 class AttentionCache:
@@ -118,8 +120,8 @@ class AttentionCache:
         self.__init__(state["path"], state["meta"], state["offset"], state["shape"], data=state.get("data"))
 
     def __repr__(self) -> str:
-        return (f"AttentionCache({str(self.path)!r}, n={len(self)}, grid={self.grid}, dataset={self.meta.get('dataset')!r}, "
-                f"extractor={self.meta.get('extractor')!r})")
+        return (f"AttentionCache({str(self.path)!r}, n={len(self)}, grid={self.grid}, "
+                f"dataset={self.meta.get('dataset')!r}, extractor={self.meta.get('extractor')!r})")
 
 
 # --------------------------------------------------------------------------- metadata
@@ -154,14 +156,16 @@ def cache_meta(info: Any, extractor: Any, extractor_source: str | None = None) -
             raise TypeError(f"extractor must be a FeatureExtractor (it has no .{attr}), got {type(extractor).__name__}")
     for attr in ("name", "image_size", "train_fingerprint", "num_train"):
         if not hasattr(info, attr):
-            raise TypeError(f"info must be the DatasetInfo returned by build_datasets (it has no .{attr}), got {type(info).__name__}")
+            raise TypeError(f"info must be the DatasetInfo returned by build_datasets (it has no .{attr}), "
+                            f"got {type(info).__name__}")
     source = extractor.source
     if not isinstance(source, ExtractorSource):
         raise TypeError(f"extractor.source must be an ExtractorSource (build the extractor with load_extractor), "
                         f"got {source!r}")
     input_size = extractor.input_size or info.image_size
     param = next(extractor.parameters(), None)
-    blank = torch.zeros(1, extractor.mean.shape[1], input_size, input_size, device=param.device if param is not None else "cpu")
+    blank = torch.zeros(1, extractor.mean.shape[1], input_size, input_size,
+                        device=param.device if param is not None else "cpu")
     grid = list(extractor(blank).shape[-2:])
     return {
         "format_version": FORMAT_VERSION,
@@ -320,8 +324,8 @@ def _validated(path: Path, header: dict[str, Any], offset: int, size: int, expec
         version = meta.get("format_version") if isinstance(meta, dict) else None
         raise CacheError(f"{path} has cache format version {version!r}; this version reads {FORMAT_VERSION}; {hint}")
     if dtype != "F16" or len(shape) != 3 or min(shape) < 1 or (begin, end) != (0, 2 * int(np.prod(shape))):
-        raise CacheError(f"{path} has a corrupt attention tensor entry (dtype {dtype}, shape {shape}, offsets {[begin, end]}; "
-                         f"expected F16 (N, h, w) from offset 0); {hint}")
+        raise CacheError(f"{path} has a corrupt attention tensor entry (dtype {dtype}, shape {shape}, "
+                         f"offsets {[begin, end]}; expected F16 (N, h, w) from offset 0); {hint}")
     expected_size = offset + end
     if size < expected_size:
         raise CacheError(f"{path} is truncated: {size} bytes on disk but its header describes {expected_size} "
@@ -354,8 +358,9 @@ def _best_device(device: str | torch.device | None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def build_cache(dataset: Dataset, extractor: Any, path: str | os.PathLike, *, meta: Mapping[str, Any], batch_size: int = 256,
-                workers: int = 0, device: str | torch.device | None = None, progress: bool = True) -> AttentionCache:
+def build_cache(dataset: Dataset, extractor: Any, path: str | os.PathLike, *, meta: Mapping[str, Any],
+                batch_size: int = 256, workers: int = 0, device: str | torch.device | None = None,
+                progress: bool = True) -> AttentionCache:
     """Run ``extractor`` over ``dataset`` (the un-augmented train split) and write the cache atomically.
 
     Maps are the channel mean of the extractor's native feature map, stored as float16 and written
@@ -375,9 +380,10 @@ def build_cache(dataset: Dataset, extractor: Any, path: str | os.PathLike, *, me
     if not isinstance(meta, Mapping):
         raise TypeError(f"meta must be a dict from cache_meta(info, extractor), got {type(meta).__name__}")
     if "length" in meta and meta["length"] != n:
-        raise ValueError(f"meta says length={meta['length']} but the dataset has {n} items; was meta made for another split?")
+        raise ValueError(f"meta says length={meta['length']} but the dataset has {n} items; "
+                         "was meta made for another split?")
     for name, value in (("batch_size", batch_size), ("workers", workers)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "batch_size" else 0):
+        if not is_int(value) or value < (1 if name == "batch_size" else 0):
             raise ValueError(f"{name} must be an int >= {1 if name == 'batch_size' else 0}, got {name}={value!r}")
     meta = dict(meta, format_version=FORMAT_VERSION, length=n,
                 created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
@@ -388,7 +394,8 @@ def build_cache(dataset: Dataset, extractor: Any, path: str | os.PathLike, *, me
     device = _best_device(device)
     param = next(extractor.parameters(), None) if isinstance(extractor, torch.nn.Module) else None
     home = param.device if param is not None else None
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=device.type == "cuda")
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        pin_memory=device.type == "cuda")
 
     def maps_of(batch: Any) -> np.ndarray:
         images = batch[0] if isinstance(batch, (list, tuple)) else batch

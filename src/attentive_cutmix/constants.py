@@ -6,4 +6,23 @@ from __future__ import annotations
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD"]
+# Images of at most this many pixels a side are CIFAR-like: the crop-and-flip preset, small-input model stems,
+# and the device-resident data path.
+SMALL_IMAGE_MAX = 64
+
+# Training choices that several modules name (the config, the model factory, the demo).
+METHODS = ("none", "mixup", "cutmix", "cutout", "attentive-cutmix", "random-cells")
+INITS = ("default", "xavier")
+
+
+def is_int(value: object) -> bool:
+    """An ``int`` that is not a ``bool`` (``True`` is an int to Python, never a size or a seed to us)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: object) -> bool:
+    """An ``int`` or ``float`` that is not a ``bool``."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "SMALL_IMAGE_MAX", "METHODS", "INITS", "is_int", "is_number"]

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..constants import IMAGENET_MEAN, IMAGENET_STD
+from ..constants import IMAGENET_MEAN, IMAGENET_STD, is_int, is_number
 from .cifar import load_cifar
 from .folders import DatasetError, ImageFiles
 from .split import stratified_split
@@ -124,11 +124,11 @@ def _imagenet(data_dir: Path, val_data: Any, need_eval: bool) -> _Raw:
 def _check_args(name, data_dir, image_size, val_fraction, val_data, seed, synthetic_size) -> Any:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
-    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8):
+    if image_size is not None and (not is_int(image_size) or image_size < 8):
         raise ValueError(f"image_size must be None (the dataset's own size) or an int >= 8, got image_size={image_size!r}")
-    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
+    if not is_number(val_fraction) or not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be a number in [0, 1), got val_fraction={val_fraction!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    if not is_int(seed):
         raise TypeError(f"seed must be an int, got seed={seed!r}")
     if val_data is not None and name not in ("imagefolder", "imagenet"):
         raise ValueError(f"val_data is only for 'imagefolder' and 'imagenet', got val_data={str(val_data)!r} with "
@@ -187,7 +187,7 @@ def build_datasets(name: str, *, data_dir: str | os.PathLike | None = None, imag
     else:
         train_idx, eval_idx, eval_source = list(range(len(raw.train))), list(range(len(raw.eval))), raw.eval
     if train_subset is not None:
-        if isinstance(train_subset, bool) or not isinstance(train_subset, int) or not 1 <= train_subset <= len(train_idx):
+        if not is_int(train_subset) or not 1 <= train_subset <= len(train_idx):
             raise ValueError(f"train_subset must be an int in [1, {len(train_idx)}] (the training split's size), "
                              f"got train_subset={train_subset!r}")
         if train_subset < len(train_idx):

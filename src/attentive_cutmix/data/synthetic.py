@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from ..constants import is_int
+
 __all__ = ["SHAPES", "SyntheticObjects", "generate_objects"]
 
 SHAPES = ("disc", "square", "triangle", "cross", "ring", "star", "diamond", "hexagon", "bar_pair", "ellipse")
@@ -158,11 +160,11 @@ def _mask_boxes(masks: torch.Tensor) -> torch.Tensor:
 def generate_objects(num_samples: int, image_size: int = 32, seed: int = 0) -> dict[str, torch.Tensor]:
     """Draw ``num_samples`` images. Returns ``images`` uint8 (N, 3, S, S), ``labels`` int64 (N,) (balanced:
     counts differ by at most one), ``boxes`` float32 (N, 4) XYXY pixels and ``masks`` bool (N, S, S)."""
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+    if not is_int(num_samples) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive int, got num_samples={num_samples!r}")
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 16:
+    if not is_int(image_size) or image_size < 16:
         raise ValueError(f"image_size must be an int >= 16 (shapes need room), got image_size={image_size!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    if not is_int(seed):
         raise TypeError(f"seed must be an int, got seed={seed!r}")
     gen = torch.Generator().manual_seed(seed)
     labels = torch.randperm(num_samples, generator=gen) % len(SHAPES)

@@ -16,16 +16,17 @@ from __future__ import annotations
 import torch
 from torchvision.transforms import v2
 
+from ..constants import SMALL_IMAGE_MAX, is_int
+
 __all__ = ["PRESETS", "train_transform", "eval_transform", "frame_transform", "preset_for_size"]
 
 PRESETS = ("cifar", "imagenet")
-SMALL_IMAGE_MAX = 64  # at or below this size images are treated CIFAR-style
 
 
 def _check(preset: str, image_size: int) -> None:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+    if not is_int(image_size) or image_size < 1:
         raise ValueError(f"image_size must be a positive int, got image_size={image_size!r}")
 
 

@@ -34,8 +34,19 @@ from typing import Any
 
 import yaml
 
-from ..training.config import (FIELDS, METHOD_OPTIONS, METHODS, OPTIMIZER_OPTIONS, SCHEDULE_OPTIONS, ConfigError,
-                               TrainConfig, check_types, make_config, yaml_load)
+from ..constants import is_number
+from ..training.config import (
+    FIELDS,
+    METHOD_OPTIONS,
+    METHODS,
+    OPTIMIZER_OPTIONS,
+    SCHEDULE_OPTIONS,
+    ConfigError,
+    TrainConfig,
+    check_types,
+    make_config,
+    yaml_load,
+)
 
 GRID_KEYS = ("name", "preset", "settings", "method_settings", "extractors", "attention_cache", "localization", "axes",
              "metric", "paper_results", "description")
@@ -163,7 +174,7 @@ def _check_top_level(data: dict[str, Any], path: Path) -> None:
                 raise GridError(f"`paper_results.{dataset}.{model}` in {path} must map methods to numbers ({shape}), "
                                 f"got {methods!r}")
             for method, number in methods.items():
-                if isinstance(number, bool) or not isinstance(number, (int, float)):
+                if not is_number(number):
                     raise GridError(f"`paper_results.{dataset}.{model}.{method}` in {path} must be a number, "
                                     f"got {number!r}")
 

@@ -7,10 +7,10 @@ convolution and no max-pool, so a 32 px image is not crushed to 1x1 before the l
 from __future__ import annotations
 
 import timm
-
 import torchvision
 from torch import nn
 
+from ..constants import INITS, SMALL_IMAGE_MAX, is_int
 from .cifar_resnet import CIFAR_RESNET_DEPTHS, cifar_resnet
 
 # Paper architecture -> (library, library name).
@@ -20,8 +20,6 @@ PAPER_MODELS: dict[str, tuple[str, str]] = {
     "densenet264": ("timm", "densenet264d"),
     **{f"efficientnet_b{k}": ("torchvision", f"efficientnet_b{k}") for k in (0, 1, 6, 7)},
 }
-SMALL_INPUT_MAX = 64
-INITS = ("default", "xavier")
 # Where a local weights file goes, on the command line and in Python: every "no weights" message names both.
 WEIGHTS_HINT = ("give a local weights file: on the command line `--extractor-weights PATH` (train, cache-attention), "
                 "in Python `FeatureExtractor(name, weights=PATH)`")
@@ -74,7 +72,7 @@ def adapt_small_input_stem(model: nn.Module) -> nn.Module:
         model.conv_stem.stride = (1, 1)
     else:
         raise ValueError(f"don't know how to adapt the stem of {type(model).__name__} to small inputs; "
-                         f"use image_size > {SMALL_INPUT_MAX} or a model with a known stem")
+                         f"use image_size > {SMALL_IMAGE_MAX} or a model with a known stem")
     return model
 
 
@@ -98,9 +96,9 @@ def create_model(name: str, num_classes: int, image_size: int = 224, init: str =
     """
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got init={init!r}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+    if not is_int(num_classes) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got num_classes={num_classes!r}")
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
+    if not is_int(image_size) or image_size < 8:
         raise ValueError(f"image_size must be an int >= 8, got image_size={image_size!r}")
     lib, lib_name = _resolve(name)
     if lib == "cifar":
@@ -109,7 +107,7 @@ def create_model(name: str, num_classes: int, image_size: int = 224, init: str =
         model = cifar_resnet(name, num_classes=num_classes)
     else:
         model = _build_library_model(lib, lib_name, num_classes, pretrained)
-        if image_size <= SMALL_INPUT_MAX and not pretrained:
+        if image_size <= SMALL_IMAGE_MAX and not pretrained:
             adapt_small_input_stem(model)
     if init == "xavier":
         xavier_init_(model)

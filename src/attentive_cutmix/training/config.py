@@ -20,13 +20,13 @@ from typing import Any, Mapping
 
 import yaml
 
-METHODS = ("none", "mixup", "cutmix", "cutout", "attentive-cutmix", "random-cells")
+from ..constants import INITS, METHODS, is_int
+
 DATA_PATHS = ("auto", "device", "loader")
 EXTRACTOR_ATTENTIONS = ("channel_mean", "cls_token")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine", "step")
 AMP_MODES = ("off", "fp16", "bf16")
-INITS = ("default", "xavier")
 
 # The paper (Walawalkar et al. 2020, sec. 3) trains with batch 32 (ImageNet 64), lr 1e-3, weight
 # decay 1e-5 and Xavier-normal init for 80/120/100 epochs (EfficientNet 180 on ImageNet). It does not
@@ -279,7 +279,7 @@ def _positive(cfg: TrainConfig, name: str, *, allow_none: bool = True, zero_ok: 
     value = getattr(cfg, name)
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if zero_ok else 1):
+    if not is_int(value) or value < (0 if zero_ok else 1):
         raise ConfigError(f"{name} must be an integer >= {0 if zero_ok else 1}, got {name}={value!r}")
 
 
@@ -309,7 +309,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for name in ("epochs", "batch_size", "eval_every", "log_every"):
         _positive(cfg, name, allow_none=False)
     sizes = cfg.synthetic_size if isinstance(cfg.synthetic_size, (list, tuple)) else [cfg.synthetic_size]
-    if len(sizes) not in (1, 2) or any(n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1) for n in sizes):
+    if len(sizes) not in (1, 2) or any(n is not None and (not is_int(n) or n < 1) for n in sizes):
         raise ConfigError(f"synthetic_size must be a positive int (train images) or a pair [train, eval], got {cfg.synthetic_size!r}")
     if isinstance(cfg.synthetic_size, tuple):
         cfg.synthetic_size = list(cfg.synthetic_size)
@@ -332,7 +332,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"lr must be > 0, got lr={cfg.lr!r}")
     if cfg.weight_decay < 0:
         raise ConfigError(f"weight_decay must be >= 0, got weight_decay={cfg.weight_decay!r}")
-    if cfg.train_subset is not None and (isinstance(cfg.train_subset, bool) or not isinstance(cfg.train_subset, int)
+    if cfg.train_subset is not None and (not is_int(cfg.train_subset)
                                          or cfg.train_subset < 1):
         raise ConfigError(f"train_subset must be a positive int (number of training images), got train_subset={cfg.train_subset!r}")
     if not 0.0 <= cfg.val_fraction < 1.0:
@@ -352,7 +352,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.schedule == "step" and cfg.step_size is not None and cfg.milestones:
         raise ConfigError("give either --step-size or --milestones for --schedule step, not both")
     if cfg.milestones is not None and (not isinstance(cfg.milestones, list) or any(
-            isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in cfg.milestones)):
+            not is_int(m) or m < 1 for m in cfg.milestones)):
         raise ConfigError(f"milestones must be a list of positive epoch numbers, got milestones={cfg.milestones!r}")
     if cfg.method == "attentive-cutmix":
         if cfg.extractor is None and cfg.attention_cache is None:
