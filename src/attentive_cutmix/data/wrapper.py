@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset
 from torchvision import tv_tensors
 
-__all__ = ["AugmentedDataset", "dataset_boxes", "attention_in_image_frame"]
+__all__ = ["AugmentedDataset", "dataset_boxes", "attention_in_image_frame", "frame_view", "with_attention"]
 
 
 def attention_in_image_frame(attention: torch.Tensor, height: int, width: int) -> tv_tensors.Image:
@@ -58,6 +58,20 @@ class AugmentedDataset(Dataset):
         image, attention = self.transform(image, attention)
         # Plain tensors out: tv_tensors subclasses would ride through collate and the trainer for nothing.
         return image.as_subclass(torch.Tensor), label, attention[0].as_subclass(torch.Tensor)
+
+
+def frame_view(dataset: AugmentedDataset, image_size: int) -> AugmentedDataset:
+    """The same split un-augmented: each image resized to ``image_size`` squared (the frame attention caches use)."""
+    from .transforms import frame_transform
+
+    return AugmentedDataset(dataset.source, dataset.indices, frame_transform(image_size),
+                            boxes=getattr(dataset, "boxes", None))
+
+
+def with_attention(dataset: AugmentedDataset, attention: Any) -> AugmentedDataset:
+    """The same split and transform whose items carry ``attention[i]`` (checked to have one map per item)."""
+    return AugmentedDataset(dataset.source, dataset.indices, dataset.transform, attention=attention,
+                            boxes=getattr(dataset, "boxes", None))
 
 
 def dataset_boxes(ds: Dataset) -> torch.Tensor:

@@ -11,11 +11,11 @@ from .config import ConfigError, TrainConfig
 from .distributed import DistInfo, barrier
 
 
-def _datasets(cfg: TrainConfig, *, augment: bool = True, attention_cache: Any = None):
+def _datasets(cfg: TrainConfig):
     from ..data import build_datasets
 
     return build_datasets(cfg.dataset, data_dir=cfg.data_dir, image_size=cfg.image_size, val_fraction=cfg.val_fraction,
-                          val_data=cfg.val_data, seed=cfg.split_seed, augment=augment, attention_cache=attention_cache,
+                          val_data=cfg.val_data, seed=cfg.split_seed,
                           synthetic_size=cfg.synthetic_size, train_subset=cfg.train_subset)
 
 
@@ -35,30 +35,32 @@ def build_data(cfg: TrainConfig, dist: DistInfo, device: torch.device) -> tuple[
 
 
 def _build(cfg: TrainConfig, dist: DistInfo, device: torch.device):
-    if cfg.method != "attentive-cutmix" or cfg.attention_cache is None:
-        train_ds, eval_ds, info = _datasets(cfg)
-        extractor = build_extractor(cfg, info, device) if cfg.method == "attentive-cutmix" else None
-        return train_ds, eval_ds, info, extractor
+    # One pass: the datasets once, then the extractor, then the cache, whose maps the training split takes on.
+    train_ds, eval_ds, info = _datasets(cfg)
+    if cfg.method != "attentive-cutmix":
+        return train_ds, eval_ds, info, None
+    extractor = build_extractor(cfg, info, device) if cfg.extractor is not None else None
+    if cfg.attention_cache is None:
+        return train_ds, eval_ds, info, extractor  # attention computed online, per batch
 
     from .. import cache as cache_mod
+    from ..data.wrapper import frame_view, with_attention
 
     path = Path(cfg.attention_cache)
-    raw_ds, _, info = _datasets(cfg, augment=False)  # the un-augmented frame the cache is computed in
-    extractor = build_extractor(cfg, info, device) if cfg.extractor is not None else None
     if not path.exists():
         if not cfg.build_cache or extractor is None:
             raise ConfigError(f"attention cache {path} does not exist; make it with `attentive-cutmix cache-attention`, "
                               "or add --build-cache (with --extractor) to build it before training")
         if dist.rank == 0:
-            cache_mod.build_cache(raw_ds, extractor, path, meta=cache_mod.cache_meta(info, extractor, cfg.extractor),
+            cache_mod.build_cache(frame_view(train_ds, info.image_size), extractor, path,
+                                  meta=cache_mod.cache_meta(info, extractor, cfg.extractor),
                                   batch_size=max(cfg.batch_size, 256), workers=cfg.workers, device=device,
                                   progress=cfg.progress)
     # Check the header before the data sees the maps, so a mismatch names every differing field.
     expect = (cache_mod.cache_meta(info, extractor, cfg.extractor) if extractor is not None
-              else {"fingerprint": info.train_fingerprint, "length": len(raw_ds)})
+              else {"fingerprint": info.train_fingerprint, "length": len(train_ds)})
     cache = cache_mod.open_cache(path, expect=expect)
-    train_ds, eval_ds, info = _datasets(cfg, attention_cache=cache)
-    return train_ds, eval_ds, info, None  # attention comes with each batch; no online extractor
+    return with_attention(train_ds, cache), eval_ds, info, None  # attention comes with each batch
 
 
 def choose_data_path(cfg: TrainConfig, train_ds: Any, eval_ds: Any, info: Any, device: torch.device) -> str:
