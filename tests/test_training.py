@@ -115,22 +115,27 @@ def test_same_seed_twice_is_identical_and_other_seed_differs(toy, tmp_path):
     assert a["curve"][0]["train_loss"] != c["curve"][0]["train_loss"]
 
 
-@pytest.fixture
-def baseline_checkpoint(toy, tmp_path):
-    train(make_config(_opts(tmp_path / "base", epochs=1)))
-    return tmp_path / "base" / "checkpoint.pt"
+@pytest.fixture(scope="module")
+def baseline_checkpoint(tmp_path_factory):
+    """One trained baseline for the whole module (tests that use it must not leave it changed)."""
+    out = tmp_path_factory.mktemp("baseline") / "base"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(data_pkg, "build_datasets", toy_build_datasets, raising=False)
+        train(make_config(_opts(out, epochs=1)))
+    return out / "checkpoint.pt"
 
 
 @pytest.mark.parametrize("method", ["none", "mixup", "cutmix", "cutout", "attentive-cutmix"])
-def test_each_method_loss_decreases(method, baseline_checkpoint, tmp_path):
-    extra = {"extractor": str(baseline_checkpoint), "grid_size": 4, "num_patches": 4} if method == "attentive-cutmix" else {}
+def test_each_method_loss_decreases(method, toy, baseline_checkpoint, tmp_path):
+    extra = ({"extractor": str(baseline_checkpoint), "grid_size": 4, "num_patches": 4} if method == "attentive-cutmix"
+             else {})
     res = train(make_config(_opts(tmp_path / method, method=method, epochs=3, lr=3e-3, **extra)))
     losses = [row["train_loss"] for row in res["curve"]]
     assert losses[-1] < losses[0] * 0.9, losses
     assert res["top1"] > 25.0  # above chance (4 classes)
 
 
-def test_reported_top1_equals_evaluate_of_checkpoint(baseline_checkpoint):
+def test_reported_top1_equals_evaluate_of_checkpoint(toy, baseline_checkpoint):
     ckpt = safe_torch_load(baseline_checkpoint)
     cfg = ckpt["config"]
     model = create_model(cfg["model"], num_classes=cfg["num_classes"], image_size=cfg["image_size"])
@@ -163,7 +168,7 @@ def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
             if p.is_file() and p.name != ".lock"}
 
 
-def test_resume_from_another_models_checkpoint_changes_nothing(baseline_checkpoint):
+def test_resume_from_another_models_checkpoint_changes_nothing(toy, baseline_checkpoint):
     out = baseline_checkpoint.parent
     before = _snapshot(out)
     with pytest.raises(CheckpointError, match="cifar_resnet32"):
@@ -173,7 +178,7 @@ def test_resume_from_another_models_checkpoint_changes_nothing(baseline_checkpoi
     assert _snapshot(out) == before
 
 
-def test_fresh_run_into_a_used_folder_is_refused(baseline_checkpoint):
+def test_fresh_run_into_a_used_folder_is_refused(toy, baseline_checkpoint):
     out = baseline_checkpoint.parent
     before = _snapshot(out)
     with pytest.raises(ConfigError, match="--resume"):
@@ -189,7 +194,7 @@ def test_unwritable_output_dir_fails_before_training(toy, tmp_path):
     assert blocker.read_text() == "not a folder"
 
 
-def test_non_finite_loss_stops_at_once_and_keeps_last_checkpoint(baseline_checkpoint, monkeypatch):
+def test_non_finite_loss_stops_at_once_and_keeps_last_checkpoint(toy, baseline_checkpoint, monkeypatch):
     out = baseline_checkpoint.parent
     before = _snapshot(out)
     real = trainer_mod._normalize
