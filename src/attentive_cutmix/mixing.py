@@ -18,8 +18,8 @@ import torch
 
 from ._mixer import Mixer, check_int, check_values, mix_targets, pair_permutation, paste, paste_masks, pool_to_grid
 
-__all__ = ["AttentiveCutMix", "RandomCells", "pair_permutation", "attention_to_grid", "top_cell_indices", "top_cells", "cell_bounds",
-           "cells_to_pixel_mask"]
+__all__ = ["AttentiveCutMix", "RandomCells", "pair_permutation", "attention_to_grid", "top_cell_indices", "top_cells",
+           "cell_bounds", "cells_to_pixel_mask"]
 
 
 # --------------------------------------------------------------------------- the grid

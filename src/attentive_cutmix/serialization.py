@@ -71,9 +71,11 @@ def safe_torch_load(path: str | os.PathLike, *, map_location: str | torch.device
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(f"{path} was refused: it contains objects other than tensors and plain containers "
-                              f"(possibly unsafe code); only weights_only-loadable files are accepted ({_first_line(err)})") from err
+                              "(possibly unsafe code); only weights_only-loadable files are accepted "
+                              f"({_first_line(err)})") from err
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        raise CheckpointError(f"{path} is not a readable PyTorch file (truncated or corrupt?): {_first_line(err)}") from err
+        raise CheckpointError(f"{path} is not a readable PyTorch file (truncated or corrupt?): "
+                              f"{_first_line(err)}") from err
 
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -11,16 +11,19 @@ import importlib
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("attentive_cutmix.cli.demo", "train a small CNN with each method on the embedded dataset and print a table"),
+    "demo": ("attentive_cutmix.cli.demo",
+             "train a small CNN with each method on the embedded dataset and print a table"),
     "train": ("attentive_cutmix.cli.train", "train one model with one mixing method"),
-    "cache-attention": ("attentive_cutmix.cli.cache_attention", "run an extractor once over a dataset and store its attention maps"),
+    "cache-attention": ("attentive_cutmix.cli.cache_attention",
+                        "run an extractor once over a dataset and store its attention maps"),
     "compare": ("attentive_cutmix.cli.compare", "run a grid of trainings from a YAML file and render tables and plots"),
     "visualize": ("attentive_cutmix.cli.visualize", "write figures of heat maps, chosen cells and mixed images"),
 }
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
-    parser = argparse.ArgumentParser(prog="attentive-cutmix", description="Attention-guided mix augmentation for PyTorch.")
+    parser = argparse.ArgumentParser(prog="attentive-cutmix",
+                                     description="Attention-guided mix augmentation for PyTorch.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers = {name: sub.add_parser(name, help=help_, description=help_) for name, (_, help_) in COMMANDS.items()}
     return parser, subparsers

@@ -17,11 +17,13 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, suppress: bool = Fals
     """The dataset and its split: the same values give the same split (and fingerprint) in every subcommand."""
     data = parser.add_argument_group(title)
     data.add_argument("--dataset", default=_default("synthetic", suppress), help=DATASET_HELP)
-    data.add_argument("--data-dir", default=_default(None, suppress), help="dataset folder (imagefolder: a tree of class folders)")
+    data.add_argument("--data-dir", default=_default(None, suppress),
+                      help="dataset folder (imagefolder: a tree of class folders)")
     data.add_argument("--val-fraction", type=float, default=_default(0.0, suppress),
                       help="hold out this fraction of the train set for evaluation (deterministic; default 0)")
     data.add_argument("--val-data", default=_default(None, suppress), help="a separate evaluation folder")
-    data.add_argument("--image-size", type=int, default=_default(None, suppress), help="image size (default: the dataset's)")
+    data.add_argument("--image-size", type=int, default=_default(None, suppress),
+                      help="image size (default: the dataset's)")
     data.add_argument("--synthetic-size", type=int, nargs="+", default=_default(None, suppress), metavar="N",
                       help="synthetic dataset: N training images, or N_TRAIN N_EVAL")
     data.add_argument("--split-seed", type=int, default=_default(0, suppress),
@@ -36,13 +38,14 @@ def add_extractor_arguments(parser: argparse.ArgumentParser, *, suppress: bool =
     """Where Attentive CutMix's attention comes from: a model name and its weights, or one of our checkpoints."""
     ext = parser.add_argument_group(title)
     ext.add_argument("--extractor", required=required, default=_default(None, suppress),
-                     help="a model name (cifar_resnet56, resnet152, vit_small_patch16_224, ...) with --extractor-weights "
-                          "FILE (or pretrained weights, downloaded), or a checkpoint.pt written by `attentive-cutmix train`")
+                     help="a model name (cifar_resnet56, resnet152, vit_small_patch16_224, ...) with "
+                          "--extractor-weights FILE (or pretrained weights, downloaded), or a checkpoint.pt "
+                          "written by `attentive-cutmix train`")
     ext.add_argument("--extractor-weights", default=_default(None, suppress),
                      help="local weights file for --extractor NAME (.safetensors or .pt)")
     ext.add_argument("--extractor-input-size", type=int, default=_default(None, suppress),
-                     help="extractor input size (default: the checkpoint's image size, the dataset's for cifar_* models, "
-                          "else 224)")
+                     help="extractor input size (default: the checkpoint's image size, the dataset's for "
+                          "cifar_* models, else 224)")
     ext.add_argument("--extractor-attention", choices=("channel_mean", "cls_token"), default=_default(None, suppress),
                      help="how cells are scored: the channel mean of the last feature map (default) or, for ViT-style "
                           "extractors, the last block's class-token attention")
@@ -50,7 +53,8 @@ def add_extractor_arguments(parser: argparse.ArgumentParser, *, suppress: bool =
 
 def add_device_argument(parser: argparse.ArgumentParser, *, suppress: bool = False,
                         default_help: str = "cuda if available, else cpu") -> None:
-    parser.add_argument("--device", default=_default(None, suppress), help=f"cpu, cuda, cuda:N (default: {default_help})")
+    parser.add_argument("--device", default=_default(None, suppress),
+                        help=f"cpu, cuda, cuda:N (default: {default_help})")
 
 
 def synthetic_size(value: list[int] | None) -> int | tuple[int, int] | None:

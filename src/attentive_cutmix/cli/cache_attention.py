@@ -1,8 +1,8 @@
 """``attentive-cutmix cache-attention``: run an extractor once over a training split and store its maps.
 
 The split flags are those of ``train`` (same dataset, folder, validation fraction, image size,
-split seed and train subset give the same split, whose fingerprint the cache records), and the extractor is built exactly
-as ``train`` builds it, so ``train --attention-cache PATH`` accepts what this writes::
+split seed and train subset give the same split, whose fingerprint the cache records), and the extractor
+is built exactly as ``train`` builds it, so ``train --attention-cache PATH`` accepts what this writes::
 
     attentive-cutmix cache-attention --dataset cifar10 --extractor cifar_resnet56 \\
         --extractor-weights cifar10-resnet56.safetensors --out cifar10-r56.safetensors
@@ -24,10 +24,12 @@ from ._common import add_data_arguments, add_device_argument, add_extractor_argu
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_arguments(parser, title="data (use the same values as for train)")
     add_extractor_arguments(parser, required=True)
-    parser.add_argument("--pretrained", action="store_true", help="use the library's pretrained ImageNet weights (downloads them)")
+    parser.add_argument("--pretrained", action="store_true",
+                        help="use the library's pretrained ImageNet weights (downloads them)")
     out = parser.add_argument_group("output")
     out.add_argument("--out", required=True, help="cache file to write (.safetensors)")
-    out.add_argument("--force", action="store_true", help="replace an existing cache (the old one stays until the new one is complete)")
+    out.add_argument("--force", action="store_true",
+                     help="replace an existing cache (the old one stays until the new one is complete)")
     out.add_argument("--batch-size", type=int, default=256, help="images per extractor batch (default 256)")
     out.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default 2)")
     add_device_argument(out)
@@ -73,14 +75,16 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     checkpoint = is_checkpoint_path(args.extractor)
     try:  # before any work: never replace what is not a cache, never the extractor's own weights
-        check_cache_target(out, force=args.force, protected=(args.extractor_weights, args.extractor if checkpoint else None))
+        check_cache_target(out, force=args.force,
+                           protected=(args.extractor_weights, args.extractor if checkpoint else None))
     except CacheError as err:
         return fail("cache-attention", err)
     if checkpoint and (args.pretrained or args.extractor_weights):
-        return fail("cache-attention", f"--extractor {args.extractor} is a checkpoint with its own weights; drop --pretrained/--extractor-weights")
+        return fail("cache-attention", f"--extractor {args.extractor} is a checkpoint with its own weights; "
+                                       "drop --pretrained/--extractor-weights")
     if not checkpoint and args.pretrained == (args.extractor_weights is not None):
-        return fail("cache-attention", f"--extractor {args.extractor} needs its weights: pass --extractor-weights FILE or --pretrained "
-                     "(downloads ImageNet weights), not both and not neither")
+        return fail("cache-attention", f"--extractor {args.extractor} needs its weights: pass --extractor-weights FILE "
+                     "or --pretrained (downloads ImageNet weights), not both and not neither")
     # train reads "no --extractor-weights" as pretrained; build the extractor with train's own code so the caches agree.
     cfg = TrainConfig(dataset=args.dataset, method="attentive-cutmix", extractor=args.extractor,
                       extractor_weights=args.extractor_weights, extractor_input_size=args.extractor_input_size,
@@ -106,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
     size = out.stat().st_size
     print(f"wrote {out}: {len(cache)} maps of {h}x{w} (fp16, {size / 2**20:.1f} MiB)" if size >= 2**20 else
           f"wrote {out}: {len(cache)} maps of {h}x{w} (fp16, {size / 2**10:.1f} KiB)", end="")
-    print(f" from {args.extractor} at {meta['input_size']} px over the {info.name} train split, in {seconds:.1f} s on {device} "
-          f"({len(cache) / seconds:.0f} images/s)")
-    print("train with it (the same split and extractor flags, so train can check the cache fits):\n  " + _train_command(args, _defaults()))
+    print(f" from {args.extractor} at {meta['input_size']} px over the {info.name} train split, "
+          f"in {seconds:.1f} s on {device} ({len(cache) / seconds:.0f} images/s)")
+    print("train with it (the same split and extractor flags, so train can check the cache fits):\n  "
+          + _train_command(args, _defaults()))
     return 0

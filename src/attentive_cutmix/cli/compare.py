@@ -14,7 +14,8 @@ from ._common import add_device_argument, fail
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("grid", metavar="GRID.yaml", help="grid file: axes, shared settings, paper numbers (see configs/)")
+    parser.add_argument("grid", metavar="GRID.yaml",
+                        help="grid file: axes, shared settings, paper numbers (see configs/)")
     parser.add_argument("--output-dir", default=None, help="where runs, caches, results and tables go "
                                                            "(default runs/compare/<grid file name>)")
     which = parser.add_mutually_exclusive_group()
@@ -24,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="show each cell's status and config; train nothing")
     parser.add_argument("--report-only", action="store_true", help="only (re)write results.json, the tables and plots")
     add_device_argument(parser, default_help="each cell's own, else cuda if available; not part of the cell id")
-    parser.add_argument("--workers", type=int, default=None, help="DataLoader workers for every cell (not part of the cell id)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="DataLoader workers for every cell (not part of the cell id)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars or per-epoch lines")
 
 

@@ -25,11 +25,12 @@ def _bool(value: str) -> bool:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default=None, metavar="FILE.yaml", help="YAML file of options (keys like the flags); flags override it")
+    parser.add_argument("--config", default=None, metavar="FILE.yaml",
+                        help="YAML file of options (keys like the flags); flags override it")
     parser.add_argument("--preset", choices=list(PRESETS), default=_S,
-                        help="the paper's settings: 80/120/100 epochs (EfficientNet 180 on ImageNet), batch 32 (ImageNet 64), "
-                             "lr 1e-3, weight decay 1e-5, Xavier init. The paper does not name its optimiser; we use Adam "
-                             "(lr 1e-3 is Adam's usual rate)")
+                        help="the paper's settings: 80/120/100 epochs (EfficientNet 180 on ImageNet), batch 32 "
+                             "(ImageNet 64), lr 1e-3, weight decay 1e-5, Xavier init. The paper does not name its "
+                             "optimiser; we use Adam (lr 1e-3 is Adam's usual rate)")
     add_data_arguments(parser, suppress=True)
     data = parser.add_argument_group("data loading")
     data.add_argument("--workers", type=int, default=_S, help="DataLoader worker processes (default 2)")
@@ -41,16 +42,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="device path, image folders: keep the decoded uint8 images in this file (checked against "
                            "the folder's fingerprint), so later runs skip decoding")
     model = parser.add_argument_group("model")
-    model.add_argument("--model", default=_S, help="architecture (default cifar_resnet20); e.g. resnet18, densenet121, efficientnet_b0")
-    model.add_argument("--init", choices=INITS, default=_S, help="weight initialisation; xavier = the paper's Xavier-normal")
+    model.add_argument("--model", default=_S,
+                       help="architecture (default cifar_resnet20); e.g. resnet18, densenet121, efficientnet_b0")
+    model.add_argument("--init", choices=INITS, default=_S,
+                       help="weight initialisation; xavier = the paper's Xavier-normal")
     mix = parser.add_argument_group("mixing")
     mix.add_argument("--method", choices=METHODS, default=_S, help="augmentation method (default none)")
-    mix.add_argument("--num-patches", type=int, default=_S, help="attentive-cutmix, random-cells: cells pasted (default 6)")
+    mix.add_argument("--num-patches", type=int, default=_S,
+                     help="attentive-cutmix, random-cells: cells pasted (default 6)")
     mix.add_argument("--grid-size", type=int, default=_S, help="attentive-cutmix, random-cells: grid side (default 7)")
     mix.add_argument("--alpha", type=float, default=_S, help="mixup/cutmix: Beta(alpha, alpha) (default 1.0)")
     mix.add_argument("--prob", type=float, default=_S, help="probability of mixing a batch (default 1.0)")
     mix.add_argument("--cutout-size", type=int, default=_S, help="cutout: square side in pixels (default 16)")
-    mix.add_argument("--attention-cache", default=_S, help="precomputed attention maps (`attentive-cutmix cache-attention`)")
+    mix.add_argument("--attention-cache", default=_S,
+                     help="precomputed attention maps (`attentive-cutmix cache-attention`)")
     mix.add_argument("--build-cache", action="store_const", const=True, default=_S,
                      help="build a missing --attention-cache with --extractor before training")
     add_extractor_arguments(parser, suppress=True, title="attentive-cutmix: the extractor")
@@ -62,31 +67,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--momentum", type=float, default=_S, help="sgd (default 0.9)")
     opt.add_argument("--nesterov", type=_bool, nargs="?", const=True, default=_S, help="sgd: Nesterov momentum")
     opt.add_argument("--weight-decay", type=float, default=_S, help="L2 weight decay (default 1e-5)")
-    opt.add_argument("--schedule", choices=SCHEDULES, default=_S, help="lr schedule, stepped per epoch (default constant)")
+    opt.add_argument("--schedule", choices=SCHEDULES, default=_S,
+                     help="lr schedule, stepped per epoch (default constant)")
     opt.add_argument("--step-size", type=int, default=_S, help="step: decay every N epochs (default epochs // 3)")
     opt.add_argument("--milestones", type=int, nargs="+", default=_S, help="step: decay at these epochs instead")
     opt.add_argument("--gamma", type=float, default=_S, help="step: decay factor (default 0.1)")
     opt.add_argument("--label-smoothing", type=float, default=_S, help="default 0")
     run = parser.add_argument_group("run")
-    run.add_argument("--seed", type=int, default=_S, help="default 0; the same seed on the same machine gives identical results on CPU")
-    run.add_argument("--output-dir", default=_S, help="where checkpoint.pt, metrics.jsonl, results.json, tb/ go (default runs/train)")
+    run.add_argument("--seed", type=int, default=_S,
+                     help="default 0; the same seed on the same machine gives identical results on CPU")
+    run.add_argument("--output-dir", default=_S,
+                     help="where checkpoint.pt, metrics.jsonl, results.json, tb/ go (default runs/train)")
     run.add_argument("--overwrite", action="store_const", const=True, default=_S,
-                     help="replace the outputs of an earlier run in --output-dir (checkpoint, results, metrics, config, "
-                          "tb/); other files there are kept")
+                     help="replace the outputs of an earlier run in --output-dir (checkpoint, results, metrics, "
+                          "config, tb/); other files there are kept")
     run.add_argument("--resume", action="store_const", const=True, default=_S,
                      help="continue the run in --output-dir from its checkpoint (exactly, even mid-epoch)")
     run.add_argument("--log-every", type=int, default=_S, metavar="N",
                      help="steps between host syncs: progress bar loss and the non-finite check (default 50)")
     run.add_argument("--compile", action="store_const", const=True, default=_S, help="torch.compile the model")
     run.add_argument("--amp", choices=AMP_MODES, default=_S, help="mixed precision on CUDA (no-op on CPU)")
-    run.add_argument("--channels-last", action="store_const", const=True, default=_S, help="channels-last memory format on CUDA")
+    run.add_argument("--channels-last", action="store_const", const=True, default=_S,
+                     help="channels-last memory format on CUDA")
     add_device_argument(run, suppress=True)
     run.add_argument("--max-steps-per-epoch", type=int, default=_S, help="cap the steps per epoch (tests, benchmarks)")
     run.add_argument("--eval-every", type=int, default=_S, help="evaluate every N epochs (and after the last)")
     run.add_argument("--eval-train", action="store_const", const=True, default=_S,
                      help="at each evaluation also measure the un-augmented training split (train top-1, the gap)")
     run.add_argument("--eval-batch-size", type=int, default=_S, help="default: --batch-size")
-    run.add_argument("--no-progress", dest="progress", action="store_const", const=False, default=_S, help="no progress bar or epoch lines")
+    run.add_argument("--no-progress", dest="progress", action="store_const", const=False, default=_S,
+                     help="no progress bar or epoch lines")
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
@@ -102,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = config_from_args(args)
         result = train(cfg)
-    except (ValueError, NonFiniteLossError) as err:  # ConfigError, CheckpointError, bad names/paths from data/model/cache
+    # ValueError: ConfigError, CheckpointError, bad names/paths from data/model/cache
+    except (ValueError, NonFiniteLossError) as err:
         return fail("train", err)
     if result.get("status") == "interrupted":
         return 128 + int(getattr(signal, result["signal"]))

@@ -1,4 +1,5 @@
-"""``attentive-cutmix visualize``: a figure like the paper's Fig. 1/2 for a few images (see experiments/visualize.py)."""
+"""``attentive-cutmix visualize``: a figure like the paper's Fig. 1/2 for a few images
+(see experiments/visualize.py)."""
 from __future__ import annotations
 
 import argparse
@@ -31,9 +32,9 @@ def run(args: argparse.Namespace) -> int:
         device = resolve_device(args.device)
         # An image folder has no eval split of its own; holding some out only satisfies build_datasets here.
         held_out = args.val_fraction or (0.1 if args.dataset == "imagefolder" and args.val_data is None else 0.0)
-        dataset, _, info = build_datasets(args.dataset, data_dir=args.data_dir, image_size=args.image_size, augment=False,
-                                          val_fraction=held_out, val_data=args.val_data, seed=args.split_seed,
-                                          synthetic_size=synthetic_size(args.synthetic_size),
+        dataset, _, info = build_datasets(args.dataset, data_dir=args.data_dir, image_size=args.image_size,
+                                          augment=False, val_fraction=held_out, val_data=args.val_data,
+                                          seed=args.split_seed, synthetic_size=synthetic_size(args.synthetic_size),
                                           train_subset=args.train_subset)
         if args.num_images > len(dataset):
             raise ValueError(f"--num-images {args.num_images} exceeds the dataset's {len(dataset)} images")

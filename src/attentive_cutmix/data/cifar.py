@@ -81,7 +81,8 @@ def load_cifar(name: str, root: str | os.PathLike, *, train: bool, download: boo
                            f"delete them and download again, or {where}") from err
     except (OSError, RuntimeError) as err:  # URLError is an OSError; torchvision raises RuntimeError on bad archives
         if missing:
-            raise DatasetNotFoundError(f"could not download {name} into {str(root)!r} ({err}); offline? {where}") from err
+            raise DatasetNotFoundError(
+                f"could not download {name} into {str(root)!r} ({err}); offline? {where}") from err
         raise DatasetError(f"cannot read the {name} files in {str(folder)!r} ({err})") from err
     names = [f for f, _ in (parser.train_list if train else parser.test_list)] + [parser.meta["filename"]]
     return CifarArrays(

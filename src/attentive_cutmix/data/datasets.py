@@ -125,7 +125,8 @@ def _check_args(name, data_dir, image_size, val_fraction, val_data, seed, synthe
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
     if image_size is not None and (not is_int(image_size) or image_size < 8):
-        raise ValueError(f"image_size must be None (the dataset's own size) or an int >= 8, got image_size={image_size!r}")
+        raise ValueError(f"image_size must be None (the dataset's own size) or an int >= 8, "
+                         f"got image_size={image_size!r}")
     if not is_number(val_fraction) or not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be a number in [0, 1), got val_fraction={val_fraction!r}")
     if not is_int(seed):
@@ -201,11 +202,13 @@ def build_datasets(name: str, *, data_dir: str | os.PathLike | None = None, imag
         return None if source_boxes is None else source_boxes[idx] * (size / raw.native_size)
 
     eval_boxes = raw.train_boxes if held_out else raw.eval_boxes
-    train_ds = AugmentedDataset(raw.train, train_idx, train_transform(preset, size) if augment else frame_transform(size),
+    train_ds = AugmentedDataset(raw.train, train_idx,
+                                train_transform(preset, size) if augment else frame_transform(size),
                                 attention=attention_cache, boxes=boxes(raw.train_boxes, train_idx))
     eval_ds = AugmentedDataset(eval_source, eval_idx, eval_transform(preset, size), boxes=boxes(eval_boxes, eval_idx))
     mean, std = raw.stats
     info = DatasetInfo(name=name, num_classes=len(raw.train.classes), image_size=size, mean=tuple(mean), std=tuple(std),
-                       classes=list(raw.train.classes), train_fingerprint=_sha256(raw.identity(train_idx, held_out or train_subset is not None)),
+                       classes=list(raw.train.classes),
+                       train_fingerprint=_sha256(raw.identity(train_idx, held_out or train_subset is not None)),
                        num_train=len(train_ds), preset=preset)
     return train_ds, eval_ds, info

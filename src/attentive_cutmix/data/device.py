@@ -55,7 +55,8 @@ class DeviceSplit:
         out = (images.float().div_(255), self.labels.index_select(0, index))
         return out if attention is None else out + (attention.float(),)
 
-    def eval_batches(self, batch_size: int, *, rank: int = 0, world_size: int = 1) -> Iterator[tuple[torch.Tensor, ...]]:
+    def eval_batches(self, batch_size: int, *, rank: int = 0,
+                     world_size: int = 1) -> Iterator[tuple[torch.Tensor, ...]]:
         """Un-augmented ``(images, labels)`` slices; rank ``r`` takes items r, r + W, ... (each item once)."""
         images, labels = self.images[rank::world_size], self.labels[rank::world_size]
         for start in range(0, images.shape[0], batch_size):

@@ -26,7 +26,8 @@ class DatasetError(ValueError):
 
 
 class DatasetNotFoundError(DatasetError, FileNotFoundError):
-    """The dataset's files are not where they were looked for (caught by ``except ValueError`` or ``FileNotFoundError``)."""
+    """The dataset's files are not where they were looked for (caught by ``except ValueError`` or
+    ``FileNotFoundError``)."""
 
 
 class CorruptImageError(DatasetError):
@@ -118,9 +119,11 @@ def _find_classes(root: Path, what: str) -> list[str]:
     try:
         classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith("."))
     except OSError as err:  # e.g. no read permission: a plain error, not a traceback
-        raise DatasetError(f"cannot read {what} folder {str(root)!r} ({err.strerror or err}); check its permissions") from err
+        raise DatasetError(f"cannot read {what} folder {str(root)!r} ({err.strerror or err}); "
+                           "check its permissions") from err
     if not classes:
-        raise DatasetError(f"{what} folder {str(root)!r} has no class sub-folders; expected <folder>/<class>/<image>.jpg")
+        raise DatasetError(f"{what} folder {str(root)!r} has no class sub-folders; "
+                           "expected <folder>/<class>/<image>.jpg")
     return classes
 
 

@@ -76,7 +76,8 @@ _SDF = {
     "bar_pair": lambda u, v: torch.minimum(_box(u, v - 0.55, 1.0, 0.2), _box(u, v + 0.55, 1.0, 0.2)),
     "ellipse": _ellipse,
 }
-_FREE_ROTATION = {"disc", "ring", "bar_pair", "ellipse"}  # others keep a small jitter: square vs diamond stays a shape cue
+# Free rotation for these; others keep a small jitter: square vs diamond stays a shape cue.
+_FREE_ROTATION = {"disc", "ring", "bar_pair", "ellipse"}
 
 
 def _uniform(gen: torch.Generator, shape: tuple[int, ...], low: float, high: float) -> torch.Tensor:
@@ -88,7 +89,8 @@ def _smooth_noise(gen: torch.Generator, n: int, size: int, cells: int = 4) -> to
     return F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
 
 
-def _background(gen: torch.Generator, n: int, size: int, dark: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+def _background(gen: torch.Generator, n: int, size: int, dark: torch.Tensor, ys: torch.Tensor,
+                xs: torch.Tensor) -> torch.Tensor:
     px = size / 32  # clutter is specified at 32 px and scales with the image
     base = torch.rand((n, 3, 1, 1), generator=gen) * 0.3 + torch.where(dark, 0.08, 0.62).view(n, 1, 1, 1)
     img = _smooth_noise(gen, n, size).mul_(0.25).add_(base)

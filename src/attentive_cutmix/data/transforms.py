@@ -6,7 +6,8 @@ resizes both with the same random parameters. The attention map is bilinear-resi
 zero-filled where the crop pads; ``ToDtype`` leaves it unchanged because it is already float32.
 
 - ``"cifar"`` train: RandomCrop(size, padding=4) + RandomHorizontalFlip; eval: the image as is.
-- ``"imagenet"`` train: RandomResizedCrop(size) + RandomHorizontalFlip; eval: Resize(int(size / 0.875)) + CenterCrop(size).
+- ``"imagenet"`` train: RandomResizedCrop(size) + RandomHorizontalFlip; eval: Resize(int(size / 0.875))
+  + CenterCrop(size).
 
 The ``"cifar"`` preset starts with ``Resize((size, size))``: a no-op (no copy) for images already at
 ``size``, so folders of other-sized images still give same-sized batches.

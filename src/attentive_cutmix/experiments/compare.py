@@ -68,10 +68,12 @@ def _write_cell_file(run_dir: Path, cell: Cell) -> None:
 def _cache_path(out: Path, cfg: Any, extractor_identity: dict[str, Any] | None, label: Any = None) -> Path:
     from .grid import _short_hash, _slug
 
-    data = {k: getattr(cfg, k) for k in ("dataset", "data_dir", "image_size", "val_fraction", "val_data", "synthetic_size")}
+    data = {k: getattr(cfg, k)
+            for k in ("dataset", "data_dir", "image_size", "val_fraction", "val_data", "synthetic_size")}
     if cfg.val_fraction:  # the held-out split (hence the cached train split) depends on the seed
         data["seed"] = cfg.seed
-    extractor = extractor_identity or {k: getattr(cfg, k) for k in ("extractor", "extractor_weights", "extractor_input_size")}
+    extractor = extractor_identity or {k: getattr(cfg, k)
+                                       for k in ("extractor", "extractor_weights", "extractor_input_size")}
     name = f"{_slug(label or cfg.dataset)}-{_slug(Path(str(cfg.extractor)).stem)}-{_short_hash([data, extractor], 10)}"
     return out / "caches" / f"{name}.safetensors"
 
@@ -115,7 +117,8 @@ class Interrupted(Exception):
         self.result = result
 
 
-def resolved_config(grid: Grid, cell: Cell, out: Path, overrides: dict[str, Any], log: Callable[[str], None] = print) -> Any:
+def resolved_config(grid: Grid, cell: Cell, out: Path, overrides: dict[str, Any],
+                    log: Callable[[str], None] = print) -> Any:
     """The cell's TrainConfig with its extractor checkpoint and shared attention cache filled in."""
     cfg = cell.config
     changes: dict[str, Any] = {}
@@ -152,10 +155,11 @@ def _localize(cfg: Any, run_dir: Path) -> dict[str, Any] | None:
 
     device = resolve_device(cfg.device)
     _, eval_ds, info = build_datasets(cfg.dataset, image_size=cfg.image_size, val_fraction=cfg.val_fraction,
-                                      seed=cfg.split_seed, synthetic_size=cfg.synthetic_size, train_subset=cfg.train_subset)
+                                      seed=cfg.split_seed, synthetic_size=cfg.synthetic_size,
+                                      train_subset=cfg.train_subset)
     extractor = build_extractor(cfg, info, device)
-    rates = localization_hit_rates(extractor, eval_ds, num_patches=cfg.num_patches, grid_size=cfg.grid_size, seed=cfg.seed,
-                                   device=device)
+    rates = localization_hit_rates(extractor, eval_ds, num_patches=cfg.num_patches, grid_size=cfg.grid_size,
+                                   seed=cfg.seed, device=device)
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(rates, indent=2)))
     return rates
 
@@ -172,7 +176,8 @@ def run_cell(grid: Grid, cell: Cell, out: Path, *, overrides: dict[str, Any] | N
     overrides = dict(overrides or {})
     run_dir = out / "runs" / cell.id
     status = cell_status(run_dir, cell.identity)
-    cfg = resolved_config(grid, cell, out, overrides, log) if status != "finished" or wants_localization(grid, cell) else None
+    cfg = (resolved_config(grid, cell, out, overrides, log)
+           if status != "finished" or wants_localization(grid, cell) else None)
     if status == "finished":
         log(f"{cell.id}: finished, skipped")
     else:
@@ -196,14 +201,16 @@ def collect(grid: Grid, out: Path) -> list[dict[str, Any]]:
         labels = {"dataset": cfg.dataset, "model": cfg.model, "method": cfg.method, "seed": cfg.seed,
                   **{k: v for k, v in cell.axes.items()}}
         config = {k: v for k, v in cfg.to_dict().items() if k not in RUN_FIELDS}
-        entry: dict[str, Any] = {"id": cell.id, "labels": labels, "axes": cell.axes, "config": config, "status": "pending"}
+        entry: dict[str, Any] = {"id": cell.id, "labels": labels, "axes": cell.axes, "config": config,
+                                 "status": "pending"}
         try:
             status = cell_status(run_dir, cell.identity)
         except CellConflictError:
             status = "conflict"
         results = _read_json(run_dir / "results.json") if status == "finished" else None
         if results:
-            entry.update({k: results.get(k) for k in ("top1", "top5", "best_top1", "best_top5", "epochs", "curve", "wall_time_s")})
+            entry.update({k: results.get(k)
+                          for k in ("top1", "top5", "best_top1", "best_top5", "epochs", "curve", "wall_time_s")})
             entry["status"] = "finished"
             entry["localization"] = _read_json(run_dir / "localization.json")
         else:
@@ -220,13 +227,15 @@ def write_report(grid: Grid, out: Path, log: Callable[[str], None] = print) -> d
     entries = collect(grid, out)
     payload = {"grid": grid.name, "source": grid.source, "metric": grid.metric, "runs": entries,
                "paper_results": grid.paper_results or None}
-    paths = {"results": atomic_write(out / "results.json", lambda t: Path(t).write_text(json.dumps(payload, indent=2, default=str)))}
+    paths = {"results": atomic_write(out / "results.json",
+                                     lambda t: Path(t).write_text(json.dumps(payload, indent=2, default=str)))}
     table = build_table(entries, grid.metric)
     done = sum(e["status"] == "finished" for e in entries)
     title = f"{grid.name} ({done}/{len(entries)} runs finished)"
     md = table_markdown(table, paper=grid.paper_results, metric=grid.metric, title=title)
     paths["table_md"] = atomic_write(out / "table.md", lambda t: Path(t).write_text(md))
-    paths["table_csv"] = atomic_write(out / "table.csv", lambda t: Path(t).write_text(table_csv(table, paper=grid.paper_results)))
+    paths["table_csv"] = atomic_write(out / "table.csv",
+                                      lambda t: Path(t).write_text(table_csv(table, paper=grid.paper_results)))
     for i, p in enumerate(write_plots(entries, out, metric=grid.metric, paper=grid.paper_results)):
         paths[f"plot{i}"] = p
     log(f"wrote {out / 'results.json'}, {out / 'table.md'}, {out / 'table.csv'} and {len(paths) - 3} plot(s)")

@@ -52,9 +52,8 @@ GRID_KEYS = ("name", "preset", "settings", "method_settings", "extractors", "att
              "metric", "paper_results", "description")
 METRICS = ("top1", "best_top1")
 # Where and how a run executes, not what it computes: left out of the cell id so cells can move between machines.
-RUN_FIELDS = ("output_dir", "resume", "overwrite", "workers", "device", "progress", "eval_batch_size", "attention_cache",
-              "build_cache",
-              "log_every", "image_cache", "compile")
+RUN_FIELDS = ("output_dir", "resume", "overwrite", "workers", "device", "progress", "eval_batch_size",
+              "attention_cache", "build_cache", "log_every", "image_cache", "compile")
 PREFIX_AXES = ("dataset", "model", "method", "seed")
 EXTRACTOR_PREFIX = "extractor:"
 
@@ -241,8 +240,9 @@ def load_grid(path: str | os.PathLike) -> Grid:
         if not isinstance(spec, dict):
             raise GridError(f"extractor {name!r} in {path} must be a mapping of training options")
         values = {**{k: v for k, v in settings.items() if k in ("dataset", "data_dir", "val_fraction", "val_data",
-                                                                 "split_seed", "train_subset", "image_size", "synthetic_size",
-                                                                 "preset", "workers", "device", "progress")},
+                                                                 "split_seed", "train_subset", "image_size",
+                                                                 "synthetic_size", "preset", "workers", "device",
+                                                                 "progress")},
                   **{str(k).replace("-", "_"): v for k, v in spec.items()}}
         cfg = _make(values, f"extractor {name!r} in {path}")
         ident = _identity(cfg, None, False)
@@ -256,7 +256,8 @@ def load_grid(path: str | os.PathLike) -> Grid:
         for _, overrides in entries:  # method first: method_settings sit below the axis values
             if "method" in overrides:
                 values["method"] = overrides["method"]
-        values.update({str(k).replace("-", "_"): v for k, v in (method_settings.get(values.get("method", "none")) or {}).items()})
+        values.update({str(k).replace("-", "_"): v
+                       for k, v in (method_settings.get(values.get("method", "none")) or {}).items()})
         for n, (label, overrides) in zip(names, entries):
             values.update(overrides)
             labels[n] = label if all(_applies(k, values) for k in overrides) else None
@@ -266,11 +267,13 @@ def load_grid(path: str | os.PathLike) -> Grid:
             values["extractor"] = f"{EXTRACTOR_PREFIX}{extractor_run}"  # resolved to a checkpoint path at run time
         where = f"cell {labels} of {path}"
         cfg = _make(values, where)
-        cached = cache and cfg.method == "attentive-cutmix" and cfg.extractor is not None and cfg.attention_cache is None
+        cached = (cache and cfg.method == "attentive-cutmix" and cfg.extractor is not None
+                  and cfg.attention_cache is None)
         ident = _identity(cfg, extractors[extractor_run].identity if extractor_run else None, cached)
         named = {a: labels[a] if labels.get(a) is not None else getattr(cfg, a) for a in PREFIX_AXES}
         prefix = "-".join(_slug(named[a]) if a != "seed" else f"s{named[a]}" for a in PREFIX_AXES)
-        extra = "-".join(f"{_slug(a)}{_slug(labels[a])}" for a in names if a not in PREFIX_AXES and labels[a] is not None)
+        extra = "-".join(f"{_slug(a)}{_slug(labels[a])}" for a in names
+                         if a not in PREFIX_AXES and labels[a] is not None)
         cell_id = "-".join(p for p in (prefix, extra, _short_hash(ident)) if p)
         if cell_id not in cells:  # axes that don't apply to a cell make duplicates: keep one
             cells[cell_id] = Cell(id=cell_id, axes=labels, config=cfg, identity=ident, extractor_run=extractor_run)

@@ -101,13 +101,14 @@ def _loc_fmt(stat: Stat) -> str:
     return "" if stat.n == 0 else (f"{stat.mean:.3f}" if stat.std is None else f"{stat.mean:.3f} ± {stat.std:.3f}")
 
 
-def table_markdown(table: Table, *, paper: dict[str, Any] | None = None, metric: str = "top1", title: str | None = None) -> str:
+def table_markdown(table: Table, *, paper: dict[str, Any] | None = None, metric: str = "top1",
+                   title: str | None = None) -> str:
     """A Markdown table: rows = datasets/models (+ swept axes), columns = methods, best mean per row in bold."""
     has_loc = bool(table.localization)
     header = [*table.row_axes, *table.methods, *(LOC_COLUMNS if has_loc else ())]
     lines = [f"### {title}", ""] if title else []
-    lines += [f"Top-1 accuracy (%, {'final epoch' if metric == 'top1' else 'best epoch'}): mean ± std over seeds (n seeds); "
-              "best per row in bold.", ""]
+    lines += [f"Top-1 accuracy (%, {'final epoch' if metric == 'top1' else 'best epoch'}): "
+              "mean ± std over seeds (n seeds); best per row in bold.", ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for key, cells in table.rows:
         best = table.best(cells)
@@ -132,7 +133,8 @@ def table_csv(table: Table, *, paper: dict[str, Any] | None = None) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
     loc = ["hit_attentive", "hit_random"] if table.localization else []
-    writer.writerow([*table.row_axes, "source", *(f"{m}_{s}" for m in table.methods for s in ("mean", "std", "n")), *loc])
+    writer.writerow([*table.row_axes, "source", *(f"{m}_{s}" for m in table.methods for s in ("mean", "std", "n")),
+                     *loc])
     for key, cells in table.rows:
         values: list[Any] = []
         for m in table.methods:
@@ -169,7 +171,8 @@ def _numeric(values: list[str]) -> list[float] | None:
         return None
 
 
-def write_plots(runs: list[dict[str, Any]], out: Path, *, metric: str = "top1", paper: dict[str, Any] | None = None) -> list[Path]:
+def write_plots(runs: list[dict[str, Any]], out: Path, *, metric: str = "top1",
+                paper: dict[str, Any] | None = None) -> list[Path]:
     """Accuracy curves per method, an ablation curve per numeric swept axis, and a bar chart per dataset."""
     import matplotlib
 
@@ -196,8 +199,10 @@ def write_plots(runs: list[dict[str, Any]], out: Path, *, metric: str = "top1", 
                 epochs, mean, std = _curve(members)
                 if epochs:
                     ax.plot(epochs, mean, marker="o" if len(epochs) < 15 else None, ms=3, label=method)
-                    ax.fill_between(epochs, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.15)
-            ax.set_title(" / ".join(f"{a}={v}" if a not in ROW_AXES else v for a, v in zip(axes[1:], key[1:])), fontsize=9)
+                    ax.fill_between(epochs, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
+                                    alpha=0.15)
+            ax.set_title(" / ".join(f"{a}={v}" if a not in ROW_AXES else v for a, v in zip(axes[1:], key[1:])),
+                         fontsize=9)
             ax.set_xlabel("epoch")
             ax.set_ylabel("top-1 (%)")
             ax.grid(alpha=0.3)
@@ -220,7 +225,8 @@ def write_plots(runs: list[dict[str, Any]], out: Path, *, metric: str = "top1", 
                 p = paper_value(paper, key, axes, method)
                 if p is not None:
                     ax.plot([x - width / 2, x + width / 2], [p, p], color="black", lw=2)
-        ax.set_xticks(range(len(rows)), ["/".join(k[1:]) or dataset for k, _ in rows], rotation=20, ha="right", fontsize=8)
+        ax.set_xticks(range(len(rows)), ["/".join(k[1:]) or dataset for k, _ in rows], rotation=20, ha="right",
+                      fontsize=8)
         lows = [s.mean - (s.std or 0) for _, c in rows for s in c.values() if s.n]
         if lows:
             ax.set_ylim(max(0.0, min(lows) - 5), None)
@@ -235,7 +241,8 @@ def write_plots(runs: list[dict[str, Any]], out: Path, *, metric: str = "top1", 
     for a_index, axis in enumerate(axes):
         if axis in ROW_AXES:
             continue
-        values = sorted({k[a_index] for k, _ in table.rows if k[a_index] != "-"}, key=lambda v: float(v) if _numeric([v]) else 0)
+        values = sorted({k[a_index] for k, _ in table.rows if k[a_index] != "-"},
+                        key=lambda v: float(v) if _numeric([v]) else 0)
         if len(values) < 2 or _numeric(values) is None:
             continue
         fig, ax = plt.subplots(figsize=(5.5, 3.8))

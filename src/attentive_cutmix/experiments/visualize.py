@@ -21,8 +21,9 @@ METHODS = ("mixup", "cutout", "cutmix", "attentive")
 TITLES = {"mixup": "MixUp", "cutout": "Cutout", "cutmix": "CutMix", "attentive": "Attentive CutMix"}
 
 
-def mix_panels(images: torch.Tensor, labels: torch.Tensor, attention: torch.Tensor, *, num_classes: int, num_patches: int = 6,
-               grid_size: int = 7, cutout_size: int | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
+def mix_panels(images: torch.Tensor, labels: torch.Tensor, attention: torch.Tensor, *, num_classes: int,
+               num_patches: int = 6, grid_size: int = 7, cutout_size: int | None = None,
+               seed: int = 0) -> dict[str, torch.Tensor]:
     """Everything the figure shows, as tensors (for tests and other plots).
 
     ``images`` (B, C, H, W) in [0, 1], ``labels`` (B,), ``attention`` (B, h, w) or (B, C, h, w) in the images'
@@ -67,7 +68,8 @@ def _outline(ax: Any, cells: torch.Tensor, h: int, w: int, color: str) -> None:
     g = cells.shape[-1]
     ys, xs = cell_bounds(h, g).tolist(), cell_bounds(w, g).tolist()
     for r, c in cells.nonzero().tolist():
-        ax.add_patch(Rectangle((xs[c] - 0.5, ys[r] - 0.5), xs[c + 1] - xs[c], ys[r + 1] - ys[r], fill=False, ec=color, lw=1.5))
+        ax.add_patch(Rectangle((xs[c] - 0.5, ys[r] - 0.5), xs[c + 1] - xs[c], ys[r + 1] - ys[r], fill=False, ec=color,
+                               lw=1.5))
 
 
 def draw_figure(panels: dict[str, torch.Tensor], labels: torch.Tensor, classes: Sequence[str], path: str, *,
@@ -106,7 +108,8 @@ def draw_figure(panels: dict[str, torch.Tensor], labels: torch.Tensor, classes: 
                 text = label_text(panels[f"{col}_targets"][i], classes)
             ax.set_xlabel(text, fontsize=8)
             if i == 0:
-                ax.set_title({"original": "original", "heatmap": "attention + chosen cells", **TITLES}.get(col, col), fontsize=9)
+                ax.set_title({"original": "original", "heatmap": "attention + chosen cells", **TITLES}.get(col, col),
+                             fontsize=9)
         axes[i][0].set_ylabel(f"partner #{partner}", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
@@ -117,7 +120,8 @@ def draw_figure(panels: dict[str, torch.Tensor], labels: torch.Tensor, classes: 
 
 def figure_for_dataset(dataset: Any, extractor: Any, info: Any, out: str, *, num_images: int = 4, num_patches: int = 6,
                        grid_size: int = 7, seed: int = 0, device: Any = "cpu", title: str | None = None) -> str:
-    """Draw ``num_images`` images of ``dataset`` (un-augmented, items ``(image, label, ...)``) with ``extractor``'s maps."""
+    """Draw ``num_images`` images of ``dataset`` (un-augmented, items ``(image, label, ...)``) with
+    ``extractor``'s maps."""
     if num_images < 2:
         raise ValueError(f"num_images must be at least 2 (mixing pairs images), got num_images={num_images}")
     if num_images > len(dataset):

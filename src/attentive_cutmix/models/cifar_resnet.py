@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-CIFAR_RESNET_DEPTHS = {"cifar_resnet20": 20, "cifar_resnet32": 32, "cifar_resnet44": 44, "cifar_resnet56": 56, "cifar_resnet110": 110}
+CIFAR_RESNET_DEPTHS = {"cifar_resnet20": 20, "cifar_resnet32": 32, "cifar_resnet44": 44, "cifar_resnet56": 56,
+                       "cifar_resnet110": 110}
 
 
 class _ZeroPadShortcut(nn.Module):

@@ -5,7 +5,8 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "TrainConfig": "config", "ConfigError": "config", "PRESETS": "config", "make_config": "config", "load_yaml": "config",
+    "TrainConfig": "config", "ConfigError": "config", "PRESETS": "config", "make_config": "config",
+    "load_yaml": "config",
     "train": "trainer", "evaluate": "trainer", "NonFiniteLossError": "trainer",
 }
 __all__ = list(_EXPORTS)

@@ -46,7 +46,8 @@ def capture_rng(mixer_generator: torch.Generator | None = None) -> dict[str, Any
 def restore_rng(state: dict[str, Any], mixer_generator: torch.Generator | None = None) -> None:
     torch.set_rng_state(state["torch"])
     npst = state["numpy"]
-    np.random.set_state((npst["kind"], npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"], npst["cached_gaussian"]))
+    np.random.set_state((npst["kind"], npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"],
+                         npst["cached_gaussian"]))
     py = state["python"]
     random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
     if mixer_generator is not None and "mixer" in state:
@@ -63,9 +64,9 @@ def save_checkpoint(state: dict[str, Any], output_dir: str | os.PathLike) -> Pat
     try:
         return atomic_torch_save({**state, "format_version": FORMAT_VERSION}, path)
     except OSError as err:  # disk full, quota, permissions: the old checkpoint is still whole, say so
-        raise CheckpointError(f"could not write the checkpoint {path} ({err.strerror or err}); the previous checkpoint there "
-                              "(if any) is intact. Free disk space or fix the folder's permissions, then continue "
-                              "with --resume") from err
+        raise CheckpointError(f"could not write the checkpoint {path} ({err.strerror or err}); the previous checkpoint "
+                              "there (if any) is intact. Free disk space or fix the folder's permissions, then "
+                              "continue with --resume") from err
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -92,12 +93,15 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def check_compatible(ckpt: dict[str, Any], config: dict[str, Any], path: str | os.PathLike) -> list[str]:
-    """Raise ``CheckpointError`` if ``ckpt`` belongs to another model/dataset/method; return the other changed options."""
+    """Raise ``CheckpointError`` if ``ckpt`` belongs to another model/dataset/method; return the other changed
+    options."""
     saved = ckpt["config"]
-    clashes = [f"{k}: checkpoint {saved.get(k)!r} vs now {config.get(k)!r}" for k in IDENTITY_FIELDS if saved.get(k) != config.get(k)]
+    clashes = [f"{k}: checkpoint {saved.get(k)!r} vs now {config.get(k)!r}"
+               for k in IDENTITY_FIELDS if saved.get(k) != config.get(k)]
     if clashes:
         raise CheckpointError(f"cannot resume from {path}: it was written by a different run ({'; '.join(clashes)}). "
-                              "Nothing was changed. Resume with the original options, or start a fresh run with another --output-dir")
+                              "Nothing was changed. Resume with the original options, or start a fresh run with "
+                              "another --output-dir")
     fp_saved, fp_now = ckpt.get("train_fingerprint"), config.get("train_fingerprint")
     if fp_saved is not None and fp_now is not None and fp_saved != fp_now:
         raise CheckpointError(f"cannot resume from {path}: the training data changed since it was written "

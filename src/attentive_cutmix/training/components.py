@@ -38,7 +38,8 @@ def derive_seed(*parts: int) -> int:
 
 
 class EpochSeededDataset(Dataset):
-    """Seeds torch's RNG from (seed, epoch, index) around each item, so augmentation doesn't depend on order or workers."""
+    """Seeds torch's RNG from (seed, epoch, index) around each item, so augmentation doesn't depend on order or
+    workers."""
 
     def __init__(self, dataset: Dataset, seed: int) -> None:
         self.dataset, self.seed, self.epoch = dataset, seed, 0
@@ -167,7 +168,8 @@ def train_loader(dataset: EpochSeededDataset, cfg: TrainConfig, dist: DistInfo, 
     dataset.set_epoch(epoch)
     sampler = DistributedSampler(dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=cfg.seed)
     sampler.set_epoch(epoch)
-    drop_last = len(sampler) >= cfg.batch_size  # never a ragged last batch (BatchNorm on 1 image), unless the data is tiny
+    # Never a ragged last batch (BatchNorm on 1 image), unless the data is tiny.
+    drop_last = len(sampler) >= cfg.batch_size
     return worker_safe_loader(dataset, workers=cfg.workers, batch_size=cfg.batch_size,
                               sampler=SkipSampler(sampler, skip_batches * cfg.batch_size), drop_last=drop_last,
                               pin_memory=device.type == "cuda",
@@ -204,7 +206,8 @@ def build_extractor(cfg: TrainConfig, info: Any, device: torch.device) -> torch.
                                   device=device)
         except NotATrainingCheckpointError as err:
             raise ConfigError(f"--extractor {spec} is not a checkpoint written by `attentive-cutmix train` (no config "
-                              "with the model's name); give a model name with --extractor-weights FILE instead") from err
+                              "with the model's name); give a model name with --extractor-weights FILE "
+                              "instead") from err
     # Published weights (ImageNet ones, and the common CIFAR ResNet checkpoints) expect ImageNet mean/std:
     # load_extractor's default. Only our own checkpoints carry the statistics they were trained with.
     size = cfg.extractor_input_size or (info.image_size if spec.startswith("cifar_") else 224)
@@ -246,7 +249,8 @@ def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Opt
 
 
 def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
-    """Stepped once per epoch. ``step`` decays by ``gamma`` every ``step_size`` epochs (default epochs // 3) or at ``milestones``."""
+    """Stepped once per epoch. ``step`` decays by ``gamma`` every ``step_size`` epochs (default epochs // 3) or at
+    ``milestones``."""
     sched = torch.optim.lr_scheduler
     if cfg.schedule == "cosine":
         return sched.CosineAnnealingLR(optimizer, T_max=cfg.epochs)

@@ -32,10 +32,12 @@ AMP_MODES = ("off", "fp16", "bf16")
 # decay 1e-5 and Xavier-normal init for 80/120/100 epochs (EfficientNet 180 on ImageNet). It does not
 # name the optimiser: lr 1e-3 is Adam's usual rate (SGD would use ~0.1), so the presets choose Adam.
 PRESETS: dict[str, dict[str, Any]] = {
-    "paper-cifar10": dict(dataset="cifar10", epochs=80, batch_size=32, optimizer="adam", lr=1e-3, weight_decay=1e-5, init="xavier"),
-    "paper-cifar100": dict(dataset="cifar100", epochs=120, batch_size=32, optimizer="adam", lr=1e-3, weight_decay=1e-5, init="xavier"),
-    "paper-imagenet": dict(dataset="imagenet", epochs=100, batch_size=64, optimizer="adam", lr=1e-3, weight_decay=1e-5, init="xavier",
-                           model="resnet50"),
+    "paper-cifar10": dict(dataset="cifar10", epochs=80, batch_size=32, optimizer="adam", lr=1e-3, weight_decay=1e-5,
+                          init="xavier"),
+    "paper-cifar100": dict(dataset="cifar100", epochs=120, batch_size=32, optimizer="adam", lr=1e-3, weight_decay=1e-5,
+                           init="xavier"),
+    "paper-imagenet": dict(dataset="imagenet", epochs=100, batch_size=64, optimizer="adam", lr=1e-3, weight_decay=1e-5,
+                           init="xavier", model="resnet50"),
 }
 EFFICIENTNET_IMAGENET_EPOCHS = 180
 
@@ -46,7 +48,8 @@ METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
     "extractor_weights": ("attentive-cutmix",), "extractor_input_size": ("attentive-cutmix",),
     "extractor_attention": ("attentive-cutmix",),
     "attention_cache": ("attentive-cutmix",), "build_cache": ("attentive-cutmix",),
-    "alpha": ("mixup", "cutmix"), "cutout_size": ("cutout",), "prob": ("mixup", "cutmix", "cutout", "attentive-cutmix", "random-cells"),
+    "alpha": ("mixup", "cutmix"), "cutout_size": ("cutout",),
+    "prob": ("mixup", "cutmix", "cutout", "attentive-cutmix", "random-cells"),
 }
 OPTIMIZER_OPTIONS: dict[str, tuple[str, ...]] = {"momentum": ("sgd",), "nesterov": ("sgd",)}
 SCHEDULE_OPTIONS: dict[str, tuple[str, ...]] = {"step_size": ("step",), "gamma": ("step",), "milestones": ("step",)}
@@ -108,7 +111,8 @@ class TrainConfig:
     amp: str = "off"
     channels_last: bool = False
     workers: int = 2
-    data_path: str = "auto"  # auto | device (whole split on the device, batched crop/flip there) | loader (DataLoader workers)
+    # auto | device (whole split on the device, batched crop/flip there) | loader (DataLoader workers)
+    data_path: str = "auto"
     image_cache: str | None = None  # device path: decoded uint8 images of an image folder, kept in this file
     eval_train: bool = False  # also evaluate on the un-augmented training split (train accuracy, overfitting gap)
     log_every: int = 50  # steps between host syncs (progress bar, loss check under DDP)
@@ -252,7 +256,8 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return check_types(data, str(path))
 
 
-def make_config(overrides: Mapping[str, Any] | None = None, *, config_file: str | os.PathLike | None = None) -> TrainConfig:
+def make_config(overrides: Mapping[str, Any] | None = None, *,
+                config_file: str | os.PathLike | None = None) -> TrainConfig:
     """Resolve defaults < preset < ``config_file`` < ``overrides`` into a validated ``TrainConfig``."""
     overrides = dict(overrides or {})
     _check_keys(overrides, "the options")
@@ -310,7 +315,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         _positive(cfg, name, allow_none=False)
     sizes = cfg.synthetic_size if isinstance(cfg.synthetic_size, (list, tuple)) else [cfg.synthetic_size]
     if len(sizes) not in (1, 2) or any(n is not None and (not is_int(n) or n < 1) for n in sizes):
-        raise ConfigError(f"synthetic_size must be a positive int (train images) or a pair [train, eval], got {cfg.synthetic_size!r}")
+        raise ConfigError(f"synthetic_size must be a positive int (train images) or a pair [train, eval], "
+                          f"got {cfg.synthetic_size!r}")
     if isinstance(cfg.synthetic_size, tuple):
         cfg.synthetic_size = list(cfg.synthetic_size)
     for name in ("image_size", "num_patches", "grid_size", "cutout_size", "extractor_input_size",
@@ -334,7 +340,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"weight_decay must be >= 0, got weight_decay={cfg.weight_decay!r}")
     if cfg.train_subset is not None and (not is_int(cfg.train_subset)
                                          or cfg.train_subset < 1):
-        raise ConfigError(f"train_subset must be a positive int (number of training images), got train_subset={cfg.train_subset!r}")
+        raise ConfigError(f"train_subset must be a positive int (number of training images), "
+                          f"got train_subset={cfg.train_subset!r}")
     if not 0.0 <= cfg.val_fraction < 1.0:
         raise ConfigError(f"val_fraction must be in [0, 1), got val_fraction={cfg.val_fraction!r}")
     if not 0.0 <= cfg.label_smoothing < 1.0:
@@ -357,11 +364,13 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.method == "attentive-cutmix":
         if cfg.extractor is None and cfg.attention_cache is None:
             raise ConfigError("--method attentive-cutmix needs attention maps: either --extractor (a model name with "
-                              "--extractor-weights FILE or pretrained weights, or a checkpoint.pt written by `attentive-cutmix "
-                              "train`) to compute them on the fly, or --attention-cache FILE (made by `attentive-cutmix "
-                              "cache-attention`, or add --build-cache with --extractor to make it now)")
+                              "--extractor-weights FILE or pretrained weights, or a checkpoint.pt written by "
+                              "`attentive-cutmix train`) to compute them on the fly, or --attention-cache FILE "
+                              "(made by `attentive-cutmix cache-attention`, or add --build-cache with --extractor to "
+                              "make it now)")
         if cfg.build_cache and (cfg.extractor is None or cfg.attention_cache is None):
-            raise ConfigError("--build-cache needs both --extractor (what to run) and --attention-cache (where to write it)")
+            raise ConfigError("--build-cache needs both --extractor (what to run) and --attention-cache "
+                              "(where to write it)")
         if cfg.extractor_weights is not None and cfg.extractor is None:
             raise ConfigError("--extractor-weights needs --extractor naming the architecture of those weights")
     applies = {**METHOD_OPTIONS, **OPTIMIZER_OPTIONS, **SCHEDULE_OPTIONS}

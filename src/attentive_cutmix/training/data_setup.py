@@ -49,8 +49,9 @@ def _build(cfg: TrainConfig, dist: DistInfo, device: torch.device):
     path = Path(cfg.attention_cache)
     if not path.exists():
         if not cfg.build_cache or extractor is None:
-            raise ConfigError(f"attention cache {path} does not exist; make it with `attentive-cutmix cache-attention`, "
-                              "or add --build-cache (with --extractor) to build it before training")
+            raise ConfigError(f"attention cache {path} does not exist; make it with "
+                              "`attentive-cutmix cache-attention`, or add --build-cache (with --extractor) to build it "
+                              "before training")
         if dist.rank == 0:
             cache_mod.build_cache(frame_view(train_ds, info.image_size), extractor, path,
                                   meta=cache_mod.cache_meta(info, extractor, cfg.extractor),
@@ -80,7 +81,8 @@ def choose_data_path(cfg: TrainConfig, train_ds: Any, eval_ds: Any, info: Any, d
     if cfg.data_path == "device" and not supported:
         reason = (f"its images are {info.image_size} px (the device path does the CIFAR-style crop and flip of "
                   "images up to 64 px)" if info.preset != "cifar" else "its datasets are not built by build_datasets")
-        raise ConfigError(f"--data-path device does not apply to dataset {info.name!r}: {reason}; use --data-path loader")
+        raise ConfigError(f"--data-path device does not apply to dataset {info.name!r}: {reason}; "
+                          "use --data-path loader")
     if cfg.data_path == "device":
         return "device"
     size = info.image_size

@@ -158,8 +158,8 @@ def prepare_output_dir(out: Path, *, resume: bool, is_main: bool, overwrite: boo
                 f.flush()
                 os.fsync(f.fileno())
     except OSError as err:
-        raise ConfigError(f"--output-dir {out} is not writable ({err.strerror or err}); fix its permissions or free space, "
-                          "or choose another --output-dir") from err
+        raise ConfigError(f"--output-dir {out} is not writable ({err.strerror or err}); fix its permissions or "
+                          "free space, or choose another --output-dir") from err
     if is_main:
         lock_run_dir(out)
     try:
@@ -213,7 +213,8 @@ def _json_line(row: dict[str, Any]) -> str:
 
 
 class RunWriter:
-    def __init__(self, out: Path, config: dict[str, Any], curve: list[dict[str, Any]], *, enabled: bool, progress: bool = True) -> None:
+    def __init__(self, out: Path, config: dict[str, Any], curve: list[dict[str, Any]], *, enabled: bool,
+                 progress: bool = True) -> None:
         self.out, self.config, self.enabled = out, config, enabled
         self.epochs_logged = len(curve)
         self.show_progress = enabled and progress and sys.stderr.isatty()
@@ -251,8 +252,9 @@ class RunWriter:
         evaluated = [r for r in curve if r.get("top1") is not None]
         final = evaluated[-1] if evaluated else {}
         best = max(evaluated, key=lambda r: r["top1"], default={})
-        results = {"config": self.config, "top1": final.get("top1"), "top5": final.get("top5"), "best_top1": best.get("top1"),
-                   "best_top5": max((r["top5"] for r in evaluated), default=None), "epochs": len(curve), "curve": curve,
+        results = {"config": self.config, "top1": final.get("top1"), "top5": final.get("top5"),
+                   "best_top1": best.get("top1"), "best_top5": max((r["top5"] for r in evaluated), default=None),
+                   "epochs": len(curve), "curve": curve,
                    "wall_time_s": wall_time, "status": "finished"}
         if self.enabled:
             atomic_write(self.out / "results.json", lambda tmp: Path(tmp).write_text(json.dumps(results, indent=2)))

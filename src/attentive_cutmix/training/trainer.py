@@ -41,7 +41,8 @@ def _normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> t
 
 
 def _stats(info: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    return (torch.tensor(info.mean, device=device).view(1, -1, 1, 1), torch.tensor(info.std, device=device).view(1, -1, 1, 1))
+    return (torch.tensor(info.mean, device=device).view(1, -1, 1, 1),
+            torch.tensor(info.std, device=device).view(1, -1, 1, 1))
 
 
 def _autocast(device: torch.device, amp: str):
@@ -69,7 +70,8 @@ def evaluation_sums(model: torch.nn.Module, loader, info: Any, device: torch.dev
             top = logits.topk(min(5, logits.shape[1]), dim=1).indices
             hit = top == labels.unsqueeze(1)
             sums += torch.stack([F.cross_entropy(logits, labels, reduction="sum").double(), hit[:, 0].sum().double(),
-                                 hit.any(1).sum().double(), torch.tensor(float(labels.numel()), dtype=torch.float64, device=device)])
+                                 hit.any(1).sum().double(),
+                                 torch.tensor(float(labels.numel()), dtype=torch.float64, device=device)])
     finally:
         model.train(was_training)
     return sums.tolist()
@@ -82,7 +84,8 @@ def _metrics(sums: list[float]) -> dict[str, float]:
     return {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "loss": loss / n, "count": int(n)}
 
 
-def evaluate(model: torch.nn.Module, loader, info: Any, device: torch.device | str, *, amp: str = "off") -> dict[str, float]:
+def evaluate(model: torch.nn.Module, loader, info: Any, device: torch.device | str, *,
+             amp: str = "off") -> dict[str, float]:
     """Top-1/top-5 accuracy (%) and mean cross-entropy of ``model`` over ``loader`` (images in [0, 1])."""
     return _metrics(evaluation_sums(model, loader, info, torch.device(device), amp=amp))
 
@@ -93,8 +96,10 @@ def write_weights(model: torch.nn.Module, out: Path) -> Path:
 
     from ..serialization import atomic_write
 
-    state = {k: (v.half() if v.is_floating_point() else v).detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    return atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt", "dtype": "float16"}))
+    state = {k: (v.half() if v.is_floating_point() else v).detach().cpu().contiguous()
+             for k, v in model.state_dict().items()}
+    return atomic_write(out / WEIGHTS_NAME,
+                        lambda tmp: save_file(state, tmp, metadata={"format": "pt", "dtype": "float16"}))
 
 
 def _warn_cpu_noops(cfg: TrainConfig, device: torch.device) -> None:
@@ -151,7 +156,8 @@ class _Run:
         self.train_eval_ds = D.eval_shard(unaugmented(train_ds, self.info), dist) \
             if cfg.eval_train and self.data_path == "loader" else None
         self.channels_last = cfg.channels_last and device.type == "cuda"
-        self.model = model.to(device, memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+        self.model = model.to(device,
+                              memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         self.optimizer = build_optimizer(cfg, self.model)
         self.fused = bool(self.optimizer.defaults.get("fused"))
         self.scheduler = build_scheduler(cfg, self.optimizer)
@@ -199,9 +205,10 @@ class _Run:
         finite = all(bool(torch.isfinite(t).all()) for t in self.model.state_dict().values() if t.is_floating_point())
         if D.any_rank([not finite], self.device, self.dist)[0]:
             raise NonFiniteLossError(
-                f"the model's weights became non-finite (NaN/Inf) in epoch {epoch}, up to step {self.step}; training stopped and "
-                f"the last good checkpoint (if any) in {self.out} was kept. Likely causes: a learning rate too high (try a "
-                f"lower --lr), fp16 overflow (try --amp bf16 or --amp off), or NaN/Inf in the input data.")
+                f"the model's weights became non-finite (NaN/Inf) in epoch {epoch}, up to step {self.step}; "
+                f"training stopped and the last good checkpoint (if any) in {self.out} was kept. Likely causes: "
+                f"a learning rate too high (try a lower --lr), fp16 overflow (try --amp bf16 or --amp off), or NaN/Inf "
+                f"in the input data.")
 
     def _save(self) -> None:
         self._check_weights_finite(self.epoch + (self.step > 0))
@@ -214,7 +221,8 @@ class _Run:
             return
         save_checkpoint({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                          "scheduler": scheduler_state(self.scheduler), "scaler": self.scaler.state_dict(),
-                         "epoch": self.epoch, "step": self.step, "partial": self.partial, "rng": rng, "rng_per_rank": per_rank,
+                         "epoch": self.epoch, "step": self.step, "partial": self.partial, "rng": rng,
+                         "rng_per_rank": per_rank,
                          "config": self.config, "train_fingerprint": self.info.train_fingerprint, "curve": self.curve,
                          "best_top1": max((c["top1"] for c in self.curve if c.get("top1") is not None), default=None),
                          "wall_time_s": self.wall_time}, self.out)
@@ -231,8 +239,9 @@ class _Run:
                     self._save()
                     cmd = resume_command(self.out, self.dist)
                     if self.dist.is_main:
-                        print(f"\nStopped by {signals.name} at epoch {self.epoch + 1}, step {self.step}; checkpoint written to "
-                              f"{self.out / 'checkpoint.pt'}.\nResume with:\n  {cmd}", flush=True)
+                        print(f"\nStopped by {signals.name} at epoch {self.epoch + 1}, step {self.step}; "
+                              f"checkpoint written to {self.out / 'checkpoint.pt'}.\nResume with:\n  {cmd}",
+                              flush=True)
                     return {"status": "interrupted", "signal": signals.name, "epoch": self.epoch, "step": self.step,
                             "resume_command": cmd}
             if self.dist.is_main:  # weights before results: a run is finished only once both exist
@@ -249,7 +258,8 @@ class _Run:
             loader = train_loader(self.train_ds, cfg, dist, epoch=epoch, skip_batches=self.step, device=self.device)
             return loader, len(loader) + self.step
         # The same order for every method and rank of a seed: a function of (seed, epoch), sharded by rank.
-        order = torch.randperm(len(self.device_train), generator=torch.Generator().manual_seed(derive_seed(cfg.seed, epoch)))
+        order = torch.randperm(len(self.device_train),
+                               generator=torch.Generator().manual_seed(derive_seed(cfg.seed, epoch)))
         shard = order[dist.rank::dist.world_size].to(self.device)
         bs = cfg.batch_size
         steps = len(shard) // bs if len(shard) >= bs else 1  # never a ragged last batch, unless the data is tiny
@@ -304,9 +314,9 @@ class _Run:
         if bad:
             where = f"step {int(first_bad)}" if first_bad >= 0 else "a step of another rank"
             raise NonFiniteLossError(
-                f"non-finite loss or gradients at epoch {epoch}, {where}; that update was skipped, training stopped and "
-                f"the last good checkpoint (if any) in {self.out} was kept. Likely causes: a learning rate too high "
-                f"(try a lower --lr), fp16 overflow (try --amp bf16 or --amp off), or NaN/Inf in the input data.")
+                f"non-finite loss or gradients at epoch {epoch}, {where}; that update was skipped, training stopped "
+                f"and the last good checkpoint (if any) in {self.out} was kept. Likely causes: a learning rate too "
+                f"high (try a lower --lr), fp16 overflow (try --amp bf16 or --amp off), or NaN/Inf in the input data.")
         self.partial["loss_sum"] += loss_sum
         images = self.partial["images"] - window[1]
         if images:
@@ -370,10 +380,11 @@ class _Run:
         cfg = self.cfg
         self._check_weights_finite(epoch)
         lr = self.optimizer.param_groups[0]["lr"]
-        loss_sum, images, seconds = D.all_reduce_sum([self.partial["loss_sum"], self.partial["images"], self.partial["time_s"]],
-                                                     self.device, self.dist)
+        loss_sum, images, seconds = D.all_reduce_sum(
+            [self.partial["loss_sum"], self.partial["images"], self.partial["time_s"]], self.device, self.dist)
         row: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / max(images, 1), "top1": None, "top5": None,
-                               "eval_loss": None, "images_per_s": images / max(seconds / self.dist.world_size, 1e-9), "lr": lr}
+                               "eval_loss": None, "images_per_s": images / max(seconds / self.dist.world_size, 1e-9),
+                               "lr": lr}
         eval_start = time.perf_counter()
         has_eval = (self.device_eval if self.data_path == "device" else self.eval_ds) is not None
         if has_eval and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
