@@ -193,8 +193,8 @@ def payload_is_live(marker_dir: Path | None = None) -> bool:
 
 
 # A tiny run: 5 epochs x 3 steps of cifar_resnet20 on 16 px synthetic images, one checkpoint per epoch.
-RUN_OPTS: dict[str, Any] = dict(dataset="synthetic", synthetic_size=96, image_size=16, model="cifar_resnet20", method="cutmix",
-                                epochs=5, batch_size=16, max_steps_per_epoch=3, workers=0, seed=7)
+RUN_OPTS: dict[str, Any] = dict(dataset="synthetic", synthetic_size=96, image_size=16, model="cifar_resnet20",
+                                method="cutmix", epochs=5, batch_size=16, max_steps_per_epoch=3, workers=0, seed=7)
 STEPS_PER_EPOCH, TOTAL_STEPS = 3, 15
 _BASELINES: dict[str, Path] = {}
 

@@ -20,7 +20,8 @@ CIFAR_JPEG = SHARED / "data" / "cifar10-jpeg" / "train"
 
 
 def _bn_stats(module: nn.Module) -> list[torch.Tensor]:
-    return [t.clone() for m in module.modules() if isinstance(m, nn.BatchNorm2d) for t in (m.running_mean, m.running_var)]
+    return [t.clone() for m in module.modules() if isinstance(m, nn.BatchNorm2d)
+            for t in (m.running_mean, m.running_var)]
 
 
 def test_stays_in_eval_and_batchnorm_stats_never_move():
@@ -144,5 +145,6 @@ def test_real_pretrained_resnet56_attention_is_not_uniform():
     logits = ext.model.forward_head(feats)
     assert (logits.argmax(1) == torch.tensor([0, 3, 8, 9])).float().mean() >= 0.75
     # Attentive CutMix with it runs end to end and pastes exactly 6 cells of an 8x8 grid.
-    mixed, targets = AttentiveCutMix(num_classes=10, extractor=ext, num_patches=6, grid_size=8)(images, torch.tensor([0, 3, 8, 9]))
+    mixed, targets = AttentiveCutMix(num_classes=10, extractor=ext, num_patches=6, grid_size=8)(
+        images, torch.tensor([0, 3, 8, 9]))
     assert torch.allclose(targets.max(1).values, torch.full((4,), 1 - 6 / 64))

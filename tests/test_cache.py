@@ -83,7 +83,8 @@ def _assert_same_cells(cached: torch.Tensor, online_features: torch.Tensor, grid
     ok = _margin_ok(online, 6)
     assert ok.float().mean() >= 0.75, "too many near-ties for the comparison to mean anything"
     same = (mixer.pixel_mask(cached.float(), 32, 32) == mixer.pixel_mask(online_features, 32, 32)).flatten(1).all(1)
-    assert bool(same[ok].all()), f"cached and online attention chose different cells for samples {(~same & ok).nonzero().flatten().tolist()}"
+    assert bool(same[ok].all()), ("cached and online attention chose different cells for samples "
+                                  f"{(~same & ok).nonzero().flatten().tolist()}")
 
 
 def test_cached_and_online_attention_select_same_cells(built, extractor):
@@ -120,8 +121,9 @@ def test_mismatch_names_every_differing_field(built):
     with pytest.raises(CacheMismatchError) as err:
         open_cache(built.path, expect=expect)
     msg = str(err.value)
-    for field, want, got in (("dataset", "cifar10", "synthetic"), ("length", 21, 20), ("fingerprint", "0" * 64, "f" * 64),
-                             ("extractor", "resnet152", "cifar_resnet20"), ("input_size", 224, 32), ("grid", [7, 7], [8, 8])):
+    for field, want, got in (("dataset", "cifar10", "synthetic"), ("length", 21, 20),
+                             ("fingerprint", "0" * 64, "f" * 64), ("extractor", "resnet152", "cifar_resnet20"),
+                             ("input_size", 224, 32), ("grid", [7, 7], [8, 8])):
         assert f"{field}: expected {want!r}, found {got!r}" in msg, field
     assert "weights_sha256" in msg and "--build-cache" in msg
     assert "cache-attention --dataset cifar10 --extractor resnet152" in msg  # the hint rebuilds for the run that asked
@@ -205,7 +207,8 @@ def test_large_cache_is_memory_mapped_not_read(tmp_path):
     blob = pickle.dumps(cache)
     assert len(blob) < 10_000
     clone = pickle.loads(blob)
-    assert isinstance(clone, AttentionCache) and isinstance(clone.maps, np.memmap) and torch.equal(clone[777], cache[777])
+    assert (isinstance(clone, AttentionCache) and isinstance(clone.maps, np.memmap)
+            and torch.equal(clone[777], cache[777]))
 
 
 class _Failing(Dataset):
@@ -263,7 +266,8 @@ def test_cached_map_moves_with_its_image_through_build_datasets(tmp_path):
     from attentive_cutmix.data import build_datasets
 
     raw, _, info = build_datasets("synthetic", synthetic_size=48, augment=False)
-    cache = build_cache(raw, _Brightness(), tmp_path / "syn.safetensors", meta={"dataset": info.name}, batch_size=16, progress=False)
+    cache = build_cache(raw, _Brightness(), tmp_path / "syn.safetensors", meta={"dataset": info.name}, batch_size=16,
+                        progress=False)
     plain, _, _ = build_datasets("synthetic", synthetic_size=48, augment=False, attention_cache=cache)
     augmented, _, _ = build_datasets("synthetic", synthetic_size=48, augment=True, attention_cache=cache)
     candidates = [(dy, dx, flip) for dy in range(9) for dx in range(9) for flip in (False, True)]
@@ -329,7 +333,8 @@ def test_train_refuses_a_cache_of_another_split_naming_every_field(tmp_path):
     out = tmp_path / "c.safetensors"
     common = ["--dataset", "synthetic", "--synthetic-size", "40", "12", "--extractor", "cifar_resnet20",
               "--extractor-weights", str(weights)]
-    assert main(["cache-attention", *common, "--val-fraction", "0.25", "--out", str(out), "--workers", "0", "--no-progress"]) == 0
+    assert main(["cache-attention", *common, "--val-fraction", "0.25", "--out", str(out), "--workers", "0",
+                 "--no-progress"]) == 0
     cfg = make_config(dict(dataset="synthetic", synthetic_size=[40, 12], val_fraction=0.5, method="attentive-cutmix",
                            extractor="cifar_resnet20", extractor_weights=str(weights), attention_cache=str(out),
                            grid_size=8, epochs=1, workers=0, progress=False, output_dir=str(tmp_path / "run")))

@@ -14,8 +14,8 @@ from attentive_cutmix.experiments import compare as compare_mod
 from attentive_cutmix.experiments.grid import GridError, load_grid
 from attentive_cutmix.experiments.report import build_table, mean_std, table_csv, table_markdown
 
-TINY = dict(dataset="synthetic", synthetic_size=48, model="cifar_resnet20", epochs=1, batch_size=16, max_steps_per_epoch=2,
-            workers=0, progress=False)
+TINY = dict(dataset="synthetic", synthetic_size=48, model="cifar_resnet20", epochs=1, batch_size=16,
+            max_steps_per_epoch=2, workers=0, progress=False)
 
 
 def _grid(tmp_path: Path, name: str = "grid.yaml", **spec) -> Path:
@@ -162,7 +162,8 @@ def test_mean_std_bold_best_and_paper_row_on_hand_made_results():
             _run("none", 0, 90.0, model="k"), _run("cutmix", 0, 80.0, model="k"),
             {**_run("cutmix", 3, 99.0), "status": "resumable"}]  # unfinished: not counted
     stat = mean_std([70.0, 74.0, 72.0])
-    assert stat.mean == pytest.approx(72.0) and stat.std == pytest.approx(statistics.stdev([70, 74, 72])) and stat.n == 3
+    assert (stat.mean == pytest.approx(72.0) and stat.std == pytest.approx(statistics.stdev([70, 74, 72]))
+            and stat.n == 3)
     assert mean_std([5.0]).std is None and mean_std([]).n == 0
 
     table = build_table(runs)

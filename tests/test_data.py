@@ -1,4 +1,5 @@
-"""build_datasets: synthetic, CIFAR pickles, image folders, ImageNet layout, presets, attention carried by transforms."""
+"""build_datasets: synthetic, CIFAR pickles, image folders, ImageNet layout, presets, attention carried by
+transforms."""
 import os
 import pickle
 from pathlib import Path
@@ -23,7 +24,8 @@ SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar1
 def test_synthetic_items_and_info():
     train, test, info = build_datasets("synthetic", synthetic_size=60)
     assert isinstance(info, DatasetInfo)
-    assert (info.name, info.num_classes, info.image_size, info.preset, info.num_train) == ("synthetic", 10, 32, "cifar", 60)
+    assert ((info.name, info.num_classes, info.image_size, info.preset, info.num_train)
+            == ("synthetic", 10, 32, "cifar", 60))
     assert len(train) == 60 and len(test) == 12 and len(info.classes) == 10
     assert len(info.mean) == 3 and len(info.std) == 3 and all(0 < s < 1 for s in info.std)
     image, label = train[0]
@@ -158,7 +160,8 @@ def test_imagenet_preset_resizes_image_and_attention_together():
     ds = AugmentedDataset(Big(), [0], train_transform("imagenet", 72), attention=[torch.rand(7, 7)])
     image, _, attention = ds[0]
     assert image.shape == (3, 72, 72) and attention.shape == (72, 72) and attention.dtype == torch.float32
-    assert eval_transform("imagenet", 72)(tv_tensors.Image(torch.zeros(3, 120, 90, dtype=torch.uint8))).shape == (3, 72, 72)
+    assert eval_transform("imagenet", 72)(
+        tv_tensors.Image(torch.zeros(3, 120, 90, dtype=torch.uint8))).shape == (3, 72, 72)
 
 
 def test_build_datasets_with_attention_cache():
@@ -191,7 +194,8 @@ def _write_cifar(root: Path, name: str, per_batch: int = 4, seed: int = 0) -> di
     for fname in batches + tests:
         data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
         labels = rng.integers(0, k, per_batch).tolist()
-        entry = {"batch_label": fname, "data": data, label_key: labels, "filenames": [f"{i}.png" for i in range(per_batch)]}
+        entry = {"batch_label": fname, "data": data, label_key: labels,
+                 "filenames": [f"{i}.png" for i in range(per_batch)]}
         if name == "cifar100":
             entry["coarse_labels"] = [lab // 5 for lab in labels]
         with open(folder / fname, "wb") as f:
@@ -257,7 +261,8 @@ def _write_tree(root: Path, counts: dict, size=(12, 10), reverse=False, seed=0) 
     items = [(c, i) for c, n in counts.items() for i in range(n)]
     for cls, i in (reversed(items) if reverse else items):
         (root / cls).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (size[0], size[1], 3), dtype=np.uint8)).save(root / cls / f"img{i:03d}.jpg")
+        Image.fromarray(rng.integers(0, 256, (size[0], size[1], 3), dtype=np.uint8)).save(
+            root / cls / f"img{i:03d}.jpg")
 
 
 def _names(ds):
@@ -291,19 +296,23 @@ def test_imagefolder_split_is_deterministic_and_stratified(tmp_path):
 def test_imagefolder_fingerprint_covers_the_train_split_only(tmp_path):
     _write_tree(tmp_path, {"a": 6, "b": 6})
     train, held, info = build_datasets("imagefolder", data_dir=tmp_path, val_fraction=0.34)
-    assert info.train_fingerprint == build_datasets("imagefolder", data_dir=tmp_path, val_fraction=0.34)[2].train_fingerprint
+    assert (info.train_fingerprint
+            == build_datasets("imagefolder", data_dir=tmp_path, val_fraction=0.34)[2].train_fingerprint)
     with open(held.source.paths[held.indices[0]], "ab") as f:
         f.write(b"\0" * 10)
-    assert build_datasets("imagefolder", data_dir=tmp_path, val_fraction=0.34)[2].train_fingerprint == info.train_fingerprint
+    assert (build_datasets("imagefolder", data_dir=tmp_path, val_fraction=0.34)[2].train_fingerprint
+            == info.train_fingerprint)
     with open(train.source.paths[train.indices[0]], "ab") as f:
         f.write(b"\0" * 10)
-    assert build_datasets("imagefolder", data_dir=tmp_path, val_fraction=0.34)[2].train_fingerprint != info.train_fingerprint
+    assert (build_datasets("imagefolder", data_dir=tmp_path, val_fraction=0.34)[2].train_fingerprint
+            != info.train_fingerprint)
 
 
 def test_imagefolder_val_data_folder(tmp_path):
     _write_tree(tmp_path / "train", {"a": 4, "b": 3})
     _write_tree(tmp_path / "val", {"a": 2, "b": 2}, size=(20, 20))
-    train, val, info = build_datasets("imagefolder", data_dir=tmp_path / "train", val_data=tmp_path / "val", image_size=16)
+    train, val, info = build_datasets("imagefolder", data_dir=tmp_path / "train", val_data=tmp_path / "val",
+                                      image_size=16)
     assert len(train) == 7 and len(val) == 4 and val.targets == [0, 0, 1, 1]
     assert val[0][0].shape == (3, 16, 16) and train[0][0].shape == (3, 16, 16)
     _write_tree(tmp_path / "val2", {"a": 1, "c": 1})
@@ -386,14 +395,17 @@ def test_bad_arguments(kwargs, match):
 
 def test_train_subset_is_stratified_deterministic_and_inside_the_train_split():
     full, eval_ds, _ = build_datasets("synthetic", synthetic_size=(400, 20), val_fraction=0.25, augment=False)
-    a, eval_a, info_a = build_datasets("synthetic", synthetic_size=(400, 20), val_fraction=0.25, augment=False, train_subset=100)
-    b, _, info_b = build_datasets("synthetic", synthetic_size=(400, 20), val_fraction=0.25, augment=False, train_subset=100)
+    a, eval_a, info_a = build_datasets("synthetic", synthetic_size=(400, 20), val_fraction=0.25, augment=False,
+                                       train_subset=100)
+    b, _, info_b = build_datasets("synthetic", synthetic_size=(400, 20), val_fraction=0.25, augment=False,
+                                  train_subset=100)
     assert len(full) == 300 and len(a) == 100 and info_a.num_train == 100
     labels = torch.tensor([a[i][1] for i in range(len(a))])
     assert labels.bincount(minlength=10).min() >= 9  # about 10 per class
     assert all(torch.equal(a[i][0], b[i][0]) for i in range(0, 100, 7))
     assert info_a.train_fingerprint == info_b.train_fingerprint
-    assert info_a.train_fingerprint != build_datasets("synthetic", synthetic_size=(400, 20), val_fraction=0.25)[2].train_fingerprint
+    assert (info_a.train_fingerprint
+            != build_datasets("synthetic", synthetic_size=(400, 20), val_fraction=0.25)[2].train_fingerprint)
     # The subset is drawn from the training split: the held-out set is unchanged.
     assert len(eval_a) == len(eval_ds) and torch.equal(eval_a[0][0], eval_ds[0][0])
     with pytest.raises(ValueError, match="train_subset must be an int in \\[1, 300\\]"):

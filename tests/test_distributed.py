@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 def test_two_process_gloo_training_matches_single_process_evaluation(tmp_path):
     out = tmp_path / "ddp"
     # 320 train / 64 eval images.
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "attentive_cutmix", "train",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+           "attentive_cutmix", "train",
            "--dataset", "synthetic", "--synthetic-size", "320", "--epochs", "2", "--batch-size", "32", "--lr", "3e-3",
            "--workers", "0", "--device", "cpu", "--max-steps-per-epoch", "4", "--output-dir", str(out), "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

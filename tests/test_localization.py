@@ -66,8 +66,8 @@ def trained_extractor(tmp_path_factory):
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("extractor")
-    train(make_config(dict(dataset="synthetic", synthetic_size=600, model="cifar_resnet20", epochs=3, batch_size=64, lr=0.003,
-                           workers=0, progress=False, output_dir=str(out))))
+    train(make_config(dict(dataset="synthetic", synthetic_size=600, model="cifar_resnet20", epochs=3, batch_size=64,
+                           lr=0.003, workers=0, progress=False, output_dir=str(out))))
     return FeatureExtractor(str(out / "checkpoint.pt"), input_size=32)
 
 

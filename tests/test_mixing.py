@@ -122,11 +122,12 @@ class TestPastePaths:
         b, g = 6, 7
         images = _distinct_images(b, h=224, w=224)
         att = torch.rand(b, g, g, generator=_gen(5))
-        mixed, _ = AttentiveCutMix(num_classes=3, num_patches=6, grid_size=g)(images, torch.zeros(b, dtype=torch.long), att,
-                                                                              generator=_gen(2))
+        mixed, _ = AttentiveCutMix(num_classes=3, num_patches=6, grid_size=g)(images, torch.zeros(b, dtype=torch.long),
+                                                                              att, generator=_gen(2))
         assert calls == [1]
         perm = _find_perm(mixed, images)
-        expected = torch.where(cells_to_pixel_mask(top_cells(att, 6)[perm], 224, 224).unsqueeze(1), images[perm], images)
+        expected = torch.where(cells_to_pixel_mask(top_cells(att, 6)[perm], 224, 224).unsqueeze(1), images[perm],
+                               images)
         assert torch.equal(mixed, expected)
         # a non-contiguous batch (channels_last) takes the dense path and gives the same result
         mixed_cl, _ = AttentiveCutMix(num_classes=3, num_patches=6, grid_size=g)(
@@ -182,7 +183,8 @@ class TestAttentiveCutMix:
         b = 8
         att = torch.zeros(b, 7, 7)
         att[torch.arange(b), torch.arange(b) % 7, torch.arange(b) % 7] = 1.0
-        _, targets = AttentiveCutMix(num_classes=b, num_patches=1)(_distinct_images(b), torch.arange(b), attention=att, generator=_gen(0))
+        _, targets = AttentiveCutMix(num_classes=b, num_patches=1)(_distinct_images(b), torch.arange(b), attention=att,
+                                                                   generator=_gen(0))
         own = targets[torch.arange(b), torch.arange(b)]
         assert own.unique().numel() > 1
 
@@ -191,7 +193,8 @@ class TestAttentiveCutMix:
         att = torch.rand(4, 7, 7)
         mixed, targets = AttentiveCutMix(num_classes=4, num_patches=0)(images, labels, attention=att)
         assert torch.equal(mixed, images) and torch.equal(targets, F.one_hot(labels, 4).float())
-        mixed, targets = AttentiveCutMix(num_classes=4, num_patches=49)(images, labels, attention=att, generator=_gen(5))
+        mixed, targets = AttentiveCutMix(num_classes=4, num_patches=49)(images, labels, attention=att,
+                                                                        generator=_gen(5))
         perm = pair_permutation(4, _gen(5))
         assert torch.equal(mixed, images[perm])
         assert torch.allclose(targets, F.one_hot(labels[perm], 4).float())
@@ -205,7 +208,8 @@ class TestAttentiveCutMix:
     @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
     def test_dtype_preserved_and_targets_float32(self, dtype):
         images = torch.rand(5, 3, 32, 32).to(dtype)
-        mixed, targets = AttentiveCutMix(num_classes=3)(images, torch.tensor([0, 1, 2, 0, 1]), attention=torch.rand(5, 8, 8).to(dtype))
+        mixed, targets = AttentiveCutMix(num_classes=3)(images, torch.tensor([0, 1, 2, 0, 1]),
+                                                        attention=torch.rand(5, 8, 8).to(dtype))
         assert mixed.dtype == dtype and targets.dtype == torch.float32
         assert mixed.shape == images.shape
 
@@ -218,7 +222,8 @@ class TestAttentiveCutMix:
     def test_probability_labels_and_smoothing(self):
         b, k = 4, 5
         probs = torch.softmax(torch.randn(b, k), 1)
-        _, targets = AttentiveCutMix(num_classes=k, label_smoothing=0.1)(torch.rand(b, 3, 32, 32), probs, attention=torch.rand(b, 7, 7))
+        _, targets = AttentiveCutMix(num_classes=k, label_smoothing=0.1)(torch.rand(b, 3, 32, 32), probs,
+                                                                         attention=torch.rand(b, 7, 7))
         assert torch.allclose(targets.sum(1), torch.ones(b), atol=1e-6)
         assert targets.min() >= 0.1 / k - 1e-6
 
@@ -241,7 +246,8 @@ class TestAttentiveCutMix:
             return att
 
         images = _distinct_images(4)
-        mixed, _ = AttentiveCutMix(num_classes=4, extractor=extractor, num_patches=1)(images, torch.arange(4), generator=_gen(2))
+        mixed, _ = AttentiveCutMix(num_classes=4, extractor=extractor, num_patches=1)(images, torch.arange(4),
+                                                                                      generator=_gen(2))
         assert calls == [images.shape]
         changed = (mixed != images).any(1)
         assert changed[:, 14:18, 14:18].any() and not changed[:, :14].any()
@@ -260,7 +266,8 @@ class TestCutMixMixUpCutout:
             if ys.numel():
                 box = pasted[i, ys.min():ys.max() + 1, xs.min():xs.max() + 1]
                 assert box.all(), "pasted region is not a solid rectangle"
-        assert torch.allclose(targets[torch.arange(b), torch.arange(b)], 1 - pasted.flatten(1).float().mean(1), atol=1e-6)
+        assert torch.allclose(targets[torch.arange(b), torch.arange(b)], 1 - pasted.flatten(1).float().mean(1),
+                              atol=1e-6)
 
     def test_mixup_interpolates_with_per_sample_weight(self):
         b = 6

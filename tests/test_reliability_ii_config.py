@@ -1,4 +1,5 @@
-"""Reliability II, items 6, 7, 8 and 12 (seed): YAML numbers, every option type-checked up front, whole grids checked."""
+"""Reliability II, items 6, 7, 8 and 12 (seed): YAML numbers, every option type-checked up front, whole grids
+checked."""
 from __future__ import annotations
 
 import pytest
@@ -16,7 +17,8 @@ def test_yaml_numbers_are_numbers_as_people_write_them(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("lr: 1e-3\nweight_decay: 5E-4\nlabel_smoothing: .1\nmomentum: 9e-1\nepochs: 2\nseed: 1_000\n")
     values = load_yaml(config)
-    assert values == {"lr": 1e-3, "weight_decay": 5e-4, "label_smoothing": 0.1, "momentum": 0.9, "epochs": 2, "seed": 1000}
+    assert values == {"lr": 1e-3, "weight_decay": 5e-4, "label_smoothing": 0.1, "momentum": 0.9, "epochs": 2,
+                      "seed": 1000}
     assert type(values["lr"]) is float and type(values["epochs"]) is int
     assert make_config({"optimizer": "sgd"}, config_file=config).lr == 1e-3
     assert yaml_load("a: 1e3\nb: -2.5e+2\nc: '1e-3'\nd: 1e\ne: 2026-12-01") == {
@@ -61,7 +63,8 @@ def test_schedule_and_patch_options_used_later_are_checked_now():
     with pytest.raises(ConfigError, match="gamma must be >= 0"):
         make_config({**TINY, "schedule": "step", "gamma": -0.5})
     with pytest.raises(ConfigError, match="num_patches=50 is more than the 7x7 grid's 49 cells"):
-        make_config({**TINY, "method": "attentive-cutmix", "num_patches": 50, "grid_size": 7, "extractor": "cifar_resnet20"})
+        make_config({**TINY, "method": "attentive-cutmix", "num_patches": 50, "grid_size": 7,
+                     "extractor": "cifar_resnet20"})
     with pytest.raises(ConfigError, match="grid_size=1000 is beyond"):
         make_config({**TINY, "method": "attentive-cutmix", "grid_size": 1000, "extractor": "cifar_resnet20"})
 

@@ -73,7 +73,8 @@ def test_every_mode_pil_knows_loads_as_its_pixel_values_or_is_refused_by_name(mo
     if expected is None:  # YCbCr / LAB: within 8-bit quantisation of the RGB they were made from
         assert np.abs(out.astype(int) - _rgb_values().astype(int)).max() <= {"YCbCr": 3, "LAB": 16}[mode], mode
     else:
-        assert np.abs(out.astype(int) - expected.astype(int)).max() <= {"CMYK": 1, "HSV": 4}.get(mode, 0), mode  # rounding; 8-bit hue
+        # rounding; 8-bit hue
+        assert np.abs(out.astype(int) - expected.astype(int)).max() <= {"CMYK": 1, "HSV": 4}.get(mode, 0), mode
     assert len(np.unique(out.reshape(-1, 3), axis=0)) >= 2, f"{mode} loaded as a constant image"
 
 

@@ -15,8 +15,8 @@ from attentive_cutmix.training import ConfigError, make_config, train
 from attentive_cutmix.training.run_io import (LOCK_NAME, OUTPUT_NAMES, RunLock, RunLockedError, prepare_output_dir, release_run_dir,
                                               wait_for_run)
 
-TINY = dict(dataset="synthetic", synthetic_size=[32, 16], image_size=16, model="cifar_resnet20", epochs=1, batch_size=16,
-            max_steps_per_epoch=1, workers=0, progress=False)
+TINY = dict(dataset="synthetic", synthetic_size=[32, 16], image_size=16, model="cifar_resnet20", epochs=1,
+            batch_size=16, max_steps_per_epoch=1, workers=0, progress=False)
 
 HOLD = """
 import sys, time
@@ -126,8 +126,8 @@ def test_two_compare_jobs_sharing_an_extractor_train_it_once_and_both_finish(tmp
     assert len(ids) == 2
     # Slow steps keep the first job's extractor training running while the second job starts.
     env = child_env(hooks_dir(tmp_path), ACM_TEST_STEP_LOG=tmp_path / "steps.log", ACM_TEST_STEP_DELAY=0.5)
-    jobs = [Child([sys.executable, "-m", "attentive_cutmix", "compare", str(grid), "--output-dir", str(out), "--cell", i,
-                   "--no-progress"], env, tmp_path / f"job{n}") for n, i in enumerate(ids)]
+    jobs = [Child([sys.executable, "-m", "attentive_cutmix", "compare", str(grid), "--output-dir", str(out),
+                   "--cell", i, "--no-progress"], env, tmp_path / f"job{n}") for n, i in enumerate(ids)]
     codes = [job.wait(timeout=400) for job in jobs]
     logs = [job.stderr() for job in jobs]
     assert codes == [0, 0], logs

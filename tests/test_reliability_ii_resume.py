@@ -13,8 +13,8 @@ from attentive_cutmix.serialization import CheckpointError
 from attentive_cutmix.training import make_config, train
 from attentive_cutmix.training.checkpoint import load_checkpoint
 
-TINY = dict(dataset="synthetic", synthetic_size=[32, 16], image_size=16, model="cifar_resnet20", epochs=1, batch_size=16,
-            max_steps_per_epoch=1, workers=0, progress=False)
+TINY = dict(dataset="synthetic", synthetic_size=[32, 16], image_size=16, model="cifar_resnet20", epochs=1,
+            batch_size=16, max_steps_per_epoch=1, workers=0, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,8 @@ def test_damaged_or_foreign_version_checkpoints_name_the_file_and_key(change, fi
     torch.save(ckpt, path)
     expected = {"no version": "format version None", "version 99": "format version 99", "no rng": "'rng' missing",
                 "no scheduler": "'scheduler' missing", "rng without numpy": "'rng' has no 'numpy'",
-                "epoch is a string": "'epoch' is a str", "optimizer without state": "'optimizer' has no 'state'"}[change]
+                "epoch is a string": "'epoch' is a str",
+                "optimizer without state": "'optimizer' has no 'state'"}[change]
     with pytest.raises(CheckpointError, match=f"{path}.*{expected}"):
         load_checkpoint(path)
 

@@ -20,8 +20,9 @@ from attentive_cutmix.training import ConfigError, make_config, train
 from attentive_cutmix.training import run_io
 
 K = 5
-MIXERS = {"attentive": lambda **kw: AttentiveCutMix(K, grid_size=4, num_patches=3, **kw), "cutmix": lambda **kw: CutMix(K, **kw),
-          "mixup": lambda **kw: MixUp(K, **kw), "cutout": lambda **kw: Cutout(K, size=4, **kw)}
+MIXERS = {"attentive": lambda **kw: AttentiveCutMix(K, grid_size=4, num_patches=3, **kw),
+          "cutmix": lambda **kw: CutMix(K, **kw), "mixup": lambda **kw: MixUp(K, **kw),
+          "cutout": lambda **kw: Cutout(K, size=4, **kw)}
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
 
 
@@ -31,7 +32,8 @@ def _batch(b=4, c=3, h=16, w=16):
 
 
 def _call(name, images, labels, attention=None, **kw):
-    return MIXERS[name](**kw)(images, labels, attention if name == "attentive" else None, generator=torch.Generator().manual_seed(1))
+    return MIXERS[name](**kw)(images, labels, attention if name == "attentive" else None,
+                              generator=torch.Generator().manual_seed(1))
 
 
 # --------------------------------------------------------------------------- mixers
@@ -43,9 +45,12 @@ BAD_CALLS = {
     "label too big": (lambda x, y, a: (x, torch.tensor([0, 1, 2, K]), a), ValueError, r"labels must lie in \[0, 5\)"),
     "label negative": (lambda x, y, a: (x, torch.tensor([0, -1, 2, 3]), a), ValueError, r"labels must lie in \[0, 5\)"),
     "labels float 1-D": (lambda x, y, a: (x, y.float(), a), TypeError, "integer tensor"),
-    "labels wrong length": (lambda x, y, a: (x, y[:3], a), ValueError, "labels has 3 entries but images has batch size 4"),
-    "prob labels wrong width": (lambda x, y, a: (x, torch.full((4, K + 1), 1 / (K + 1)), a), ValueError, r"\(B, num_classes\)"),
-    "labels 3-D": (lambda x, y, a: (x, y.view(4, 1, 1), a), ValueError, r"labels must have shape \(B,\) or \(B, num_classes\)"),
+    "labels wrong length": (lambda x, y, a: (x, y[:3], a), ValueError,
+                            "labels has 3 entries but images has batch size 4"),
+    "prob labels wrong width": (lambda x, y, a: (x, torch.full((4, K + 1), 1 / (K + 1)), a), ValueError,
+                                r"\(B, num_classes\)"),
+    "labels 3-D": (lambda x, y, a: (x, y.view(4, 1, 1), a), ValueError,
+                   r"labels must have shape \(B,\) or \(B, num_classes\)"),
 }
 
 
@@ -141,7 +146,8 @@ def extractor():
 
 
 @pytest.mark.parametrize("images,message", [
-    (torch.rand(3, 16, 16), r"floating \(B, C, H, W\) tensor"), (torch.zeros(2, 3, 16, 16, dtype=torch.uint8), "floating"),
+    (torch.rand(3, 16, 16), r"floating \(B, C, H, W\) tensor"),
+    (torch.zeros(2, 3, 16, 16, dtype=torch.uint8), "floating"),
     (torch.rand(2, 1, 16, 16), "images have 1 channels but the extractor normalises 3"),
     (torch.rand(2, 3, 16, 16, device="meta"), "images are on meta but the extractor is on cpu"),
 ])
@@ -159,9 +165,11 @@ def test_nan_images_give_nan_attention_which_attentive_cutmix_refuses(extractor)
 
 
 @pytest.mark.parametrize("kwargs,error,message", [
-    (dict(input_size=0), ValueError, "input_size must be a positive int"), (dict(std=(0.0, 1.0, 1.0)), ValueError, "std > 0"),
+    (dict(input_size=0), ValueError, "input_size must be a positive int"),
+    (dict(std=(0.0, 1.0, 1.0)), ValueError, "std > 0"),
     (dict(layer="nope"), ValueError, "layer='nope' is not a module"), (dict(inputsize=16), TypeError, "inputsize"),
-    (dict(weights="/no/such/weights.safetensors"), CheckpointError, "weights file not found: /no/such/weights.safetensors"),
+    (dict(weights="/no/such/weights.safetensors"), CheckpointError,
+     "weights file not found: /no/such/weights.safetensors"),
 ])
 def test_extractor_rejects_bad_options(kwargs, error, message):
     with pytest.raises(error, match=message):

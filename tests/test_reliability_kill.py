@@ -37,10 +37,13 @@ def test_sigkill_at_random_moments_and_mid_checkpoint_write_then_resume_matches_
         log = tmp_path / f"steps-{segment}.log"
         extra = {"ACM_TEST_SLOW_SAVE": 5} if mode == "checkpoint-write" else {}
         env = child_env(hooks, ACM_TEST_STEP_LOG=log, ACM_TEST_STEP_DELAY=0.05, **extra)
-        child = Child(train_argv(out, {**RUN_OPTS, **({"resume": True} if segment else {})}), env, tmp_path / f"seg-{segment}")
+        child = Child(train_argv(out, {**RUN_OPTS, **({"resume": True} if segment else {})}), env,
+                      tmp_path / f"seg-{segment}")
         if mode == "random":
-            # The first kill lands after this process wrote a checkpoint, the later ones anywhere in its first two epochs.
-            target = rng.randint(STEPS_PER_EPOCH + 1 if not kills else 1, min(2 * STEPS_PER_EPOCH, TOTAL_STEPS - start - 1))
+            # The first kill lands after this process wrote a checkpoint, the later ones anywhere in its
+            # first two epochs.
+            target = rng.randint(STEPS_PER_EPOCH + 1 if not kills else 1,
+                                 min(2 * STEPS_PER_EPOCH, TOTAL_STEPS - start - 1))
             if wait_for(lambda: count_lines(log) >= target, child):
                 time.sleep(rng.uniform(0.0, 0.25))  # anywhere in a step, an eval or a checkpoint write
                 child.kill()

@@ -38,7 +38,8 @@ def _argv(out, **kw):
 
 
 def _attentive(spec_key: str, path) -> dict:
-    extra = {"extractor": "cifar_resnet20", "extractor_weights": str(path)} if spec_key == "weights" else {"extractor": str(path)}
+    extra = ({"extractor": "cifar_resnet20", "extractor_weights": str(path)} if spec_key == "weights"
+             else {"extractor": str(path)})
     return {"method": "attentive-cutmix", "grid_size": 4, "num_patches": 2, **extra}
 
 
@@ -148,7 +149,8 @@ def test_truncated_or_foreign_safetensors_weights_give_a_clear_error(good_checkp
     save_file(load_state_dict_file(good_checkpoint), str(weights))
     FeatureExtractor("cifar_resnet20", weights=weights, input_size=16)  # the good file loads
     with pytest.raises(CheckpointError, match="truncated.safetensors"):
-        FeatureExtractor("cifar_resnet20", weights=_truncated(weights, tmp_path / "truncated.safetensors"), input_size=16)
+        FeatureExtractor("cifar_resnet20", weights=_truncated(weights, tmp_path / "truncated.safetensors"),
+                         input_size=16)
     save_file({"fc.weight": torch.zeros(3, 3)}, str(tmp_path / "foreign.safetensors"))
     with pytest.raises(CheckpointError, match="foreign.safetensors.*missing keys"):
         FeatureExtractor("cifar_resnet20", weights=tmp_path / "foreign.safetensors", num_classes=3, input_size=16)
@@ -158,8 +160,8 @@ def test_corrupt_attention_cache_is_refused_through_the_cli(good_checkpoint, tmp
     cache = tmp_path / "cache.safetensors"
     save_file({"attention": torch.zeros(4, 2, 2, dtype=torch.float16)}, str(cache))  # valid safetensors, no header
     before = snapshot(tmp_path)
-    _cli_refuses(_argv(tmp_path / "run", method="attentive-cutmix", attention_cache=str(cache), grid_size=4, num_patches=2),
-                 cache, capsys)
+    _cli_refuses(_argv(tmp_path / "run", method="attentive-cutmix", attention_cache=str(cache), grid_size=4,
+                       num_patches=2), cache, capsys)
     truncated = _truncated(cache, tmp_path / "truncated.safetensors")
     _cli_refuses(_argv(tmp_path / "run2", method="attentive-cutmix", attention_cache=str(truncated), grid_size=4,
                        num_patches=2), truncated, capsys)

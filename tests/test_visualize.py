@@ -41,7 +41,8 @@ def test_panels_change_exactly_what_each_method_changes():
     assert torch.allclose(p["attentive_targets"][torch.arange(3), labels], torch.full((3,), 1 - lam))
 
     w = p["mixup_targets"][torch.arange(3), partner].view(3, 1, 1, 1)
-    assert torch.allclose(p["mixup"], images + w * (images[partner] - images), atol=1e-6)  # same partner for every mixer
+    # Same partner for every mixer.
+    assert torch.allclose(p["mixup"], images + w * (images[partner] - images), atol=1e-6)
 
     changed = (p["cutout"] != images).any(1)
     assert changed.any() and (p["cutout"].permute(1, 0, 2, 3)[:, changed] == 0).all()
@@ -66,11 +67,12 @@ def test_cli_writes_a_png(tmp_path, capsys):
 
     torch.manual_seed(0)
     weights = tmp_path / "r20.safetensors"
-    save_file({k: v.contiguous() for k, v in create_model("cifar_resnet20", num_classes=10, image_size=32).state_dict().items()},
+    save_file({k: v.contiguous()
+               for k, v in create_model("cifar_resnet20", num_classes=10, image_size=32).state_dict().items()},
               str(weights))
     out = tmp_path / "fig.png"
-    rc = main(["visualize", "--dataset", "synthetic", "--extractor", "cifar_resnet20", "--extractor-weights", str(weights),
-               "--num-images", "3", "--grid-size", "8", "--out", str(out)])
+    rc = main(["visualize", "--dataset", "synthetic", "--extractor", "cifar_resnet20",
+               "--extractor-weights", str(weights), "--num-images", "3", "--grid-size", "8", "--out", str(out)])
     assert rc == 0, capsys.readouterr().err
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20000
