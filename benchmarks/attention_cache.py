@@ -53,7 +53,8 @@ def _timed(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def _interleaved(cases: dict[str, Callable[[], object]], *, rounds: int, warmup: int, device: torch.device) -> dict[str, list[float]]:
+def _interleaved(cases: dict[str, Callable[[], object]], *, rounds: int, warmup: int,
+                 device: torch.device) -> dict[str, list[float]]:
     """Seconds of each case per round; a round runs every case once, in a rotating order (none always goes first)."""
     names = list(cases)
     for _ in range(warmup):
@@ -123,12 +124,14 @@ def train_steps(args: argparse.Namespace, device: torch.device, extractor: Featu
     steps = _summary(_interleaved(cases, rounds=args.rounds, warmup=2, device=device), "cutmix")
     # The mixers alone: the only part of the step that differs between the cached path and CutMix,
     # measured many times because it is small next to the step's noise on a shared machine.
-    mixers = {"cutmix": lambda: cutmix(images, labels), "attentive-cutmix (cache)": lambda: cached(images, labels, attention=attention)}
+    mixers = {"cutmix": lambda: cutmix(images, labels),
+              "attentive-cutmix (cache)": lambda: cached(images, labels, attention=attention)}
     alone = _summary(_interleaved(mixers, rounds=10 * args.rounds, warmup=3, device=device), "cutmix")
     return steps, alone
 
 
-def build_throughput(args: argparse.Namespace, device: torch.device, extractor: FeatureExtractor, tmp: Path) -> dict[str, tuple[float, float]]:
+def build_throughput(args: argparse.Namespace, device: torch.device, extractor: FeatureExtractor,
+                     tmp: Path) -> dict[str, tuple[float, float]]:
     n, bs, s = args.build_images, args.build_batch_size, args.image_size
     images = torch.rand(n, 3, s, s, generator=torch.Generator().manual_seed(1))
     dataset = TensorDataset(images)
@@ -141,7 +144,8 @@ def build_throughput(args: argparse.Namespace, device: torch.device, extractor: 
         build_cache(dataset, extractor, tmp / "build.safetensors", meta={"dataset": "bench"}, batch_size=bs,
                     device=device, progress=False)
 
-    times = _interleaved({"bare extractor": bare, "build_cache": build}, rounds=args.build_rounds, warmup=1, device=device)
+    times = _interleaved({"bare extractor": bare, "build_cache": build}, rounds=args.build_rounds, warmup=1,
+                         device=device)
     # Throughput ratio = bare time / build time, per round.
     return {name: (n / sec, 1.0 / ratio) for name, (sec, ratio) in _summary(times, "bare extractor").items()}
 
@@ -152,11 +156,13 @@ def item_cost(args: argparse.Namespace, tmp: Path) -> dict[str, tuple[float, flo
         return None
     from attentive_cutmix.data import build_datasets
 
-    raw, _, info = build_datasets("synthetic", synthetic_size=args.batch_size, image_size=args.image_size, augment=False)
-    cache = build_cache(raw, lambda x: F.adaptive_avg_pool2d(x, 8), tmp / "items.safetensors", meta={"dataset": info.name},
-                        progress=False)
+    raw, _, info = build_datasets("synthetic", synthetic_size=args.batch_size, image_size=args.image_size,
+                                  augment=False)
+    cache = build_cache(raw, lambda x: F.adaptive_avg_pool2d(x, 8), tmp / "items.safetensors",
+                        meta={"dataset": info.name}, progress=False)
     plain, _, _ = build_datasets("synthetic", synthetic_size=args.batch_size, image_size=args.image_size)
-    cached, _, _ = build_datasets("synthetic", synthetic_size=args.batch_size, image_size=args.image_size, attention_cache=cache)
+    cached, _, _ = build_datasets("synthetic", synthetic_size=args.batch_size, image_size=args.image_size,
+                                  attention_cache=cache)
     n = len(plain)
 
     def fetch(ds) -> Callable[[], None]:
@@ -172,7 +178,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--model", default="cifar_resnet20")
     p.add_argument("--extractor", default="cifar_resnet56")
-    p.add_argument("--extractor-weights", default=None, help="default: ../shared/models/cifar10-resnet56.safetensors if present")
+    p.add_argument("--extractor-weights", default=None,
+                   help="default: ../shared/models/cifar10-resnet56.safetensors if present")
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--rounds", type=int, default=13, help="interleaved train-step repetitions per method")
@@ -187,7 +194,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads or 1)
     extractor, source = _extractor(args, device)
     print(f"# device {device} ({torch.get_num_threads()} threads), torch {torch.__version__}; model {args.model}, "
-          f"batch {args.batch_size}, {args.image_size} px; extractor {args.extractor} ({source}) at {extractor.input_size} px")
+          f"batch {args.batch_size}, {args.image_size} px; extractor {args.extractor} ({source}) "
+          f"at {extractor.input_size} px")
 
     with tempfile.TemporaryDirectory() as tmp:
         steps, mixers = train_steps(args, device, extractor, Path(tmp))
@@ -200,7 +208,8 @@ def main(argv: list[str] | None = None) -> None:
         for name, (sec, ratio) in mixers.items():
             print(f"| {name} | {sec * 1e3:.2f} | {ratio:.3f} |")
         rates = build_throughput(args, device, extractor, Path(tmp))
-        print(f"\n## cache build, {args.build_images} images, batch {args.build_batch_size}, median of {args.build_rounds} rounds")
+        print(f"\n## cache build, {args.build_images} images, batch {args.build_batch_size}, "
+              f"median of {args.build_rounds} rounds")
         print("| path | images / s | ratio to bare extractor |\n|---|---:|---:|")
         for name, (rate, ratio) in rates.items():
             print(f"| {name} | {rate:.0f} | {ratio:.3f} |")

@@ -39,7 +39,8 @@ def _candidates(images: torch.Tensor, labels: torch.Tensor, k: int) -> dict:
         "MixUp (ours)": MixUp(num_classes=k),
         "Cutout (ours)": Cutout(num_classes=k, size=images.shape[-1] // 2),
     }
-    timm_cutmix = Mixup(mixup_alpha=0.0, cutmix_alpha=1.0, mode="batch", correct_lam=True, label_smoothing=0.0, num_classes=k)
+    timm_cutmix = Mixup(mixup_alpha=0.0, cutmix_alpha=1.0, mode="batch", correct_lam=True, label_smoothing=0.0,
+                        num_classes=k)
     tv_cutmix = v2.CutMix(num_classes=k, alpha=1.0)
     fns = {name: (lambda m=m: m(images, labels, attention=attention, generator=g)) for name, m in ours.items()}
     # timm's batch mode writes the box into the caller's tensor (no copy of its own to return); repeated
@@ -93,7 +94,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(f"# mixers benchmark, {date.today()}, torch {torch.__version__}, device {device}, "
-          f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {args.rounds} rounds x {args.calls} calls, medians")
+          f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+          f"{args.rounds} rounds x {args.calls} calls, medians")
     for shape in [(256, 3, 32, 32), (64, 3, 224, 224)]:
         times = bench(shape, device, args.rounds, args.calls)
         ref_timm = times["timm Mixup (CutMix mode, in place)"]
@@ -102,7 +104,8 @@ def main() -> None:
         print("| mixer | median ms | / timm CutMix | / clone |")
         print("|---|---:|---:|---:|")
         for name, ts in times.items():
-            print(f"| {name} | {statistics.median(ts) * 1e3:.3f} | {_ratio(ts, ref_timm):.2f}x | {_ratio(ts, ref_clone):.2f}x |")
+            print(f"| {name} | {statistics.median(ts) * 1e3:.3f} | {_ratio(ts, ref_timm):.2f}x "
+                  f"| {_ratio(ts, ref_clone):.2f}x |")
 
 if __name__ == "__main__":
     main()

@@ -30,8 +30,9 @@ def _sync(device: torch.device) -> None:
 
 
 def make_methods(args: argparse.Namespace, device: torch.device, num_classes: int) -> dict:
-    extractor = FeatureExtractor(create_model(args.model, num_classes, args.image_size), input_size=args.image_size,
-                                 amp_dtype=AMP[args.amp] or (torch.bfloat16 if device.type == "cuda" else None)).to(device)
+    extractor = FeatureExtractor(
+        create_model(args.model, num_classes, args.image_size), input_size=args.image_size,
+        amp_dtype=AMP[args.amp] or (torch.bfloat16 if device.type == "cuda" else None)).to(device)
     return {
         "none": (None, False),
         "mixup": (MixUp(num_classes), False),
@@ -95,8 +96,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    batch = (torch.rand(args.batch_size, 3, args.image_size, args.image_size), torch.randint(0, args.num_classes, (args.batch_size,)),
-             torch.rand(args.batch_size, 7, 7))
+    batch = (torch.rand(args.batch_size, 3, args.image_size, args.image_size),
+             torch.randint(0, args.num_classes, (args.batch_size,)), torch.rand(args.batch_size, 7, 7))
     if device.type == "cuda":
         batch = tuple(t.pin_memory() for t in batch)
     methods = make_methods(args, device, args.num_classes)
