@@ -260,3 +260,17 @@ def test_eval_train_adds_train_accuracy_to_every_evaluated_row(tmp_path, path):
     metrics = evaluate(model, DataLoader(unaugmented(train_ds, info), batch_size=16), info, "cpu")
     assert metrics["top1"] == pytest.approx(curve[-1]["train_top1"])
     assert metrics["loss"] == pytest.approx(curve[-1]["train_eval_loss"], rel=1e-5)
+
+
+def test_every_rank_takes_the_same_number_of_steps(tmp_path):
+    # Under torchrun the ranks' shards of the permutation differ in length by one (127 images: 64 and 63); a
+    # rank with one step fewer would leave the other waiting in DDP's all-reduce for ever.
+    cfg = make_config(_opts(tmp_path / "ddp", synthetic_size=[127, 8], batch_size=32))
+    run = trainer_mod._Run(cfg, DistInfo(), torch.device("cpu"))
+    steps, sizes = [], []
+    for rank in range(2):
+        run.dist = DistInfo(rank=rank, world_size=2)  # only the sharding reads it here
+        batches, total = run._batches(1)
+        steps.append(total)
+        sizes.append([len(batch[1]) for batch in batches])
+    assert steps == [1, 1] and sizes == [[32], [32]]

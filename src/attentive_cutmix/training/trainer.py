@@ -262,7 +262,10 @@ class _Run:
                                generator=torch.Generator().manual_seed(derive_seed(cfg.seed, epoch)))
         shard = order[dist.rank::dist.world_size].to(self.device)
         bs = cfg.batch_size
-        steps = len(shard) // bs if len(shard) >= bs else 1  # never a ragged last batch, unless the data is tiny
+        # Steps from the shortest shard: shards differ in length by one, and under DDP every rank must take as many
+        # steps as the others (one more on one rank would wait in the all-reduce for ever).
+        shortest = len(order) // dist.world_size
+        steps = shortest // bs if shortest >= bs else 1  # never a ragged last batch, unless the data is tiny
 
         def batches():
             for step in range(self.step, steps):
