@@ -33,7 +33,8 @@ def batches(draw):
     k = draw(st.integers(2, 12))
     g = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
     band = torch.arange(b, dtype=torch.float64).view(b, 1, 1, 1)
-    images = ((band + 0.05 + 0.9 * torch.rand(b, c, h, w, generator=g, dtype=torch.float64)) / b).to(draw(st.sampled_from(DTYPES)))
+    noise = torch.rand(b, c, h, w, generator=g, dtype=torch.float64)
+    images = ((band + 0.05 + 0.9 * noise) / b).to(draw(st.sampled_from(DTYPES)))
     if draw(st.booleans()):
         labels = torch.randint(0, k, (b,), generator=g)
     else:
@@ -101,9 +102,11 @@ def test_attentive_cutmix_pastes_the_partners_top_cells(case, data):
     b, _, h, w = case["images"].shape
     g = data.draw(st.integers(1, min(h, w, 10)), label="grid")
     n = data.draw(st.integers(0, g * g), label="num_patches")
-    scores = torch.stack([torch.randperm(g * g, generator=torch.Generator().manual_seed(case["seed"] + i)) for i in range(b)])
+    scores = torch.stack([torch.randperm(g * g, generator=torch.Generator().manual_seed(case["seed"] + i))
+                          for i in range(b)])
     attention = scores.view(b, g, g).float()  # distinct scores: the top cells are unambiguous
-    mixer = AttentiveCutMix(case["num_classes"], num_patches=n, grid_size=g, prob=case["prob"], label_smoothing=case["smoothing"])
+    mixer = AttentiveCutMix(case["num_classes"], num_patches=n, grid_size=g, prob=case["prob"],
+                            label_smoothing=case["smoothing"])
     out, targets = _run(mixer, case, attention)
     ys, xs = _bounds(h, g), _bounds(w, g)
     for i, (j, replaced) in enumerate(_partner_pixels(out, case["images"])):
@@ -123,7 +126,8 @@ def test_attentive_cutmix_pastes_the_partners_top_cells(case, data):
 @given(case=batches(), alpha=st.sampled_from([0.2, 1.0, 5.0]))
 def test_cutmix_pastes_one_partner_box_and_lam_is_its_area(case, alpha):
     h, w = case["images"].shape[-2:]
-    out, targets = _run(CutMix(case["num_classes"], alpha=alpha, prob=case["prob"], label_smoothing=case["smoothing"]), case)
+    mixer = CutMix(case["num_classes"], alpha=alpha, prob=case["prob"], label_smoothing=case["smoothing"])
+    out, targets = _run(mixer, case)
     for i, (j, replaced) in enumerate(_partner_pixels(out, case["images"])):
         _check_lam(targets, case, i, j, float(replaced.sum()) / (h * w))
         if j is not None:
@@ -135,7 +139,8 @@ def test_cutmix_pastes_one_partner_box_and_lam_is_its_area(case, alpha):
 def test_mixup_is_a_convex_combination_weighted_like_the_targets(case, alpha):
     x = case["images"]
     b = x.shape[0]
-    out, targets = _run(MixUp(case["num_classes"], alpha=alpha, prob=case["prob"], label_smoothing=case["smoothing"]), case)
+    mixer = MixUp(case["num_classes"], alpha=alpha, prob=case["prob"], label_smoothing=case["smoothing"])
+    out, targets = _run(mixer, case)
     low = x.dtype in (torch.float16, torch.bfloat16)
     xd, od = x.double().flatten(1), out.double().flatten(1)
     tol = 2e-2 if low else 1e-6
@@ -164,9 +169,11 @@ def test_mixup_is_a_convex_combination_weighted_like_the_targets(case, alpha):
 @given(case=batches(), size=st.integers(1, 20), fill=st.sampled_from([0.0, -1.0]))
 def test_cutout_sets_one_square_to_fill_and_keeps_the_labels(case, size, fill):
     x = case["images"]
-    out, targets = _run(Cutout(case["num_classes"], size=size, fill=fill, prob=case["prob"], label_smoothing=case["smoothing"]), case)
+    mixer = Cutout(case["num_classes"], size=size, fill=fill, prob=case["prob"], label_smoothing=case["smoothing"])
+    out, targets = _run(mixer, case)
     filled = (out == fill).all(1)
-    assert torch.equal(out.masked_fill(filled.unsqueeze(1), 0), x.masked_fill(filled.unsqueeze(1), 0))  # else own pixels
+    # Everything else is the image's own pixels.
+    assert torch.equal(out.masked_fill(filled.unsqueeze(1), 0), x.masked_fill(filled.unsqueeze(1), 0))
     for i in range(x.shape[0]):
         _check_lam(targets, case, i, None, 0.0)
         if filled[i].any():
@@ -183,7 +190,8 @@ def test_only_the_given_generator_matters(case, name):
     results = []
     for global_seed in (0, 12345):
         torch.manual_seed(global_seed)  # must change nothing
-        results.append(mixer(case["images"], case["labels"], att, generator=torch.Generator().manual_seed(case["seed"])))
+        gen = torch.Generator().manual_seed(case["seed"])
+        results.append(mixer(case["images"], case["labels"], att, generator=gen))
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
 
 
