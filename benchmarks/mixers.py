@@ -22,7 +22,7 @@ import torch
 from timm.data.mixup import Mixup
 from torchvision.transforms import v2
 
-from attentive_cutmix import AttentiveCutMix, Cutout, CutMix, MixUp
+from attentive_cutmix import AttentiveCutMix, CutMix, Cutout, MixUp
 
 
 def _sync(device: torch.device) -> None:

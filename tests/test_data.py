@@ -13,9 +13,19 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from attentive_cutmix.data import (DATASETS, AugmentedDataset, CorruptImageError, DatasetError, DatasetInfo,
-                                   DatasetNotFoundError, SyntheticObjects, build_datasets, dataset_boxes,
-                                   eval_transform, train_transform)
+from attentive_cutmix.data import (
+    DATASETS,
+    AugmentedDataset,
+    CorruptImageError,
+    DatasetError,
+    DatasetInfo,
+    DatasetNotFoundError,
+    SyntheticObjects,
+    build_datasets,
+    dataset_boxes,
+    eval_transform,
+    train_transform,
+)
 
 SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg" / "train"
 

@@ -6,8 +6,13 @@ import math
 import pytest
 import torch
 
-from attentive_cutmix.experiments.localization import (attentive_masks, box_mask, localization_hit_rates, pasted_hit_rate,
-                                                       random_box_masks)
+from attentive_cutmix.experiments.localization import (
+    attentive_masks,
+    box_mask,
+    localization_hit_rates,
+    pasted_hit_rate,
+    random_box_masks,
+)
 
 
 def test_hit_rate_on_hand_made_masks_and_boxes():

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attentive_cutmix import AttentiveCutMix, Cutout, CutMix, MixUp
+from attentive_cutmix import AttentiveCutMix, CutMix, Cutout, MixUp
 from attentive_cutmix._mixer import pair_permutation, paste
 from attentive_cutmix.mixing import _paste_segments, cell_bounds, cells_to_pixel_mask, top_cell_indices, top_cells
 

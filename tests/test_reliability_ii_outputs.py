@@ -12,8 +12,15 @@ import pytest
 
 from _reliability_utils import Child, child_env, hooks_dir
 from attentive_cutmix.training import ConfigError, make_config, train
-from attentive_cutmix.training.run_io import (LOCK_NAME, OUTPUT_NAMES, RunLock, RunLockedError, prepare_output_dir, release_run_dir,
-                                              wait_for_run)
+from attentive_cutmix.training.run_io import (
+    LOCK_NAME,
+    OUTPUT_NAMES,
+    RunLock,
+    RunLockedError,
+    prepare_output_dir,
+    release_run_dir,
+    wait_for_run,
+)
 
 TINY = dict(dataset="synthetic", synthetic_size=[32, 16], image_size=16, model="cifar_resnet20", epochs=1,
             batch_size=16, max_steps_per_epoch=1, workers=0, progress=False)

@@ -12,12 +12,11 @@ import torch
 from PIL import Image
 
 from _reliability_utils import RUN_OPTS, snapshot
+from attentive_cutmix import AttentiveCutMix, CutMix, Cutout, MixUp
 from attentive_cutmix.attention import FeatureExtractor
 from attentive_cutmix.cli import main as cli_main
-from attentive_cutmix import AttentiveCutMix, CutMix, Cutout, MixUp
 from attentive_cutmix.serialization import CheckpointError
-from attentive_cutmix.training import ConfigError, make_config, train
-from attentive_cutmix.training import run_io
+from attentive_cutmix.training import ConfigError, make_config, run_io, train
 
 K = 5
 MIXERS = {"attentive": lambda **kw: AttentiveCutMix(K, grid_size=4, num_patches=3, **kw),

@@ -13,9 +13,23 @@ import time
 import pytest
 import torch
 
-from _reliability_utils import (RUN_OPTS, STEPS_PER_EPOCH, TOTAL_STEPS, Child, assert_same_as_baseline, assert_same_weights,
-                                baseline_run, checkpoint_position, child_env, count_lines, hooks_dir, model_weights,
-                                strip_timing, train_argv, wait_for)
+from _reliability_utils import (
+    RUN_OPTS,
+    STEPS_PER_EPOCH,
+    TOTAL_STEPS,
+    Child,
+    assert_same_as_baseline,
+    assert_same_weights,
+    baseline_run,
+    checkpoint_position,
+    child_env,
+    count_lines,
+    hooks_dir,
+    model_weights,
+    strip_timing,
+    train_argv,
+    wait_for,
+)
 
 
 @pytest.fixture(scope="module")

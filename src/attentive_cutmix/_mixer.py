@@ -257,11 +257,24 @@ class Mixer:
             if not self.draw_applies(generator):
                 return (images.clone(), targets) + ((masks.clone(),) if masks is not None else ())
             params = self.make_params(b, h, w, generator)
+        else:
+            self._check_params(params, b)
         params = {k: to_device(v, images.device) for k, v in params.items()}
         out = self.apply(images, targets, params, attention, masks)
         if not images.is_contiguous() and images.is_contiguous(memory_format=torch.channels_last):
             out = (out[0].contiguous(memory_format=torch.channels_last), *out[1:])
         return out
+
+    def _check_params(self, params: Any, batch_size: int) -> None:
+        expected = set(self.make_params(batch_size, 1, 1, torch.Generator()))  # the names, drawn on a 1x1 frame
+        if not isinstance(params, dict) or set(params) != expected:
+            got = sorted(params) if isinstance(params, dict) else type(params).__name__
+            raise ValueError(f"params must be the dict of {type(self).__name__}.make_params() with keys "
+                             f"{sorted(expected)}, got {got}")
+        for key, value in params.items():
+            if not isinstance(value, torch.Tensor) or value.shape[:1] != (batch_size,):
+                shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                raise ValueError(f"params[{key!r}] must be a tensor with one row per image ({batch_size}), got {shape}")
 
     def _check_masks(self, masks: Any, images: torch.Tensor) -> None:
         if not self.accepts_masks:

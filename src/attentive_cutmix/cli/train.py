@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import sys
 from typing import Any
 
 from ..training.config import AMP_MODES, DATA_PATHS, INITS, METHODS, OPTIMIZERS, PRESETS, SCHEDULES, make_config

@@ -136,8 +136,26 @@ def split_fingerprint(dataset: Any, size: int) -> str | None:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def _read_image_cache(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(metadata per split, tensors) of an image cache; ``ImageCacheError`` for anything that is not one."""
+    from safetensors import SafetensorError, safe_open
+
+    if path.is_dir():
+        raise ImageCacheError(f"--image-cache {path} is a folder; give a file path such as {path / 'images.safetensors'}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(_META)
+            tensors = {key: f.get_tensor(key) for key in f.keys()} if raw is not None else {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ImageCacheError(f"--image-cache {path} is not a readable image cache ({err}); if it is one (an interrupted "
+                              "copy?), delete it and it is rebuilt, otherwise pass another --image-cache") from err
+    if raw is None:  # e.g. model weights: never overwrite a file we did not write
+        raise ImageCacheError(f"--image-cache {path} is a safetensors file but not an image cache (is it a weights "
+                              "file?); nothing was written. Pass another --image-cache")
+    return json.loads(raw), tensors
+
+
 def _cached_frames(dataset: Any, size: int, path: Path | None, workers: int, name: str) -> torch.Tensor:
-    from safetensors import safe_open
     from safetensors.torch import save_file
 
     from ..serialization import atomic_write
@@ -145,28 +163,18 @@ def _cached_frames(dataset: Any, size: int, path: Path | None, workers: int, nam
     fingerprint = split_fingerprint(dataset, size)
     if path is None or fingerprint is None:
         return decode_split(dataset, size, workers=workers)
-    if path.exists():
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = json.loads((f.metadata() or {}).get(_META, "null")) or {}
-                saved = meta.get(name)
-                if saved is not None and saved.get("fingerprint") == fingerprint:
-                    return f.get_tensor(name)
-        except Exception as err:  # noqa: BLE001 - any unreadable file gets the same advice
-            raise ImageCacheError(f"image cache {path} is not readable ({err}); delete it and it is rebuilt") from err
-        if saved is not None:
-            raise ImageCacheError(f"image cache {path} holds the {name} split of other data (fingerprint "
-                                  f"{saved.get('fingerprint', '?')[:12]} vs {fingerprint[:12]} now: files were added, "
-                                  "removed or changed, or the image size differs); delete it to rebuild it, or pass "
-                                  "another --image-cache")
+    meta, tensors = _read_image_cache(path) if path.exists() else ({}, {})
+    saved = meta.get(name)
+    if saved is not None and saved.get("fingerprint") == fingerprint and name in tensors:
+        return tensors[name]
+    if saved is not None:
+        raise ImageCacheError(f"image cache {path} holds the {name} split of other data (fingerprint "
+                              f"{saved.get('fingerprint', '?')[:12]} vs {fingerprint[:12]} now: files were added, "
+                              "removed or changed, or the image size differs); delete it to rebuild it, or pass "
+                              "another --image-cache")
     frames = decode_split(dataset, size, workers=workers)
-    tensors, meta = {name: frames}, {name: {"fingerprint": fingerprint, "shape": list(frames.shape)}}
-    if path.exists():  # keep the other split already stored
-        with safe_open(str(path), framework="pt") as f:
-            old = json.loads((f.metadata() or {}).get(_META, "{}"))
-            for key in f.keys():
-                if key != name:
-                    tensors[key], meta[key] = f.get_tensor(key), old[key]
+    # Keep the other split already stored beside this one.
+    tensors, meta = {**tensors, name: frames}, {**meta, name: {"fingerprint": fingerprint, "shape": list(frames.shape)}}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={_META: json.dumps(meta)}))
     return frames
 

@@ -17,13 +17,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
-import sys
-import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .grid import RUN_FIELDS, Cell, Grid, GridError, load_grid
+from .grid import RUN_FIELDS, Cell, Grid, GridError
 
 CELL_FILE = "cell.json"
 
@@ -145,7 +142,6 @@ def _localize(cfg: Any, run_dir: Path) -> dict[str, Any] | None:
     saved = _read_json(path)
     if saved is not None:
         return saved
-    import torch
 
     from ..data import build_datasets
     from ..serialization import atomic_write

@@ -11,11 +11,10 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from .._mixer import pair_permutation
 from ..attention import channel_attention
 from ..baselines import CutMix, Cutout, MixUp
-from .._mixer import pair_permutation
 from ..mixing import AttentiveCutMix, attention_to_grid, cell_bounds, top_cells
-
 
 METHODS = ("mixup", "cutout", "cutmix", "attentive")
 TITLES = {"mixup": "MixUp", "cutout": "Cutout", "cutmix": "CutMix", "attentive": "Attentive CutMix"}

@@ -74,6 +74,10 @@ def choose_data_path(cfg: TrainConfig, train_ds: Any, eval_ds: Any, info: Any, d
     from ..data.device import fits_on_device
     from ..data.wrapper import AugmentedDataset
 
+    if "image_cache" in cfg.explicit and cfg.image_cache is not None and (
+            cfg.data_path == "loader" or cfg.dataset not in ("imagefolder", "imagenet")):
+        raise ConfigError(f"--image-cache {cfg.image_cache} applies to image folders (imagefolder, imagenet) on the "
+                          f"device path, not to dataset {cfg.dataset!r} with --data-path {cfg.data_path}; remove it")
     if cfg.data_path == "loader":
         return "loader"
     splits = [ds for ds in (train_ds, eval_ds) if ds is not None]

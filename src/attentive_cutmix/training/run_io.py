@@ -30,7 +30,6 @@ from .checkpoint import CHECKPOINT_NAME
 from .config import FIELDS, ConfigError
 from .distributed import DistInfo
 
-
 LOCK_NAME = ".lock"
 # What a run writes into its folder; any of them there means the folder holds someone's run.
 OUTPUT_NAMES = (CHECKPOINT_NAME, "results.json", "metrics.jsonl", "config.yaml", "tb", "weights.safetensors")

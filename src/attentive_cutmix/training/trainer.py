@@ -9,7 +9,6 @@ the run at once and keeps the last good checkpoint.
 """
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from pathlib import Path
@@ -23,8 +22,18 @@ from ..data.device import device_split
 from ..models import create_model
 from . import distributed as D
 from .checkpoint import capture_rng, check_compatible, load_checkpoint, restore_rng, save_checkpoint
-from .components import (AMP_DTYPES, EpochSeededDataset, build_mixer, build_optimizer, build_scheduler, derive_seed,
-                         eval_loader, load_scheduler_state, scheduler_state, train_loader)
+from .components import (
+    AMP_DTYPES,
+    EpochSeededDataset,
+    build_mixer,
+    build_optimizer,
+    build_scheduler,
+    derive_seed,
+    eval_loader,
+    load_scheduler_state,
+    scheduler_state,
+    train_loader,
+)
 from .config import TrainConfig
 from .data_setup import build_data, choose_data_path, unaugmented
 from .run_io import RunWriter, StopSignals, prepare_output_dir, release_run_dir, resume_command
