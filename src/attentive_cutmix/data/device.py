@@ -132,7 +132,12 @@ def split_fingerprint(dataset: Any, size: int) -> str | None:
     identity = getattr(dataset.source, "identity", None)
     if identity is None:
         return None
-    payload = json.dumps({"files": identity(dataset.indices), "size": size, "format": _FORMAT}, separators=(",", ":"))
+    # Modification times too: a file replaced by another image of the same byte size must not reuse old pixels.
+    # (The image cache is a local file, so a machine-specific time is fine here, unlike the run's fingerprint.)
+    paths = getattr(dataset.source, "paths", None)
+    mtimes = [os.stat(paths[i]).st_mtime_ns for i in dataset.indices] if paths is not None else None
+    payload = json.dumps({"files": identity(dataset.indices), "mtimes": mtimes, "size": size, "format": _FORMAT},
+                         separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

@@ -218,7 +218,7 @@ def collect(grid: Grid, out: Path) -> list[dict[str, Any]]:
 def write_report(grid: Grid, out: Path, log: Callable[[str], None] = print) -> dict[str, Path]:
     """``results.json``, ``table.md``, ``table.csv`` and the plots, from whatever cells have finished."""
     from ..serialization import atomic_write
-    from .report import build_table, table_csv, table_markdown, write_plots
+    from .report import build_table, paired_markdown, table_csv, table_markdown, write_plots
 
     entries = collect(grid, out)
     payload = {"grid": grid.name, "source": grid.source, "metric": grid.metric, "runs": entries,
@@ -232,9 +232,12 @@ def write_report(grid: Grid, out: Path, log: Callable[[str], None] = print) -> d
     paths["table_md"] = atomic_write(out / "table.md", lambda t: Path(t).write_text(md))
     paths["table_csv"] = atomic_write(out / "table.csv",
                                       lambda t: Path(t).write_text(table_csv(table, paper=grid.paper_results)))
+    paired = f"# {title}: paired differences and the train/held-out gap\n\n" + paired_markdown(entries, grid.metric)
+    paths["paired_md"] = atomic_write(out / "paired.md", lambda t: Path(t).write_text(paired))
     for i, p in enumerate(write_plots(entries, out, metric=grid.metric, paper=grid.paper_results)):
         paths[f"plot{i}"] = p
-    log(f"wrote {out / 'results.json'}, {out / 'table.md'}, {out / 'table.csv'} and {len(paths) - 3} plot(s)")
+    log(f"wrote {out / 'results.json'}, {out / 'table.md'}, {out / 'table.csv'}, {out / 'paired.md'} and "
+        f"{len(paths) - 4} plot(s)")
     return paths
 
 

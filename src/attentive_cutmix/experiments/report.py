@@ -277,3 +277,75 @@ def _save(fig: Any, path: Path, plt: Any) -> Path:
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
     return path
+
+
+# ------------------------------------------------------------------------------------------ paired comparisons
+# (minuend, subtrahend, what the difference isolates); a comparison is shown when both methods ran.
+COMPARISONS = (
+    ("mixup", "none", "MixUp vs baseline"),
+    ("cutmix", "none", "CutMix vs baseline"),
+    ("cutout", "none", "Cutout vs baseline"),
+    ("attentive-cutmix", "none", "Attentive CutMix vs baseline"),
+    ("random-cells", "none", "random cells vs baseline"),
+    ("attentive-cutmix", "cutmix", "Attentive CutMix vs CutMix"),
+    ("random-cells", "cutmix", "area part: random cells vs CutMix"),
+    ("attentive-cutmix", "random-cells", "attention part: Attentive CutMix vs random cells"),
+)
+
+
+def _by_row_method_seed(runs: list[dict[str, Any]], key: str) -> dict[tuple[str, ...], dict[str, dict[int, float]]]:
+    done = [r for r in runs if r.get("status") == "finished"]
+    axes = row_axes_of(done)
+    out: dict[tuple[str, ...], dict[str, dict[int, float]]] = {}
+    for run in done:
+        value = run.get(key) if key in ("top1", "best_top1") else _last(run.get("curve") or [], key)
+        if value is None:
+            continue
+        row = tuple(_label(run["labels"].get(a)) for a in axes)
+        out.setdefault(row, {}).setdefault(_label(run["labels"]["method"]), {})[int(run["labels"]["seed"])] = value
+    return out
+
+
+def _last(curve: list[dict[str, Any]], key: str) -> float | None:
+    values = [row[key] for row in curve if row.get(key) is not None]
+    return values[-1] if values else None
+
+
+def paired_markdown(runs: list[dict[str, Any]], metric: str = "top1") -> str:
+    """Per row: each comparison's paired difference over seeds with its 95% t-interval, then each method's
+    train/held-out gap and whether held-out top-1 was flat over the last fifth of the epochs."""
+    from .stats import paired_difference
+
+    held = _by_row_method_seed(runs, metric)
+    train = _by_row_method_seed(runs, "train_top1")
+    lines = []
+    for row, methods in held.items():
+        lines += [f"### {' / '.join(row)}", "", "| comparison | difference in top-1 (points), 95% CI over paired seeds |",
+                  "|---|---:|"]
+        for a, b, what in COMPARISONS:
+            if a in methods and b in methods:
+                diff = paired_difference(methods[a], methods[b])
+                lines.append(f"| {what} | {diff} |" if diff is not None else f"| {what} | no common seed |")
+        lines += ["", "| method | held-out top-1 | train top-1 (un-augmented) | gap | held-out range, last fifth |",
+                  "|---|---:|---:|---:|---:|"]
+        for method, seeds in methods.items():
+            tr = train.get(row, {}).get(method, {})
+            gap = mean_std(tr[s] - seeds[s] for s in seeds if s in tr)
+            lines.append(f"| {method} | {_fmt(mean_std(seeds.values()))} | {_fmt(mean_std(tr.values()))} | "
+                         f"{_fmt(gap)} | {_tail_range(runs, row, method)} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _tail_range(runs: list[dict[str, Any]], row: tuple[str, ...], method: str) -> str:
+    """Min and max of the seed-mean held-out curve over the last fifth of the epochs (convergence check)."""
+    done = [r for r in runs if r.get("status") == "finished"]
+    axes = row_axes_of(done)
+    members = [r for r in done if tuple(_label(r["labels"].get(a)) for a in axes) == row
+               and _label(r["labels"]["method"]) == method]
+    epochs, mean, _ = _curve(members)
+    if not epochs:
+        return ""
+    start = epochs[-1] - max(1, epochs[-1] // 5)
+    tail = [m for e, m in zip(epochs, mean) if e > start]
+    return f"{min(tail):.2f}–{max(tail):.2f} (epochs {start + 1}–{epochs[-1]})"

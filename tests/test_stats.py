@@ -1,0 +1,44 @@
+"""Paired differences over seeds with a Student-t interval, and the report's paired table."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from attentive_cutmix.experiments.report import paired_markdown
+from attentive_cutmix.experiments.stats import paired_difference, t_quantile
+
+
+@pytest.mark.parametrize("df,expected", [(1, 12.7062), (2, 4.3027), (4, 2.7764), (10, 2.2281), (30, 2.0423)])
+def test_t_quantile_matches_the_published_table(df, expected):
+    assert t_quantile(0.975, df) == pytest.approx(expected, abs=2e-4)
+
+
+def test_paired_difference_uses_only_common_seeds_and_the_t_interval():
+    a, b = {0: 80.0, 1: 82.0, 2: 81.0, 7: 99.0}, {0: 79.0, 1: 80.0, 2: 81.5}
+    diff = paired_difference(a, b)
+    diffs = [1.0, 2.0, -0.5]
+    half = 4.3027 * math.sqrt(sum((d - 0.8333333) ** 2 for d in diffs) / 2) / math.sqrt(3)
+    assert diff.n == 3 and diff.mean == pytest.approx(0.833333, abs=1e-5)
+    assert diff.low == pytest.approx(0.833333 - half, abs=1e-3) and diff.high == pytest.approx(0.833333 + half, abs=1e-3)
+    assert paired_difference({0: 1.0}, {1: 1.0}) is None
+    single = paired_difference({0: 3.0}, {0: 1.0})
+    assert (single.mean, single.low, single.n) == (2.0, None, 1)
+
+
+def _run(method, seed, top1, train):
+    curve = [{"epoch": e, "top1": top1 - (10 - e), "train_top1": train} for e in range(1, 11)]
+    return {"status": "finished", "labels": {"dataset": "d", "model": "m", "method": method, "seed": seed},
+            "top1": top1, "curve": curve}
+
+
+def test_paired_table_splits_attentive_minus_cutmix_into_area_and_attention():
+    runs = [_run("none", s, 70 + s, 95) for s in range(3)] + [_run("cutmix", s, 72 + s, 85) for s in range(3)]
+    runs += [_run("random-cells", s, 73 + s, 88) for s in range(3)] + [_run("attentive-cutmix", s, 75 + s, 89)
+                                                                       for s in range(3)]
+    text = paired_markdown(runs)
+    assert "| area part: random cells vs CutMix | +1.00 [+1.00, +1.00] (n=3) |" in text
+    assert "| attention part: Attentive CutMix vs random cells | +2.00 [+2.00, +2.00] (n=3) |" in text
+    assert "| Attentive CutMix vs CutMix | +3.00 [+3.00, +3.00] (n=3) |" in text
+    # gap = train - held-out per seed (25, 24, 23); the tail is the seed-mean curve over epochs 9-10 (70, 71)
+    assert "| none | 71.00 ± 1.00 (n=3) | 95.00 ± 0.00 (n=3) | 24.00 ± 1.00 (n=3) | 70.00–71.00 (epochs 9–10) |" in text
