@@ -20,7 +20,8 @@ def test_paired_difference_uses_only_common_seeds_and_the_t_interval():
     diffs = [1.0, 2.0, -0.5]
     half = 4.3027 * math.sqrt(sum((d - 0.8333333) ** 2 for d in diffs) / 2) / math.sqrt(3)
     assert diff.n == 3 and diff.mean == pytest.approx(0.833333, abs=1e-5)
-    assert diff.low == pytest.approx(0.833333 - half, abs=1e-3) and diff.high == pytest.approx(0.833333 + half, abs=1e-3)
+    assert diff.low == pytest.approx(0.833333 - half, abs=1e-3)
+    assert diff.high == pytest.approx(0.833333 + half, abs=1e-3)
     assert paired_difference({0: 1.0}, {1: 1.0}) is None
     single = paired_difference({0: 3.0}, {0: 1.0})
     assert (single.mean, single.low, single.n) == (2.0, None, 1)

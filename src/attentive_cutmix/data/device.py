@@ -146,14 +146,16 @@ def _read_image_cache(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tenso
     from safetensors import SafetensorError, safe_open
 
     if path.is_dir():
-        raise ImageCacheError(f"--image-cache {path} is a folder; give a file path such as {path / 'images.safetensors'}")
+        raise ImageCacheError(f"--image-cache {path} is a folder; give a file path such as "
+                              f"{path / 'images.safetensors'}")
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get(_META)
             tensors = {key: f.get_tensor(key) for key in f.keys()} if raw is not None else {}
     except (SafetensorError, OSError, ValueError) as err:
-        raise ImageCacheError(f"--image-cache {path} is not a readable image cache ({err}); if it is one (an interrupted "
-                              "copy?), delete it and it is rebuilt, otherwise pass another --image-cache") from err
+        raise ImageCacheError(f"--image-cache {path} is not a readable image cache ({err}); if it is one (an "
+                              "interrupted copy?), delete it and it is rebuilt, otherwise pass another "
+                              "--image-cache") from err
     if raw is None:  # e.g. model weights: never overwrite a file we did not write
         raise ImageCacheError(f"--image-cache {path} is a safetensors file but not an image cache (is it a weights "
                               "file?); nothing was written. Pass another --image-cache")

@@ -320,8 +320,8 @@ def paired_markdown(runs: list[dict[str, Any]], metric: str = "top1") -> str:
     train = _by_row_method_seed(runs, "train_top1")
     lines = []
     for row, methods in held.items():
-        lines += [f"### {' / '.join(row)}", "", "| comparison | difference in top-1 (points), 95% CI over paired seeds |",
-                  "|---|---:|"]
+        lines += [f"### {' / '.join(row)}", "",
+                  "| comparison | difference in top-1 (points), 95% CI over paired seeds |", "|---|---:|"]
         for a, b, what in COMPARISONS:
             if a in methods and b in methods:
                 diff = paired_difference(methods[a], methods[b])
