@@ -91,3 +91,17 @@ def test_bad_generator_prob_masks_and_empty_attention_are_named():
     mixed, targets, masks = Cutout(3, size=4, ignore_index=255)(
         images, labels, masks=torch.zeros(4, 16, 16, dtype=torch.long), generator=torch.Generator().manual_seed(1))
     assert (masks == 255).sum(dim=(1, 2)).tolist() == (mixed == 0).all(1).sum(dim=(1, 2)).tolist()
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.bool])
+def test_extractor_weights_of_a_non_float_dtype_are_refused(tmp_path, dtype):
+    from attentive_cutmix import load_extractor
+    from attentive_cutmix.models import create_model
+    from attentive_cutmix.serialization import CheckpointError
+
+    model = create_model("cifar_resnet20", 10, 32)
+    state = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    path = tmp_path / "r20-int.safetensors"
+    save_file(state, str(path))
+    with pytest.raises(CheckpointError, match=rf"non-floating values for floating weights.*{dtype}"):
+        load_extractor("cifar_resnet20", weights=path, input_size=32)

@@ -107,6 +107,13 @@ def load_weights_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor
     unexpected = [k for k in state_dict if k not in own]
     shapes = [f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
               for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
+    # A float parameter filled from int8 or bool values would be cast without a word (fp16 into fp32 is fine).
+    dtypes = [f"{k}: file {state_dict[k].dtype} vs model {own[k].dtype}" for k in own
+              if k in state_dict and own[k].is_floating_point() and not state_dict[k].is_floating_point()]
+    if dtypes:
+        raise CheckpointError(f"{source} holds non-floating values for floating weights of {type(model).__name__} "
+                              f"({len(dtypes)} tensors, e.g. {dtypes[:2]}): a quantised or corrupt file? Give float "
+                              "weights (float32, float16 or bfloat16)")
     if missing or unexpected or shapes:
         parts = []
         if missing:
