@@ -48,7 +48,9 @@ def mix_panels(images: torch.Tensor, labels: torch.Tensor, attention: torch.Tens
     }
     for name, mixer in mixers.items():
         # Each mixer draws its own parameters, then all of them use the same partners, so a row compares like with like.
-        params = {**mixer.make_params(b, h, w, gen), "perm": perm}
+        params = mixer.make_params(b, h, w, gen)
+        if "perm" in params:  # Cutout pairs no images, and its params are checked to hold only what it draws
+            params["perm"] = perm
         mixed, targets = mixer(images, labels, att if name == "attentive" else None, params=params)
         panels[name], panels[f"{name}_targets"] = mixed, targets
     return panels
