@@ -97,19 +97,6 @@ def test_cli_train_runs_end_to_end(tmp_path, capsys):
     assert main(["train", "--config", str(out / "config.yaml"), "--resume"]) == 0  # already finished: rewrites results
 
 
-def test_demo_trains_the_baseline_first_and_uses_it_as_extractor(tmp_path):
-    from attentive_cutmix.experiments.demo import demo_configs, format_table
-
-    configs = demo_configs(tmp_path, quick=True)
-    assert list(configs) == ["none", "mixup", "cutmix", "cutout", "attentive-cutmix"]
-    att = configs["attentive-cutmix"]
-    assert att.extractor == str(tmp_path / "none" / "checkpoint.pt") and att.build_cache
-    assert len({c.output_dir for c in configs.values()}) == 5 and not any(c.resume for c in configs.values())
-    table = format_table([{"method": "none", "top1": 50.0, "top5": 90.0, "time_s": 3.0},
-                          {"method": "attentive-cutmix", "top1": 52.5, "top5": 91.0, "time_s": 4.0}])
-    assert "| Attentive CutMix | 52.50 | 91.00 | +2.50 | 4 |" in table
-
-
 def test_training_seed_does_not_move_the_held_out_split():
     from attentive_cutmix.training.config import make_config
     from attentive_cutmix.training.data_setup import _datasets
