@@ -6,8 +6,8 @@ import json
 import pytest
 
 from attentive_cutmix.cli import main
-from attentive_cutmix.training import config as config_mod
 from attentive_cutmix.cli.train import add_arguments, config_from_args
+from attentive_cutmix.training import config as config_mod
 from attentive_cutmix.training.config import ConfigError, make_config
 
 
@@ -66,7 +66,8 @@ def test_attentive_cutmix_without_attention_source_explains_both_options():
 
 
 @pytest.mark.parametrize("argv,needle", [(["--epochs", "0"], "epochs"), (["--lr", "-1"], "lr"),
-                                         (["--val-fraction", "1.5"], "val_fraction"), (["--prob", "2", "--method", "mixup"], "prob")])
+                                         (["--val-fraction", "1.5"], "val_fraction"),
+                                         (["--prob", "2", "--method", "mixup"], "prob")])
 def test_bad_values_name_the_option(argv, needle):
     with pytest.raises(ConfigError, match=needle):
         _parse(argv)
