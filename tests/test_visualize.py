@@ -56,6 +56,11 @@ def test_panels_change_exactly_what_each_method_changes():
             assert torch.equal(p["cutmix"][i][:, box[0], box[1]], images[partner[i]][:, box[0], box[1]])
     assert torch.allclose(p["cutmix_targets"].sum(1), torch.ones(3))
 
+    moved = (p["random"] != images).any(1)  # random cells: 2 whole 4x4 cells of the same partner, same places
+    assert moved.sum(dim=(1, 2)).tolist() == [32, 32, 32]
+    assert torch.equal(p["random"].permute(1, 0, 2, 3)[:, moved], images[partner].permute(1, 0, 2, 3)[:, moved])
+    assert torch.allclose(p["random_targets"][torch.arange(3), partner], torch.full((3,), lam))
+
 
 def test_label_text_lists_the_weighted_classes():
     assert label_text(torch.tensor([0.12, 0.0, 0.88]), ["dog", "bird", "cat"]) == "cat 0.88 / dog 0.12"

@@ -1,8 +1,9 @@
 """``attentive-cutmix visualize``: a figure like the paper's Fig. 1/2 for a few images.
 
 One row per image: the original, the extractor's heat map (channel mean) with its top-N grid cells outlined,
-then the results of MixUp, Cutout, CutMix and Attentive CutMix, with the label weights under each. All
-mixers pair image i with the same partner (the same seeded pairing), so the row compares like with like.
+then the results of MixUp, Cutout, CutMix, random cells (the control) and Attentive CutMix, with the label
+weights under each. All mixers pair image i with the same partner (the same seeded pairing), so the row
+compares like with like.
 """
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ import torch.nn.functional as F
 from .._mixer import pair_permutation
 from ..attention import channel_attention
 from ..baselines import CutMix, Cutout, MixUp
-from ..mixing import AttentiveCutMix, attention_to_grid, cell_bounds, top_cells
+from ..mixing import AttentiveCutMix, RandomCells, attention_to_grid, cell_bounds, top_cells
 
-METHODS = ("mixup", "cutout", "cutmix", "attentive")
-TITLES = {"mixup": "MixUp", "cutout": "Cutout", "cutmix": "CutMix", "attentive": "Attentive CutMix"}
+METHODS = ("mixup", "cutout", "cutmix", "random", "attentive")
+TITLES = {"mixup": "MixUp", "cutout": "Cutout", "cutmix": "CutMix", "random": "Random cells (control)",
+          "attentive": "Attentive CutMix"}
 
 
 def mix_panels(images: torch.Tensor, labels: torch.Tensor, attention: torch.Tensor, *, num_classes: int,
@@ -39,6 +41,7 @@ def mix_panels(images: torch.Tensor, labels: torch.Tensor, attention: torch.Tens
     heat = (heat - lo) / (hi - lo).clamp_min(1e-12)
     mixers = {"mixup": MixUp(num_classes), "cutout": Cutout(num_classes, size=cutout_size or max(1, h // 2)),
               "cutmix": CutMix(num_classes),
+              "random": RandomCells(num_classes, num_patches=num_patches, grid_size=grid_size),
               "attentive": AttentiveCutMix(num_classes, num_patches=num_patches, grid_size=grid_size)}
     gen = torch.Generator().manual_seed(seed)
     perm = pair_permutation(b, gen)
