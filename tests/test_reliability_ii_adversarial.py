@@ -105,3 +105,12 @@ def test_extractor_weights_of_a_non_float_dtype_are_refused(tmp_path, dtype):
     save_file(state, str(path))
     with pytest.raises(CheckpointError, match=rf"non-floating values for floating weights.*{dtype}"):
         load_extractor("cifar_resnet20", weights=path, input_size=32)
+
+
+def test_a_folder_given_as_grid_file_is_named_as_a_folder(tmp_path):
+    from attentive_cutmix.experiments.grid import GridError, load_grid
+
+    with pytest.raises(GridError, match="is a folder, not a grid file"):
+        load_grid(tmp_path)
+    with pytest.raises(GridError, match="missing.yaml not found"):
+        load_grid(tmp_path / "missing.yaml")

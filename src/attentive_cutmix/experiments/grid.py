@@ -129,7 +129,8 @@ def _identity(cfg: TrainConfig, extractor_identity: dict[str, Any] | None, cache
 
 def _load(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise GridError(f"grid file not found: {path}")
+        what = "is a folder, not a grid file" if path.is_dir() else "not found"
+        raise GridError(f"grid file {path} {what}; give a YAML grid such as configs/examples/synthetic-tiny.yaml")
     try:
         data = yaml_load(path.read_text())
     except yaml.YAMLError as err:
