@@ -76,11 +76,12 @@ def _signal_at(monkeypatch, epoch: int, step: int, times: int = 1):
 def test_ctrl_c_checkpoints_mid_epoch_exits_130_and_resumes_exactly(tmp_path, monkeypatch, capsys):
     assert cli_main(_argv(tmp_path / "straight")) == 0
     real_step = _signal_at(monkeypatch, epoch=2, step=1)
+    handler_before = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN in a background job
     assert cli_main(_argv(tmp_path / "run")) == 128 + signal.SIGINT
     captured = capsys.readouterr()
     assert "Stopped by SIGINT at epoch 2, step 2" in captured.out and "--resume" in captured.out
     assert checkpoint_position(tmp_path / "run") == STEPS_PER_EPOCH + 2
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert signal.getsignal(signal.SIGINT) is handler_before  # handlers restored
     monkeypatch.setattr(trainer_mod._Run, "_step", real_step)
     assert cli_main(_argv(tmp_path / "run", resume=True)) == 0
     got, want = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("run", "straight"))
@@ -93,11 +94,12 @@ def test_second_ctrl_c_aborts_at_once_and_keeps_the_last_checkpoint(tmp_path, mo
     train(make_config(_opts(out, epochs=1)))
     before = snapshot(out)
     _signal_at(monkeypatch, epoch=2, step=1, times=2)
+    handler_before = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         train(make_config(_opts(out, resume=True)))
     assert snapshot(out)["checkpoint.pt"] == before["checkpoint.pt"]
     assert not list(out.glob(".checkpoint.pt.*.tmp"))
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is handler_before
 
 
 def test_nan_loss_stops_the_cli_at_the_next_sync_point_naming_epoch_step_and_causes(tmp_path, monkeypatch, capsys):
