@@ -198,9 +198,12 @@ def write_plots(runs: list[dict[str, Any]], out: Path, *, metric: str = "top1",
                            and _label(r["labels"]["method"]) == method]
                 epochs, mean, std = _curve(members)
                 if epochs:
-                    ax.plot(epochs, mean, marker="o" if len(epochs) < 15 else None, ms=3, label=method)
+                    line, = ax.plot(epochs, mean, marker="o" if len(epochs) < 15 else None, ms=3, label=method)
                     ax.fill_between(epochs, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
                                     alpha=0.15)
+                    t_epochs, t_mean, _ = _curve(members, "train_top1")
+                    if t_epochs:  # --eval-train: the un-augmented training split, dashed in the same colour
+                        ax.plot(t_epochs, t_mean, ls="--", lw=1, color=line.get_color())
             ax.set_title(" / ".join(f"{a}={v}" if a not in ROW_AXES else v for a, v in zip(axes[1:], key[1:])),
                          fontsize=9)
             ax.set_xlabel("epoch")
@@ -209,7 +212,7 @@ def write_plots(runs: list[dict[str, Any]], out: Path, *, metric: str = "top1",
             ax.legend(fontsize=7)
         for ax in list(grid.flat)[len(rows):]:
             ax.axis("off")
-        fig.suptitle(f"{dataset}: eval top-1 per epoch (mean over seeds)")
+        fig.suptitle(f"{dataset}: held-out top-1 per epoch (mean over seeds; dashed: training split, if measured)")
         fig.tight_layout()
         written.append(_save(fig, out / f"curves-{_file(dataset)}.png", plt))
 
