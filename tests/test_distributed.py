@@ -18,13 +18,15 @@ from attentive_cutmix.training import evaluate
 pytestmark = pytest.mark.slow
 
 
-def test_two_process_gloo_training_matches_single_process_evaluation(tmp_path):
+@pytest.mark.parametrize("data_path", ["device", "loader"])
+def test_two_process_gloo_training_matches_single_process_evaluation(tmp_path, data_path):
     out = tmp_path / "ddp"
     # 320 train / 64 eval images.
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
            "attentive_cutmix", "train",
            "--dataset", "synthetic", "--synthetic-size", "320", "--epochs", "2", "--batch-size", "32", "--lr", "3e-3",
-           "--workers", "0", "--device", "cpu", "--max-steps-per-epoch", "4", "--output-dir", str(out), "--no-progress"]
+           "--workers", "0", "--device", "cpu", "--max-steps-per-epoch", "4", "--output-dir", str(out), "--no-progress",
+           "--data-path", data_path]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -36,6 +38,7 @@ def test_two_process_gloo_training_matches_single_process_evaluation(tmp_path):
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["world_size"] == 2 and results["status"] == "finished"
+    assert results["config"]["data_path_used"] == data_path
 
     ckpt = safe_torch_load(out / "checkpoint.pt")
     cfg = ckpt["config"]
