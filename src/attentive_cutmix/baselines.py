@@ -25,12 +25,8 @@ def _random_boxes(lam: torch.Tensor, height: int, width: int, generator: torch.G
     return torch.stack([y0, y1, x0, x1], dim=1)
 
 
-class CutMix(Mixer):
-    """CutMix (Yun et al., 2019): one random box per sample, ``lam ~ Beta(alpha, alpha)``.
-
-    Each sample draws its own ``lam`` and box; ``lam`` is then corrected to the clipped box's real
-    area (timm's ``correct_lam=True``, torchvision v2's behaviour).
-    """
+class _BetaMixer(Mixer):
+    """A mixer whose per-sample ``lam`` is drawn from Beta(alpha, alpha) (CutMix, MixUp)."""
 
     _repr_fields = ("alpha",)
 
@@ -38,6 +34,14 @@ class CutMix(Mixer):
                  label_smoothing: float = 0.0) -> None:
         super().__init__(num_classes, prob=prob, label_smoothing=label_smoothing)
         self.alpha = check_alpha(alpha)
+
+
+class CutMix(_BetaMixer):
+    """CutMix (Yun et al., 2019): one random box per sample, ``lam ~ Beta(alpha, alpha)``.
+
+    Each sample draws its own ``lam`` and box; ``lam`` is then corrected to the clipped box's real
+    area (timm's ``correct_lam=True``, torchvision v2's behaviour).
+    """
 
     def make_params(self, batch_size: int, height: int, width: int,
                     generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
@@ -57,17 +61,11 @@ class CutMix(Mixer):
         return out + ((paste_masks(masks, perm, pixel_mask),) if masks is not None else ())
 
 
-class MixUp(Mixer):
+class MixUp(_BetaMixer):
     """MixUp (Zhang et al., 2018): ``x = (1 - lam) * x_i + lam * x_perm[i]`` with per-sample
     ``lam ~ Beta(alpha, alpha)``."""
 
-    _repr_fields = ("alpha",)
     accepts_masks = False
-
-    def __init__(self, num_classes: int, *, alpha: float = 1.0, prob: float = 1.0,
-                 label_smoothing: float = 0.0) -> None:
-        super().__init__(num_classes, prob=prob, label_smoothing=label_smoothing)
-        self.alpha = check_alpha(alpha)
 
     def make_params(self, batch_size: int, height: int, width: int,
                     generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
