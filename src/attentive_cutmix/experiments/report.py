@@ -212,7 +212,8 @@ def write_plots(runs: list[dict[str, Any]], out: Path, *, metric: str = "top1",
             ax.legend(fontsize=7)
         for ax in list(grid.flat)[len(rows):]:
             ax.axis("off")
-        fig.suptitle(f"{dataset}: held-out top-1 per epoch (mean over seeds; dashed: training split, if measured)")
+        fig.suptitle(f"{dataset}: top-1 per epoch, mean over seeds\n(solid: held-out; dashed: training split)",
+                     fontsize=9)
         fig.tight_layout()
         written.append(_save(fig, out / f"curves-{_file(dataset)}.png", plt))
 
