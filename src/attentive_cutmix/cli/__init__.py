@@ -1,4 +1,4 @@
-"""Command line: ``attentive-cutmix {demo,train,cache-attention,compare,visualize}``.
+"""Command line: ``attentive-cutmix {demo,train,cache-attention,compare,visualize,evaluate}``.
 
 Each subcommand is one module of this package exposing ``add_arguments(parser)`` and ``run(args) -> int``; the
 argument groups they share live in ``_common.py``. Modules are imported only when their subcommand runs, so
@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                         "run an extractor once over a dataset and store its attention maps"),
     "compare": ("attentive_cutmix.cli.compare", "run a grid of trainings from a YAML file and render tables and plots"),
     "visualize": ("attentive_cutmix.cli.visualize", "write figures of heat maps, chosen cells and mixed images"),
+    "evaluate": ("attentive_cutmix.cli.evaluate",
+                 "re-measure trained runs' weights on their own held-out split or on other data"),
 }
 
 

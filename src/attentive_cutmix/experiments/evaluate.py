@@ -1,0 +1,194 @@
+"""Re-evaluate trained runs: load a run folder's weights and measure them on its own held-out split or on other data.
+
+Every finished run leaves ``results.json`` (its config and final numbers) and fp16 ``weights.safetensors``; grids
+commit both. This is how a reader checks those numbers on a fresh machine, or measures the same models on data they
+were never evaluated on (e.g. the CIFAR-10 test set, or a corrupted copy of it).
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+
+DATA_KEYS = ("dataset", "data_dir", "val_fraction", "val_data", "split_seed", "image_size", "synthetic_size",
+             "train_subset")
+SPLITS = ("eval", "train")
+WEIGHTS = ("auto", "final", "checkpoint")
+
+
+def _run_dirs(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Run folders; a grid's output folder (one holding ``runs/``) stands for its runs."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            raise FileNotFoundError(f"run folder not found: {p}")
+        if (p / "runs").is_dir():  # a grid (it has its own results.json, of all cells); a run folder has no runs/
+            runs = sorted(d for d in (p / "runs").iterdir() if (d / "results.json").is_file())
+            if not runs:
+                raise FileNotFoundError(f"{p / 'runs'} holds no finished run (no */results.json)")
+            out.extend(runs)
+        elif (p / "results.json").is_file() or (p / "checkpoint.pt").is_file():
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"{p} holds neither results.json nor checkpoint.pt (nor a runs/ folder of them): "
+                                    "give a folder written by `attentive-cutmix train` or `compare`")
+    return out
+
+
+def read_run(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(config, recorded)``: the run's full config and the final numbers it logged (empty if unfinished)."""
+    run = Path(run_dir)
+    if (run / "results.json").is_file():
+        try:
+            record = json.loads((run / "results.json").read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{run / 'results.json'} is not valid JSON ({err}); re-run the training") from err
+        if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+            raise ValueError(f"{run / 'results.json'} has no 'config' mapping: not written by `attentive-cutmix train`")
+        last = next((r for r in reversed(record.get("curve") or []) if r.get("top1") is not None), {})
+        return record["config"], {"top1": record.get("top1"), "top5": record.get("top5"), "loss": last.get("eval_loss"),
+                                  "train_top1": last.get("train_top1")}
+    from ..training.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    if not isinstance(ckpt.get("config"), dict):
+        raise ValueError(f"{run / 'checkpoint.pt'} holds no config: not written by `attentive-cutmix train`")
+    return ckpt["config"], {}
+
+
+def load_run_model(run_dir: str | os.PathLike, *, weights: str = "auto",
+                   device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any], Path]:
+    """``(model in eval mode, config, weights file)`` for a run folder.
+
+    ``weights``: ``final`` (``weights.safetensors``, fp16, written when the run finished), ``checkpoint``
+    (``checkpoint.pt``, fp32, the last saved epoch) or ``auto`` (the first of them that exists).
+    """
+    from ..models import create_model
+    from ..serialization import load_state_dict_file, load_weights_into
+    from ..training.trainer import WEIGHTS_NAME
+
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got weights={weights!r}")
+    run = Path(run_dir)
+    config, _ = read_run(run)
+    names = {"final": [WEIGHTS_NAME], "checkpoint": ["checkpoint.pt"], "auto": [WEIGHTS_NAME, "checkpoint.pt"]}[weights]
+    path = next((run / n for n in names if (run / n).is_file()), None)
+    if path is None:
+        raise FileNotFoundError(f"{run} has no {' or '.join(names)}; "
+                                + ("the run did not finish: try weights='checkpoint'" if weights == "final"
+                                   else "was it trained with this package?"))
+    missing = [k for k in ("model", "num_classes", "image_size", "mean", "std") if k not in config]
+    if missing:
+        raise ValueError(f"{run}'s config lacks {missing}: written by an older version? re-run the training")
+    model = create_model(config["model"], num_classes=config["num_classes"], image_size=config["image_size"])
+    load_weights_into(model, load_state_dict_file(path), source=str(path))
+    return model.to(device).eval(), config, path
+
+
+def data_spec(config: Mapping[str, Any], data: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What to evaluate on: the run's own data, with ``data`` overriding it option by option, or, when ``data``
+    names a ``dataset``, that data alone as ``train`` would build it.
+
+    So ``data_dir`` alone moves the run's folder (same split), while a named dataset does not inherit the run's
+    split options (a CIFAR test set must not be split because the run held out 10% of its folder). An image folder
+    named without ``val_fraction``/``val_data`` is evaluated whole.
+    """
+    data = {k: v for k, v in (data or {}).items() if v is not None}
+    unknown = sorted(set(data) - set(DATA_KEYS))
+    if unknown:
+        raise ValueError(f"unknown data options {unknown}; valid: {', '.join(DATA_KEYS)}")
+    if "dataset" not in data:
+        return {**{k: config.get(k) for k in DATA_KEYS}, **data}
+    spec = {"image_size": config.get("image_size"), **data}
+    if (spec["dataset"] == "imagefolder" and not spec.get("val_fraction") and spec.get("val_data") is None
+            and spec.get("data_dir") is not None):
+        spec["val_data"] = spec["data_dir"]  # the whole folder is the evaluation set
+    return spec
+
+
+def own_split(data: Mapping[str, Any] | None) -> bool:
+    """Whether ``data_spec`` keeps the run's own split (then the training-split fingerprint must match)."""
+    return "dataset" not in {k for k, v in (data or {}).items() if v is not None}
+
+
+def _build(spec: Mapping[str, Any], split: str) -> tuple[Any, Any]:
+    from ..data import build_datasets
+    from ..training.data_setup import unaugmented
+
+    train_ds, eval_ds, info = build_datasets(
+        spec["dataset"], data_dir=spec.get("data_dir"), image_size=spec.get("image_size"),
+        val_fraction=spec.get("val_fraction") or 0.0, val_data=spec.get("val_data"), seed=spec.get("split_seed") or 0,
+        synthetic_size=spec.get("synthetic_size"), train_subset=spec.get("train_subset"))
+    return (eval_ds if split == "eval" else unaugmented(train_ds, info)), info
+
+
+def evaluate_runs(runs: Iterable[str | os.PathLike], *, data: Mapping[str, Any] | None = None, split: str = "eval",
+                  weights: str = "auto", device: torch.device | str = "cpu", batch_size: int = 256,
+                  workers: int = 0) -> list[dict[str, Any]]:
+    """Evaluate each run (a run folder, or a grid folder holding ``runs/``); one result row per run.
+
+    Rows hold top-1/top-5 (%), mean cross-entropy and the count, beside the numbers the run recorded. Inputs are
+    normalised with the run's own mean/std, whatever the data. Datasets are built once per distinct spec.
+    """
+    from ..training.components import worker_safe_loader
+    from ..training.trainer import _metrics, evaluation_sums
+
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got split={split!r}")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got batch_size={batch_size!r}")
+    device = torch.device(device)
+    built: dict[str, tuple[Any, Any]] = {}
+    rows = []
+    for run in _run_dirs(runs):
+        model, config, path = load_run_model(run, weights=weights, device=device)
+        _, recorded = read_run(run)
+        spec = data_spec(config, data)
+        key = json.dumps(spec, sort_keys=True, default=str)
+        if key not in built:
+            built[key] = _build(spec, split)
+        dataset, info = built[key]
+        if info.num_classes != config["num_classes"]:
+            raise ValueError(f"{run} predicts {config['num_classes']} classes but {spec['dataset']} "
+                             f"{spec.get('data_dir') or ''} has {info.num_classes}; evaluate on data with the same "
+                             "classes (image folders: class folders sorted by name give the label order)")
+        own = own_split(data)
+        matches = info.train_fingerprint == config.get("train_fingerprint") if own else None
+        if own and not matches:
+            warnings.warn(f"{run}: the data at {spec.get('data_dir') or spec['dataset']} differs from what the run "
+                          "trained on (training-split fingerprint); its numbers are not comparable with results.json",
+                          stacklevel=2)
+        changed = own and any(spec.get(k) != config.get(k) for k in DATA_KEYS if k != "data_dir")
+        loader = worker_safe_loader(dataset, workers=workers, batch_size=batch_size, shuffle=False)
+        norm = SimpleNamespace(mean=config["mean"], std=config["std"])
+        m = _metrics(evaluation_sums(model, loader, norm, device))
+        rows.append({"run": str(run), "method": config.get("method"), "seed": config.get("seed"),
+                     "weights": path.name, "split": split, "dataset": spec["dataset"],
+                     "data_dir": spec.get("data_dir"), "own_data": own, "data_matches": matches, **m,
+                     "recorded_top1": recorded.get("top1") if own and not changed and split == "eval" else None,
+                     "recorded_loss": recorded.get("loss") if own and not changed and split == "eval" else None})
+    return rows
+
+
+def rows_markdown(rows: list[dict[str, Any]]) -> str:
+    """A markdown table of ``evaluate_runs`` rows."""
+    def num(v: Any, fmt: str) -> str:
+        return "" if v is None else format(v, fmt)
+
+    lines = ["| run | method | seed | weights | data | images | top-1 | top-5 | loss | recorded top-1 |",
+             "|---|---|---:|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        where = f"{r['dataset']} {r['split']}" + ("" if r["own_data"] else f" ({r['data_dir'] or 'test split'})")
+        lines.append(f"| {Path(r['run']).name} | {r['method']} | {r['seed']} | {r['weights']} | {where} | {r['count']} "
+                     f"| {r['top1']:.2f} | {r['top5']:.2f} | {r['loss']:.4f} | {num(r['recorded_top1'], '.2f')} |")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["DATA_KEYS", "SPLITS", "WEIGHTS", "read_run", "load_run_model", "data_spec", "own_split", "evaluate_runs",
+           "rows_markdown"]

@@ -1,0 +1,159 @@
+"""``evaluate``: a run folder's weights re-measured reproduce what the run recorded; other data, errors, the CLI;
+and the committed evidence-grid weights reproduce their committed numbers (with ../shared present)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from attentive_cutmix.cli import main
+from attentive_cutmix.experiments.evaluate import data_spec, evaluate_runs
+from attentive_cutmix.training import make_config, train
+
+SIZE = 16
+CLASSES = ("ant", "bee", "cow")
+REPO = Path(__file__).resolve().parents[1]
+SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10-jpeg" / "train"
+GRID = REPO / "results" / "cifar10-jpeg-converged"
+
+
+def _write_folder(root: Path, classes=CLASSES, per_class: int = 12) -> None:
+    rng = np.random.default_rng(0)
+    for c, cls in enumerate(classes):
+        (root / cls).mkdir(parents=True)
+        for i in range(per_class):
+            img = rng.integers(0, 90, (SIZE, SIZE, 3), dtype=np.uint8)
+            img[..., c % 3] += 120  # a colour per class: learnable in two epochs, so accuracy is not constant
+            Image.fromarray(img).save(root / cls / f"{i:02d}.{'png' if i % 2 else 'jpg'}")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("evaluate")
+    _write_folder(base / "images")
+    out = base / "run"
+    train(make_config(dict(dataset="imagefolder", data_dir=str(base / "images"), val_fraction=0.25,
+                           model="cifar_resnet20", epochs=2, batch_size=9, optimizer="sgd", lr=0.05, workers=0,
+                           eval_train=True, output_dir=str(out), progress=False, data_path="device")))
+    return out
+
+
+def _recorded(run: Path) -> dict:
+    record = json.loads((run / "results.json").read_text())
+    return {**record, "last": record["curve"][-1]}
+
+
+def test_checkpoint_weights_reproduce_the_recorded_numbers(run):
+    rec = _recorded(run)
+    [row] = evaluate_runs([run], weights="checkpoint")
+    assert row["weights"] == "checkpoint.pt" and row["own_data"] and row["data_matches"]
+    assert row["count"] == 9  # a quarter of 36 images held out
+    assert row["top1"] == pytest.approx(rec["top1"], abs=0.01) and row["recorded_top1"] == rec["top1"]
+    assert row["loss"] == pytest.approx(rec["last"]["eval_loss"], rel=1e-4)
+
+
+def test_fp16_final_weights_agree_with_the_fp32_run(run):
+    rec = _recorded(run)
+    [row] = evaluate_runs([run])  # auto: weights.safetensors first
+    assert row["weights"] == "weights.safetensors"
+    assert abs(row["top1"] - rec["top1"]) <= 100 / row["count"] + 1e-9  # fp16 rounding may flip one image at most
+    assert row["loss"] == pytest.approx(rec["last"]["eval_loss"], rel=1e-2)
+
+
+def test_the_training_split_gives_the_recorded_train_accuracy(run):
+    [row] = evaluate_runs([run], split="train", weights="checkpoint")
+    assert row["count"] == 27 and row["recorded_top1"] is None
+    assert row["top1"] == pytest.approx(_recorded(run)["last"]["train_top1"], abs=0.01)
+
+
+def test_inputs_are_normalised_with_the_runs_own_statistics(run, tmp_path):
+    moved = tmp_path / "run"
+    shutil.copytree(run, moved)
+    record = json.loads((moved / "results.json").read_text())
+    record["config"]["mean"] = [0.9, 0.9, 0.9]
+    (moved / "results.json").write_text(json.dumps(record))
+    [row] = evaluate_runs([moved], weights="checkpoint")
+    assert row["loss"] != pytest.approx(_recorded(run)["last"]["eval_loss"], rel=1e-3)
+
+
+def test_a_moved_folder_is_the_same_split_and_a_changed_one_warns(run, tmp_path):
+    images = Path(_recorded(run)["config"]["data_dir"])
+    shutil.copytree(images, tmp_path / "moved")
+    [row] = evaluate_runs([run], data={"data_dir": str(tmp_path / "moved")}, weights="checkpoint")
+    assert row["data_matches"] and row["recorded_top1"] is not None
+    assert row["top1"] == pytest.approx(_recorded(run)["top1"], abs=0.01)
+    (tmp_path / "moved" / "ant" / "00.jpg").unlink()
+    with pytest.warns(UserWarning, match="differs from what the run trained on"):
+        [row] = evaluate_runs([run], data={"data_dir": str(tmp_path / "moved")})
+    assert row["data_matches"] is False
+
+
+def test_a_named_dataset_does_not_inherit_the_runs_split(run):
+    config = _recorded(run)["config"]
+    spec = data_spec(config, {"dataset": "imagefolder", "data_dir": config["data_dir"]})
+    assert "val_fraction" not in spec and spec["val_data"] == config["data_dir"]
+    assert data_spec(config, {"data_dir": "elsewhere"})["val_fraction"] == 0.25  # moved, same split
+    [row] = evaluate_runs([run], data={"dataset": "imagefolder", "data_dir": config["data_dir"]})
+    assert row["count"] == 36 and not row["own_data"] and row["recorded_top1"] is None
+
+
+def test_other_classes_are_refused_naming_both_counts(run, tmp_path):
+    _write_folder(tmp_path / "two", classes=("ant", "bee"), per_class=2)
+    with pytest.raises(ValueError, match="predicts 3 classes but imagefolder .* has 2"):
+        evaluate_runs([run], data={"dataset": "imagefolder", "data_dir": str(tmp_path / "two")})
+
+
+def test_a_grid_folder_stands_for_its_finished_runs(run, tmp_path):
+    shutil.copytree(run, tmp_path / "grid" / "runs" / "a")
+    (tmp_path / "grid" / "runs" / "unfinished").mkdir()
+    rows = evaluate_runs([tmp_path / "grid"], weights="checkpoint")
+    assert [Path(r["run"]).name for r in rows] == ["a"]
+    (tmp_path / "empty" / "runs").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="no finished run"):
+        evaluate_runs([tmp_path / "empty"])
+
+
+def test_bad_arguments_name_the_value(run, tmp_path):
+    with pytest.raises(ValueError, match="split must be one of eval, train, got split='test'"):
+        evaluate_runs([run], split="test")
+    with pytest.raises(ValueError, match="weights must be one of auto, final, checkpoint"):
+        evaluate_runs([run], weights="best")
+    with pytest.raises(ValueError, match="unknown data options \\['epochs'\\]"):
+        evaluate_runs([run], data={"epochs": 3})
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    shutil.copy(run / "checkpoint.pt", unfinished / "checkpoint.pt")
+    with pytest.raises(FileNotFoundError, match="did not finish: try weights='checkpoint'"):
+        evaluate_runs([unfinished], weights="final")
+    [row] = evaluate_runs([unfinished])  # auto falls back to the checkpoint; no results.json, so nothing recorded
+    assert row["weights"] == "checkpoint.pt" and row["recorded_top1"] is None
+
+
+def test_cli_prints_a_table_writes_json_and_refuses_in_one_line(run, tmp_path, capsys):
+    assert main(["evaluate", str(run), "--weights", "checkpoint", "--json", str(tmp_path / "rows.json")]) == 0
+    out = capsys.readouterr().out
+    assert f"| {run.name} | none | 0 | checkpoint.pt | imagefolder eval | 9 |" in out
+    [row] = json.loads((tmp_path / "rows.json").read_text())
+    assert row["top1"] == pytest.approx(_recorded(run)["top1"], abs=0.01)
+    assert main(["evaluate", str(tmp_path / "missing")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"attentive-cutmix evaluate: error: run folder not found: {tmp_path / 'missing'}"]
+    assert main(["evaluate", str(tmp_path)]) == 1
+    assert "holds neither results.json nor checkpoint.pt" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_CIFAR.is_dir() and (GRID / "runs").is_dir()),
+                    reason="../shared CIFAR-10 JPEGs or the committed grid not present")
+def test_committed_grid_weights_reproduce_their_committed_numbers():
+    """Every finished cell's fp16 weights, on its held-out 5,000 real images, give its committed top-1."""
+    rows = evaluate_runs([GRID], data={"data_dir": str(SHARED_CIFAR)}, batch_size=500)
+    assert len(rows) >= 3
+    for r in rows:
+        assert r["data_matches"] and r["count"] == 5000, r["run"]
+        assert abs(r["top1"] - r["recorded_top1"]) <= 0.02 + 1e-9, r["run"]  # at most one image of 5,000
+        assert r["loss"] == pytest.approx(r["recorded_loss"], rel=2e-3), r["run"]
