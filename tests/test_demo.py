@@ -57,7 +57,7 @@ def test_the_extractor_trains_on_images_disjoint_from_the_demos(tmp_path):
 def test_paired_difference_gives_mean_std_n_and_a_t_interval():
     d = demo.paired_difference([60.0, 62.0, 64.0], [50.0, 51.0, 52.0])  # differences 10, 11, 12
     assert d["diffs"] == [10.0, 11.0, 12.0] and (d["diff_mean"], d["diff_std"], d["diff_n"]) == (11.0, 1.0, 3)
-    assert d["ci95"] == pytest.approx([11 - 4.303 / math.sqrt(3), 11 + 4.303 / math.sqrt(3)])
+    assert d["ci95"] == pytest.approx([11 - 4.302653 / math.sqrt(3), 11 + 4.302653 / math.sqrt(3)])  # t(0.975, 2)
     assert d["verdict"] == "better"
     assert demo.paired_difference([50.0, 58.0, 52.0], [52.0, 50.0, 53.0])["verdict"] == "tie"
     assert demo.paired_difference([40.0, 41.0, 43.0], [50.0, 50.0, 51.0])["verdict"] == "worse"

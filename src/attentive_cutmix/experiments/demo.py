@@ -39,6 +39,7 @@ from typing import Any, Callable
 
 from ..serialization import atomic_write
 from ..training.config import FIELDS, ConfigError, TrainConfig, make_config
+from .stats import t_quantile
 
 METHODS = ("none", "mixup", "cutmix", "random-cells", "attentive-cutmix")
 LABELS = {"none": "Baseline (no mixing)", "mixup": "MixUp", "cutmix": "CutMix", "cutout": "Cutout",
@@ -49,8 +50,6 @@ FULL = dict(pool=1100, train=100, eval=1000, epochs=90, batch_size=25, eval_ever
 QUICK = dict(pool=100, train=20, eval=50, epochs=2, batch_size=10, eval_every=1, seeds=2, extractor_epochs=1)
 EXTRACTOR_SEED = 1000  # not one of the demo's seeds: the extractor shares no initial weights with a demo run
 FIGURE_NAME = "mixing.png"
-# Two-sided 95% Student t quantiles by degrees of freedom; beyond 10 the df=10 value (slightly conservative).
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 IGNORED_WHEN_REUSING = ("resume", "overwrite", "progress")  # how a run is launched, not what it computes
 OVERFIT_GAP = 10.0  # points of train top-1 above held-out top-1 that count as overfitting
 
@@ -209,7 +208,7 @@ def paired_difference(values: list[float], reference: list[float]) -> dict[str, 
     """``values - reference`` seed by seed: mean, std, n, the 95% t interval and a verdict."""
     diffs = [v - r for v, r in zip(values, reference, strict=True)]
     mean, std = _mean_std(diffs)
-    half = T95[min(len(diffs) - 1, 10)] * std / math.sqrt(len(diffs))
+    half = t_quantile(0.975, len(diffs) - 1) * std / math.sqrt(len(diffs))
     verdict = "better" if mean - half > 0 else "worse" if mean + half < 0 else "tie"
     return {"diffs": diffs, "diff_mean": mean, "diff_std": std, "diff_n": len(diffs),
             "ci95": [mean - half, mean + half],
