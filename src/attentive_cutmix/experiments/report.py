@@ -317,11 +317,12 @@ def _last(curve: list[dict[str, Any]], key: str) -> float | None:
 
 def paired_markdown(runs: list[dict[str, Any]], metric: str = "top1") -> str:
     """Per row: each comparison's paired difference over seeds with its 95% t-interval, then each method's
-    train/held-out gap and whether held-out top-1 was flat over the last fifth of the epochs."""
+    train/held-out gap, final held-out cross-entropy, and whether held-out top-1 was flat over the last fifth."""
     from .stats import paired_difference
 
     held = _by_row_method_seed(runs, metric)
     train = _by_row_method_seed(runs, "train_top1")
+    loss = _by_row_method_seed(runs, "eval_loss")
     lines = []
     for row, methods in held.items():
         lines += [f"### {' / '.join(row)}", "",
@@ -330,13 +331,14 @@ def paired_markdown(runs: list[dict[str, Any]], metric: str = "top1") -> str:
             if a in methods and b in methods:
                 diff = paired_difference(methods[a], methods[b])
                 lines.append(f"| {what} | {diff} |" if diff is not None else f"| {what} | no common seed |")
-        lines += ["", "| method | held-out top-1 | train top-1 (un-augmented) | gap | held-out range, last fifth |",
-                  "|---|---:|---:|---:|---:|"]
+        lines += ["", "| method | held-out top-1 | train top-1 (un-augmented) | gap | held-out loss | "
+                      "held-out range, last fifth |", "|---|---:|---:|---:|---:|---:|"]
         for method, seeds in methods.items():
             tr = train.get(row, {}).get(method, {})
             gap = mean_std(tr[s] - seeds[s] for s in seeds if s in tr)
+            ce = loss.get(row, {}).get(method, {})
             lines.append(f"| {method} | {_fmt(mean_std(seeds.values()))} | {_fmt(mean_std(tr.values()))} | "
-                         f"{_fmt(gap)} | {_tail_range(runs, row, method)} |")
+                         f"{_fmt(gap)} | {_fmt(mean_std(ce.values()))} | {_tail_range(runs, row, method)} |")
         lines.append("")
     return "\n".join(lines)
 
