@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from attentive_cutmix.cli import main
-from attentive_cutmix.experiments.evaluate import data_spec, evaluate_runs
+from attentive_cutmix.experiments.evaluate import data_spec, evaluate_runs, load_run_model
 from attentive_cutmix.training import make_config, train
 
 SIZE = 16
@@ -157,3 +158,13 @@ def test_committed_grid_weights_reproduce_their_committed_numbers():
         assert r["data_matches"] and r["count"] == 5000, r["run"]
         assert abs(r["top1"] - r["recorded_top1"]) <= 0.02 + 1e-9, r["run"]  # at most one image of 5,000
         assert r["loss"] == pytest.approx(r["recorded_loss"], rel=2e-3), r["run"]
+
+
+def test_load_run_model_gives_an_fp32_model_in_eval_mode(run):
+    model, config, path = load_run_model(run)
+    assert path.name == "weights.safetensors" and config["method"] == "none" and not model.training
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    fp32, _, _ = load_run_model(run, weights="checkpoint")
+    for (name, a), b in zip(model.state_dict().items(), fp32.state_dict().values()):
+        if a.is_floating_point():  # the fp16 file rounds the run's fp32 weights, nothing more
+            assert torch.allclose(a, b, rtol=1e-3, atol=1e-4), name

@@ -69,14 +69,19 @@ def load_run_model(run_dir: str | os.PathLike, *, weights: str = "auto",
     ``weights``: ``final`` (``weights.safetensors``, fp16, written when the run finished), ``checkpoint``
     (``checkpoint.pt``, fp32, the last saved epoch) or ``auto`` (the first of them that exists).
     """
+    config, _ = read_run(run_dir)
+    model, path = _model(Path(run_dir), config, weights, device)
+    return model, config, path
+
+
+def _model(run: Path, config: Mapping[str, Any], weights: str,
+           device: torch.device | str) -> tuple[torch.nn.Module, Path]:
     from ..models import create_model
     from ..serialization import load_state_dict_file, load_weights_into
     from ..training.trainer import WEIGHTS_NAME
 
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got weights={weights!r}")
-    run = Path(run_dir)
-    config, _ = read_run(run)
     names = {"final": [WEIGHTS_NAME], "checkpoint": ["checkpoint.pt"], "auto": [WEIGHTS_NAME, "checkpoint.pt"]}[weights]
     path = next((run / n for n in names if (run / n).is_file()), None)
     if path is None:
@@ -88,7 +93,7 @@ def load_run_model(run_dir: str | os.PathLike, *, weights: str = "auto",
         raise ValueError(f"{run}'s config lacks {missing}: written by an older version? re-run the training")
     model = create_model(config["model"], num_classes=config["num_classes"], image_size=config["image_size"])
     load_weights_into(model, load_state_dict_file(path), source=str(path))
-    return model.to(device).eval(), config, path
+    return model.to(device).eval(), path
 
 
 def data_spec(config: Mapping[str, Any], data: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -137,7 +142,7 @@ def evaluate_runs(runs: Iterable[str | os.PathLike], *, data: Mapping[str, Any] 
     normalised with the run's own mean/std, whatever the data. Datasets are built once per distinct spec.
     """
     from ..training.components import worker_safe_loader
-    from ..training.trainer import _metrics, evaluation_sums
+    from ..training.trainer import evaluate
 
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got split={split!r}")
@@ -147,8 +152,8 @@ def evaluate_runs(runs: Iterable[str | os.PathLike], *, data: Mapping[str, Any] 
     built: dict[str, tuple[Any, Any]] = {}
     rows = []
     for run in _run_dirs(runs):
-        model, config, path = load_run_model(run, weights=weights, device=device)
-        _, recorded = read_run(run)
+        config, recorded = read_run(run)
+        model, path = _model(run, config, weights, device)
         spec = data_spec(config, data)
         key = json.dumps(spec, sort_keys=True, default=str)
         if key not in built:
@@ -167,7 +172,7 @@ def evaluate_runs(runs: Iterable[str | os.PathLike], *, data: Mapping[str, Any] 
         changed = own and any(spec.get(k) != config.get(k) for k in DATA_KEYS if k != "data_dir")
         loader = worker_safe_loader(dataset, workers=workers, batch_size=batch_size, shuffle=False)
         norm = SimpleNamespace(mean=config["mean"], std=config["std"])
-        m = _metrics(evaluation_sums(model, loader, norm, device))
+        m = evaluate(model, loader, norm, device)
         rows.append({"run": str(run), "method": config.get("method"), "seed": config.get("seed"),
                      "weights": path.name, "split": split, "dataset": spec["dataset"],
                      "data_dir": spec.get("data_dir"), "own_data": own, "data_matches": matches, **m,
