@@ -21,6 +21,7 @@ def _modules_after(code: str) -> list[str]:
     "from attentive_cutmix import AttentiveCutMix, RandomCells, CutMix, MixUp, Cutout",
     "from attentive_cutmix.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass",
     "from attentive_cutmix.cli import main\ntry:\n    main(['train', '--help'])\nexcept SystemExit:\n    pass",
+    "from attentive_cutmix.cli import main\ntry:\n    main(['evaluate', '--help'])\nexcept SystemExit:\n    pass",
 ])
 def test_light_entry_points_import_no_model_zoo(code):
     loaded = _modules_after(code)
