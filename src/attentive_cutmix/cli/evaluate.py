@@ -9,6 +9,8 @@ from ._common import add_data_arguments, add_device_argument, fail, synthetic_si
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..experiments.evaluate import SPLITS, WEIGHTS
+
     parser.add_argument("runs", nargs="+", metavar="RUN",
                         help="a run folder (results.json + weights.safetensors), or a grid folder holding runs/")
     add_data_arguments(parser, suppress=True,
@@ -16,9 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "given override the run's, e.g. --data-dir DIR alone when its folder moved; with "
                              "--dataset, only the options given count: --dataset cifar10 --data-dir DIR is the "
                              "CIFAR-10 test set, --dataset imagefolder --data-dir DIR every image in DIR)")
-    parser.add_argument("--split", choices=("eval", "train"), default="eval",
+    parser.add_argument("--split", choices=SPLITS, default="eval",
                         help="the evaluation split (default), or the un-augmented training split (train accuracy)")
-    parser.add_argument("--weights", choices=("auto", "final", "checkpoint"), default="auto",
+    parser.add_argument("--weights", choices=WEIGHTS, default="auto",
                         help="final: weights.safetensors (fp16, written when the run finished); checkpoint: "
                              "checkpoint.pt (fp32, last saved epoch); auto (default): the first that exists")
     parser.add_argument("--batch-size", type=int, default=256, help="evaluation batch size (default 256)")
