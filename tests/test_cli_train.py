@@ -107,3 +107,19 @@ def test_training_seed_does_not_move_the_held_out_split():
                     for extra in ({"seed": 0}, {"seed": 5}, {"seed": 0, "split_seed": 1}, {"train_subset": 80})]
     assert fingerprints[0] == fingerprints[1]
     assert len(set(fingerprints[1:])) == 3
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback():
+    # `attentive-cutmix compare GRID --list | head -1`: the pipe closes before the listing is written.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    grid = Path(__file__).resolve().parents[1] / "configs" / "results" / "cifar10-jpeg-converged.yaml"
+    proc = subprocess.Popen([sys.executable, "-m", "attentive_cutmix", "compare", str(grid), "--list"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the interpreter has even imported the package
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err

@@ -28,6 +28,31 @@ def _mtimes(out: Path) -> dict[str, int]:
     return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in sorted((out / "runs").rglob("*")) if p.is_file()}
 
 
+SHIPPED_GRIDS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_GRIDS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_shipped_grid_file_loads(path):
+    # A typo in a shipped config must fail here, not hours into someone's run.
+    grid = load_grid(path)
+    ids = [cell.id for cell in grid.cells]
+    assert ids and len(set(ids)) == len(ids)
+    assert all(cell.config.epochs > 0 for cell in grid.cells)
+
+
+def test_the_paper_recipe_arm_differs_from_the_first_arm_only_in_the_recipe():
+    first, second = (load_grid(Path(__file__).resolve().parents[1] / "configs" / "results" / name)
+                     for name in ("cifar10-jpeg-converged.yaml", "cifar10-jpeg-paper-recipe.yaml"))
+    recipe = {"epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "schedule", "init",
+              "preset", "explicit"}  # bookkeeping: which preset, which keys were set by hand
+    assert [c.axes for c in first.cells] == [c.axes for c in second.cells]
+    for a, b in zip(first.cells, second.cells):
+        diff = {k for k, v in vars(a.config).items() if vars(b.config)[k] != v}
+        assert diff and diff <= recipe, diff - recipe
+        assert (b.config.optimizer, b.config.lr, b.config.weight_decay, b.config.init, b.config.batch_size,
+                b.config.epochs) == ("adam", 1e-3, 1e-5, "xavier", 32, 80)
+
+
 def test_grid_ids_are_stable_and_follow_the_config(tmp_path):
     spec = dict(settings=TINY, axes={"method": ["none", "cutmix"], "seed": [0, 1]})
     ids = [c.id for c in load_grid(_grid(tmp_path, **spec)).cells]
