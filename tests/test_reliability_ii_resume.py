@@ -79,8 +79,10 @@ def test_offline_pretrained_extractor_names_the_flag_and_the_api(monkeypatch, tm
         create_model("resnet18", num_classes=10, pretrained=True)
     assert "--extractor-weights PATH" in str(info.value) and "FeatureExtractor(name, weights=PATH)" in str(info.value)
     assert isinstance(info.value, RuntimeError) and isinstance(info.value, ValueError)
-    code = main(["train", "--dataset", "synthetic", "--synthetic-size", "32", "--image-size", "16", "--epochs", "1",
-                 "--workers", "0", "--method", "attentive-cutmix", "--extractor", "resnet18", "--grid-size", "4",
-                 "--output-dir", str(tmp_path / "out"), "--no-progress"])
+    # The user is told up front that the weights would be downloaded, then why that failed.
+    with pytest.warns(UserWarning, match="without --extractor-weights: downloading its pretrained ImageNet weights"):
+        code = main(["train", "--dataset", "synthetic", "--synthetic-size", "32", "--image-size", "16", "--epochs",
+                     "1", "--workers", "0", "--method", "attentive-cutmix", "--extractor", "resnet18", "--grid-size",
+                     "4", "--output-dir", str(tmp_path / "out"), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 1 and "--extractor-weights PATH" in err and "Traceback" not in err
