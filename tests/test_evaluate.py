@@ -111,7 +111,8 @@ def test_other_classes_are_refused_naming_both_counts(run, tmp_path):
 def test_a_grid_folder_stands_for_its_finished_runs(run, tmp_path):
     shutil.copytree(run, tmp_path / "grid" / "runs" / "a")
     (tmp_path / "grid" / "runs" / "unfinished").mkdir()
-    rows = evaluate_runs([tmp_path / "grid"], weights="checkpoint")
+    with pytest.warns(UserWarning, match=r"skipped 1 unfinished run\(s\) \(no results.json\): unfinished;"):
+        rows = evaluate_runs([tmp_path / "grid"], weights="checkpoint")
     assert [Path(r["run"]).name for r in rows] == ["a"]
     (tmp_path / "empty" / "runs").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="no finished run"):

@@ -29,9 +29,15 @@ def _run_dirs(paths: Iterable[str | os.PathLike]) -> list[Path]:
         if not p.is_dir():
             raise FileNotFoundError(f"run folder not found: {p}")
         if (p / "runs").is_dir():  # a grid (it has its own results.json, of all cells); a run folder has no runs/
-            runs = sorted(d for d in (p / "runs").iterdir() if (d / "results.json").is_file())
+            cells = sorted(d for d in (p / "runs").iterdir() if d.is_dir())
+            runs = [d for d in cells if (d / "results.json").is_file()]
             if not runs:
                 raise FileNotFoundError(f"{p / 'runs'} holds no finished run (no */results.json)")
+            if unfinished := [d.name for d in cells if d not in runs]:
+                # Said, not silently dropped: a table of 13 rows must not pass for the whole grid.
+                warnings.warn(f"{p / 'runs'}: skipped {len(unfinished)} unfinished run(s) (no results.json): "
+                              f"{', '.join(unfinished)}; to measure one mid-training, give its folder with "
+                              "--weights checkpoint", stacklevel=3)
             out.extend(runs)
         elif (p / "results.json").is_file() or (p / "checkpoint.pt").is_file():
             out.append(p)
