@@ -108,6 +108,29 @@ def test_other_classes_are_refused_naming_both_counts(run, tmp_path):
         evaluate_runs([run], data={"dataset": "imagefolder", "data_dir": str(tmp_path / "two")})
 
 
+def test_same_count_other_class_names_are_refused_naming_them(run, tmp_path):
+    assert _recorded(run)["config"]["classes"] == list(CLASSES)  # the run records its label order
+    _write_folder(tmp_path / "renamed", classes=("ant", "bee", "cat"), per_class=2)
+    with pytest.raises(ValueError, match=r"trained on classes \['cow'\] that imagefolder .*renamed lacks, and .* "
+                                         r"has \['cat'\] that the run never saw"):
+        evaluate_runs([run], data={"dataset": "imagefolder", "data_dir": str(tmp_path / "renamed")})
+
+
+def test_a_different_label_order_is_refused_and_older_runs_are_checked_by_count(run, tmp_path):
+    moved = tmp_path / "run"
+    shutil.copytree(run, moved)
+    record = json.loads((moved / "results.json").read_text())
+    record["config"]["classes"] = ["bee", "ant", "cow"]
+    (moved / "results.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="order their classes differently \\(label 0 is 'bee' to the run, 'ant' to "
+                                         "the data\\)"):
+        evaluate_runs([moved], weights="checkpoint")
+    del record["config"]["classes"]  # as written before class names were recorded
+    (moved / "results.json").write_text(json.dumps(record))
+    [row] = evaluate_runs([moved], weights="checkpoint")
+    assert row["top1"] == pytest.approx(_recorded(run)["top1"], abs=0.01)
+
+
 def test_a_grid_folder_stands_for_its_finished_runs(run, tmp_path):
     shutil.copytree(run, tmp_path / "grid" / "runs" / "a")
     (tmp_path / "grid" / "runs" / "unfinished").mkdir()

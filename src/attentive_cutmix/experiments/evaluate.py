@@ -139,6 +139,22 @@ def _build(spec: Mapping[str, Any], split: str) -> tuple[Any, Any]:
     return (eval_ds if split == "eval" else unaugmented(train_ds, info)), info
 
 
+def _check_classes(run: Path, trained: list[str] | None, found: list[str], spec: Mapping[str, Any]) -> None:
+    """Label ``i`` must mean the same class to the model and the data; runs written before class names were
+    recorded (no ``classes`` in their config) can only be checked by count."""
+    if trained is None or list(trained) == list(found):
+        return
+    where = f"{spec['dataset']} {spec.get('data_dir') or ''}".strip()
+    if sorted(trained) == sorted(found):
+        i = next(i for i, (a, b) in enumerate(zip(trained, found)) if a != b)
+        raise ValueError(f"{run} and {where} order their classes differently (label {i} is {trained[i]!r} to the "
+                         f"run, {found[i]!r} to the data); evaluate on data whose label order is the run's: "
+                         f"{', '.join(trained)}")
+    raise ValueError(f"{run} was trained on classes {sorted(set(trained) - set(found))} that {where} lacks, and "
+                     f"{where} has {sorted(set(found) - set(trained))} that the run never saw; name the class "
+                     f"folders as the run did: {', '.join(trained)}")
+
+
 def evaluate_runs(runs: Iterable[str | os.PathLike], *, data: Mapping[str, Any] | None = None, split: str = "eval",
                   weights: str = "auto", device: torch.device | str = "cpu", batch_size: int = 256,
                   workers: int = 0) -> list[dict[str, Any]]:
@@ -169,6 +185,7 @@ def evaluate_runs(runs: Iterable[str | os.PathLike], *, data: Mapping[str, Any] 
             raise ValueError(f"{run} predicts {config['num_classes']} classes but {spec['dataset']} "
                              f"{spec.get('data_dir') or ''} has {info.num_classes}; evaluate on data with the same "
                              "classes (image folders: class folders sorted by name give the label order)")
+        _check_classes(run, config.get("classes"), info.classes, spec)
         own = own_split(data)
         matches = info.train_fingerprint == config.get("train_fingerprint") if own else None
         if own and not matches:

@@ -145,8 +145,8 @@ class _Run:
         ckpt = prepare_output_dir(self.out, resume=cfg.resume, overwrite=cfg.overwrite, is_main=dist.is_main)
         train_ds, eval_ds, self.info, extractor = build_data(cfg, dist, device)
         self.data_path = choose_data_path(cfg, train_ds, eval_ds, self.info, device)
-        self.config = {**cfg.to_dict(), "num_classes": self.info.num_classes, "image_size": self.info.image_size,
-                       "mean": list(self.info.mean), "std": list(self.info.std),
+        self.config = {**cfg.to_dict(), "num_classes": self.info.num_classes, "classes": list(self.info.classes),
+                       "image_size": self.info.image_size, "mean": list(self.info.mean), "std": list(self.info.std),
                        "train_fingerprint": self.info.train_fingerprint, "world_size": dist.world_size,
                        "data_path_used": self.data_path}
         torch.manual_seed(cfg.seed)  # model init: the same weights for every method of a seed (extractors drew before)
