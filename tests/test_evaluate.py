@@ -19,7 +19,7 @@ SIZE = 16
 CLASSES = ("ant", "bee", "cow")
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10-jpeg" / "train"
-GRID = REPO / "results" / "cifar10-jpeg-converged"
+GRIDS = [REPO / "results" / name for name in ("cifar10-jpeg-converged", "cifar10-jpeg-paper-recipe")]
 
 
 def _write_folder(root: Path, classes=CLASSES, per_class: int = 12) -> None:
@@ -172,12 +172,14 @@ def test_cli_prints_a_table_writes_json_and_refuses_in_one_line(run, tmp_path, c
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (SHARED_CIFAR.is_dir() and (GRID / "runs").is_dir()),
-                    reason="../shared CIFAR-10 JPEGs or the committed grid not present")
-def test_committed_grid_weights_reproduce_their_committed_numbers():
+@pytest.mark.parametrize("grid", GRIDS, ids=lambda g: g.name)
+def test_committed_grid_weights_reproduce_their_committed_numbers(grid, recwarn):
     """Every finished cell's fp16 weights, on its held-out 5,000 real images, give its committed top-1."""
-    rows = evaluate_runs([GRID], data={"data_dir": str(SHARED_CIFAR)}, batch_size=500)
-    assert len(rows) >= 3
+    if not (SHARED_CIFAR.is_dir() and any(grid.glob("runs/*/results.json"))):
+        pytest.skip(f"../shared CIFAR-10 JPEGs or the committed cells of {grid.name} not present")
+    # recwarn: in a working tree a cell still training is skipped with a warning; a fresh clone has none.
+    rows = evaluate_runs([grid], data={"data_dir": str(SHARED_CIFAR)}, batch_size=500)
+    assert len(rows) >= 1
     for r in rows:
         assert r["data_matches"] and r["count"] == 5000, r["run"]
         # fp16 rounding of the weights flips a few borderline images (2 of 5,000 at most, measured): allow 5
