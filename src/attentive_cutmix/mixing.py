@@ -7,19 +7,34 @@ Output image ``i`` is image ``i`` with the ``num_patches`` most attended cells o
 ``RandomCells`` runs the same code with uniformly random cell scores: the same grid, the same number of
 cells and the same exact lambda, no extractor. Attentive CutMix minus CutMix then splits into an area
 part (random cells minus CutMix) and an attention part (Attentive CutMix minus random cells).
+Two variants beyond the paper: ``label_weight="attention"`` weighs the labels by the attention mass pasted and
+kept instead of the area, and ``temperature > 0`` samples the cells (Gumbel-top-k) instead of taking the top N.
 The machinery every mixer shares lives in ``_mixer.py``; the paper's baselines in ``baselines.py``.
 """
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from typing import Any, Callable
 
 import torch
 
-from ._mixer import Mixer, check_int, check_values, mix_targets, pair_permutation, paste, paste_masks, pool_to_grid
+from ._mixer import (
+    Mixer,
+    check_int,
+    check_values,
+    mix_targets,
+    pair_permutation,
+    paste,
+    paste_masks,
+    pool_to_grid,
+)
+from .constants import is_number
 
 __all__ = ["AttentiveCutMix", "RandomCells", "pair_permutation", "attention_to_grid", "top_cell_indices", "top_cells",
-           "cell_bounds", "cells_to_pixel_mask"]
+           "cell_bounds", "cells_to_pixel_mask", "attention_mass", "attention_mass_lam", "LABEL_WEIGHTS"]
+
+LABEL_WEIGHTS = ("area", "attention")
 
 
 # --------------------------------------------------------------------------- the grid
@@ -91,6 +106,47 @@ def cells_to_pixel_mask(cells: torch.Tensor, height: int, width: int) -> torch.T
     return cells.index_select(2, _cell_of_pixel(width, g, device)).index_select(1, _cell_of_pixel(height, g, device))
 
 
+def _standardised(scores: torch.Tensor) -> torch.Tensor:
+    """Per-row (x - mean) / std of (B, n) scores; 0 where a row is constant (no preference, no NaN)."""
+    centred = scores - scores.mean(1, keepdim=True)
+    std = centred.square().mean(1, keepdim=True).sqrt()
+    return torch.where(std > 0, centred / std.clamp_min(torch.finfo(scores.dtype).tiny), torch.zeros_like(centred))
+
+
+def gumbel_noise(shape: tuple[int, ...], generator: torch.Generator | None = None) -> torch.Tensor:
+    """Standard Gumbel draws ``-log(-log U)`` on the generator's device (U clamped away from 0: always finite)."""
+    device = generator.device if generator is not None else torch.device("cpu")
+    u = torch.rand(shape, generator=generator, device=device)
+    return -(-u.clamp_min(torch.finfo(u.dtype).tiny).log()).log()
+
+
+def attention_mass(grid_scores: torch.Tensor) -> torch.Tensor:
+    """(B, n) grid scores -> each image's attention as a distribution over its cells.
+
+    ``p = (s - min s) / sum(s - min s)``: shifting by the minimum makes any map (negative means included) a
+    mass, and the least attended cell carries none; a constant map has no preference, so it is uniform.
+    """
+    shifted = grid_scores - grid_scores.amin(1, keepdim=True)
+    total = shifted.sum(1, keepdim=True)
+    uniform = torch.full_like(shifted, 1.0 / shifted.shape[1])
+    return torch.where(total > 0, shifted / total.clamp_min(torch.finfo(shifted.dtype).tiny), uniform)
+
+
+def attention_mass_lam(mass: torch.Tensor, perm: torch.Tensor, cells: torch.Tensor,
+                       area_lam: torch.Tensor) -> torch.Tensor:
+    """Partner weight per sample when labels follow attention mass instead of area.
+
+    ``mass`` (B, n): each image's cell distribution (``attention_mass``); ``cells`` (B, N): the cells pasted
+    onto image ``i`` from ``perm[i]``. The partner's share is the attention it contributed,
+    ``w_p = sum_S p_perm[i]``; the image keeps ``w_o = 1 - sum_S p_i``; the partner weight is
+    ``w_p / (w_o + w_p)``, and the area fraction where both are 0.
+    """
+    w_p = mass.index_select(0, perm).gather(1, cells).sum(1)
+    w_o = (1.0 - mass.gather(1, cells).sum(1)).clamp_min(0.0)  # rounding can take a full sum past 1
+    total = w_p + w_o
+    return torch.where(total > 0, w_p / total.clamp_min(torch.finfo(total.dtype).tiny), area_lam.to(total.dtype))
+
+
 # Row segments shorter than this make one gather of segments slower than the dense select (BENCHMARKS.md).
 _MIN_SEGMENT_BYTES = 64
 
@@ -122,16 +178,31 @@ class AttentiveCutMix(Mixer):
     partner image onto the same locations of each image. Attention comes from ``attention=``
     (precomputed, e.g. an attention cache, in the images' frame) or from ``extractor`` run on the
     batch. ``lam`` per sample is the exact replaced-pixel fraction.
+
+    Beyond the paper (both off by default, which is the paper's method bit for bit):
+    ``label_weight="attention"`` weighs the labels by attention mass (``attention_mass_lam``) instead of
+    area; ``temperature=tau > 0`` samples the cells without replacement with probability proportional to
+    ``softmax(z / tau)``, ``z`` the image's standardised cell scores (Gumbel-top-k, noise from ``generator``):
+    ``tau -> 0`` is the top-N choice, ``tau -> inf`` uniform subsets (the random-cells distribution).
     """
 
-    _repr_fields = ("num_patches", "grid_size")
+    _repr_fields = ("num_patches", "grid_size", "label_weight", "temperature")
 
     def __init__(self, num_classes: int, extractor: Callable[[torch.Tensor], torch.Tensor] | None = None, *,
-                 num_patches: int = 6, grid_size: int = 7, prob: float = 1.0, label_smoothing: float = 0.0) -> None:
+                 num_patches: int = 6, grid_size: int = 7, label_weight: str = "area", temperature: float = 0.0,
+                 prob: float = 1.0, label_smoothing: float = 0.0) -> None:
         super().__init__(num_classes, prob=prob, label_smoothing=label_smoothing)
         self.grid_size = check_int("grid_size", grid_size, minimum=1)
         self.num_patches = check_int("num_patches", num_patches, minimum=0, maximum=grid_size ** 2,
                                      want=f"an int in [0, grid_size**2] = [0, {grid_size ** 2}]")
+        if label_weight not in LABEL_WEIGHTS:
+            raise ValueError(f"label_weight must be one of {LABEL_WEIGHTS} (area: the paper's pasted-area fraction; "
+                             f"attention: the attention mass pasted and kept), got label_weight={label_weight!r}")
+        self.label_weight = label_weight
+        if not is_number(temperature) or not 0 <= temperature < math.inf:
+            raise ValueError(f"temperature must be a finite number >= 0 (0: the top cells, the paper's choice), "
+                             f"got temperature={temperature!r}")
+        self.temperature = float(temperature)
         if extractor is not None and not callable(extractor):
             raise TypeError(f"extractor must be callable (e.g. a FeatureExtractor), got {type(extractor).__name__}")
         self.extractor = extractor
@@ -152,8 +223,8 @@ class AttentiveCutMix(Mixer):
                              "least one pixel")
         if attention is None:
             if self.extractor is None:
-                raise ValueError("AttentiveCutMix needs attention: pass attention=(B, h, w) maps or build it with "
-                                 "extractor=FeatureExtractor(...)")
+                raise ValueError(f"{self._needs_attention_why()} needs attention: pass attention=(B, h, w) maps or "
+                                 "build it with extractor=load_extractor(...)")
             attention = self.extractor(images)
             if not isinstance(attention, torch.Tensor) or attention.ndim != 4:
                 shape = tuple(attention.shape) if isinstance(attention, torch.Tensor) else type(attention).__name__
@@ -176,9 +247,23 @@ class AttentiveCutMix(Mixer):
                      "attention contains NaN or Inf values; check the extractor or the attention cache")
         return attention
 
-    def cell_scores(self, attention: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(B, g*g) scores whose top ``num_patches`` cells are pasted (each sample's own)."""
-        return attention_to_grid(attention, self.grid_size).flatten(1)
+    def _needs_attention_why(self) -> str:
+        return type(self).__name__
+
+    def make_params(self, batch_size: int, height: int, width: int,
+                    generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        params = super().make_params(batch_size, height, width, generator)
+        if self.temperature > 0:  # tau = 0 draws nothing beyond the pairing: the paper's method, bit for bit
+            params["gumbel"] = gumbel_noise((batch_size, self.grid_size ** 2), generator)
+        return params
+
+    def choose_cells(self, grid: torch.Tensor | None, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, num_patches) cells of each sample's own (B, g*g) grid scores: the top ones, or sampled."""
+        if self.temperature > 0:
+            # Gumbel-top-k: the top k of log-weights plus Gumbel noise are k draws without replacement.
+            keys = _standardised(grid) / self.temperature + params["gumbel"].to(grid.dtype)
+            return keys.topk(self.num_patches, dim=1, sorted=False).indices
+        return _ranking_keys(grid).topk(self.num_patches, dim=1, sorted=False).indices
 
     def apply(self, images: torch.Tensor, targets: torch.Tensor, params: dict[str, torch.Tensor],
               attention: torch.Tensor | None, masks: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
@@ -186,10 +271,12 @@ class AttentiveCutMix(Mixer):
         g, perm = self.grid_size, params["perm"]
         if self.num_patches == 0:
             return (images.clone(), targets) + ((masks.clone(),) if masks is not None else ())
-        scores = self.cell_scores(attention, params)
-        cells = _ranking_keys(scores).topk(self.num_patches, dim=1, sorted=False).indices.index_select(0, perm)
+        grid = None if attention is None else attention_to_grid(attention, g).flatten(1)
+        cells = self.choose_cells(grid, params).index_select(0, perm)  # the partner's cells, for each image
         # Cells are disjoint, so the replaced fraction is their summed area: exact, per sample.
         lam = _cell_areas(h, w, g, images.device)[cells].sum(1) / (h * w)
+        if self.label_weight == "attention":
+            lam = attention_mass_lam(attention_mass(grid), perm, cells, lam)
         even = h % g == 0 and w % g == 0 and (w // g) * images.element_size() >= _MIN_SEGMENT_BYTES
         pixel_mask = None
         if even and images.is_contiguous() and masks is None:
@@ -207,17 +294,30 @@ class RandomCells(AttentiveCutMix):
 
     The same grid, the same number of cells pasted at the same locations and the same exact per-sample
     ``lam`` as Attentive CutMix; only the cell scores differ (uniform noise from ``generator``, no extractor).
+    ``label_weight="attention"`` weighs the labels by attention mass as ``AttentiveCutMix`` does (placement
+    random, labels from attention): it then needs maps, from ``attention=`` or ``extractor``.
     """
 
-    def __init__(self, num_classes: int, *, num_patches: int = 6, grid_size: int = 7, prob: float = 1.0,
+    _repr_fields = ("num_patches", "grid_size", "label_weight")
+
+    def __init__(self, num_classes: int, *, num_patches: int = 6, grid_size: int = 7, label_weight: str = "area",
+                 extractor: Callable[[torch.Tensor], torch.Tensor] | None = None, prob: float = 1.0,
                  label_smoothing: float = 0.0) -> None:
-        super().__init__(num_classes, None, num_patches=num_patches, grid_size=grid_size, prob=prob,
-                         label_smoothing=label_smoothing)
+        super().__init__(num_classes, extractor, num_patches=num_patches, grid_size=grid_size,
+                         label_weight=label_weight, prob=prob, label_smoothing=label_smoothing)
+        if extractor is not None and label_weight != "attention":
+            raise ValueError("RandomCells reads attention only for label_weight='attention'; drop extractor= or set "
+                             "label_weight='attention'")
 
     def __repr__(self) -> str:
         return Mixer.__repr__(self)
 
-    def check_attention(self, attention: Any, images: torch.Tensor) -> None:
+    def _needs_attention_why(self) -> str:
+        return "RandomCells(label_weight='attention')"
+
+    def check_attention(self, attention: Any, images: torch.Tensor) -> torch.Tensor | None:
+        if self.label_weight == "attention":
+            return super().check_attention(attention, images)
         h, w = images.shape[-2:]
         if self.grid_size > min(h, w):
             raise ValueError(f"grid_size={self.grid_size} does not fit images of size {h}x{w}: each cell needs at "
@@ -232,5 +332,5 @@ class RandomCells(AttentiveCutMix):
         params["scores"] = torch.rand(batch_size, self.grid_size ** 2, generator=generator, device=device)
         return params
 
-    def cell_scores(self, attention: torch.Tensor | None, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        return params["scores"]
+    def choose_cells(self, grid: torch.Tensor | None, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        return _ranking_keys(params["scores"]).topk(self.num_patches, dim=1, sorted=False).indices

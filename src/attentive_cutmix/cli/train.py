@@ -50,6 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mix.add_argument("--num-patches", type=int, default=_S,
                      help="attentive-cutmix, random-cells: cells pasted (default 6)")
     mix.add_argument("--grid-size", type=int, default=_S, help="attentive-cutmix, random-cells: grid side (default 7)")
+    mix.add_argument("--label-weight", choices=("area", "attention"), default=_S,
+                     help="attentive-cutmix, random-cells: label weights by pasted area (default, the paper) or by "
+                          "the attention mass pasted and kept (needs attention maps)")
+    mix.add_argument("--cell-temperature", type=float, default=_S,
+                     help="attentive-cutmix: 0 (default) pastes the top cells; > 0 samples them, with probability "
+                          "~ softmax(standardised score / T) (Gumbel-top-k)")
     mix.add_argument("--alpha", type=float, default=_S, help="mixup/cutmix: Beta(alpha, alpha) (default 1.0)")
     mix.add_argument("--prob", type=float, default=_S, help="probability of mixing a batch (default 1.0)")
     mix.add_argument("--cutout-size", type=int, default=_S, help="cutout: square side in pixels (default 16)")

@@ -45,6 +45,7 @@ from ..training.config import (
     TrainConfig,
     check_types,
     make_config,
+    needs_attention,
     yaml_load,
 )
 
@@ -120,7 +121,7 @@ def _identity(cfg: TrainConfig, extractor_identity: dict[str, Any] | None, cache
     # Options at their default are left out, so adding an option whose default keeps today's behaviour
     # leaves every existing cell id (and so every finished run on disk) valid.
     ident = {k: v for k, v in cfg.to_dict().items() if k not in RUN_FIELDS and v != _DEFAULTS.get(k, object())}
-    if cfg.method == "attentive-cutmix":
+    if needs_attention(cfg):
         ident["attention_cached"] = cached
         if extractor_identity is not None:  # the extractor run's config, not its (output-folder dependent) path
             ident["extractor"] = {"trained": extractor_identity}
@@ -268,7 +269,7 @@ def load_grid(path: str | os.PathLike) -> Grid:
             values["extractor"] = f"{EXTRACTOR_PREFIX}{extractor_run}"  # resolved to a checkpoint path at run time
         where = f"cell {labels} of {path}"
         cfg = _make(values, where)
-        cached = (cache and cfg.method == "attentive-cutmix" and cfg.extractor is not None
+        cached = (cache and needs_attention(cfg) and cfg.extractor is not None
                   and cfg.attention_cache is None)
         ident = _identity(cfg, extractors[extractor_run].identity if extractor_run else None, cached)
         named = {a: labels[a] if labels.get(a) is not None else getattr(cfg, a) for a in PREFIX_AXES}

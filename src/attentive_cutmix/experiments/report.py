@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..constants import METHODS
+
 ROW_AXES = ("dataset", "model")
 LOC_COLUMNS = ("hit attentive", "hit random")
 
@@ -297,6 +299,17 @@ COMPARISONS = (
 )
 
 
+def comparisons_for(methods: Iterable[str]) -> list[tuple[str, str, str]]:
+    """The paired comparisons to show for these method labels: the fixed ones, then every variant (a label that is
+    no method name, e.g. ``attentive-cutmix-mass``) against Attentive CutMix and against random cells."""
+    methods = list(methods)
+    variants = [m for m in methods if m not in METHODS]
+    return [c for c in COMPARISONS if c[0] in methods and c[1] in methods] + [
+        (v, base, f"{v} vs {label}") for v in variants
+        for base, label in (("attentive-cutmix", "Attentive CutMix"), ("random-cells", "random cells"))
+        if base in methods]
+
+
 def _by_row_method_seed(runs: list[dict[str, Any]], key: str) -> dict[tuple[str, ...], dict[str, dict[int, float]]]:
     done = [r for r in runs if r.get("status") == "finished"]
     axes = row_axes_of(done)
@@ -327,10 +340,9 @@ def paired_markdown(runs: list[dict[str, Any]], metric: str = "top1") -> str:
     for row, methods in held.items():
         lines += [f"### {' / '.join(row)}", "",
                   "| comparison | difference in top-1 (points), 95% CI over paired seeds |", "|---|---:|"]
-        for a, b, what in COMPARISONS:
-            if a in methods and b in methods:
-                diff = paired_difference(methods[a], methods[b])
-                lines.append(f"| {what} | {diff} |" if diff is not None else f"| {what} | no common seed |")
+        for a, b, what in comparisons_for(methods):
+            diff = paired_difference(methods[a], methods[b])
+            lines.append(f"| {what} | {diff} |" if diff is not None else f"| {what} | no common seed |")
         lines += ["", "| method | held-out top-1 | train top-1 (un-augmented) | gap | held-out loss | "
                       "held-out range, last fifth |", "|---|---:|---:|---:|---:|---:|"]
         for method, seeds in methods.items():

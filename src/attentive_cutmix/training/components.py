@@ -229,9 +229,10 @@ def build_mixer(cfg: TrainConfig, num_classes: int, extractor: torch.nn.Module |
         return CutMix(num_classes, alpha=cfg.alpha, **common)
     if cfg.method == "cutout":
         return Cutout(num_classes, size=cfg.cutout_size, **common)
+    cells = dict(num_patches=cfg.num_patches, grid_size=cfg.grid_size, label_weight=cfg.label_weight or "area")
     if cfg.method == "random-cells":
-        return RandomCells(num_classes, num_patches=cfg.num_patches, grid_size=cfg.grid_size, **common)
-    return AttentiveCutMix(num_classes, extractor, num_patches=cfg.num_patches, grid_size=cfg.grid_size, **common)
+        return RandomCells(num_classes, extractor=extractor, **cells, **common)
+    return AttentiveCutMix(num_classes, extractor, temperature=cfg.cell_temperature or 0.0, **cells, **common)
 
 
 def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:

@@ -23,6 +23,9 @@ import yaml
 from ..constants import INITS, METHODS, is_int
 
 DATA_PATHS = ("auto", "device", "loader")
+LABEL_WEIGHTS = ("area", "attention")
+ATTENTION_SOURCE = ("extractor", "extractor_weights", "extractor_input_size", "extractor_attention", "attention_cache",
+                    "build_cache")
 EXTRACTOR_ATTENTIONS = ("channel_mean", "cls_token")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine", "step")
@@ -44,10 +47,13 @@ EFFICIENTNET_IMAGENET_EPOCHS = 180
 # Option -> the methods / optimisers / schedules it applies to (checked only when it was set explicitly).
 METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
     "num_patches": ("attentive-cutmix", "random-cells"), "grid_size": ("attentive-cutmix", "random-cells"),
-    "extractor": ("attentive-cutmix",),
-    "extractor_weights": ("attentive-cutmix",), "extractor_input_size": ("attentive-cutmix",),
-    "extractor_attention": ("attentive-cutmix",),
-    "attention_cache": ("attentive-cutmix",), "build_cache": ("attentive-cutmix",),
+    # The attention source applies to random-cells too, when its labels follow attention (checked in validate).
+    "extractor": ("attentive-cutmix", "random-cells"),
+    "extractor_weights": ("attentive-cutmix", "random-cells"),
+    "extractor_input_size": ("attentive-cutmix", "random-cells"),
+    "extractor_attention": ("attentive-cutmix", "random-cells"),
+    "attention_cache": ("attentive-cutmix", "random-cells"), "build_cache": ("attentive-cutmix", "random-cells"),
+    "label_weight": ("attentive-cutmix", "random-cells"), "cell_temperature": ("attentive-cutmix",),
     "alpha": ("mixup", "cutmix"), "cutout_size": ("cutout",),
     "prob": ("mixup", "cutmix", "cutout", "attentive-cutmix", "random-cells"),
 }
@@ -88,6 +94,9 @@ class TrainConfig:
     extractor_weights: str | None = None
     extractor_input_size: int | None = None
     extractor_attention: str | None = None  # channel_mean (default) | cls_token (ViT-style extractors)
+    # Beyond the paper; None is the paper's choice (area labels, top cells), so existing cell ids do not change.
+    label_weight: str | None = None  # area | attention (labels weighed by the attention mass pasted and kept)
+    cell_temperature: float | None = None  # 0: the top cells; > 0: cells sampled by Gumbel-top-k at this temperature
     attention_cache: str | None = None
     build_cache: bool | None = None
     # optimisation
@@ -296,6 +305,12 @@ def _not_applicable(cfg: TrainConfig, table: dict[str, tuple[str, ...]], key: st
                               f"{', '.join(applies_to)}); remove it or change {flag}")
 
 
+def needs_attention(cfg: TrainConfig) -> bool:
+    """Whether the run's mixer reads attention maps (an extractor or a cache): Attentive CutMix, and random cells
+    whose labels follow attention mass."""
+    return cfg.method == "attentive-cutmix" or (cfg.method == "random-cells" and cfg.label_weight == "attention")
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Check types, names and ranges, reject options that don't apply, and fill in the method defaults."""
     for key, value in check_types(cfg.to_dict(), "the config").items():
@@ -361,9 +376,24 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.milestones is not None and (not isinstance(cfg.milestones, list) or any(
             not is_int(m) or m < 1 for m in cfg.milestones)):
         raise ConfigError(f"milestones must be a list of positive epoch numbers, got milestones={cfg.milestones!r}")
-    if cfg.method == "attentive-cutmix":
+    if cfg.label_weight is not None:
+        _choice("label weight", cfg.label_weight, LABEL_WEIGHTS)
+    if cfg.cell_temperature is not None and not cfg.cell_temperature >= 0:
+        raise ConfigError(f"cell_temperature must be >= 0 (0: the top cells), "
+                          f"got cell_temperature={cfg.cell_temperature!r}")
+    # The paper's choices are stored as None, so a grid that spells them out keeps the cells' ids.
+    cfg.label_weight = None if cfg.label_weight == "area" else cfg.label_weight
+    cfg.cell_temperature = None if cfg.cell_temperature == 0 else cfg.cell_temperature
+    if cfg.method == "random-cells" and not needs_attention(cfg):
+        given = [k for k in ATTENTION_SOURCE if k in cfg.explicit and getattr(cfg, k) not in (None, False)]
+        if given:
+            raise ConfigError(f"--{given[0].replace('_', '-')} applies to --method random-cells only with "
+                              "--label-weight attention (its cells are random; only attention-mass labels read maps); "
+                              "remove it or add --label-weight attention")
+    if needs_attention(cfg):
+        what = f"--method {cfg.method}" + (" --label-weight attention" if cfg.method == "random-cells" else "")
         if cfg.extractor is None and cfg.attention_cache is None:
-            raise ConfigError("--method attentive-cutmix needs attention maps: either --extractor (a model name with "
+            raise ConfigError(f"{what} needs attention maps: either --extractor (a model name with "
                               "--extractor-weights FILE or pretrained weights, or a checkpoint.pt written by "
                               "`attentive-cutmix train`) to compute them on the fly, or --attention-cache FILE "
                               "(made by `attentive-cutmix cache-attention`, or add --build-cache with --extractor to "
@@ -383,4 +413,5 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
 
 __all__ = ["TrainConfig", "ConfigError", "PRESETS", "METHODS", "DATA_PATHS", "OPTIMIZERS", "SCHEDULES", "AMP_MODES",
-           "make_config", "load_yaml", "validate", "check_types", "yaml_load", "SIZE_LIMITS"]
+           "make_config", "load_yaml", "validate", "check_types", "yaml_load", "SIZE_LIMITS", "needs_attention",
+           "LABEL_WEIGHTS"]

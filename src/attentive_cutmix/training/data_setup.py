@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from .components import build_extractor
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig, needs_attention
 from .distributed import DistInfo, barrier
 
 
@@ -37,7 +37,7 @@ def build_data(cfg: TrainConfig, dist: DistInfo, device: torch.device) -> tuple[
 def _build(cfg: TrainConfig, dist: DistInfo, device: torch.device):
     # One pass: the datasets once, then the extractor, then the cache, whose maps the training split takes on.
     train_ds, eval_ds, info = _datasets(cfg)
-    if cfg.method != "attentive-cutmix":
+    if not needs_attention(cfg):
         return train_ds, eval_ds, info, None
     extractor = build_extractor(cfg, info, device) if cfg.extractor is not None else None
     if cfg.attention_cache is None:
@@ -91,7 +91,7 @@ def choose_data_path(cfg: TrainConfig, train_ds: Any, eval_ds: Any, info: Any, d
         return "device"
     size = info.image_size
     need = sum(len(ds) for ds in splits) * 3 * size * size
-    if cfg.method == "attentive-cutmix" and cfg.attention_cache is not None:
+    if needs_attention(cfg) and cfg.attention_cache is not None:
         need += len(train_ds) * size * size * 2
     return "device" if supported and fits_on_device(need, device) else "loader"
 

@@ -1,0 +1,34 @@
+"""Write the untrained extractor of the variants study: a CIFAR ResNet-56 at its seeded random initialisation.
+
+    python configs/results/make_untrained_extractor.py
+    # -> results/extractors/cifar_resnet56-untrained-seed0.safetensors
+
+The low end of "the better the extractor": the same architecture as the pretrained ResNet-56 extractor, the same
+pipeline (eval mode, BatchNorm at its initial statistics, ImageNet normalisation, layer3's 8x8 map at 32 px), no
+training. torch's CPU generator makes the same weights on any machine (tests/test_variants.py checks the file).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from attentive_cutmix.models import create_model
+
+SEED = 0
+OUT = Path(__file__).resolve().parents[2] / "results/extractors" / f"cifar_resnet56-untrained-seed{SEED}.safetensors"
+
+
+def untrained_state(seed: int = SEED) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    net = create_model("cifar_resnet56", 10, 32)
+    return {k: v.contiguous() for k, v in net.state_dict().items()}
+
+
+if __name__ == "__main__":
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else OUT
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file(untrained_state(), str(out), metadata={"seed": str(SEED), "model": "cifar_resnet56", "trained": "no"})
+    print(out)
