@@ -28,7 +28,24 @@ from attentive_cutmix.serialization import load_state_dict_file, load_weights_in
 from attentive_cutmix.training import make_config
 from attentive_cutmix.training.components import build_extractor, build_mixer
 
-METHODS = ("cutmix", "mixup", "random-cells", "attentive-cutmix")
+R56 = dict(extractor="cifar_resnet56", extractor_input_size=32,
+           extractor_weights="{shared}/models/cifar10-resnet56.safetensors")
+CELLS = dict(grid_size=7, num_patches=6)
+# (row label, the grid's options for it): the paper's methods, then the variants of the variants grid
+# (configs/results/cifar10-jpeg-variants.yaml) with their fixed settings.
+METHODS: tuple[tuple[str, dict], ...] = (
+    ("cutmix", dict(method="cutmix", alpha=1.0)),
+    ("mixup", dict(method="mixup", alpha=1.0)),
+    ("random-cells", dict(method="random-cells", **CELLS)),
+    ("attentive-cutmix", dict(method="attentive-cutmix", **CELLS, **R56)),
+    ("attentive-cutmix-mass", dict(method="attentive-cutmix", **CELLS, **R56, label_weight="attention")),
+    ("attentive-cutmix-sampled", dict(method="attentive-cutmix", **CELLS, **R56, cell_temperature=1.0)),
+    ("attentive-cutmix-untrained", dict(method="attentive-cutmix", **CELLS, **{
+        **R56, "extractor_weights": "{repo}/results/extractors/cifar_resnet56-untrained-seed0.safetensors"})),
+    ("attentive-cutmix-r20", dict(method="attentive-cutmix", **CELLS, **{
+        **R56, "extractor": "cifar_resnet20", "extractor_weights": "{shared}/models/cifar10-resnet20.safetensors"})),
+    ("random-cells-mass", dict(method="random-cells", **CELLS, **R56, label_weight="attention")),
+)
 
 
 def judge(shared: Path, name: str) -> torch.nn.Module:
@@ -67,13 +84,11 @@ def main() -> None:
     print("| method | partner's label weight λ | judge's prob. of partner class | of own class | "
           "judge says partner (%) | says own (%) |")
     print("|---|---:|---:|---:|---:|---:|")
-    for method in METHODS:
-        extra = dict(extractor="cifar_resnet56", extractor_input_size=32,
-                     extractor_weights=str(args.shared / "models" / "cifar10-resnet56.safetensors"),
-                     grid_size=7, num_patches=6) if method == "attentive-cutmix" else \
-            dict(grid_size=7, num_patches=6) if method == "random-cells" else dict(alpha=1.0)
-        cfg = make_config({**data, "method": method, **extra})
-        extractor = build_extractor(cfg, info, torch.device("cpu")) if method == "attentive-cutmix" else None
+    repo = Path(__file__).resolve().parents[1]
+    for method, options in METHODS:
+        options = {k: v.format(shared=args.shared, repo=repo) if isinstance(v, str) else v for k, v in options.items()}
+        cfg = make_config({**data, **options})
+        extractor = build_extractor(cfg, info, torch.device("cpu")) if cfg.extractor is not None else None
         mixer = build_mixer(cfg, info.num_classes, extractor)
         mixed, targets = [], []
         gen = torch.Generator().manual_seed(args.seed)  # the same partners for every method
@@ -87,7 +102,7 @@ def main() -> None:
         weights[torch.arange(len(own)), own] = 0  # what is left is the partner's class weight (λ)
         partner = weights.argmax(1)
         keep = weights.amax(1) > 0  # pairs of different classes (and, for MixUp/CutMix, λ > 0)
-        lam = weights.amax(1)[keep]
+        lam = weights.amax(1)[keep]  # the label's partner weight: the area, or the attention mass
         p = probabilities(model, mixed)[keep]
         idx = torch.arange(len(p))
         p_partner, p_own = p[idx, partner[keep]], p[idx, own[keep]]

@@ -205,3 +205,25 @@ def test_untrained_extractor_file_is_the_seeded_initialisation(tmp_path):
     assert all(torch.equal(saved[k], fresh[k]) for k in saved)
     assert hashlib.sha256(committed.read_bytes()).hexdigest()  # readable, and the grid names this file
     assert str(committed.relative_to(REPO)) in (REPO / "configs" / "results" / "cifar10-jpeg-variants.yaml").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not R20.is_file(), reason="needs ../shared/models")
+def test_variants_train_under_ddp_with_a_cache(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+           "attentive_cutmix", "train", "--dataset", "synthetic", "--synthetic-size", "128", "32", "--epochs", "1",
+           "--batch-size", "16", "--workers", "0", "--device", "cpu", "--output-dir", str(out), "--no-progress",
+           "--data-path", "device", "--method", "attentive-cutmix", "--label-weight", "attention",
+           "--cell-temperature", "1", "--extractor", "cifar_resnet20", "--extractor-weights", str(R20),
+           "--extractor-input-size", "32", "--attention-cache", str(tmp_path / "maps.safetensors"), "--build-cache"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["status"] == "finished" and results["config"]["world_size"] == 2
+    assert results["config"]["label_weight"] == "attention" and results["config"]["cell_temperature"] == 1.0
