@@ -1,0 +1,170 @@
+"""How fast can a study cell train without breaking its seed's pairing? The trainer's own step, side by side.
+
+The recipe is the converged study's cell (configs/results/cifar10-jpeg-converged.yaml): CIFAR ResNet-20 from
+scratch, batch 128, 32 px, the device data path, SGD + Nesterov 0.9, lr 0.1, cosine, weight decay 5e-4, and
+Attentive CutMix with cached maps (7x7 grid, 6 cells), on one thread. Every candidate is the trainer's own
+``_Run`` for that recipe (``run._step`` over ``run._batches``, as ``benchmarks/engine.py`` times it), built with
+the same seed, so the initial weights, the data order, the crops and flips and the mixer's draws are the same for
+all; only how the model is executed differs:
+
+- ``eager``: today;
+- ``compile``: ``torch.compile`` of the model, what ``train --compile`` does;
+- ``channels_last``: the model and its inputs in channels-last memory format (the trainer ignores
+  ``--channels-last`` on the CPU, so the benchmark sets it on the ``_Run`` itself);
+- ``compile + channels_last``;
+- ``eager, non-deterministic``: without the ``use_deterministic_algorithms(True)`` that ``train()`` sets on the CPU.
+
+Each round visits every candidate once, in a fresh random order (a loaded machine slows all alike), and times
+``--steps`` training steps and one evaluation pass (the trainer's own, over ``--eval-images`` images). The table
+gives medians, the min-max spread and the median of the per-round ratios to eager. A compiled candidate's first
+step (tracing and code generation, with an empty compile cache unless ``--warm-compile-cache``) is timed apart,
+as a one-time cost per run; the cell estimate is 3,900 steps + 25 evaluations of 9,500 images (held-out split +
+training subset, every 4 epochs) + that cost. Last, every candidate has taken the same steps over the same
+batches from the same weights, so the largest weight difference to eager shows the pairing holds.
+
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/cell_speed.py [--rounds 8] [--steps 4]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import statistics
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from attentive_cutmix.training import make_config
+from attentive_cutmix.training.distributed import DistInfo
+from attentive_cutmix.training.trainer import _Run
+from engine import _as_train_does, _attention_cache, _Loop, _options
+
+STEPS_PER_CELL = 3900  # 100 epochs x 39 steps of 128 over the 5,000-image training subset
+EVAL_IMAGES_PER_CELL = 25 * (4500 + 5000)  # every 4th epoch: the held-out split and the un-augmented subset
+RECIPE = dict(epochs=100, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
+              schedule="cosine", data_path="device", method="attentive-cutmix", grid_size=7, num_patches=6)
+CANDIDATES: dict[str, dict[str, Any]] = {
+    "eager (today)": {},
+    "compile": {"compile": True},
+    "channels_last": {"channels_last": True},
+    "compile + channels_last": {"compile": True, "channels_last": True},
+    "eager, non-deterministic": {"deterministic": False},
+}
+
+
+class _Candidate:
+    """The trainer's ``_Run`` for the study's cell recipe, executed one way."""
+
+    def __init__(self, args: argparse.Namespace, tmp: Path, name: str, cache: str, *, compile: bool = False,
+                 channels_last: bool = False, deterministic: bool = True) -> None:
+        opts = _options(args, tmp / name.replace(" ", "_"), dataset="synthetic",
+                        synthetic_size=[args.images, args.eval_images], attention_cache=cache, compile=compile,
+                        **RECIPE)
+        self.run = _Run(make_config(opts), DistInfo(), torch.device("cpu"))
+        if channels_last:  # in place: the optimiser keeps the same Parameter objects
+            self.run.channels_last = True
+            self.run.model.to(memory_format=torch.channels_last)
+        self.loop, self.deterministic = _Loop(self.run, torch.device("cpu")), deterministic
+
+    def _flag(self) -> None:
+        torch.use_deterministic_algorithms(self.deterministic, warn_only=True)
+
+    def first_step(self) -> float:
+        """Seconds of the run's very first step (for a compiled model: tracing and code generation)."""
+        self._flag()
+        batches, _ = self.run._batches(1)
+        start = time.perf_counter()
+        self.run._step(next(iter(batches)))
+        return time.perf_counter() - start
+
+    def steps(self, n: int) -> float:
+        self._flag()
+        return self.loop.block(n)
+
+    def evaluation(self) -> float:
+        self._flag()
+        start = time.perf_counter()
+        self.run._evaluate(self.run.device_eval, None)
+        return time.perf_counter() - start
+
+
+def _row(name: str, t: list[float], base: list[float], per: float) -> str:
+    ratio = statistics.median(b / c for b, c in zip(base, t))
+    return (f"| {name} | {1e3 * statistics.median(t) / per:.0f} | {1e3 * min(t) / per:.0f}-{1e3 * max(t) / per:.0f} "
+            f"| {ratio:.2f} |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=8, help="interleaved rounds (default 8)")
+    p.add_argument("--steps", type=int, default=4, help="timed steps per candidate and round (default 4)")
+    p.add_argument("--images", type=int, default=1024, help="synthetic training images (default 1024)")
+    p.add_argument("--eval-images", type=int, default=256, help="images per timed evaluation (default 256)")
+    p.add_argument("--only", default=None, help="comma-separated candidate names (default: all)")
+    p.add_argument("--warm-compile-cache", action="store_true",
+                   help="use torch's on-disk compile cache as it is (default: an empty one, as a first cell has)")
+    args = p.parse_args(argv)
+    args.model, args.batch_size, args.workers, args.amp, args.device = "cifar_resnet20", 128, 1, "off", "cpu"
+    args.channels_last = False  # the trainer ignores it on the CPU (with a warning); _Candidate sets it itself
+    torch.set_num_threads(1)
+    names = args.only.split(",") if args.only else list(CANDIDATES)
+    print(f"# cell speed, {date.today()}, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+          f"{torch.get_num_threads()} thread(s)", flush=True)
+    with _as_train_does(torch.device("cpu")), tempfile.TemporaryDirectory() as tmp:
+        if not args.warm_compile_cache:  # read when compiling: the first compile pays code generation in full
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(tmp) / "inductor")
+        cache = _attention_cache(args, Path(tmp) / "attention.safetensors")
+        found = {name: _Candidate(args, Path(tmp), name, cache, **CANDIDATES[name]) for name in names}
+        first = {name: c.first_step() for name, c in found.items()}  # compile happens here
+        print("first steps (s): " + ", ".join(f"{n} {s:.1f}" for n, s in first.items()), flush=True)
+        for c in found.values():  # warm-up: allocator, lazy initialisation, the first evaluation
+            c.steps(1)
+            c.evaluation()
+        steps: dict[str, list[float]] = {n: [] for n in found}
+        evals: dict[str, list[float]] = {n: [] for n in found}
+        order = random.Random(0)
+        for r in range(args.rounds):
+            for name in order.sample(list(found), len(found)):
+                steps[name].append(found[name].steps(args.steps))
+                evals[name].append(found[name].evaluation())
+            print(f"round {r + 1}/{args.rounds} done", flush=True)
+        # Every candidate took the same steps over the same batches from the same weights: what is left between
+        # their weights is floating-point reordering (compile's fusions, another memory format), not another draw.
+        ref = found[names[0]].run.model.state_dict()
+        drift = {n: max((v.float() - ref[k].float()).abs().max().item() for k, v in c.run.model.state_dict().items()
+                        if v.is_floating_point()) for n, c in found.items()}
+    base = names[0]
+    print(f"\n## the study's cell step (cifar_resnet20, batch 128, 32 px, device path, SGD Nesterov, cached "
+          f"Attentive CutMix), 1 thread; {args.rounds} rounds x {args.steps} steps, medians "
+          f"(ratio: median of per-round ratios to {base})")
+    print("| candidate | ms / step | min-max | speed-up |\n|---|---:|---:|---:|")
+    for name in found:
+        print(_row(name, steps[name], steps[base], args.steps))
+    print(f"\n### evaluation (the trainer's, eager model as in train), ms per {args.eval_images} images")
+    print("| candidate | ms | min-max | speed-up |\n|---|---:|---:|---:|")
+    for name in found:
+        print(_row(name, evals[name], evals[base], 1))
+    print("\n### one cell, estimated: 3,900 steps + 25 x 9,500 evaluated images + first-step (compile) overhead")
+    print("| candidate | first step s | one-time overhead s | cell min | vs eager |\n|---|---:|---:|---:|---:|")
+    step_s = {n: statistics.median(steps[n]) / args.steps for n in found}
+    cell: dict[str, float] = {}
+    for name in found:
+        overhead = max(first[name] - step_s[name], 0.0)
+        eval_s = statistics.median(evals[name]) / args.eval_images * EVAL_IMAGES_PER_CELL
+        cell[name] = STEPS_PER_CELL * step_s[name] + eval_s + overhead
+        print(f"| {name} | {first[name]:.1f} | {overhead:.1f} | {cell[name] / 60:.1f} | "
+              f"{cell[base] / cell[name]:.2f} |")
+    print(f"\nmax |weight - eager's| after the same {1 + 2 + args.rounds * (1 + args.steps)} steps: "
+          + ", ".join(f"{n} {d:.1e}" for n, d in drift.items()))
+    best = min(cell, key=cell.get)
+    print(f"\nfastest: {best}, {cell[base] / cell[best]:.2f}x eager over a cell "
+          f"({'reaches' if cell[base] / cell[best] >= 1.2 else 'below'} the 1.2x bar)")
+
+
+if __name__ == "__main__":
+    main()
