@@ -11,6 +11,7 @@ With a GPU, the CUDA-marked tests run the same under ``torch.cuda.set_sync_debug
 from __future__ import annotations
 
 import contextlib
+import warnings
 from pathlib import Path
 
 import pytest
@@ -97,8 +98,9 @@ def step_on_meta(monkeypatch):
                         lambda device, amp: contextlib.nullcontext() if device.type == "meta" else real(device, amp))
 
 
-def _synthetic_cache(path: Path) -> str:
-    raw, _, info = build_datasets("synthetic", synthetic_size=[32, 8], augment=False)
+def _synthetic_cache(path: Path, synthetic_size: list[int]) -> str:
+    """A cache of ``synthetic_size``'s training split: it must be the run's own, or the run refuses it."""
+    raw, _, info = build_datasets("synthetic", synthetic_size=synthetic_size, augment=False)
     build_cache(raw, lambda x: F.adaptive_avg_pool2d(x, 8), path, meta={"fingerprint": info.train_fingerprint},
                 batch_size=32, progress=False)
     return str(path)
@@ -106,7 +108,8 @@ def _synthetic_cache(path: Path) -> str:
 
 @pytest.mark.parametrize("method", ["none", "cutmix", "mixup", "cutout", "random-cells", "attentive-cutmix"])
 def test_the_trainers_step_runs_on_meta(method, tmp_path, step_on_meta):
-    extra = {"attention_cache": _synthetic_cache(tmp_path / "att.safetensors")} if method == "attentive-cutmix" else {}
+    extra = ({"attention_cache": _synthetic_cache(tmp_path / "att.safetensors", [32, 8])}
+             if method == "attentive-cutmix" else {})
     cfg = make_config(dict(dataset="synthetic", synthetic_size=[32, 8], model="cifar_resnet20", method=method,
                            batch_size=16, workers=0, output_dir=str(tmp_path / "run"), progress=False,
                            data_path="device", **extra))
@@ -128,6 +131,32 @@ def test_the_trainers_step_runs_on_meta(method, tmp_path, step_on_meta):
 
 # --------------------------------------------------------------------------------------- with a GPU
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+SYNC_FREE_RUNS = pytest.mark.parametrize("amp,method", [(amp, method) for amp in ("off", "bf16")
+                                                         for method in ("none", "cutmix", "attentive-cutmix")])
+
+
+def _sync_free_run(method: str, amp: str, tmp_path: Path, device: torch.device) -> _Run:
+    """The CUDA test's run (config, data, cache, model) built on ``device``: the CPU suite builds it too."""
+    size = [64, 8]
+    extra = ({"attention_cache": _synthetic_cache(tmp_path / "att.safetensors", size)}
+             if method == "attentive-cutmix" else {})
+    cfg = make_config(dict(dataset="synthetic", synthetic_size=size, model="cifar_resnet20", method=method,
+                           batch_size=16, workers=0, output_dir=str(tmp_path / "run"), progress=False,
+                           data_path="device", amp=amp, channels_last=True, device="cuda", **extra))
+    with warnings.catch_warnings():  # on the CPU: "--amp/--channels-last only apply on CUDA"
+        warnings.filterwarnings("ignore", message="--(amp|channels-last)")
+        return _Run(cfg, DistInfo(), device)
+
+
+@SYNC_FREE_RUNS
+def test_the_cuda_training_tests_set_up_on_the_cpu(method, amp, tmp_path):
+    # Everything the CUDA test does but the device and the sync check, so a broken set-up fails here, not on a GPU.
+    run = _sync_free_run(method, amp, tmp_path, torch.device("cpu"))
+    assert run.fused
+    batches, steps = run._batches(1)
+    assert steps == 4  # the warm-up step and three checked ones
+    run._step(next(batches))
+    assert run._loss_acc.item() > 0 and run._first_bad.item() == -1
 
 
 @pytest.mark.cuda
@@ -150,14 +179,9 @@ def test_every_mixer_is_sync_free_on_cuda(name):
 
 @pytest.mark.cuda
 @cuda
-@pytest.mark.parametrize("method", ["none", "cutmix", "attentive-cutmix"])
-@pytest.mark.parametrize("amp", ["off", "bf16"])
+@SYNC_FREE_RUNS
 def test_training_steps_are_sync_free_on_cuda(method, amp, tmp_path):
-    extra = {"attention_cache": _synthetic_cache(tmp_path / "att.safetensors")} if method == "attentive-cutmix" else {}
-    cfg = make_config(dict(dataset="synthetic", synthetic_size=[64, 8], model="cifar_resnet20", method=method,
-                           batch_size=16, workers=0, output_dir=str(tmp_path / "run"), progress=False,
-                           data_path="device", amp=amp, channels_last=True, device="cuda", **extra))
-    run = _Run(cfg, DistInfo(), torch.device("cuda"))
+    run = _sync_free_run(method, amp, tmp_path, torch.device("cuda"))
     assert run.fused
     batches, _ = run._batches(1)
     run._step(next(batches))  # warm-up: lazy CUDA/cuDNN initialisation and the optimiser's state
