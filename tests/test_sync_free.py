@@ -10,7 +10,9 @@ With a GPU, the CUDA-marked tests run the same under ``torch.cuda.set_sync_debug
 """
 from __future__ import annotations
 
+import collections
 import contextlib
+import types
 import warnings
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torch.optim.optimizer as optim_mod
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from attentive_cutmix import AttentiveCutMix, CutMix, Cutout, MixUp, RandomCells
 from attentive_cutmix.cache import build_cache
@@ -194,3 +197,88 @@ def test_training_steps_are_sync_free_on_cuda(method, amp, tmp_path):
         torch.cuda.set_sync_debug_mode(0)
     loss_sum, first_bad = run._loss_acc.item(), run._first_bad.item()
     assert loss_sum > 0 and first_bad == -1
+
+
+# --------------------------------------------------------------------------------------- host reads, counted
+class _Ops(TorchDispatchMode):
+    """Counts the aten ops run inside it (CPU tensors dispatch them as device tensors would)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.counts[str(func)] += 1
+        return func(*args, **(kwargs or {}))
+
+
+HOST_READ = "aten._local_scalar_dense.default"  # what bool(t), t.item() and int(t) run: each waits for a device
+HOST_TENSOR = "aten.lift_fresh.default"  # torch.tensor(python value): on a GPU, a blocking host-to-device copy
+
+
+def test_the_end_of_an_epoch_reads_the_weights_once(tmp_path):
+    run = _sync_free_run("none", "off", tmp_path, torch.device("cpu"))
+    floats = sum(t.is_floating_point() for t in run.model.state_dict().values())
+    with _Ops() as ops:
+        run._check_weights_finite(1)
+    assert floats > 60 and ops.counts[HOST_READ] == 1  # was one read per floating tensor
+
+
+def test_evaluation_makes_no_host_tensor_per_batch():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(4, K))
+    info = types.SimpleNamespace(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    images, labels, _ = _batch("cpu")
+    counts = []
+    for batches in (1, 3):
+        with _Ops() as ops:
+            sums = trainer_mod.evaluation_sums(model, [(images, labels)] * batches, info, torch.device("cpu"))
+        assert sums[3] == 8 * batches
+        counts.append(ops.counts[HOST_TENSOR])
+    assert counts[0] == counts[1]  # the normalisation statistics only: none per batch (the count was one)
+
+
+class _CudaGeneratorStandIn:
+    """What ``draw_applies`` may read of a CUDA generator (its seed and offset, kept on the host), without CUDA."""
+
+    device = torch.device("cuda")
+
+    def __init__(self, seed: int) -> None:
+        self.seed, self.offset = seed, 0
+
+    def initial_seed(self) -> int:
+        return self.seed
+
+    def get_offset(self) -> int:
+        return self.offset
+
+    def set_offset(self, offset: int) -> None:
+        self.offset = offset
+
+
+def test_prob_with_a_cuda_generator_is_decided_on_the_host():
+    # Before: torch.rand on the generator's GPU, then bool() of it, a wait for the GPU on every call.
+    mixer = CutMix(K, prob=0.3)
+    gen = _CudaGeneratorStandIn(seed=7)
+    draws = [mixer.draw_applies(gen) for _ in range(2000)]
+    assert all(type(d) is bool for d in draws) and gen.offset == 4 * 2000
+    assert abs(sum(draws) / 2000 - 0.3) < 0.05  # 5 standard deviations
+    again = _CudaGeneratorStandIn(seed=7)
+    assert [mixer.draw_applies(again) for _ in range(2000)] == draws  # a function of (seed, offset)
+    other = _CudaGeneratorStandIn(seed=8)
+    assert [mixer.draw_applies(other) for _ in range(2000)] != draws
+
+
+@pytest.mark.cuda
+@cuda
+def test_prob_with_a_cuda_generator_is_sync_free_on_cuda():
+    mixer = CutMix(K, prob=0.5)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    before = gen.get_offset()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        draws = [mixer.draw_applies(gen) for _ in range(64)]
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert gen.get_offset() == before + 4 * 64 and 0 < sum(draws) < 64
