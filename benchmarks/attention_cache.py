@@ -30,6 +30,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import TensorDataset
 
 from attentive_cutmix import AttentiveCutMix, CutMix
@@ -77,6 +78,31 @@ def _summary(times: dict[str, list[float]], reference: str) -> dict[str, tuple[f
     return {name: (statistics.median(t), statistics.median(a / b for a, b in zip(t, ref))) for name, t in times.items()}
 
 
+def zero_init_residual_(net: nn.Module) -> int:
+    """Zero the last norm of every residual branch (torchvision's ``zero_init_residual``, timm's ``zero_init_last``).
+
+    Each block then starts as the identity. With plain random weights a ResNet-152's activations grow block by
+    block (5.7e8 at ``layer4``): past float16, so ``build_cache`` refuses the maps and fp16 autocast overflows.
+    Returns the number of blocks changed.
+    """
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+
+    from attentive_cutmix.models.cifar_resnet import BasicBlock as CifarBasicBlock
+
+    blocks = 0
+    for m in net.modules():
+        if isinstance(m, Bottleneck):
+            nn.init.zeros_(m.bn3.weight)
+        elif isinstance(m, (BasicBlock, CifarBasicBlock)):
+            nn.init.zeros_(m.bn2.weight)
+        elif callable(getattr(m, "zero_init_last", None)):  # timm's residual blocks
+            m.zero_init_last()
+        else:
+            continue
+        blocks += 1
+    return blocks
+
+
 def _extractor(args: argparse.Namespace, device: torch.device) -> tuple[FeatureExtractor, str]:
     weights = args.extractor_weights
     if weights is None and args.extractor == "cifar_resnet56" and SHARED_WEIGHTS.is_file():
@@ -84,8 +110,27 @@ def _extractor(args: argparse.Namespace, device: torch.device) -> tuple[FeatureE
     input_size = args.image_size if args.extractor.startswith("cifar_") else 224
     torch.manual_seed(0)
     ext = FeatureExtractor(args.extractor, weights=weights, input_size=input_size,
-                           amp_dtype=torch.float16 if device.type == "cuda" else None).to(device)
-    return ext, ("weights " + Path(weights).name if weights else "random weights")
+                           amp_dtype=torch.float16 if device.type == "cuda" else None)
+    if weights:
+        return ext.to(device), "weights " + Path(weights).name
+    blocks = zero_init_residual_(ext.model)
+    return ext.to(device), f"random weights, {blocks} residual blocks zero-initialised"
+
+
+def check_maps_fit_float16(extractor: FeatureExtractor, images: torch.Tensor) -> float:
+    """The largest |value| of the extractor's maps of ``images``; a clear error unless it fits float16.
+
+    The cache stores float16 and CUDA runs the extractor under fp16 autocast, so a larger value (caught here on
+    any device) would stop ``build_cache``, or trip an on-device assert in the online mixer that leaves the CUDA
+    context unusable for the rest of the process. Checked once, before any timing.
+    """
+    with torch.no_grad():
+        largest = float(extractor(images).float().abs().amax())
+    if not largest <= torch.finfo(torch.float16).max:  # NaN fails too
+        raise SystemExit(f"the extractor {extractor.name!r} gives maps up to {largest:.3g} on random images, beyond "
+                         f"float16 (65504); give trained weights (--extractor-weights) or a network whose residual "
+                         "blocks zero_init_residual_ can reach")
+    return largest
 
 
 def train_steps(args: argparse.Namespace, device: torch.device, extractor: FeatureExtractor,
@@ -193,9 +238,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads or device.type == "cpu":
         torch.set_num_threads(args.threads or 1)
     extractor, source = _extractor(args, device)
+    probe = torch.rand(min(args.batch_size, 8), 3, args.image_size, args.image_size,
+                       generator=torch.Generator().manual_seed(2)).to(device)
+    largest = check_maps_fit_float16(extractor, probe)
     print(f"# device {device} ({torch.get_num_threads()} threads), torch {torch.__version__}; model {args.model}, "
           f"batch {args.batch_size}, {args.image_size} px; extractor {args.extractor} ({source}) "
-          f"at {extractor.input_size} px")
+          f"at {extractor.input_size} px, largest map value {largest:.3g}")
 
     with tempfile.TemporaryDirectory() as tmp:
         steps, mixers = train_steps(args, device, extractor, Path(tmp))

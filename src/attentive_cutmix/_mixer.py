@@ -12,6 +12,7 @@ import math
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -223,6 +224,13 @@ class Mixer:
             return True
         if self.prob <= 0.0:
             return False
+        if _gen_device(generator).type == "cuda":
+            # A CUDA (Philox) generator's state, its seed and offset, lives on the host: decide from it there, and
+            # move the offset on one Philox round (4) so the next call differs, instead of reading back a GPU draw
+            # (a wait for the GPU on every call).
+            seed, offset = generator.initial_seed(), generator.get_offset()
+            generator.set_offset(offset + 4)
+            return float(np.random.default_rng([seed, offset]).random()) < self.prob
         return bool(torch.rand((), generator=generator, device=_gen_device(generator)) < self.prob)
 
     def make_params(self, batch_size: int, height: int, width: int,

@@ -41,8 +41,8 @@ def setup(device: torch.device) -> DistInfo:
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        if device.type == "cuda":
-            torch.cuda.set_device(local_rank)
+        if device.type == "cuda":  # resolve_device chose this rank's GPU (cuda:LOCAL_RANK unless one per node)
+            torch.cuda.set_device(device.index if device.index is not None else local_rank)
         dist.init_process_group(backend=backend, rank=rank, world_size=world)
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank)
 
@@ -63,6 +63,12 @@ def resolve_device(requested: str | None, info: DistInfo | None = None) -> torch
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"--device {requested} was asked for but CUDA is not available here; use --device cpu")
+        local_procs = int(os.environ.get("LOCAL_WORLD_SIZE", 1)) if launched_by_torchrun() else 1
+        if device.index is not None and local_procs > 1:
+            # One index for every process of the node would put all its ranks on one GPU.
+            raise ValueError(f"--device {requested} under torchrun with {local_procs} processes per node would put "
+                             f"every rank on GPU {device.index}; pass --device cuda (each rank takes "
+                             f"cuda:LOCAL_RANK) and choose the GPUs with CUDA_VISIBLE_DEVICES")
         if device.index is None:
             local = int(os.environ.get("LOCAL_RANK", 0)) if launched_by_torchrun() else torch.cuda.current_device()
             device = torch.device("cuda", local)

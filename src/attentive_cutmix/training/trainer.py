@@ -66,7 +66,8 @@ def evaluation_sums(model: torch.nn.Module, loader, info: Any, device: torch.dev
     was_training = model.training
     model.eval()
     mean, std = _stats(info, device)
-    sums = torch.zeros(4, dtype=torch.float64, device=device)
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    count = 0  # on the host: a tensor made from it each batch would be a blocking host-to-device copy
     try:
         for batch in loader:
             images, labels = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
@@ -79,11 +80,11 @@ def evaluation_sums(model: torch.nn.Module, loader, info: Any, device: torch.dev
             top = logits.topk(min(5, logits.shape[1]), dim=1).indices
             hit = top == labels.unsqueeze(1)
             sums += torch.stack([F.cross_entropy(logits, labels, reduction="sum").double(), hit[:, 0].sum().double(),
-                                 hit.any(1).sum().double(),
-                                 torch.tensor(float(labels.numel()), dtype=torch.float64, device=device)])
+                                 hit.any(1).sum().double()])
+            count += labels.numel()
     finally:
         model.train(was_training)
-    return sums.tolist()
+    return [*sums.tolist(), float(count)]
 
 
 def _metrics(sums: list[float]) -> dict[str, float]:
@@ -211,7 +212,9 @@ class _Run:
     def _check_weights_finite(self, epoch: int) -> None:
         # The loss is checked before each update, so the update of an epoch's last step would go unchecked:
         # never evaluate or checkpoint weights that an update made NaN/Inf.
-        finite = all(bool(torch.isfinite(t).all()) for t in self.model.state_dict().values() if t.is_floating_point())
+        # One host read for all of them (each read waits for the device), not one per tensor.
+        weights = [t for t in self.model.state_dict().values() if t.is_floating_point()]
+        finite = not weights or bool(torch.stack([torch.isfinite(t).all() for t in weights]).all())
         if D.any_rank([not finite], self.device, self.dist)[0]:
             raise NonFiniteLossError(
                 f"the model's weights became non-finite (NaN/Inf) in epoch {epoch}, up to step {self.step}; "
