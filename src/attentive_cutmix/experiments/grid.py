@@ -123,6 +123,10 @@ def _identity(cfg: TrainConfig, extractor_identity: dict[str, Any] | None, cache
     ident = {k: v for k, v in cfg.to_dict().items() if k not in RUN_FIELDS and v != _DEFAULTS.get(k, object())}
     if needs_attention(cfg):
         ident["attention_cached"] = cached
+        if cfg.attention_cache is not None:
+            # A cache named in the grid is what the cell trains on (its maps, its extractor): another cache is
+            # another cell. The cache `compare` builds itself (attention_cache: true) follows from the config.
+            ident["attention_cache"] = cfg.attention_cache
         if extractor_identity is not None:  # the extractor run's config, not its (output-folder dependent) path
             ident["extractor"] = {"trained": extractor_identity}
     return ident
