@@ -157,16 +157,62 @@ _FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
     |\.(?:nan|NaN|NAN))$""", re.X)
 
 
+# A few kB of nested aliases ("billion laughs") expand to billions of nodes once anything walks the document (the
+# constructor, a hash of it, an error message's repr). Our files have tens to hundreds of nodes.
+MAX_YAML_NODES = 100_000
+
+
+class YamlSizeError(yaml.YAMLError):
+    """A YAML document whose aliases expand beyond ``MAX_YAML_NODES``, or that nests too deeply to read."""
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """Node count of the document with every alias written out, computed on the composed graph (each node once);
+    a node that contains itself counts as unbounded."""
+    sizes: dict[int, int] = {}
+    pending: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:  # iterative post-order: no recursion limit on deep documents
+        node, done = stack.pop()
+        key = id(node)
+        if key in sizes:
+            continue
+        children = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else (
+            node.value if isinstance(node, yaml.SequenceNode) else [])
+        if done:
+            pending.discard(key)
+            sizes[key] = min(1 + sum(sizes[id(c)] for c in children), MAX_YAML_NODES + 1)
+            continue
+        if key in pending:
+            return MAX_YAML_NODES + 1  # a recursive alias
+        pending.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in sizes)
+    return sizes[id(root)]
+
+
 class _YamlLoader(yaml.SafeLoader):
-    pass
+    def get_single_node(self) -> yaml.Node | None:
+        node = super().get_single_node()
+        if node is not None and _expanded_size(node) > MAX_YAML_NODES:
+            raise YamlSizeError(f"its aliases (*name) expand to more than {MAX_YAML_NODES:,} values (an alias bomb, "
+                                "or an alias that contains itself); write the values out or use fewer aliases")
+        return node
 
 
 _YamlLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
 
 
 def yaml_load(text: str) -> Any:
-    """``yaml.safe_load`` that reads ``1e-3`` as a number (used for config and grid files)."""
-    return yaml.load(text, Loader=_YamlLoader)
+    """``yaml.safe_load`` that reads ``1e-3`` as a number (used for config and grid files).
+
+    Documents whose aliases expand beyond ``MAX_YAML_NODES`` values are refused before they are built
+    (``YamlSizeError``, a ``yaml.YAMLError``).
+    """
+    try:
+        return yaml.load(text, Loader=_YamlLoader)
+    except RecursionError as err:  # PyYAML composes nested collections recursively
+        raise YamlSizeError("it nests collections too deeply to read") from err
 
 
 def _describe(hint: Any) -> str:
