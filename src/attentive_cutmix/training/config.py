@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from ..constants import INITS, METHODS, is_int
+from ..constants import INITS, MAX_IMAGE_SIZE, METHODS, is_int
 
 DATA_PATHS = ("auto", "device", "loader")
 LABEL_WEIGHTS = ("area", "attention")
@@ -143,9 +143,9 @@ class TrainConfig:
 FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "explicit")
 _HINTS = {name: hint for name, hint in typing.get_type_hints(TrainConfig).items() if name in FIELDS}
 # Upper bounds on sizes: beyond them a typo (an extra 0) allocates tens of GB or starts thousands of processes.
-SIZE_LIMITS: dict[str, int] = {"image_size": 2048, "extractor_input_size": 2048, "cutout_size": 2048,
-                               "batch_size": 16384, "eval_batch_size": 16384, "grid_size": 256, "workers": 256,
-                               "epochs": 100_000, "synthetic_size": 1_000_000}
+SIZE_LIMITS: dict[str, int] = {"image_size": MAX_IMAGE_SIZE, "extractor_input_size": MAX_IMAGE_SIZE,
+                               "cutout_size": 2048, "batch_size": 16384, "eval_batch_size": 16384, "grid_size": 256,
+                               "workers": 256, "epochs": 100_000, "synthetic_size": 1_000_000}
 MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds; the sampler adds the epoch to the seed
 
 # YAML 1.1 (PyYAML) reads 1e-3 and 5E4 as strings: its float pattern wants a dot. This loader also reads the

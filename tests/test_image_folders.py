@@ -1,0 +1,58 @@
+"""Image folders: a folder's own image size follows a stated rule over its images, never the first file; files
+PIL refuses as decompression bombs, and hidden files, are handled by name (issue 23, items 10, 19, 27)."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from attentive_cutmix.data import build_datasets
+from attentive_cutmix.data.folders import DatasetError
+
+SIZE = 16
+
+
+def _folder(root: Path, per_class: int = 6, size: int = SIZE) -> Path:
+    rng = np.random.default_rng(0)
+    for cls in ("ant", "bee"):
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / cls / f"{i + 1:03d}.png")
+    return root
+
+
+def _big(path: Path, height: int, width: int) -> None:
+    Image.new("L", (width, height)).save(path, compress_level=1)  # one colour: a small file, never decoded here
+
+
+def test_one_huge_first_image_does_not_set_the_runs_image_size(tmp_path):
+    root = _folder(tmp_path / "images")
+    _big(root / "ant" / "000.png", 400, 500)  # sorted first: it used to make the run 400 px, ImageNet preset
+    with pytest.warns(UserWarning, match=r"image sizes differ \(shorter sides 16 to 400 px .*000\.png.*median, "
+                                         r"16 px.*--image-size"):
+        _, _, info = build_datasets("imagefolder", data_dir=root, val_fraction=0.25)
+    assert info.image_size == SIZE and info.preset == "cifar"
+
+
+def test_a_folder_of_images_beyond_the_size_limit_asks_for_image_size(tmp_path):
+    root = tmp_path / "images"
+    for cls in ("ant", "bee"):
+        (root / cls).mkdir(parents=True)
+        for i in range(2):
+            _big(root / cls / f"{i}.png", 2100, 2200)
+    with pytest.raises(DatasetError, match=r"its images are 2100 px .*beyond the largest accepted 2048; pass "
+                                           r"--image-size"):
+        build_datasets("imagefolder", data_dir=root, val_fraction=0.5)
+    _, _, info = build_datasets("imagefolder", data_dir=root, val_fraction=0.5, image_size=64)  # the way out
+    assert info.image_size == 64
+
+
+def test_a_uniform_folder_uses_its_size_without_a_warning(tmp_path):
+    root = _folder(tmp_path / "images")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, _, info = build_datasets("imagefolder", data_dir=root, val_fraction=0.25)
+    assert info.image_size == SIZE
