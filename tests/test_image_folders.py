@@ -2,7 +2,9 @@
 PIL refuses as decompression bombs, and hidden files, are handled by name (issue 23, items 10, 19, 27)."""
 from __future__ import annotations
 
+import struct
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,7 @@ import pytest
 from PIL import Image
 
 from attentive_cutmix.data import build_datasets
-from attentive_cutmix.data.folders import DatasetError
+from attentive_cutmix.data.folders import DatasetError, UnsupportedImageError
 
 SIZE = 16
 
@@ -56,3 +58,25 @@ def test_a_uniform_folder_uses_its_size_without_a_warning(tmp_path):
         warnings.simplefilter("error")
         _, _, info = build_datasets("imagefolder", data_dir=root, val_fraction=0.25)
     assert info.image_size == SIZE
+
+
+def _png_header(path: Path, width: int, height: int) -> None:
+    """A PNG whose header claims ``width x height`` (PIL checks the pixel count when it opens the file)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+
+
+def test_a_decompression_bomb_is_named_not_a_traceback(tmp_path):
+    root = _folder(tmp_path / "images")
+    bomb = root / "bee" / "999.png"
+    _png_header(bomb, 20000, 12000)
+    train, held, info = build_datasets("imagefolder", data_dir=root, val_fraction=0.25)
+    assert info.image_size == SIZE  # the size scan leaves it out; decoding it names it
+    split = train if str(bomb) in [train.source.paths[i] for i in train.indices] else held
+    position = [split.source.paths[i] for i in split.indices].index(str(bomb))
+    with pytest.raises(UnsupportedImageError, match=r"999\.png' is too large to decode safely .*resize it"):
+        split[position]

@@ -77,6 +77,9 @@ def load_image(path: str | os.PathLike) -> tv_tensors.Image:
             array = to_rgb_array(img, path)
     except DatasetError:
         raise
+    except Image.DecompressionBombError as err:  # not an OSError: it would escape as a traceback naming no file
+        raise UnsupportedImageError(f"image file {str(path)!r} is too large to decode safely ({err}); resize it, "
+                                    "or move it out of the folder") from err
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
         raise CorruptImageError(f"cannot decode image file {str(path)!r} ({err}); delete or replace it") from err
     # About 1.5x faster than pil_to_tensor(img.convert("RGB")) on small JPEGs (no conversion of RGB files).
