@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from ..constants import INITS, MAX_IMAGE_SIZE, METHODS, is_int
+from ..constants import INITS, MAX_IMAGE_SIZE, METHODS, is_int, is_number
 
 DATA_PATHS = ("auto", "device", "loader")
 LABEL_WEIGHTS = ("area", "attention")
@@ -293,6 +293,17 @@ def _check_keys(values: Mapping[str, Any], source: str) -> None:
         raise ConfigError(f"unknown option(s) {unknown} in {source}; valid keys: {', '.join(FIELDS)}")
 
 
+def check_size_limits(values: Mapping[str, Any]) -> None:
+    """``ConfigError`` for any option in ``values`` beyond its ``SIZE_LIMITS`` maximum (lists: any element); for the
+    commands that take these options without a full ``TrainConfig`` (``cache-attention``, ``visualize``, ``evaluate``)
+    as well as for ``validate``."""
+    for name, limit in SIZE_LIMITS.items():
+        value = values.get(name)
+        if any(is_number(v) and v > limit for v in (value if isinstance(value, (list, tuple)) else [value])):
+            raise ConfigError(f"{name}={value!r} is beyond the largest accepted value {limit} (it would allocate far "
+                              f"more memory or processes than any run needs); is there a typo?")
+
+
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """Read a YAML mapping of options (keys may use ``-`` or ``_``); unknown keys raise ``ConfigError``."""
     path = Path(path)
@@ -387,11 +398,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for name in ("seed", "split_seed"):
         if not 0 <= getattr(cfg, name) <= MAX_SEED:
             raise ConfigError(f"{name} must be an integer in [0, 2**63 - 1], got {name}={getattr(cfg, name)!r}")
-    for name, limit in SIZE_LIMITS.items():
-        values = getattr(cfg, name) if isinstance(getattr(cfg, name), list) else [getattr(cfg, name)]
-        if any(v is not None and v > limit for v in values):
-            raise ConfigError(f"{name}={getattr(cfg, name)!r} is beyond the largest accepted value {limit} (it would "
-                              f"allocate far more memory or processes than any run needs); is there a typo?")
+    check_size_limits(cfg.to_dict())
     if cfg.resume and cfg.overwrite:
         raise ConfigError("give either --resume (continue the run in --output-dir) or --overwrite (replace it), "
                           "not both")
@@ -459,5 +466,5 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
 
 __all__ = ["TrainConfig", "ConfigError", "PRESETS", "METHODS", "DATA_PATHS", "OPTIMIZERS", "SCHEDULES", "AMP_MODES",
-           "make_config", "load_yaml", "validate", "check_types", "yaml_load", "SIZE_LIMITS", "needs_attention",
-           "LABEL_WEIGHTS"]
+           "make_config", "load_yaml", "validate", "check_types", "check_size_limits", "yaml_load", "SIZE_LIMITS",
+           "needs_attention", "LABEL_WEIGHTS"]
