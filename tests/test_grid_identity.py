@@ -43,3 +43,11 @@ def test_committed_cells_keep_their_ids(grid):
     ids = {c.id for c in load_grid(REPO / "configs" / "results" / f"{grid}.yaml").cells}
     committed = {d.name for d in (REPO / "results" / grid / "runs").iterdir() if d.is_dir()}
     assert committed and committed <= ids
+
+
+@pytest.mark.parametrize("axes", [{"seed": [0, 0, 1]}, {"method": ["none", "cutmix", "none"]}])
+def test_a_value_listed_twice_on_an_axis_is_refused_not_merged(tmp_path, axes):
+    from attentive_cutmix.experiments.grid import GridError
+
+    with pytest.raises(GridError, match=r"lists '(0|none)' twice"):
+        _ids(tmp_path, "twice", settings={k: v for k, v in ATTENTIVE.items() if k != "method"}, axes=axes)

@@ -3,6 +3,8 @@ damaged tensor is refused, never trained on (issue 23, item 12)."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -58,3 +60,19 @@ def test_a_tampered_image_cache_tensor_is_refused(tmp_path, how, header):
     with pytest.raises(ImageCacheError, match=r"train tensor is .*delete it to rebuild") as err:
         device_split(ds, SIZE, torch.device("cpu"), image_cache=cache)
     assert str(cache) in str(err.value) and f"[{len(ds)}, 3, 16, 16]" in str(err.value)
+
+
+def test_image_caches_and_weights_get_the_permissions_open_would_give(tmp_path):
+    # mkstemp's 0600 used to survive safetensors' save_file: a cache (or weights) others could not read.
+    from attentive_cutmix.models import create_model
+    from attentive_cutmix.training.trainer import WEIGHTS_NAME, write_weights
+
+    umask = os.umask(0o022)
+    try:
+        cache = tmp_path / "frames.safetensors"
+        device_split(_split(tmp_path), SIZE, torch.device("cpu"), image_cache=cache)
+        write_weights(create_model("cifar_resnet20", num_classes=2, image_size=SIZE), tmp_path)
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / WEIGHTS_NAME).stat().st_mode) == 0o644

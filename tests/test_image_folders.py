@@ -80,3 +80,28 @@ def test_a_decompression_bomb_is_named_not_a_traceback(tmp_path):
     position = [split.source.paths[i] for i in split.indices].index(str(bomb))
     with pytest.raises(UnsupportedImageError, match=r"999\.png' is too large to decode safely .*resize it"):
         split[position]
+
+
+def test_hidden_files_and_folders_inside_class_folders_are_skipped(tmp_path):
+    root = _folder(tmp_path / "images")
+    (root / "ant" / "._001.png").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")  # AppleDouble, not an image
+    (root / "bee" / ".ipynb_checkpoints").mkdir()
+    Image.new("RGB", (SIZE, SIZE)).save(root / "bee" / ".ipynb_checkpoints" / "001-checkpoint.png")
+    train, held, info = build_datasets("imagefolder", data_dir=root, val_fraction=0.25)
+    paths = [train.source.paths[i] for i in train.indices] + [held.source.paths[i] for i in held.indices]
+    assert len(paths) == 12 and not any("/." in p for p in paths)
+    assert all(image.shape == (3, SIZE, SIZE) for image, _ in (train[i] for i in range(len(train))))
+
+
+def test_a_one_class_folder_warns_that_nothing_can_be_learned(tmp_path):
+    root = _folder(tmp_path / "images")
+    with pytest.warns(UserWarning, match=r"has one class folder \('ant'\): every label is the same"):
+        build_datasets("imagefolder", data_dir=_one_class(root), val_fraction=0.25)
+
+
+def _one_class(root: Path) -> Path:
+    single = root.parent / "single"
+    (single / "ant").mkdir(parents=True)
+    for path in (root / "ant").iterdir():
+        (single / "ant" / path.name).write_bytes(path.read_bytes())
+    return single

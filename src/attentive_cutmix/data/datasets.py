@@ -104,6 +104,10 @@ def _folder_identity(files: ImageFiles) -> Callable[[list[int], bool], Any]:
 
 def _imagefolder(data_dir: Path, val_data: Any, need_eval: bool, what: str = "data_dir", own_size: bool = True) -> _Raw:
     train = ImageFiles(data_dir, what=what)
+    if len(train.classes) == 1:
+        warnings.warn(f"{what} folder {str(data_dir)!r} has one class folder ({train.classes[0]!r}): every label is "
+                      "the same, so the model can learn nothing; give a folder of class folders (<folder>/<class>/"
+                      "<image>.jpg), not one class's folder", stacklevel=4)
     test = ImageFiles(val_data, classes=train.classes, what="val_data") if val_data is not None else None
     if test is None and need_eval:
         raise DatasetError(f"imagefolder {str(data_dir)!r} has no evaluation set: pass val_fraction (e.g. 0.1) to "

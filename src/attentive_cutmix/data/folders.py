@@ -15,7 +15,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
-from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension, make_dataset
 
 __all__ = ["DatasetError", "DatasetNotFoundError", "CorruptImageError", "UnsupportedImageError", "ImageFiles",
            "load_image", "to_rgb_array"]
@@ -86,6 +86,13 @@ def load_image(path: str | os.PathLike) -> tv_tensors.Image:
     return tv_tensors.Image(torch.from_numpy(array).permute(2, 0, 1).contiguous())
 
 
+def _is_visible_image(root: Path, path: str) -> bool:
+    """An image file by torchvision's extension filter that is not hidden and not inside a hidden folder (macOS
+    ``._x.jpg`` resource forks, ``.ipynb_checkpoints``), as hidden class folders are skipped."""
+    hidden = any(part.startswith(".") for part in Path(os.path.relpath(path, root)).parts)
+    return not hidden and has_file_allowed_extension(path, IMG_EXTENSIONS)
+
+
 def _checked_sizes(root: Path, paths: list[str], what: str) -> list[int]:
     """The size of every file, after refusing broken symlinks, symlink loops and folders reached twice."""
     sizes, real_folders = [], {}
@@ -146,7 +153,8 @@ class ImageFiles(Dataset):
             raise DatasetError(f"{what} folder {str(self.root)!r} must have the same class folders as the training "
                                f"data; missing: {missing or 'none'}, unexpected: {extra or 'none'}")
         counts = {name: 0 for name in found}
-        samples = make_dataset(str(self.root), {c: i for i, c in enumerate(found)}, IMG_EXTENSIONS, allow_empty=True)
+        samples = make_dataset(str(self.root), {c: i for i, c in enumerate(found)}, allow_empty=True,
+                               is_valid_file=lambda path: _is_visible_image(self.root, path))
         for _, label in samples:
             counts[found[label]] += 1
         empty = [name for name, n in counts.items() if n == 0]

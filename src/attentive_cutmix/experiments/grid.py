@@ -195,6 +195,9 @@ def _check_axes(axes: dict[str, list[Any]], path: Path) -> None:
                 check_types(overrides, f"axis {axis!r} of {path}")
             except ConfigError as err:
                 raise GridError(str(err)) from err
+            if str(label) in seen and seen[str(label)] == overrides:
+                raise GridError(f"axis {axis!r} in {path} lists {str(label)!r} twice ({values}); each value would be "
+                                "one cell, so the repeat would be merged away without a word. List it once")
             previous = seen.setdefault(str(label), overrides)
             if previous != overrides:
                 raise GridError(f"axis {axis!r} in {path} has two values labelled {str(label)!r} with different "

@@ -141,6 +141,7 @@ class TrainConfig:
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "explicit")
+PATH_FIELDS = ("data_dir", "val_data", "extractor", "extractor_weights", "attention_cache", "output_dir", "image_cache")
 _HINTS = {name: hint for name, hint in typing.get_type_hints(TrainConfig).items() if name in FIELDS}
 # Upper bounds on sizes: beyond them a typo (an extra 0) allocates tens of GB or starts thousands of processes.
 SIZE_LIMITS: dict[str, int] = {"image_size": MAX_IMAGE_SIZE, "extractor_input_size": MAX_IMAGE_SIZE,
@@ -372,6 +373,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     """Check types, names and ranges, reject options that don't apply, and fill in the method defaults."""
     for key, value in check_types(cfg.to_dict(), "the config").items():
         setattr(cfg, key, value)
+    for key in PATH_FIELDS:  # `output_dir: ~/runs` in YAML means the home folder, as on a command line, not ./~/runs
+        value = getattr(cfg, key)
+        if isinstance(value, str) and value.startswith("~"):
+            setattr(cfg, key, os.path.expanduser(value))
     _choice("method", cfg.method, METHODS)
     _choice("optimizer", cfg.optimizer, OPTIMIZERS)
     _choice("schedule", cfg.schedule, SCHEDULES)
