@@ -163,3 +163,12 @@ def test_cutout_non_finite_fill_is_refused(fill):
 def test_cutout_ignore_index_beyond_int64_is_refused():
     with pytest.raises(ValueError, match=r"ignore_index must be an int in \[.*int64"):
         Cutout(K, ignore_index=10 ** 30)
+
+
+def test_sampled_cells_non_finite_gumbel_noise_is_refused():
+    images, labels = _batch()
+    mixer = AttentiveCutMix(K, grid_size=4, num_patches=2, temperature=1.0)
+    params = mixer.make_params(B, S, S, _gen())
+    params["gumbel"][0, 1] = float("inf")
+    with pytest.raises(ValueError, match=r"params\['gumbel'\] must hold finite Gumbel noise; row 0"):
+        _unchanged_call(mixer, images, labels, attention=torch.rand(B, 4, 4), params=params)
