@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from .constants import is_int, is_number
 
 __all__ = ["Mixer", "check_int", "check_unit", "one_hot_targets", "mix_targets", "pair_permutation", "paste",
-           "beta_sample", "check_generator"]
+           "beta_sample", "check_generator", "check_rows", "check_boxes"]
 
 
 # --------------------------------------------------------------------------- argument checks
