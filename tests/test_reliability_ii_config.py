@@ -112,7 +112,8 @@ def test_grid_axis_values_sharing_a_label_but_not_a_config_are_refused(tmp_path)
     with pytest.raises(GridError, match="two values labelled 'fast' with different settings"):
         load_grid(_grid(tmp_path, text))
     same = SETTINGS + "axes:\n  lr: [{label: fast, lr: 0.1}, {label: fast, lr: 0.1}]\n"
-    assert len(load_grid(_grid(tmp_path, same)).cells) == 1
+    with pytest.raises(GridError, match="lists 'fast' twice"):  # issue 23: a repeat is refused, not merged silently
+        load_grid(_grid(tmp_path, same))
 
 
 @pytest.mark.parametrize("text,match", [

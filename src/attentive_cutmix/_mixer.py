@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from .constants import is_int, is_number
 
 __all__ = ["Mixer", "check_int", "check_unit", "one_hot_targets", "mix_targets", "pair_permutation", "paste",
-           "beta_sample", "check_generator"]
+           "beta_sample", "check_generator", "check_rows", "check_boxes"]
 
 
 # --------------------------------------------------------------------------- argument checks
@@ -65,6 +65,8 @@ def _check_images(images: Any) -> None:
                         f"got dtype {images.dtype}")
     if images.shape[0] == 0:
         raise ValueError("images is an empty batch (B=0); give at least one image")
+    if 0 in images.shape[1:]:
+        raise ValueError(f"images has no pixels (shape {tuple(images.shape)}); every image needs C, H and W >= 1")
 
 
 def check_values(ok: torch.Tensor, message: str) -> None:
@@ -76,12 +78,35 @@ def check_values(ok: torch.Tensor, message: str) -> None:
         torch._assert_async(ok, message)
 
 
+def check_rows(name: str, ok: torch.Tensor, value: torch.Tensor, rule: str) -> None:
+    """``ValueError`` unless every entry of the (B,) bool ``ok`` holds; on the CPU it names the first bad row of
+    ``params[name]`` (``value``), elsewhere it is checked without a host sync."""
+    message = f"params[{name!r}] {rule}"
+    if ok.device.type == "cpu":
+        if bad := (~ok).nonzero().flatten()[:1].tolist():
+            raise ValueError(f"{message}; row {bad[0]} is {value[bad[0]].tolist()} (drawn for another batch, image "
+                             "size or mixer?)")
+    else:
+        check_values(ok.all(), message)
+
+
+def check_boxes(boxes: torch.Tensor, height: int, width: int) -> None:
+    """Replayed ``params["boxes"]`` must be half-open (y0, y1, x0, x1) boxes inside an ``height x width`` image."""
+    y0, y1, x0, x1 = boxes.unbind(1)
+    ok = (y0 >= 0) & (y0 <= y1) & (y1 <= height) & (x0 >= 0) & (x0 <= x1) & (x1 <= width)
+    check_rows("boxes", ok, boxes, f"must hold boxes (y0, y1, x0, x1) with 0 <= y0 <= y1 <= {height} and "
+                                   f"0 <= x0 <= x1 <= {width} (the images' height and width)")
+
+
 def one_hot_targets(labels: torch.Tensor, num_classes: int, batch_size: int, *,
                     label_smoothing: float = 0.0, device: torch.device | None = None) -> torch.Tensor:
     """Validate ``labels`` (int64 (B,) or probabilities (B, num_classes)) and return float32 (B, num_classes)."""
     if not isinstance(labels, torch.Tensor):
         raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
     device = labels.device if device is None else device
+    if labels.device.type == "meta" and torch.device(device).type != "meta":
+        raise ValueError(f"labels are on the meta device (no values) but the images are on {device}; give labels "
+                         "with values, on the images' device")
     if labels.ndim == 1:
         if labels.is_floating_point() or labels.dtype == torch.bool:
             raise TypeError(f"class-index labels must be an integer tensor, got dtype {labels.dtype}")
@@ -266,16 +291,17 @@ class Mixer:
                 return (images.clone(), targets) + ((masks.clone(),) if masks is not None else ())
             params = self.make_params(b, h, w, generator)
         else:
-            self._check_params(params, b)
+            self._check_params(params, b, h, w)
         params = {k: to_device(v, images.device) for k, v in params.items()}
         out = self.apply(images, targets, params, attention, masks)
         if not images.is_contiguous() and images.is_contiguous(memory_format=torch.channels_last):
             out = (out[0].contiguous(memory_format=torch.channels_last), *out[1:])
         return out
 
-    def _check_params(self, params: Any, batch_size: int) -> None:
-        expected = set(self.make_params(batch_size, 1, 1, torch.Generator()))  # the names, drawn on a 1x1 frame
-        if not isinstance(params, dict) or set(params) != expected:
+    def _check_params(self, params: Any, batch_size: int, height: int, width: int) -> None:
+        # What make_params draws for this very call: the keys, shapes and kinds of dtype a replay must have.
+        expected = self.make_params(batch_size, height, width, torch.Generator())
+        if not isinstance(params, dict) or set(params) != set(expected):
             got = sorted(params) if isinstance(params, dict) else type(params).__name__
             raise ValueError(f"params must be the dict of {type(self).__name__}.make_params() with keys "
                              f"{sorted(expected)}, got {got}")
@@ -283,6 +309,23 @@ class Mixer:
             if not isinstance(value, torch.Tensor) or value.shape[:1] != (batch_size,):
                 shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
                 raise ValueError(f"params[{key!r}] must be a tensor with one row per image ({batch_size}), got {shape}")
+            want = expected[key]
+            if value.shape != want.shape:
+                raise ValueError(f"params[{key!r}] has shape {tuple(value.shape)} but {type(self).__name__}."
+                                 f"make_params gives {tuple(want.shape)} for {batch_size} images of {height}x{width}: "
+                                 "drawn for another mixer or image size?")
+            if (value.is_floating_point(), value.dtype == torch.bool) != (want.is_floating_point(), False):
+                raise TypeError(f"params[{key!r}] must be {'a floating' if want.is_floating_point() else 'an integer'} "
+                                f"tensor like make_params' {want.dtype}, got {value.dtype}")
+        self.check_params(params, height, width)
+
+    def check_params(self, params: dict[str, torch.Tensor], height: int, width: int) -> None:
+        """Value checks of replayed ``params`` (keys, shapes and dtypes already match): the partners must be images
+        of this batch. Subclasses add their own keys' rules."""
+        if "perm" in params:
+            perm = params["perm"]
+            check_rows("perm", (perm >= 0) & (perm < len(perm)), perm,
+                       f"must hold partner indices in [0, {len(perm)}) (the batch size)")
 
     def _check_masks(self, masks: Any, images: torch.Tensor) -> None:
         if not self.accepts_masks:
@@ -297,6 +340,9 @@ class Mixer:
         if masks.device != images.device:
             raise ValueError(f"masks are on {masks.device} but images are on {images.device}; move them with "
                              "masks.to(images.device)")
+        if masks.is_floating_point() or masks.is_complex() or masks.dtype == torch.bool:
+            raise TypeError(f"masks must be per-pixel class indices in an integer dtype (e.g. masks.long()), got "
+                            f"dtype {masks.dtype}")
 
 
 def check_alpha(alpha: Any) -> float:

@@ -5,9 +5,22 @@ accepted (and ignored) so that the mixers are interchangeable in a training loop
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
-from ._mixer import Mixer, beta_sample, boxes_to_mask, check_alpha, check_int, mix_targets, paste, paste_masks
+from ._mixer import (
+    Mixer,
+    beta_sample,
+    boxes_to_mask,
+    check_alpha,
+    check_boxes,
+    check_int,
+    check_rows,
+    mix_targets,
+    paste,
+    paste_masks,
+)
 from .constants import is_number
 
 __all__ = ["CutMix", "MixUp", "Cutout", "boxes_to_mask"]
@@ -50,6 +63,10 @@ class CutMix(_BetaMixer):
         params["boxes"] = _random_boxes(1.0 - beta_sample(self.alpha, batch_size, generator), height, width, generator)
         return params
 
+    def check_params(self, params: dict[str, torch.Tensor], height: int, width: int) -> None:
+        super().check_params(params, height, width)
+        check_boxes(params["boxes"], height, width)
+
     def apply(self, images: torch.Tensor, targets: torch.Tensor, params: dict[str, torch.Tensor],
               attention: torch.Tensor | None, masks: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         _, _, h, w = images.shape
@@ -73,6 +90,11 @@ class MixUp(_BetaMixer):
         params["lam"] = beta_sample(self.alpha, batch_size, generator)
         return params
 
+    def check_params(self, params: dict[str, torch.Tensor], height: int, width: int) -> None:
+        super().check_params(params, height, width)
+        lam = params["lam"]
+        check_rows("lam", (lam >= 0) & (lam <= 1), lam, "must hold mixing weights in [0, 1]")
+
     def apply(self, images: torch.Tensor, targets: torch.Tensor, params: dict[str, torch.Tensor],
               attention: torch.Tensor | None, masks: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         perm, lam = params["perm"], params["lam"]
@@ -94,10 +116,11 @@ class Cutout(Mixer):
                  label_smoothing: float = 0.0, ignore_index: int = -100) -> None:
         super().__init__(num_classes, prob=prob, label_smoothing=label_smoothing)
         self.size = check_int("size", size, minimum=1, hint=" (side of the square in pixels)")
-        if not is_number(fill):
-            raise ValueError(f"fill must be a number (the value of the cut-out pixels), got fill={fill!r}")
+        if not is_number(fill) or not math.isfinite(fill):
+            raise ValueError(f"fill must be a finite number (the value of the cut-out pixels), got fill={fill!r}")
         self.fill = float(fill)
-        self.ignore_index = check_int("ignore_index", ignore_index)
+        self.ignore_index = check_int("ignore_index", ignore_index, minimum=-2 ** 63, maximum=2 ** 63 - 1,
+                                      hint=" (the int64 label written into masks=)")
 
     def make_params(self, batch_size: int, height: int, width: int,
                     generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
@@ -109,9 +132,26 @@ class Cutout(Mixer):
                              (cx - half).clamp(0, width), (cx - half + self.size).clamp(0, width)], dim=1)
         return {"boxes": boxes}
 
+    def check_params(self, params: dict[str, torch.Tensor], height: int, width: int) -> None:
+        super().check_params(params, height, width)
+        check_boxes(params["boxes"], height, width)
+
+    def _check_fits(self, images: torch.Tensor, masks: torch.Tensor | None) -> None:
+        # masked_fill would raise a bare overflow error (fp16 fill) or wrap around (-100 in uint8 masks is 156).
+        if images.is_floating_point() and abs(self.fill) > torch.finfo(images.dtype).max:
+            raise ValueError(f"fill={self.fill:g} does not fit the images' dtype {images.dtype} (largest "
+                             f"{torch.finfo(images.dtype).max:g}); give a smaller fill or images in float32")
+        if masks is not None:
+            info = torch.iinfo(masks.dtype)
+            if not info.min <= self.ignore_index <= info.max:
+                raise ValueError(f"ignore_index={self.ignore_index} does not fit masks of dtype {masks.dtype} "
+                                 f"([{info.min}, {info.max}]); give masks.long(), or an ignore_index in that range "
+                                 f"(e.g. {info.max} for {masks.dtype})")
+
     def apply(self, images: torch.Tensor, targets: torch.Tensor, params: dict[str, torch.Tensor],
               attention: torch.Tensor | None, masks: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         _, _, h, w = images.shape
+        self._check_fits(images, masks)
         pixel_mask = boxes_to_mask(params["boxes"], h, w)
         out = (images.masked_fill(pixel_mask.unsqueeze(1), self.fill), targets)
         return out + ((masks.masked_fill(pixel_mask, self.ignore_index),) if masks is not None else ())

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .constants import is_int
@@ -394,8 +394,10 @@ def build_cache(dataset: Dataset, extractor: Any, path: str | os.PathLike, *, me
     device = _best_device(device)
     param = next(extractor.parameters(), None) if isinstance(extractor, torch.nn.Module) else None
     home = param.device if param is not None else None
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        pin_memory=device.type == "cuda")
+    from .training.components import worker_safe_loader  # a worker's error is raised as itself, in one line
+
+    loader = worker_safe_loader(dataset, workers=workers, batch_size=batch_size, shuffle=False,
+                                pin_memory=device.type == "cuda")
 
     def maps_of(batch: Any) -> np.ndarray:
         images = batch[0] if isinstance(batch, (list, tuple)) else batch

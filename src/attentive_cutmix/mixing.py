@@ -22,6 +22,7 @@ import torch
 from ._mixer import (
     Mixer,
     check_int,
+    check_rows,
     check_values,
     mix_targets,
     pair_permutation,
@@ -257,6 +258,12 @@ class AttentiveCutMix(Mixer):
             params["gumbel"] = gumbel_noise((batch_size, self.grid_size ** 2), generator)
         return params
 
+    def check_params(self, params: dict[str, torch.Tensor], height: int, width: int) -> None:
+        super().check_params(params, height, width)
+        if "gumbel" in params:
+            gumbel = params["gumbel"]
+            check_rows("gumbel", torch.isfinite(gumbel).all(1), gumbel, "must hold finite Gumbel noise")
+
     def choose_cells(self, grid: torch.Tensor | None, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, num_patches) cells of each sample's own (B, g*g) grid scores: the top ones, or sampled."""
         if self.temperature > 0:
@@ -331,6 +338,11 @@ class RandomCells(AttentiveCutMix):
         # i.i.d. scores make every set of num_patches cells equally likely.
         params["scores"] = torch.rand(batch_size, self.grid_size ** 2, generator=generator, device=device)
         return params
+
+    def check_params(self, params: dict[str, torch.Tensor], height: int, width: int) -> None:
+        super().check_params(params, height, width)
+        scores = params["scores"]
+        check_rows("scores", torch.isfinite(scores).all(1), scores, "must hold finite cell scores")
 
     def choose_cells(self, grid: torch.Tensor | None, params: dict[str, torch.Tensor]) -> torch.Tensor:
         return _ranking_keys(params["scores"]).topk(self.num_patches, dim=1, sorted=False).indices

@@ -34,9 +34,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, _new_file_mode())  # mkstemp makes 0600; give the file the permissions open() would
     try:
         write(tmp)
+        # mkstemp makes 0600, and writers that replace the file (safetensors' save_file) keep that: give the file
+        # the permissions open() would, once it is written.
+        os.chmod(tmp, _new_file_mode())
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -76,6 +78,37 @@ def safe_torch_load(path: str | os.PathLike, *, map_location: str | torch.device
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
         raise CheckpointError(f"{path} is not a readable PyTorch file (truncated or corrupt?): "
                               f"{_first_line(err)}") from err
+
+
+FP16_MAX = torch.finfo(torch.float16).max
+
+
+def half_where_safe(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """``(state, kept)``: floating tensors as fp16 on the CPU, except those with a finite value beyond fp16's range
+    (65504), kept as fp32 so they are not turned into inf; ``kept`` names them. Integer tensors are kept as they are.
+    """
+    out: dict[str, torch.Tensor] = {}
+    kept: list[str] = []
+    for k, v in state.items():
+        v = v.detach().cpu()
+        if v.is_floating_point():
+            finite = v.float().nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)  # inf/NaN stay what they are either way
+            if v.numel() and finite.abs().amax().item() > FP16_MAX:
+                kept.append(k)
+                v = v.float()
+            else:
+                v = v.half()
+        out[k] = v.contiguous()
+    return out, kept
+
+
+def non_finite_entries(state: dict[str, torch.Tensor]) -> list[str]:
+    """The names of floating tensors in ``state`` holding NaN or Inf, each with how many of its values do."""
+    bad = []
+    for k, v in state.items():
+        if v.is_floating_point() and (n := int((~torch.isfinite(v)).sum())):
+            bad.append(f"{k} ({n} of {v.numel()})")
+    return bad
 
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:

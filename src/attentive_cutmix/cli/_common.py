@@ -64,10 +64,23 @@ def synthetic_size(value: list[int] | None) -> int | tuple[int, int] | None:
     return value[0] if len(value) == 1 else tuple(value)
 
 
+def size_limit_error(args: argparse.Namespace) -> str | None:
+    """Why a size flag is beyond ``SIZE_LIMITS`` (a typo would allocate tens of GB), or None: for the commands that
+    build no ``TrainConfig``, whose checks would otherwise be skipped."""
+    from ..training.config import SIZE_LIMITS, ConfigError, check_size_limits
+
+    try:
+        check_size_limits({name: getattr(args, name) for name in SIZE_LIMITS if hasattr(args, name)})
+    except ConfigError as err:
+        return str(err)
+    return None
+
+
 def fail(command: str, message: Any) -> int:
     """Print ``attentive-cutmix COMMAND: error: MESSAGE`` on stderr; the exit code of a refused command."""
     print(f"attentive-cutmix {command}: error: {message}", file=sys.stderr)
     return 1
 
 
-__all__ = ["SUPPRESS", "add_data_arguments", "add_extractor_arguments", "add_device_argument", "synthetic_size", "fail"]
+__all__ = ["SUPPRESS", "add_data_arguments", "add_extractor_arguments", "add_device_argument", "synthetic_size", "fail",
+           "size_limit_error"]

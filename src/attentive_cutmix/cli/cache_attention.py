@@ -18,7 +18,14 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ._common import add_data_arguments, add_device_argument, add_extractor_arguments, fail, synthetic_size
+from ._common import (
+    add_data_arguments,
+    add_device_argument,
+    add_extractor_arguments,
+    fail,
+    size_limit_error,
+    synthetic_size,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     from ..training.config import TrainConfig
     from ..training.distributed import resolve_device
 
+    if (too_large := size_limit_error(args)) is not None:
+        return fail("cache-attention", too_large)
     out = Path(args.out)
     checkpoint = is_checkpoint_path(args.extractor)
     try:  # before any work: never replace what is not a cache, never the extractor's own weights

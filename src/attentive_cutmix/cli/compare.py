@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..experiments.compare import Interrupted, dry_run, run_cell, write_report
-    from ..experiments.grid import GridError, load_grid
+    from ..experiments.grid import Cell, GridError, load_grid
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -61,17 +61,26 @@ def run(args: argparse.Namespace) -> int:
     if args.report_only:
         write_report(grid, out, log)
         return 0
-    failed, start = [], time.perf_counter()
+    failed, busy, start = [], [], time.perf_counter()
+
+    def attempt(cell: Cell, wait: bool) -> str:
+        try:
+            return run_cell(grid, cell, out, overrides=overrides, log=log, wait=wait)
+        except Interrupted:
+            raise
+        except (ValueError, RuntimeError) as err:  # a bad cell (data, non-finite loss ...) must not stop the others
+            failed.append(cell.id)
+            log(f"{cell.id}: FAILED: {err}")
+            return "failed"
+
     try:
         for i, cell in enumerate(cells, 1):
             log(f"[{i}/{len(cells)}] {cell.id}")
-            try:
-                run_cell(grid, cell, out, overrides=overrides, log=log)
-            except Interrupted:
-                raise
-            except (ValueError, RuntimeError) as err:  # a bad cell (data, non-finite loss ...) must not stop the others
-                failed.append(cell.id)
-                log(f"{cell.id}: FAILED: {err}")
+            if attempt(cell, wait=False) == "busy":
+                busy.append(cell)
+        for cell in busy:  # another job's cells, left to it: now wait for it, then skip them (or resume its work)
+            log(f"[waiting] {cell.id}")
+            attempt(cell, wait=True)
     except Interrupted as stop:
         log(f"stopped by {stop.result.get('signal')}; rerun the same command to resume")
         write_report(grid, out, log)

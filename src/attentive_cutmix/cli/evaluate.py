@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ._common import add_data_arguments, add_device_argument, fail, synthetic_size
+from ._common import add_data_arguments, add_device_argument, fail, size_limit_error, synthetic_size
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
     from ..serialization import CheckpointError
     from ..training.distributed import resolve_device
 
+    if (too_large := size_limit_error(args)) is not None:
+        return fail("evaluate", too_large)
     data = {k: getattr(args, k) for k in DATA_KEYS if hasattr(args, k)}  # unset flags are absent (SUPPRESS)
     if "synthetic_size" in data:
         data["synthetic_size"] = synthetic_size(data["synthetic_size"])

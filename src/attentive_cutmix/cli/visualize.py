@@ -25,7 +25,10 @@ def run(args: argparse.Namespace) -> int:
     from ..training.components import build_extractor
     from ..training.config import TrainConfig
     from ..training.distributed import resolve_device
+    from ._common import size_limit_error
 
+    if (too_large := size_limit_error(args)) is not None:
+        return fail("visualize", too_large)
     try:
         if args.num_images < 2:
             raise ValueError(f"--num-images must be at least 2 (mixing pairs images), got {args.num_images}")

@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from ..constants import IMAGENET_MEAN, IMAGENET_STD, is_int, is_number
+from ..constants import IMAGENET_MEAN, IMAGENET_STD, MAX_IMAGE_SIZE, is_int, is_number
 from .cifar import load_cifar
 from .folders import DatasetError, ImageFiles
 from .split import stratified_split
@@ -101,19 +102,39 @@ def _folder_identity(files: ImageFiles) -> Callable[[list[int], bool], Any]:
     return lambda idx, split: {"files": files.identity(idx)}
 
 
-def _imagefolder(data_dir: Path, val_data: Any, need_eval: bool, what: str = "data_dir") -> _Raw:
+def _imagefolder(data_dir: Path, val_data: Any, need_eval: bool, what: str = "data_dir", own_size: bool = True) -> _Raw:
     train = ImageFiles(data_dir, what=what)
+    if len(train.classes) == 1:
+        warnings.warn(f"{what} folder {str(data_dir)!r} has one class folder ({train.classes[0]!r}): every label is "
+                      "the same, so the model can learn nothing; give a folder of class folders (<folder>/<class>/"
+                      "<image>.jpg), not one class's folder", stacklevel=4)
     test = ImageFiles(val_data, classes=train.classes, what="val_data") if val_data is not None else None
     if test is None and need_eval:
         raise DatasetError(f"imagefolder {str(data_dir)!r} has no evaluation set: pass val_fraction (e.g. 0.1) to "
                            "hold out part of it, or val_data=<folder of the same class folders>")
-    height, width = train.first_image_size()
     keys = lambda: [Path(os.path.relpath(p, train.root)).as_posix() for p in train.paths]  # noqa: E731
-    return _Raw(train, test, keys, _folder_identity(train), min(height, width), IMAGENET_STATS)
+    return _Raw(train, test, keys, _folder_identity(train), _native_side(train, what) if own_size else None,
+                IMAGENET_STATS)
+
+
+def _native_side(files: ImageFiles, what: str) -> int:
+    """An image folder's own size: the median shorter side over ``ImageFiles.shorter_sides`` (never one file's)."""
+    sides = files.shorter_sides()
+    ordered = sorted(sides.values())
+    side = ordered[(len(ordered) - 1) // 2]  # the lower median: a size some image really has
+    if side > MAX_IMAGE_SIZE:
+        raise DatasetError(f"{what} folder {str(files.root)!r}: its images are {side} px (median shorter side), beyond "
+                           f"the largest accepted {MAX_IMAGE_SIZE}; pass --image-size N (e.g. 224) to resize them")
+    if ordered[0] != ordered[-1]:
+        big = max(sides, key=sides.get)
+        warnings.warn(f"{what} folder {str(files.root)!r}: image sizes differ (shorter sides {ordered[0]} to "
+                      f"{ordered[-1]} px over {len(ordered)} images read, e.g. {big!r}); using the median, {side} px. "
+                      "Pass --image-size N to choose the size yourself", stacklevel=4)
+    return side
 
 
 def _imagenet(data_dir: Path, val_data: Any, need_eval: bool) -> _Raw:
-    raw = _imagefolder(data_dir / "train", None, False, what="imagenet train")
+    raw = _imagefolder(data_dir / "train", None, False, what="imagenet train", own_size=False)
     if need_eval:
         raw.eval = ImageFiles(Path(val_data) if val_data is not None else data_dir / "val", classes=raw.train.classes,
                               what="val_data" if val_data is not None else "imagenet val")
@@ -162,7 +183,8 @@ def build_datasets(name: str, *, data_dir: str | os.PathLike | None = None, imag
     """Build ``(train_ds, eval_ds, info)`` for ``name`` (one of ``DATASETS``).
 
     ``image_size`` None means the dataset's own size (32 for CIFAR and "synthetic", 64 for "synthetic64",
-    224 for ImageNet, the first image's shorter side for an image folder); the augmentation preset is
+    224 for ImageNet; for an image folder the median shorter side of up to 1,000 images spread over it, with a
+    warning when they differ, refused above 2048 px); the augmentation preset is
     "cifar" up to 64 px, "imagenet" above. ``augment=False`` gives the full image resized to
     ``image_size`` squared (the frame attention caches are computed in). ``data_dir`` defaults to ``./data``
     for CIFAR and is not used by the synthetic datasets. ``seed`` fixes the held-out split (keep it the same
@@ -176,7 +198,7 @@ def build_datasets(name: str, *, data_dir: str | os.PathLike | None = None, imag
     elif name in ("cifar10", "cifar100"):
         raw = _cifar(name, Path(data_dir if data_dir is not None else "data"), download)
     elif name == "imagefolder":
-        raw = _imagefolder(Path(data_dir), val_data, need_eval=not held_out)
+        raw = _imagefolder(Path(data_dir), val_data, need_eval=not held_out, own_size=image_size is None)
     else:
         raw = _imagenet(Path(data_dir), val_data, need_eval=not held_out)
 

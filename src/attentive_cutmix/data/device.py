@@ -162,6 +162,16 @@ def _read_image_cache(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tenso
     return json.loads(raw), tensors
 
 
+def _check_cached(path: Path, name: str, frames: torch.Tensor, saved: dict[str, Any], expected: tuple) -> None:
+    """The stored tensor must be what its header says and what this split decodes to: an edited or damaged cache
+    would otherwise train on too few, resized or rescaled frames without a word."""
+    found = (tuple(frames.shape), str(frames.dtype).removeprefix("torch."))
+    if found != (expected, "uint8") or list(frames.shape) != saved.get("shape"):
+        raise ImageCacheError(f"image cache {path}: its {name} tensor is {found[1]} {list(found[0])} but its header "
+                              f"says {saved.get('shape')} and this split decodes to uint8 {list(expected)} (an "
+                              "edited or damaged file); delete it to rebuild it, or pass another --image-cache")
+
+
 def _cached_frames(dataset: Any, size: int, path: Path | None, workers: int, name: str) -> torch.Tensor:
     from safetensors.torch import save_file
 
@@ -173,6 +183,7 @@ def _cached_frames(dataset: Any, size: int, path: Path | None, workers: int, nam
     meta, tensors = _read_image_cache(path) if path.exists() else ({}, {})
     saved = meta.get(name)
     if saved is not None and saved.get("fingerprint") == fingerprint and name in tensors:
+        _check_cached(path, name, tensors[name], saved, (len(dataset.indices), 3, size, size))
         return tensors[name]
     if saved is not None:
         raise ImageCacheError(f"image cache {path} holds the {name} split of other data (fingerprint "

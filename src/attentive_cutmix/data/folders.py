@@ -15,7 +15,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
-from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension, make_dataset
 
 __all__ = ["DatasetError", "DatasetNotFoundError", "CorruptImageError", "UnsupportedImageError", "ImageFiles",
            "load_image", "to_rgb_array"]
@@ -77,10 +77,20 @@ def load_image(path: str | os.PathLike) -> tv_tensors.Image:
             array = to_rgb_array(img, path)
     except DatasetError:
         raise
+    except Image.DecompressionBombError as err:  # not an OSError: it would escape as a traceback naming no file
+        raise UnsupportedImageError(f"image file {str(path)!r} is too large to decode safely ({err}); resize it, "
+                                    "or move it out of the folder") from err
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
         raise CorruptImageError(f"cannot decode image file {str(path)!r} ({err}); delete or replace it") from err
     # About 1.5x faster than pil_to_tensor(img.convert("RGB")) on small JPEGs (no conversion of RGB files).
     return tv_tensors.Image(torch.from_numpy(array).permute(2, 0, 1).contiguous())
+
+
+def _is_visible_image(root: Path, path: str) -> bool:
+    """An image file by torchvision's extension filter that is not hidden and not inside a hidden folder (macOS
+    ``._x.jpg`` resource forks, ``.ipynb_checkpoints``), as hidden class folders are skipped."""
+    hidden = any(part.startswith(".") for part in Path(os.path.relpath(path, root)).parts)
+    return not hidden and has_file_allowed_extension(path, IMG_EXTENSIONS)
 
 
 def _checked_sizes(root: Path, paths: list[str], what: str) -> list[int]:
@@ -127,6 +137,11 @@ def _find_classes(root: Path, what: str) -> list[str]:
     return classes
 
 
+# Headers read to find an image folder's own size (about 0.3 ms each): every image up to this many, else this
+# many spread evenly over the sorted file list.
+SIZE_SAMPLE = 1000
+
+
 class ImageFiles(Dataset):
     """The images of a class-folder tree; items are ``(uint8 tv_tensors.Image, label)``, decoded on access."""
 
@@ -138,7 +153,8 @@ class ImageFiles(Dataset):
             raise DatasetError(f"{what} folder {str(self.root)!r} must have the same class folders as the training "
                                f"data; missing: {missing or 'none'}, unexpected: {extra or 'none'}")
         counts = {name: 0 for name in found}
-        samples = make_dataset(str(self.root), {c: i for i, c in enumerate(found)}, IMG_EXTENSIONS, allow_empty=True)
+        samples = make_dataset(str(self.root), {c: i for i, c in enumerate(found)}, allow_empty=True,
+                               is_valid_file=lambda path: _is_visible_image(self.root, path))
         for _, label in samples:
             counts[found[label]] += 1
         empty = [name for name, n in counts.items() if n == 0]
@@ -161,11 +177,20 @@ class ImageFiles(Dataset):
         chosen = range(len(self.paths)) if indices is None else indices
         return [(Path(os.path.relpath(self.paths[i], self.root)).as_posix(), self._sizes[i]) for i in chosen]
 
-    def first_image_size(self) -> tuple[int, int]:
-        """(height, width) of the first image, read from its header only."""
-        try:
-            with Image.open(self.paths[0]) as img:
-                width, height = img.size
-        except (OSError, UnidentifiedImageError) as err:
-            raise CorruptImageError(f"cannot read image file {self.paths[0]!r} ({err}); delete or replace it") from err
-        return height, width
+    def shorter_sides(self, sample: int = SIZE_SAMPLE) -> dict[str, int]:
+        """The shorter side (px) of up to ``sample`` images spread evenly over the folder (every image in smaller
+        folders), read from their headers only: ``{path: side}`` in sample order."""
+        picks = sorted(set(np.linspace(0, len(self.paths) - 1, min(sample, len(self.paths))).round().astype(int)))
+        sides, first_error = {}, None
+        for i in picks:
+            path = self.paths[i]
+            try:
+                with Image.open(path) as img:
+                    sides[path] = min(img.size)
+            except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+                # Left out here; decoding it names it (CorruptImageError), as for files outside the sample.
+                first_error = first_error or CorruptImageError(f"cannot read image file {path!r} ({err}); delete or "
+                                                               "replace it")
+        if not sides and first_error is not None:
+            raise first_error
+        return sides

@@ -167,21 +167,34 @@ def wants_localization(grid: Grid, cell: Cell) -> bool:
 
 
 def run_cell(grid: Grid, cell: Cell, out: Path, *, overrides: dict[str, Any] | None = None,
-             log: Callable[[str], None] = print) -> str:
-    """Run (or skip, or resume) one cell; returns its status afterwards: ``finished`` / ``interrupted``."""
+             log: Callable[[str], None] = print, wait: bool = False) -> str:
+    """Run (or skip, or resume) one cell; returns its status afterwards: ``finished``, or ``busy`` when another job
+    trains it right now and ``wait`` is false (with ``wait``, wait for that job, then skip or resume its cell)."""
+    from ..training.run_io import RunLockedError, wait_for_run
+
     overrides = dict(overrides or {})
     run_dir = out / "runs" / cell.id
-    status = cell_status(run_dir, cell.identity)
-    cfg = (resolved_config(grid, cell, out, overrides, log)
-           if status != "finished" or wants_localization(grid, cell) else None)
-    if status == "finished":
-        log(f"{cell.id}: finished, skipped")
-    else:
+    while True:
+        status = cell_status(run_dir, cell.identity)
+        cfg = (resolved_config(grid, cell, out, overrides, log)
+               if status != "finished" or wants_localization(grid, cell) else None)
+        if status == "finished":
+            log(f"{cell.id}: finished, skipped")
+            break
         log(f"{cell.id}: {'resuming' if status == 'resumable' else 'training'}")
         _write_cell_file(run_dir, cell)
-        result = _train(cfg, run_dir, overrides, log)
+        try:
+            result = _train(cfg, run_dir, overrides, log)
+        except RunLockedError as err:  # another `compare` job on this folder: its cell, not a failure
+            if not wait:
+                log(f"{cell.id}: another job is training it ({err}); left to that job for now")
+                return "busy"
+            log(f"{cell.id}: waiting for the job training it")
+            wait_for_run(run_dir)  # then loop: finished -> skipped; the other job died -> resume its work
+            continue
         if result.get("status") == "interrupted":
             raise Interrupted(result)
+        break
     if wants_localization(grid, cell):
         _localize(dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if k == "device"}), run_dir)
     return "finished"

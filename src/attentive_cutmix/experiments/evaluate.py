@@ -83,7 +83,7 @@ def load_run_model(run_dir: str | os.PathLike, *, weights: str = "auto",
 def _model(run: Path, config: Mapping[str, Any], weights: str,
            device: torch.device | str) -> tuple[torch.nn.Module, Path]:
     from ..models import create_model
-    from ..serialization import load_state_dict_file, load_weights_into
+    from ..serialization import load_state_dict_file, load_weights_into, non_finite_entries
     from ..training.trainer import WEIGHTS_NAME
 
     if weights not in WEIGHTS:
@@ -98,7 +98,13 @@ def _model(run: Path, config: Mapping[str, Any], weights: str,
     if missing:
         raise ValueError(f"{run}'s config lacks {missing}: written by an older version? re-run the training")
     model = create_model(config["model"], num_classes=config["num_classes"], image_size=config["image_size"])
-    load_weights_into(model, load_state_dict_file(path), source=str(path))
+    state = load_state_dict_file(path)
+    if bad := non_finite_entries(state):
+        # A NaN weight gives plausible-looking numbers (every prediction one class): say so beside them.
+        warnings.warn(f"{path}: {len(bad)} weight tensor(s) hold NaN/Inf ({', '.join(bad[:3])}); the numbers "
+                      "measured with these weights are meaningless: retrain, or evaluate another checkpoint",
+                      stacklevel=3)
+    load_weights_into(model, state, source=str(path))
     return model.to(device).eval(), path
 
 

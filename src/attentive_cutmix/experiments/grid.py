@@ -123,6 +123,10 @@ def _identity(cfg: TrainConfig, extractor_identity: dict[str, Any] | None, cache
     ident = {k: v for k, v in cfg.to_dict().items() if k not in RUN_FIELDS and v != _DEFAULTS.get(k, object())}
     if needs_attention(cfg):
         ident["attention_cached"] = cached
+        if cfg.attention_cache is not None:
+            # A cache named in the grid is what the cell trains on (its maps, its extractor): another cache is
+            # another cell. The cache `compare` builds itself (attention_cache: true) follows from the config.
+            ident["attention_cache"] = cfg.attention_cache
         if extractor_identity is not None:  # the extractor run's config, not its (output-folder dependent) path
             ident["extractor"] = {"trained": extractor_identity}
     return ident
@@ -191,6 +195,9 @@ def _check_axes(axes: dict[str, list[Any]], path: Path) -> None:
                 check_types(overrides, f"axis {axis!r} of {path}")
             except ConfigError as err:
                 raise GridError(str(err)) from err
+            if str(label) in seen and seen[str(label)] == overrides:
+                raise GridError(f"axis {axis!r} in {path} lists {str(label)!r} twice ({values}); each value would be "
+                                "one cell, so the repeat would be merged away without a word. List it once")
             previous = seen.setdefault(str(label), overrides)
             if previous != overrides:
                 raise GridError(f"axis {axis!r} in {path} has two values labelled {str(label)!r} with different "

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from ..constants import INITS, METHODS, is_int
+from ..constants import INITS, MAX_IMAGE_SIZE, METHODS, is_int, is_number
 
 DATA_PATHS = ("auto", "device", "loader")
 LABEL_WEIGHTS = ("area", "attention")
@@ -141,11 +141,12 @@ class TrainConfig:
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "explicit")
+PATH_FIELDS = ("data_dir", "val_data", "extractor", "extractor_weights", "attention_cache", "output_dir", "image_cache")
 _HINTS = {name: hint for name, hint in typing.get_type_hints(TrainConfig).items() if name in FIELDS}
 # Upper bounds on sizes: beyond them a typo (an extra 0) allocates tens of GB or starts thousands of processes.
-SIZE_LIMITS: dict[str, int] = {"image_size": 2048, "extractor_input_size": 2048, "cutout_size": 2048,
-                               "batch_size": 16384, "eval_batch_size": 16384, "grid_size": 256, "workers": 256,
-                               "epochs": 100_000, "synthetic_size": 1_000_000}
+SIZE_LIMITS: dict[str, int] = {"image_size": MAX_IMAGE_SIZE, "extractor_input_size": MAX_IMAGE_SIZE,
+                               "cutout_size": 2048, "batch_size": 16384, "eval_batch_size": 16384, "grid_size": 256,
+                               "workers": 256, "epochs": 100_000, "synthetic_size": 1_000_000}
 MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds; the sampler adds the epoch to the seed
 
 # YAML 1.1 (PyYAML) reads 1e-3 and 5E4 as strings: its float pattern wants a dot. This loader also reads the
@@ -157,16 +158,62 @@ _FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
     |\.(?:nan|NaN|NAN))$""", re.X)
 
 
+# A few kB of nested aliases ("billion laughs") expand to billions of nodes once anything walks the document (the
+# constructor, a hash of it, an error message's repr). Our files have tens to hundreds of nodes.
+MAX_YAML_NODES = 100_000
+
+
+class YamlSizeError(yaml.YAMLError):
+    """A YAML document whose aliases expand beyond ``MAX_YAML_NODES``, or that nests too deeply to read."""
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """Node count of the document with every alias written out, computed on the composed graph (each node once);
+    a node that contains itself counts as unbounded."""
+    sizes: dict[int, int] = {}
+    pending: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:  # iterative post-order: no recursion limit on deep documents
+        node, done = stack.pop()
+        key = id(node)
+        if key in sizes:
+            continue
+        children = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else (
+            node.value if isinstance(node, yaml.SequenceNode) else [])
+        if done:
+            pending.discard(key)
+            sizes[key] = min(1 + sum(sizes[id(c)] for c in children), MAX_YAML_NODES + 1)
+            continue
+        if key in pending:
+            return MAX_YAML_NODES + 1  # a recursive alias
+        pending.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in sizes)
+    return sizes[id(root)]
+
+
 class _YamlLoader(yaml.SafeLoader):
-    pass
+    def get_single_node(self) -> yaml.Node | None:
+        node = super().get_single_node()
+        if node is not None and _expanded_size(node) > MAX_YAML_NODES:
+            raise YamlSizeError(f"its aliases (*name) expand to more than {MAX_YAML_NODES:,} values (an alias bomb, "
+                                "or an alias that contains itself); write the values out or use fewer aliases")
+        return node
 
 
 _YamlLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
 
 
 def yaml_load(text: str) -> Any:
-    """``yaml.safe_load`` that reads ``1e-3`` as a number (used for config and grid files)."""
-    return yaml.load(text, Loader=_YamlLoader)
+    """``yaml.safe_load`` that reads ``1e-3`` as a number (used for config and grid files).
+
+    Documents whose aliases expand beyond ``MAX_YAML_NODES`` values are refused before they are built
+    (``YamlSizeError``, a ``yaml.YAMLError``).
+    """
+    try:
+        return yaml.load(text, Loader=_YamlLoader)
+    except RecursionError as err:  # PyYAML composes nested collections recursively
+        raise YamlSizeError("it nests collections too deeply to read") from err
 
 
 def _describe(hint: Any) -> str:
@@ -247,6 +294,17 @@ def _check_keys(values: Mapping[str, Any], source: str) -> None:
         raise ConfigError(f"unknown option(s) {unknown} in {source}; valid keys: {', '.join(FIELDS)}")
 
 
+def check_size_limits(values: Mapping[str, Any]) -> None:
+    """``ConfigError`` for any option in ``values`` beyond its ``SIZE_LIMITS`` maximum (lists: any element); for the
+    commands that take these options without a full ``TrainConfig`` (``cache-attention``, ``visualize``, ``evaluate``)
+    as well as for ``validate``."""
+    for name, limit in SIZE_LIMITS.items():
+        value = values.get(name)
+        if any(is_number(v) and v > limit for v in (value if isinstance(value, (list, tuple)) else [value])):
+            raise ConfigError(f"{name}={value!r} is beyond the largest accepted value {limit} (it would allocate far "
+                              f"more memory or processes than any run needs); is there a typo?")
+
+
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """Read a YAML mapping of options (keys may use ``-`` or ``_``); unknown keys raise ``ConfigError``."""
     path = Path(path)
@@ -315,6 +373,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     """Check types, names and ranges, reject options that don't apply, and fill in the method defaults."""
     for key, value in check_types(cfg.to_dict(), "the config").items():
         setattr(cfg, key, value)
+    for key in PATH_FIELDS:  # `output_dir: ~/runs` in YAML means the home folder, as on a command line, not ./~/runs
+        value = getattr(cfg, key)
+        if isinstance(value, str) and value.startswith("~"):
+            setattr(cfg, key, os.path.expanduser(value))
     _choice("method", cfg.method, METHODS)
     _choice("optimizer", cfg.optimizer, OPTIMIZERS)
     _choice("schedule", cfg.schedule, SCHEDULES)
@@ -341,11 +403,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for name in ("seed", "split_seed"):
         if not 0 <= getattr(cfg, name) <= MAX_SEED:
             raise ConfigError(f"{name} must be an integer in [0, 2**63 - 1], got {name}={getattr(cfg, name)!r}")
-    for name, limit in SIZE_LIMITS.items():
-        values = getattr(cfg, name) if isinstance(getattr(cfg, name), list) else [getattr(cfg, name)]
-        if any(v is not None and v > limit for v in values):
-            raise ConfigError(f"{name}={getattr(cfg, name)!r} is beyond the largest accepted value {limit} (it would "
-                              f"allocate far more memory or processes than any run needs); is there a typo?")
+    check_size_limits(cfg.to_dict())
     if cfg.resume and cfg.overwrite:
         raise ConfigError("give either --resume (continue the run in --output-dir) or --overwrite (replace it), "
                           "not both")
@@ -413,5 +471,5 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
 
 __all__ = ["TrainConfig", "ConfigError", "PRESETS", "METHODS", "DATA_PATHS", "OPTIMIZERS", "SCHEDULES", "AMP_MODES",
-           "make_config", "load_yaml", "validate", "check_types", "yaml_load", "SIZE_LIMITS", "needs_attention",
-           "LABEL_WEIGHTS"]
+           "make_config", "load_yaml", "validate", "check_types", "check_size_limits", "yaml_load", "SIZE_LIMITS",
+           "needs_attention", "LABEL_WEIGHTS"]

@@ -101,15 +101,21 @@ def evaluate(model: torch.nn.Module, loader, info: Any, device: torch.device | s
 
 
 def write_weights(model: torch.nn.Module, out: Path) -> Path:
-    """The final weights as fp16 safetensors (integer buffers kept): small, safe to share, loadable anywhere."""
+    """The final weights as fp16 safetensors (integer buffers kept): small, safe to share, loadable anywhere.
+
+    A tensor with values beyond fp16's range (e.g. a large BatchNorm ``running_var``) stays fp32, with a warning,
+    rather than becoming inf.
+    """
     from safetensors.torch import save_file
 
-    from ..serialization import atomic_write
+    from ..serialization import atomic_write, half_where_safe
 
-    state = {k: (v.half() if v.is_floating_point() else v).detach().cpu().contiguous()
-             for k, v in model.state_dict().items()}
-    return atomic_write(out / WEIGHTS_NAME,
-                        lambda tmp: save_file(state, tmp, metadata={"format": "pt", "dtype": "float16"}))
+    state, kept = half_where_safe(model.state_dict())
+    if kept:
+        warnings.warn(f"{out / WEIGHTS_NAME}: kept {len(kept)} tensor(s) in float32 because their values exceed "
+                      f"float16's range (65504): {', '.join(kept[:5])}", stacklevel=2)
+    meta = {"format": "pt", "dtype": "float16" if not kept else "float16, float32 for: " + ", ".join(kept)}
+    return atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata=meta))
 
 
 def _warn_cpu_noops(cfg: TrainConfig, device: torch.device) -> None:
