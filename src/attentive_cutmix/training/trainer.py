@@ -20,8 +20,17 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..data.device import device_split
 from ..models import create_model
+from ..serialization import CheckpointError
 from . import distributed as D
-from .checkpoint import capture_rng, check_compatible, load_checkpoint, restore_rng, save_checkpoint
+from .checkpoint import (
+    CHECKPOINT_NAME,
+    capture_rng,
+    check_compatible,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+    validate_checkpoint,
+)
 from .components import (
     AMP_DTYPES,
     EpochSeededDataset,
@@ -36,7 +45,14 @@ from .components import (
 )
 from .config import TrainConfig
 from .data_setup import build_data, choose_data_path, unaugmented
-from .run_io import RunWriter, StopSignals, prepare_output_dir, release_run_dir, resume_command
+from .run_io import (
+    RunWriter,
+    StopSignals,
+    clear_earlier_outputs,
+    prepare_output_dir,
+    release_run_dir,
+    resume_command,
+)
 
 WEIGHTS_NAME = "weights.safetensors"
 
@@ -194,6 +210,9 @@ class _Run:
         changed = check_compatible(ckpt, self.config, path)
         if changed and self.dist.is_main:
             warnings.warn(f"resuming {path} with changed options: {changed}", stacklevel=2)
+        validate_checkpoint(ckpt, path, optimizer=self.optimizer,
+                            scheduler_state=scheduler_state(self.scheduler), scaler=self.scaler,
+                            mixer_generator=self.generator)
         from ..serialization import load_weights_into
 
         load_weights_into(self.model, ckpt["model"], source=str(path))
@@ -238,6 +257,8 @@ class _Run:
 
     # ----------------------------------------------------------------- loop
     def run(self) -> dict[str, Any]:
+        if self.cfg.overwrite and self.dist.is_main:  # everything was checked and built: now the old run may go
+            clear_earlier_outputs(self.out)
         writer = RunWriter(self.out, self.config, self.curve, enabled=self.dist.is_main, progress=self.cfg.progress)
         signals = self.signals = StopSignals()
         try:
@@ -265,7 +286,8 @@ class _Run:
         cfg, dist = self.cfg, self.dist
         if self.data_path == "loader":
             loader = train_loader(self.train_ds, cfg, dist, epoch=epoch, skip_batches=self.step, device=self.device)
-            return loader, len(loader) + self.step
+            images = len(loader.sampler.sampler)  # the whole epoch's share, before the resumed steps are skipped
+            return loader, images // cfg.batch_size if loader.drop_last else -(-images // cfg.batch_size)
         # The same order for every method and rank of a seed: a function of (seed, epoch), sharded by rank.
         order = torch.randperm(len(self.device_train),
                                generator=torch.Generator().manual_seed(derive_seed(cfg.seed, epoch)))
@@ -291,6 +313,10 @@ class _Run:
             torch.manual_seed(derive_seed(cfg.seed, self.dist.rank, epoch, 1))
             self.partial = {"loss_sum": 0.0, "images": 0, "time_s": 0.0}
         batches, total = self._batches(epoch)
+        if self.step > total:  # a checkpoint's step beyond its epoch would end the epoch unseen, run "finished"
+            raise CheckpointError(f"{self.out / CHECKPOINT_NAME}: entry step is {self.step}, but epoch {epoch} has "
+                                  f"{total} steps; the checkpoint is damaged or was edited (or the data shrank). "
+                                  "Resume from another copy, or start a fresh run with another --output-dir")
         if cfg.max_steps_per_epoch:
             total = min(total, cfg.max_steps_per_epoch)
         self.ddp.train()
