@@ -53,6 +53,7 @@ TAMPERS = {
     "numpy keys too large": (("rng", "numpy", "keys"), torch.full((624,), 2 ** 40), r"rng\['numpy'\]\['keys'\]"),
     "python rng cut": (("rng", "python", "state"), [1, 2, 3], r"rng\['python'\]"),
     "junk rng_per_rank": (("rng_per_rank",), [1, "x"], r"rng_per_rank\[0\]"),
+    "junk partial_per_rank": (("partial_per_rank",), [[1]], r"partial_per_rank\[0\]"),
     "partial a list": (("partial",), [1, 2], r"entry partial is list"),
     "curve a string": (("curve",), "abc", r"entry curve is str"),
     "epoch -3": (("epoch",), -3, r"entry epoch is int -3"),

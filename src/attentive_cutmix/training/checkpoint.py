@@ -281,10 +281,14 @@ def validate_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike, *, optimi
         c.fail("curve", curve, "a list of per-epoch rows (dicts)")
     if len(curve) != ckpt["epoch"]:
         c.fail("curve", f"{len(curve)} rows", f"one row per finished epoch ({ckpt['epoch']})")
-    partial = ckpt.get("partial")
-    if partial is not None:
-        c.like("partial", partial, {"loss_sum": 0.0, "images": 0, "time_s": 0.0})
-        c.number("partial['images']", partial["images"], integer=True, low=0)
+    partials = ckpt.get("partial_per_rank")
+    if partials is not None and not isinstance(partials, (list, tuple)):
+        c.fail("partial_per_rank", partials, "a list of each rank's running sums")
+    for entry, partial in [("partial", ckpt.get("partial"))] + [
+            (f"partial_per_rank[{rank}]", p) for rank, p in enumerate(partials or [])]:
+        if partial is not None:
+            c.like(entry, partial, {"loss_sum": 0.0, "images": 0, "time_s": 0.0})
+            c.number(f"{entry}['images']", partial["images"], integer=True, low=0)
     c.number("wall_time_s", ckpt.get("wall_time_s", 0.0), low=0)
     fingerprint = ckpt.get("train_fingerprint")
     if fingerprint is not None and not isinstance(fingerprint, str):

@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..data.device import device_split
 from ..models import create_model
-from ..serialization import CheckpointError
+from ..serialization import CheckpointError, OutputWriteError
 from . import distributed as D
 from .checkpoint import (
     CHECKPOINT_NAME,
@@ -221,7 +221,9 @@ class _Run:
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch, self.step = int(ckpt["epoch"]), int(ckpt.get("step", 0))
-        self.partial = dict(ckpt.get("partial") or self.partial)
+        partials = ckpt.get("partial_per_rank")
+        own = partials[self.dist.rank] if partials and len(partials) == self.dist.world_size else ckpt.get("partial")
+        self.partial = dict(own or self.partial)
         self.curve, self.wall_time = list(ckpt.get("curve", [])), float(ckpt.get("wall_time_s", 0.0))
         per_rank = ckpt.get("rng_per_rank")
         rng = per_rank[self.dist.rank] if per_rank and len(per_rank) == self.dist.world_size else ckpt["rng"]
@@ -241,16 +243,18 @@ class _Run:
     def _save(self) -> None:
         self._check_weights_finite(self.epoch + (self.step > 0))
         rng = capture_rng(self.generator)
-        per_rank = None
+        per_rank = partials = None
         if self.dist.enabled and self.step > 0:  # mid-epoch: every rank's mixer stream is needed to continue exactly
-            per_rank = [None] * self.dist.world_size
-            torch.distributed.all_gather_object(per_rank, rng)
+            gathered: list[Any] = [None] * self.dist.world_size
+            # and every rank's running loss: each rank sums its own images until the epoch's all-reduce
+            torch.distributed.all_gather_object(gathered, (rng, self.partial))
+            per_rank, partials = [g[0] for g in gathered], [g[1] for g in gathered]
         if not self.dist.is_main:
             return
         save_checkpoint({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                          "scheduler": scheduler_state(self.scheduler), "scaler": self.scaler.state_dict(),
                          "epoch": self.epoch, "step": self.step, "partial": self.partial, "rng": rng,
-                         "rng_per_rank": per_rank,
+                         "rng_per_rank": per_rank, "partial_per_rank": partials,
                          "config": self.config, "train_fingerprint": self.info.train_fingerprint, "curve": self.curve,
                          "best_top1": max((c["top1"] for c in self.curve if c.get("top1") is not None), default=None),
                          "wall_time_s": self.wall_time}, self.out)
@@ -274,9 +278,14 @@ class _Run:
                               flush=True)
                     return {"status": "interrupted", "signal": signals.name, "epoch": self.epoch, "step": self.step,
                             "resume_command": cmd}
-            if self.dist.is_main:  # weights before results: a run is finished only once both exist
-                write_weights(self.model, self.out)
-            return writer.finish(self.curve, self.wall_time)
+            try:
+                if self.dist.is_main:  # weights before results: a run is finished only once both exist
+                    write_weights(self.model, self.out)
+                return writer.finish(self.curve, self.wall_time)
+            except OutputWriteError as err:  # disk full or read-only at the very end: the checkpoint has everything
+                raise CheckpointError(f"{err}. The run's last checkpoint {self.out / CHECKPOINT_NAME} is kept: once "
+                                      f"it can be written, `{resume_command(self.out, self.dist)}` writes the final "
+                                      "weights and results without training again") from err
         finally:
             signals.restore()
             writer.close()
