@@ -132,6 +132,7 @@ def _run_folder_from_config(config_file: str, overrides: dict[str, Any]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..cache import CacheBuildInterrupted
     from ..training.trainer import NonFiniteLossError, train
 
     try:
@@ -140,6 +141,9 @@ def run(args: argparse.Namespace) -> int:
     # ValueError: ConfigError, CheckpointError, bad names/paths from data/model/cache
     except (ValueError, NonFiniteLossError) as err:
         return fail("train", err)
+    except CacheBuildInterrupted as err:  # --build-cache stopped by a signal, before any training
+        fail("train", err)
+        return 128 + err.signum
     if result.get("status") == "interrupted":
         return 128 + int(getattr(signal, result["signal"]))
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 alone reports
