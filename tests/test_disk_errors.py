@@ -12,7 +12,7 @@ import safetensors.torch
 from PIL import Image
 
 from attentive_cutmix.cli import main
-from attentive_cutmix.serialization import OutputWriteError, atomic_write
+from attentive_cutmix.serialization import atomic_write
 
 ARGS = ["--dataset", "synthetic", "--synthetic-size", "32", "16", "--image-size", "16", "--epochs", "1",
         "--batch-size", "16", "--max-steps-per-epoch", "1", "--workers", "0", "--no-progress"]
@@ -73,6 +73,8 @@ def test_evaluate_json_into_an_impossible_path_is_one_line_after_the_table(tmp_p
 
 
 def test_output_write_error_is_an_os_error_with_the_original_errno_and_a_value_error(tmp_path):
+    from attentive_cutmix.serialization import OutputWriteError
+
     (tmp_path / "f").write_text("")
     try:
         atomic_write(tmp_path / "f" / "x", lambda tmp: None)

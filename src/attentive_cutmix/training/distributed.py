@@ -6,6 +6,7 @@ in one process. NCCL is used on CUDA, gloo on CPU.
 """
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -99,6 +100,23 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
+# Preparing the data (rank 0 building an attention cache of ImageNet) can take hours; the process group's own
+# timeout (30 min by default) would end the ranks that wait for it.
+PREPARE_TIMEOUT = datetime.timedelta(days=7)
+
+
+def patient_group(info: DistInfo) -> object | None:
+    """A gloo group whose barrier waits ``PREPARE_TIMEOUT`` (collective: every rank calls it, before the wait)."""
+    if not info.enabled:
+        return None
+    return dist.new_group(backend="gloo", timeout=PREPARE_TIMEOUT)
+
+
+def patient_barrier(info: DistInfo, group: object | None) -> None:
+    if info.enabled:
+        dist.barrier(group=group)
+
+
 def eval_shard(dataset: Dataset, info: DistInfo) -> Dataset:
     """Rank ``r`` evaluates items ``r, r + W, r + 2W, ...``: every item exactly once, no padding duplicates."""
     if not info.enabled:
@@ -107,4 +125,4 @@ def eval_shard(dataset: Dataset, info: DistInfo) -> Dataset:
 
 
 __all__ = ["DistInfo", "setup", "cleanup", "resolve_device", "all_reduce_sum", "any_rank", "broadcast_buffers",
-           "barrier", "eval_shard", "launched_by_torchrun"]
+           "barrier", "eval_shard", "launched_by_torchrun", "patient_group", "patient_barrier", "PREPARE_TIMEOUT"]
