@@ -133,13 +133,14 @@ def _run_folder_from_config(config_file: str, overrides: dict[str, Any]) -> None
 
 def run(args: argparse.Namespace) -> int:
     from ..cache import CacheBuildInterrupted
+    from ..training.distributed import PeerLostError
     from ..training.trainer import NonFiniteLossError, train
 
     try:
         cfg = config_from_args(args)
         result = train(cfg)
     # ValueError: ConfigError, CheckpointError, bad names/paths from data/model/cache
-    except (ValueError, NonFiniteLossError) as err:
+    except (ValueError, NonFiniteLossError, PeerLostError) as err:
         return fail("train", err)
     except CacheBuildInterrupted as err:  # --build-cache stopped by a signal, before any training
         fail("train", err)

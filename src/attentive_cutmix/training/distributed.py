@@ -48,6 +48,29 @@ def setup(device: torch.device) -> DistInfo:
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank)
 
 
+class PeerLostError(RuntimeError):
+    """Another process of a DDP job stopped (killed, crashed, out of memory): a collective on this rank failed."""
+
+
+# What gloo/NCCL/the store say when the other side of a collective is gone (gloo raises a bare RuntimeError).
+_PEER_GONE = ("closed by peer", "reset by peer", "remote worker", "broken pipe", "connection refused")
+
+
+def lost_peer(err: BaseException, info: DistInfo) -> bool:
+    """``err`` is a collective failing because another rank is gone (not a bug of this rank)."""
+    if not info.enabled:
+        return False
+    text = str(err).lower()
+    return isinstance(err, dist.DistError) or any(marker in text for marker in _PEER_GONE)
+
+
+def peer_lost_error(err: BaseException, info: DistInfo, *, output_dir: str, resume: str) -> PeerLostError:
+    first = (str(err).splitlines() or [type(err).__name__])[0][:300]
+    return PeerLostError(f"rank {info.rank}: another process of this {info.world_size}-process job stopped, so a "
+                         f"collective failed ({first}). The last checkpoint in {output_dir} (if any) is kept; the "
+                         f"failed rank's own log says why it stopped. Then continue with: {resume}")
+
+
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
@@ -125,4 +148,5 @@ def eval_shard(dataset: Dataset, info: DistInfo) -> Dataset:
 
 
 __all__ = ["DistInfo", "setup", "cleanup", "resolve_device", "all_reduce_sum", "any_rank", "broadcast_buffers",
-           "barrier", "eval_shard", "launched_by_torchrun", "patient_group", "patient_barrier", "PREPARE_TIMEOUT"]
+           "barrier", "eval_shard", "launched_by_torchrun", "patient_group", "patient_barrier", "PREPARE_TIMEOUT",
+           "PeerLostError", "lost_peer", "peer_lost_error"]

@@ -147,6 +147,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
         torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         return _Run(config, dist, device).run()
+    except RuntimeError as err:  # a killed rank: one line on the survivors, not gloo's traceback
+        if isinstance(err, NonFiniteLossError) or not D.lost_peer(err, dist):
+            raise
+        raise D.peer_lost_error(err, dist, output_dir=config.output_dir,
+                                resume=resume_command(Path(config.output_dir), dist)) from None
     finally:
         release_run_dir(Path(config.output_dir))
         torch.use_deterministic_algorithms(deterministic_before)
