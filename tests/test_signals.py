@@ -3,10 +3,12 @@
 KeyboardInterrupt traceback, or silently under SIGTERM's default action with an orphan `.tmp`)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -83,3 +85,30 @@ def test_sigterm_during_train_build_cache_exits_143_with_one_line_and_no_orphan(
     assert "stopped by SIGTERM while building the attention cache" in proc.stderr and "Traceback" not in proc.stderr
     assert not cache.exists() and _leftovers(cache.parent) == []
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_to_demo_ends_its_training_workers_and_frees_every_run_folder(tmp_path):
+    from attentive_cutmix.training.run_io import RunLock
+
+    out, logs = tmp_path / "demo", tmp_path / "logs"
+    logs.mkdir()
+    with open(logs / "stdout.txt", "w") as so, open(logs / "stderr.txt", "w") as se:
+        demo = subprocess.Popen([sys.executable, "-m", "attentive_cutmix", "demo", "--quick", "--jobs", "2",
+                                 "--output-dir", str(out)], env=child_env(), stdout=so, stderr=se,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not list(out.rglob("metrics.jsonl")):  # a training has started in a worker
+            assert demo.poll() is None and time.monotonic() < deadline, (logs / "stderr.txt").read_text()[-3000:]
+            time.sleep(0.2)
+        demo.send_signal(signal.SIGTERM)  # the demo process alone, as `kill PID` or a scheduler does
+        code = demo.wait(timeout=240)
+        err = (logs / "stderr.txt").read_text()
+        assert code == 128 + signal.SIGTERM, err[-3000:]
+        assert "demo stopped; run the same command again" in err and "Traceback" not in err
+        for lock in out.rglob(".lock"):  # no worker still trains: every run folder can be taken at once
+            RunLock(lock.parent).release()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(demo.pid, signal.SIGKILL)  # whatever is left of the job, if the test failed
