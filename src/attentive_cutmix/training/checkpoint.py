@@ -101,7 +101,13 @@ _PY_RNG_WORDS = 625  # Mersenne Twister: 624 words and the position
 _NP_RNG_WORDS = 624
 
 
+class _Found(str):
+    """What an entry holds, in words (e.g. "missing"), rather than a value to show."""
+
+
 def _kind(value: Any) -> str:
+    if isinstance(value, _Found):
+        return str(value)
     if isinstance(value, torch.Tensor):
         return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
     return f"{type(value).__name__} {value!r}"[:120]
@@ -121,7 +127,7 @@ class _Checker:
     def number(self, entry: str, value: Any, *, integer: bool = False, low: float | None = None,
                high: float | None = None) -> None:
         ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-        ok = ok and not isinstance(value, bool) and math.isfinite(value)
+        ok = ok and not isinstance(value, bool) and (isinstance(value, int) or math.isfinite(value))
         ok = ok and (low is None or value >= low) and (high is None or value <= high)
         if not ok:
             bounds = "" if low is None and high is None else f" in [{low}, {high}]"
@@ -138,7 +144,7 @@ class _Checker:
         if floating and not value.is_floating_point():
             self.fail(entry, value, "a floating-point tensor")
         if finite and value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            self.fail(entry, "non-finite values (NaN/Inf)", "finite values")
+            self.fail(entry, _Found("non-finite (NaN/Inf)"), "finite values")
 
     def like(self, entry: str, value: Any, live: Any, *, exact: bool = False) -> None:
         """``value`` has the structure of ``live``: numbers finite, flags flags, lists as long, dicts with its keys
@@ -162,7 +168,7 @@ class _Checker:
                 self.fail(entry, value, f"a dict with keys {sorted(map(str, live))}")
             for key, w in live.items():
                 if key not in value:
-                    self.fail(f"{entry}[{key!r}]", "missing", "present")
+                    self.fail(f"{entry}[{key!r}]", _Found("missing"), "present")
                 self.like(f"{entry}[{key!r}]", value[key], w)
         elif isinstance(live, torch.Tensor):
             self.tensor(entry, value, shape=live.shape, dtype=live.dtype, finite=True)
@@ -214,7 +220,7 @@ def _check_optimizer(c: _Checker, saved: dict[str, Any], optimizer: torch.optim.
             else:
                 c.tensor(where, value, shape=param.shape, floating=True, finite=True)
                 if name.endswith("exp_avg_sq") and bool((value < 0).any()):
-                    c.fail(where, "negative values", "a non-negative second moment")
+                    c.fail(where, _Found("negative in places"), "a non-negative second moment")
 
 
 def _check_rng(c: _Checker, entry: str, rng: Any, mixer_generator: torch.Generator | None) -> None:
@@ -222,7 +228,7 @@ def _check_rng(c: _Checker, entry: str, rng: Any, mixer_generator: torch.Generat
         c.fail(entry, rng, f"a dict with {list(REQUIRED_RNG)}")
     for key in REQUIRED_RNG:
         if key not in rng:
-            c.fail(f"{entry}[{key!r}]", "missing", "present")
+            c.fail(f"{entry}[{key!r}]", _Found("missing"), "present")
     c.tensor(f"{entry}['torch']", rng["torch"], shape=torch.get_rng_state().shape, dtype=torch.uint8)
     if mixer_generator is not None and "mixer" in rng:
         c.tensor(f"{entry}['mixer']", rng["mixer"], shape=mixer_generator.get_state().shape, dtype=torch.uint8)
@@ -231,7 +237,7 @@ def _check_rng(c: _Checker, entry: str, rng: Any, mixer_generator: torch.Generat
         c.fail(f"{entry}['numpy']", npst, "numpy's MT19937 state")
     c.tensor(f"{entry}['numpy']['keys']", npst.get("keys"), shape=(_NP_RNG_WORDS,), dtype=torch.int64)
     if bool(((npst["keys"] < 0) | (npst["keys"] >= 2 ** 32)).any()):
-        c.fail(f"{entry}['numpy']['keys']", "values outside [0, 2**32)", "32-bit words")
+        c.fail(f"{entry}['numpy']['keys']", _Found("outside [0, 2**32) in places"), "32-bit words")
     c.number(f"{entry}['numpy']['pos']", npst.get("pos"), integer=True, low=0, high=_NP_RNG_WORDS)
     c.number(f"{entry}['numpy']['has_gauss']", npst.get("has_gauss"), integer=True, low=0, high=1)
     c.number(f"{entry}['numpy']['cached_gaussian']", npst.get("cached_gaussian"))
@@ -280,7 +286,7 @@ def validate_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike, *, optimi
     if not isinstance(curve, list) or "curve" in ckpt and not all(isinstance(row, dict) for row in curve):
         c.fail("curve", curve, "a list of per-epoch rows (dicts)")
     if len(curve) != ckpt["epoch"]:
-        c.fail("curve", f"{len(curve)} rows", f"one row per finished epoch ({ckpt['epoch']})")
+        c.fail("curve", _Found(f"{len(curve)} rows"), f"one row per finished epoch ({ckpt['epoch']})")
     partials = ckpt.get("partial_per_rank")
     if partials is not None and not isinstance(partials, (list, tuple)):
         c.fail("partial_per_rank", partials, "a list of each rank's running sums")

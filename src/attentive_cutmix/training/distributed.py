@@ -52,7 +52,8 @@ class PeerLostError(RuntimeError):
     """Another process of a DDP job stopped (killed, crashed, out of memory): a collective on this rank failed."""
 
 
-# What gloo/NCCL/the store say when the other side of a collective is gone (gloo raises a bare RuntimeError).
+# What gloo/NCCL/the store say when the other side of a collective is gone (gloo raises a bare RuntimeError);
+# other collective errors (a timeout, a mismatch) keep their own message and traceback.
 _PEER_GONE = ("closed by peer", "reset by peer", "remote worker", "broken pipe", "connection refused")
 
 
@@ -61,7 +62,7 @@ def lost_peer(err: BaseException, info: DistInfo) -> bool:
     if not info.enabled:
         return False
     text = str(err).lower()
-    return isinstance(err, dist.DistError) or any(marker in text for marker in _PEER_GONE)
+    return isinstance(err, dist.DistNetworkError) or any(marker in text for marker in _PEER_GONE)
 
 
 def peer_lost_error(err: BaseException, info: DistInfo, *, output_dir: str, resume: str) -> PeerLostError:

@@ -269,7 +269,10 @@ def _mark_extending(out: Path, epochs: int) -> None:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         return
-    if not isinstance(record, dict) or record.get("status") != "finished" or int(record.get("epochs", 0)) >= epochs:
+    if not isinstance(record, dict) or record.get("status") != "finished":
+        return
+    done = record.get("epochs")
+    if isinstance(done, int) and done >= epochs:
         return
     record.update(status="extending", extending_to=epochs)
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2)))
