@@ -176,8 +176,9 @@ def prepare_output_dir(out: Path, *, resume: bool, is_main: bool, overwrite: boo
 
     The main process holds ``out``'s run lock from here until ``RunWriter.close()`` (another live run there:
     ``RunLockedError`` naming it). A fresh run refuses a folder that holds any run output (checkpoint, results,
-    metrics, config, TensorBoard events) unless ``overwrite``, which first removes those outputs (and nothing
-    else); ``resume`` without a checkpoint starts afresh, except over a finished run, which it refuses.
+    metrics, config, TensorBoard events) unless ``overwrite`` (the trainer removes those outputs, and nothing else,
+    with ``clear_earlier_outputs`` once the new run is set up). ``resume`` refuses a folder with no run output at
+    all and a finished run without a checkpoint; a run stopped before its first checkpoint starts again.
     """
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--output-dir {out} exists and is not a folder; choose another --output-dir")
