@@ -17,6 +17,7 @@ from attentive_cutmix.training.run_io import (
     OUTPUT_NAMES,
     RunLock,
     RunLockedError,
+    clear_earlier_outputs,
     prepare_output_dir,
     release_run_dir,
     wait_for_run,
@@ -103,8 +104,10 @@ def test_resume_of_a_finished_run_without_checkpoint_refuses_and_overwrite_repla
     assert (out / "results.json").read_bytes() == results
     with pytest.raises(ConfigError, match="either --resume .* or --overwrite"):
         make_config({**TINY, "output_dir": str(out), "resume": True, "overwrite": True})
+    assert prepare_output_dir(out, resume=False, is_main=True, overwrite=True) is None
+    assert (out / "results.json").read_bytes() == results  # removed only once the new run has started
     with pytest.warns(UserWarning, match="removing the earlier run's"):
-        assert prepare_output_dir(out, resume=False, is_main=True, overwrite=True) is None
+        clear_earlier_outputs(out)
     release_run_dir(out)
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["notes.txt"]
 

@@ -125,7 +125,11 @@ def test_nan_loss_stops_the_cli_at_the_next_sync_point_naming_epoch_step_and_cau
     assert steps[-1] == (2, 2)  # stopped at the first sync point after it (step 3), no later step ran
     assert weights_after == [True]  # the non-finite update never reached the weights (BatchNorm stats did, unsaved)
     after = snapshot(out)
-    assert after["checkpoint.pt"] == before["checkpoint.pt"] and after["results.json"] == before["results.json"]
+    assert after["checkpoint.pt"] == before["checkpoint.pt"]
+    # The finished run's numbers are kept; only its status says it is being extended (issue 23, item 14).
+    was, now = (json.loads(s[0]) for s in (before["results.json"], after["results.json"]))
+    assert now.pop("status") == "extending" and now.pop("extending_to") == 2 and was.pop("status") == "finished"
+    assert now == was
 
 
 def _finite(state):

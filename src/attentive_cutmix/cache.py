@@ -10,6 +10,7 @@ only the header.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import itertools
@@ -17,7 +18,9 @@ import json
 import operator
 import os
 import re
+import signal
 import struct
+import threading
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -358,6 +361,49 @@ def _best_device(device: str | torch.device | None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+class CacheBuildInterrupted(KeyboardInterrupt):
+    """SIGTERM/SIGINT arrived while a cache was being built: the build stopped and its temporary file was removed.
+
+    A ``KeyboardInterrupt`` (no ``except Exception`` swallows it); ``signum`` gives the exit code, 128 + signum.
+    """
+
+    def __init__(self, signum: int, path: str | os.PathLike) -> None:
+        super().__init__(signum, str(path))
+        self.signum = signum
+        self.message = (f"stopped by {signal.Signals(signum).name} while building the attention cache {path}; "
+                        "nothing was written (the partial file was removed). Run the same command again to build it")
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@contextlib.contextmanager
+def _signals_stop_the_build(path: str | os.PathLike):
+    """SIGTERM (a scheduler's stop, by default an instant death that left an orphan ``.tmp``) and Ctrl-C raise
+    ``CacheBuildInterrupted``, so the temporary file is removed on the way out; handlers are restored after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def stop(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        raise CacheBuildInterrupted(signum, path)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    except CacheBuildInterrupted:
+        raise
+    except BaseException as err:
+        if received:  # the signal also ended a DataLoader worker, whose error came first: report the signal
+            raise CacheBuildInterrupted(received[0], path) from err
+        raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def build_cache(dataset: Dataset, extractor: Any, path: str | os.PathLike, *, meta: Mapping[str, Any],
                 batch_size: int = 256, workers: int = 0, device: str | torch.device | None = None,
                 progress: bool = True) -> AttentionCache:
@@ -440,7 +486,8 @@ def build_cache(dataset: Dataset, extractor: Any, path: str | os.PathLike, *, me
     if home is not None:
         extractor.to(device)
     try:
-        with tqdm(total=n, unit="img", desc="caching attention", disable=not progress) as bar:
+        with _signals_stop_the_build(path), tqdm(total=n, unit="img", desc="caching attention",
+                                                 disable=not progress) as bar:
             atomic_write(path, lambda tmp: write(tmp, bar))
     finally:
         if home is not None:

@@ -22,6 +22,23 @@ class CheckpointError(ValueError):
     """A weights/checkpoint file that is missing, truncated, corrupt, unsafe or for another model."""
 
 
+class OutputWriteError(OSError, ValueError):
+    """A file could not be written (disk full, read-only, permissions); the file there before, if any, is intact.
+
+    An ``OSError`` with the original ``errno``/``strerror`` (handlers of ``OSError`` work unchanged) and a
+    ``ValueError`` (the CLIs print it as one line, not a traceback); its message names the file.
+    """
+
+    def __init__(self, path: str | os.PathLike, err: OSError) -> None:
+        super().__init__(err.errno, err.strerror or str(err))
+        self.filename = str(path)
+        self.message = (f"could not write {path} ({err.strerror or err}); nothing there was replaced (the file "
+                        "before, if any, is intact). Free disk space or fix the folder's permissions, then run again")
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def _new_file_mode() -> int:
     umask = os.umask(0)
     os.umask(umask)
@@ -29,8 +46,18 @@ def _new_file_mode() -> int:
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` then fsync and rename ``tmp_path`` over ``path``."""
+    """Call ``write(tmp_path)`` then fsync and rename ``tmp_path`` over ``path``; ``OutputWriteError`` if the
+    disk or folder refuses it."""
     path = Path(path)
+    try:
+        return _atomic_write(path, write)
+    except OutputWriteError:
+        raise
+    except OSError as err:
+        raise OutputWriteError(path, err) from err
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)

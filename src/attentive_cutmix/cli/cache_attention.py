@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import time
 import warnings
 from pathlib import Path
@@ -73,7 +74,7 @@ def _defaults() -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from ..attention import is_checkpoint_path
-    from ..cache import CacheError, build_cache, cache_meta, check_cache_target
+    from ..cache import CacheBuildInterrupted, CacheError, build_cache, cache_meta, check_cache_target
     from ..data import build_datasets
     from ..training.components import build_extractor
     from ..training.config import TrainConfig
@@ -115,6 +116,12 @@ def run(args: argparse.Namespace) -> int:
         seconds = time.perf_counter() - start
     except (ValueError, TypeError, OSError) as err:  # CacheError, ConfigError, CheckpointError, bad dataset names/paths
         return fail("cache-attention", str(err))
+    except CacheBuildInterrupted as err:
+        fail("cache-attention", err)
+        return 128 + err.signum
+    except KeyboardInterrupt:  # Ctrl-C before the build started (reading the data, loading the extractor)
+        fail("cache-attention", f"interrupted before the build; nothing was written to {out}")
+        return 128 + signal.SIGINT
     h, w = cache.grid
     size = out.stat().st_size
     print(f"wrote {out}: {len(cache)} maps of {h}x{w} (fp16, {size / 2**20:.1f} MiB)" if size >= 2**20 else

@@ -48,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         from ..serialization import atomic_write
 
-        atomic_write(Path(args.json), lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=1) + "\n"))
+        try:
+            atomic_write(Path(args.json), lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=1) + "\n"))
+        except OSError as err:  # the table is printed above: only the file is missing
+            return fail("evaluate", f"--json: {err} (the table above is complete)")
         print(f"wrote {args.json}")
     return 0

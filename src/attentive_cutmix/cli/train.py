@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import sys
+from pathlib import Path
 from typing import Any
 
 from ..training.config import AMP_MODES, DATA_PATHS, INITS, METHODS, OPTIMIZERS, PRESETS, SCHEDULES, make_config
@@ -106,20 +108,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> Any:
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    if args.config is not None and "output_dir" not in overrides:
+        _run_folder_from_config(args.config, overrides)
     if isinstance(overrides.get("synthetic_size"), list) and len(overrides["synthetic_size"]) == 1:
         overrides["synthetic_size"] = overrides["synthetic_size"][0]
     return make_config(overrides, config_file=args.config)
 
 
+def _run_folder_from_config(config_file: str, overrides: dict[str, Any]) -> None:
+    """A run's own ``config.yaml`` continues the folder it lies in, not the ``output_dir`` it records (a copy of
+    the folder, or a relative path read from another working directory, would train into another run)."""
+    from ..training.config import load_yaml
+    from ..training.run_io import run_folder_of
+
+    folder = run_folder_of(config_file)
+    if folder is None:
+        return
+    recorded = load_yaml(config_file).get("output_dir")
+    if recorded is not None and Path(recorded).resolve() != folder.resolve():
+        print(f"note: {config_file} records output_dir {recorded}, but lies in the run folder {folder}: using "
+              f"{folder} (give --output-dir to choose another)", file=sys.stderr)
+    overrides["output_dir"] = str(folder)
+
+
 def run(args: argparse.Namespace) -> int:
+    from ..cache import CacheBuildInterrupted
+    from ..training.distributed import PeerLostError
     from ..training.trainer import NonFiniteLossError, train
 
     try:
         cfg = config_from_args(args)
         result = train(cfg)
     # ValueError: ConfigError, CheckpointError, bad names/paths from data/model/cache
-    except (ValueError, NonFiniteLossError) as err:
+    except (ValueError, NonFiniteLossError, PeerLostError) as err:
         return fail("train", err)
+    except CacheBuildInterrupted as err:  # --build-cache stopped by a signal, before any training
+        fail("train", err)
+        return 128 + err.signum
     if result.get("status") == "interrupted":
         return 128 + int(getattr(signal, result["signal"]))
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 alone reports

@@ -26,12 +26,15 @@ reuses finished runs and resumes interrupted ones; a folder holding runs made wi
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import multiprocessing
+import os
 import signal
 import statistics
 import sys
+import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
@@ -301,9 +304,28 @@ def run_demo(output_dir: str | Path = "runs/demo", *, quick: bool = False, epoch
     threads_before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _run(Path(output_dir), quick=quick, epochs=epochs, seeds=seeds, device=device, jobs=jobs)
+        with _sigterm_as_interrupt():
+            return _run(Path(output_dir), quick=quick, epochs=epochs, seeds=seeds, device=device, jobs=jobs)
     finally:
         torch.set_num_threads(threads_before)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM to the demo (a scheduler, `kill PID`) stops it like Ctrl-C: its default action ended this process at
+    once and left the training workers running, holding their run folders' locks."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run(out: Path, *, quick: bool, epochs: int | None, seeds: int | None, device: str, jobs: int) -> int:
@@ -349,8 +371,8 @@ def _run(out: Path, *, quick: bool, epochs: int | None, seeds: int | None, devic
             how = "reused" if result["reused"] else f"{result['wall_s']:.0f} s"
             print(f"  {LABELS[method]:<20} seed {seed}: held-out top-1 {result['top1']:5.1f}%  train top-1 "
                   f"{result['train_top1']:5.1f}%  ({how})", flush=True)
-    except KeyboardInterrupt:
-        return _stopped(pool, {})
+    except KeyboardInterrupt as err:
+        return _stopped(pool, {}, signal.SIGTERM if str(err) == "SIGTERM" else signal.SIGINT)
     except (ValueError, NonFiniteLossError) as err:
         pool.shutdown(wait=True, cancel_futures=True)
         print(f"attentive-cutmix demo: error: {err}", file=sys.stderr)
@@ -359,11 +381,30 @@ def _run(out: Path, *, quick: bool, epochs: int | None, seeds: int | None, devic
     return _report(out, results, extractor, figure, size=size, steps=steps, start=start, cpu_start=cpu_start)
 
 
-def _stopped(pool: Any, result: dict[str, Any]) -> int:
-    pool.shutdown(wait=True, cancel_futures=True)  # running trainings finish their step and checkpoint
+def _stopped(pool: Any, result: dict[str, Any], signum: int = signal.SIGINT) -> int:
+    pool.shutdown(wait=signum == signal.SIGINT, cancel_futures=True)  # Ctrl-C reached the workers themselves
+    if signum != signal.SIGINT:
+        _end_workers()
     print("\ndemo stopped; run the same command again to continue where it stopped (finished runs are reused"
           + (f"; {result['resume_command']})" if result.get("resume_command") else ")"), file=sys.stderr)
-    return 130
+    return 128 + signum
+
+
+WORKER_STOP_S = 120  # a training worker finishes its step and checkpoints within this; then it is killed
+
+
+def _end_workers() -> None:
+    """Pass a SIGTERM on to the training workers, until they are gone: one in a run finishes its step, checkpoints
+    and returns (a task the pool had already queued then starts and is stopped the same way); an idle one exits."""
+    deadline = time.monotonic() + WORKER_STOP_S
+    while (children := multiprocessing.active_children()) and time.monotonic() < deadline:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGTERM)
+        time.sleep(0.5)
+    for child in multiprocessing.active_children():
+        child.kill()
+        child.join()
 
 
 def _figure(attentive_cfg: TrainConfig, path: Path) -> Path:

@@ -80,6 +80,14 @@ def load_run_model(run_dir: str | os.PathLike, *, weights: str = "auto",
     return model, config, path
 
 
+def _status(run: Path) -> str | None:
+    try:
+        record = json.loads((run / "results.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return record.get("status") if isinstance(record, dict) else None
+
+
 def _model(run: Path, config: Mapping[str, Any], weights: str,
            device: torch.device | str) -> tuple[torch.nn.Module, Path]:
     from ..models import create_model
@@ -89,6 +97,11 @@ def _model(run: Path, config: Mapping[str, Any], weights: str,
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got weights={weights!r}")
     names = {"final": [WEIGHTS_NAME], "checkpoint": ["checkpoint.pt"], "auto": [WEIGHTS_NAME, "checkpoint.pt"]}[weights]
+    if weights == "auto" and _status(run) not in (None, "finished"):
+        # Being extended (or stopped while it was): weights.safetensors is the old final epoch's, not the run's.
+        names = ["checkpoint.pt", WEIGHTS_NAME]
+        warnings.warn(f"{run} is not finished (results.json: status {_status(run)!r}); measuring its latest "
+                      "checkpoint", stacklevel=4)
     path = next((run / n for n in names if (run / n).is_file()), None)
     if path is None:
         raise FileNotFoundError(f"{run} has no {' or '.join(names)}; "

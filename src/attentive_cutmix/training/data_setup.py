@@ -8,7 +8,7 @@ import torch
 
 from .components import build_extractor
 from .config import ConfigError, TrainConfig, needs_attention
-from .distributed import DistInfo, barrier
+from .distributed import DistInfo, patient_barrier, patient_group
 
 
 def _datasets(cfg: TrainConfig):
@@ -24,13 +24,14 @@ def build_data(cfg: TrainConfig, dist: DistInfo, device: torch.device) -> tuple[
 
     Rank 0 prepares (downloads, builds the cache) first; the other ranks then read what it made.
     """
+    group = patient_group(dist)  # made by every rank now; its barrier outlasts a cache build of hours
     if dist.rank != 0:
-        barrier(dist)
+        patient_barrier(dist, group)
     try:
         result = _build(cfg, dist, device)
     finally:
         if dist.rank == 0:
-            barrier(dist)
+            patient_barrier(dist, group)
     return result
 
 

@@ -6,6 +6,7 @@ in one process. NCCL is used on CUDA, gloo on CPU.
 """
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -45,6 +46,30 @@ def setup(device: torch.device) -> DistInfo:
             torch.cuda.set_device(device.index if device.index is not None else local_rank)
         dist.init_process_group(backend=backend, rank=rank, world_size=world)
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank)
+
+
+class PeerLostError(RuntimeError):
+    """Another process of a DDP job stopped (killed, crashed, out of memory): a collective on this rank failed."""
+
+
+# What gloo/NCCL/the store say when the other side of a collective is gone (gloo raises a bare RuntimeError);
+# other collective errors (a timeout, a mismatch) keep their own message and traceback.
+_PEER_GONE = ("closed by peer", "reset by peer", "remote worker", "broken pipe", "connection refused")
+
+
+def lost_peer(err: BaseException, info: DistInfo) -> bool:
+    """``err`` is a collective failing because another rank is gone (not a bug of this rank)."""
+    if not info.enabled:
+        return False
+    text = str(err).lower()
+    return isinstance(err, dist.DistNetworkError) or any(marker in text for marker in _PEER_GONE)
+
+
+def peer_lost_error(err: BaseException, info: DistInfo, *, output_dir: str, resume: str) -> PeerLostError:
+    first = (str(err).splitlines() or [type(err).__name__])[0][:300]
+    return PeerLostError(f"rank {info.rank}: another process of this {info.world_size}-process job stopped, so a "
+                         f"collective failed ({first}). The last checkpoint in {output_dir} (if any) is kept; the "
+                         f"failed rank's own log says why it stopped. Then continue with: {resume}")
 
 
 def cleanup(info: DistInfo) -> None:
@@ -105,6 +130,23 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
+# Preparing the data (rank 0 building an attention cache of ImageNet) can take hours; the process group's own
+# timeout (30 min by default) would end the ranks that wait for it.
+PREPARE_TIMEOUT = datetime.timedelta(days=7)
+
+
+def patient_group(info: DistInfo) -> object | None:
+    """A gloo group whose barrier waits ``PREPARE_TIMEOUT`` (collective: every rank calls it, before the wait)."""
+    if not info.enabled:
+        return None
+    return dist.new_group(backend="gloo", timeout=PREPARE_TIMEOUT)
+
+
+def patient_barrier(info: DistInfo, group: object | None) -> None:
+    if info.enabled:
+        dist.barrier(group=group)
+
+
 def eval_shard(dataset: Dataset, info: DistInfo) -> Dataset:
     """Rank ``r`` evaluates items ``r, r + W, r + 2W, ...``: every item exactly once, no padding duplicates."""
     if not info.enabled:
@@ -113,4 +155,5 @@ def eval_shard(dataset: Dataset, info: DistInfo) -> Dataset:
 
 
 __all__ = ["DistInfo", "setup", "cleanup", "resolve_device", "all_reduce_sum", "any_rank", "broadcast_buffers",
-           "barrier", "eval_shard", "launched_by_torchrun"]
+           "barrier", "eval_shard", "launched_by_torchrun", "patient_group", "patient_barrier", "PREPARE_TIMEOUT",
+           "PeerLostError", "lost_peer", "peer_lost_error"]

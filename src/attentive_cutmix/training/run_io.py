@@ -15,6 +15,7 @@ import shlex
 import shutil
 import signal
 import socket
+import stat
 import sys
 import tempfile
 import threading
@@ -48,7 +49,7 @@ class RunLock:
 
     def __init__(self, folder: Path, *, wait: bool = False) -> None:
         self.path = Path(folder) / LOCK_NAME
-        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        self._fd: int | None = _open_lock_file(self.path)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -77,6 +78,27 @@ class RunLock:
 
     def release(self) -> None:
         self._close()
+
+
+def _open_lock_file(path: Path) -> int:
+    """Open (or create) ``path`` for the lock, refusing anything but a plain file of its own.
+
+    The lock's JSON is written into the file: a symlink or a hard link planted as ``.lock`` would have another file
+    truncated and overwritten, and a folder or a FIFO there gave a traceback.
+    """
+    refuse = (f"{path} is not a plain lock file ({{what}}); nothing was written to it. Remove it (it is only a "
+              "lock; a run recreates it) or choose another --output-dir")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+    except OSError as err:
+        what = {errno.ELOOP: "a symbolic link", errno.EISDIR: "a folder"}.get(err.errno, err.strerror or str(err))
+        raise ConfigError(refuse.format(what=what)) from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+        os.close(fd)
+        what = "a hard link to another file" if stat.S_ISREG(info.st_mode) else "not a regular file"
+        raise ConfigError(refuse.format(what=what))
+    return fd
 
 
 def _holder(fd: int) -> str:
@@ -130,10 +152,20 @@ def _finished(out: Path) -> bool:
         return False
 
 
-def _remove_outputs(out: Path) -> None:
-    for name in OUTPUT_NAMES:  # only what a run writes: never a file the user put in the folder
+def clear_earlier_outputs(out: Path) -> None:
+    """``--overwrite``: remove the earlier run's outputs from ``out``, once the new run has been fully set up.
+
+    Called by the trainer after every option, file and folder was checked and the model built: a run that fails to
+    start leaves the earlier one whole. Only what a run writes goes, never a file the user put in the folder; a
+    symlink (e.g. ``tb`` pointing elsewhere) is removed as a link, never followed.
+    """
+    existing = existing_outputs(out)
+    if not existing:
+        return
+    warnings.warn(f"--overwrite: removing the earlier run's {', '.join(existing)} from {out}", stacklevel=3)
+    for name in OUTPUT_NAMES:
         path = out / name
-        if path.is_dir():
+        if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
@@ -144,11 +176,17 @@ def prepare_output_dir(out: Path, *, resume: bool, is_main: bool, overwrite: boo
 
     The main process holds ``out``'s run lock from here until ``RunWriter.close()`` (another live run there:
     ``RunLockedError`` naming it). A fresh run refuses a folder that holds any run output (checkpoint, results,
-    metrics, config, TensorBoard events) unless ``overwrite``, which first removes those outputs (and nothing
-    else); ``resume`` without a checkpoint starts afresh, except over a finished run, which it refuses.
+    metrics, config, TensorBoard events) unless ``overwrite`` (the trainer removes those outputs, and nothing else,
+    with ``clear_earlier_outputs`` once the new run is set up). ``resume`` refuses a folder with no run output at
+    all and a finished run without a checkpoint; a run stopped before its first checkpoint starts again.
     """
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--output-dir {out} exists and is not a folder; choose another --output-dir")
+    if resume and not existing_outputs(out):  # e.g. a relative --output-dir read from another working directory
+        raise ConfigError(f"--resume: there is no run to continue in {out.absolute()} (no checkpoint, config or "
+                          "metrics); nothing was created. Check --output-dir (a relative path counts from the working "
+                          "directory), or pass the run's own config: `attentive-cutmix train --config "
+                          "RUN/config.yaml --resume`. For a new run there, drop --resume")
     try:
         out.mkdir(parents=True, exist_ok=True)
         if is_main:
@@ -174,10 +212,7 @@ def _resume_point(out: Path, *, resume: bool, is_main: bool, overwrite: bool) ->
     existing = existing_outputs(out)
     if resume and overwrite:
         raise ConfigError("resume and overwrite exclude each other")
-    if overwrite:
-        if is_main and existing:
-            warnings.warn(f"--overwrite: removing the earlier run's {', '.join(existing)} from {out}", stacklevel=3)
-            _remove_outputs(out)
+    if overwrite:  # the earlier outputs stay until the new run has started (clear_earlier_outputs)
         return None
     if resume:
         if ckpt.exists():
@@ -187,19 +222,22 @@ def _resume_point(out: Path, *, resume: bool, is_main: bool, overwrite: bool) ->
                               "there is nothing to continue; nothing was changed. To train it again from scratch and "
                               "replace its results add --overwrite (config: overwrite: true), or choose another "
                               "--output-dir")
-        if is_main:
-            warnings.warn(f"--resume: no checkpoint in {out} yet; starting a fresh run", stacklevel=3)
+        if is_main:  # the run was stopped before its first checkpoint: it starts again from its beginning
+            warnings.warn(f"--resume: no checkpoint in {out} yet; starting the run there from the beginning",
+                          stacklevel=3)
         return None
     if existing:
         what = f"a checkpoint ({ckpt})" if ckpt.exists() else f"the outputs of an earlier run ({', '.join(existing)})"
         raise ConfigError(f"{out} already holds {what}; nothing was changed. To continue that run add --resume "
-                          f"(e.g. `attentive-cutmix train --config {out / 'config.yaml'} --resume`), to replace it add "
+                          f"(e.g. `attentive-cutmix train --config {shlex.quote(str(out.absolute() / 'config.yaml'))} "
+                          "--resume`), to replace it add "
                           "--overwrite (config: overwrite: true), or choose another --output-dir for a new run")
     return None
 
 
 def resume_command(out: Path, dist: DistInfo) -> str:
-    args = f"train --config {shlex.quote(str(out / 'config.yaml'))} --resume"
+    # Absolute: the command is printed to be pasted anywhere, e.g. into a job script run from another folder.
+    args = f"train --config {shlex.quote(str(out.absolute() / 'config.yaml'))} --resume"
     if not dist.enabled:
         return f"attentive-cutmix {args}"
     nodes = max(1, dist.world_size // int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size)))
@@ -207,8 +245,38 @@ def resume_command(out: Path, dist: DistInfo) -> str:
     return f"torchrun --nnodes={nodes} --nproc_per_node={per_node} -m attentive_cutmix {args}"
 
 
+def run_folder_of(config_file: str | os.PathLike) -> Path | None:
+    """The run folder a ``config.yaml`` belongs to: the folder it lies in, if that holds a run's other outputs.
+
+    A run's ``config.yaml`` records the ``output_dir`` it was started with; a copied folder, or a relative path
+    read from another working directory, would point elsewhere. The folder the file lies in is the run.
+    """
+    path = Path(config_file)
+    if path.name != "config.yaml" or not path.is_file():
+        return None
+    folder = path.parent.absolute()
+    return folder if set(existing_outputs(folder)) - {"config.yaml"} else None
+
+
 def _json_line(row: dict[str, Any]) -> str:
     return json.dumps(row, sort_keys=False) + "\n"
+
+
+def _mark_extending(out: Path, epochs: int) -> None:
+    """A finished run resumed for more epochs is no longer finished: say so in its ``results.json`` before the first
+    new step, so a run killed while being extended is never reported as finished at its old epoch."""
+    path = out / "results.json"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    if not isinstance(record, dict) or record.get("status") != "finished":
+        return
+    done = record.get("epochs")
+    if isinstance(done, int) and done >= epochs:
+        return
+    record.update(status="extending", extending_to=epochs)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2)))
 
 
 class RunWriter:
@@ -220,6 +288,7 @@ class RunWriter:
         self.tb = None
         if not enabled:
             return
+        _mark_extending(out, int(config.get("epochs", 0)))
         resumable = {k: v for k, v in config.items() if k in FIELDS and k not in ("resume", "overwrite")}
         atomic_write(out / "config.yaml", lambda tmp: Path(tmp).write_text(yaml.safe_dump(resumable, sort_keys=False)))
         atomic_write(out / "metrics.jsonl", lambda tmp: Path(tmp).write_text("".join(_json_line(r) for r in curve)))
@@ -292,5 +361,6 @@ class StopSignals:
         self._previous.clear()
 
 
-__all__ = ["prepare_output_dir", "resume_command", "RunWriter", "StopSignals", "RunLock", "RunLockedError",
-           "lock_run_dir", "release_run_dir", "wait_for_run", "existing_outputs", "OUTPUT_NAMES", "LOCK_NAME"]
+__all__ = ["prepare_output_dir", "resume_command", "clear_earlier_outputs", "run_folder_of", "RunWriter",
+           "StopSignals", "RunLock", "RunLockedError", "lock_run_dir", "release_run_dir", "wait_for_run",
+           "existing_outputs", "OUTPUT_NAMES", "LOCK_NAME"]

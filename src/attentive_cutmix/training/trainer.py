@@ -20,8 +20,17 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..data.device import device_split
 from ..models import create_model
+from ..serialization import CheckpointError, OutputWriteError
 from . import distributed as D
-from .checkpoint import capture_rng, check_compatible, load_checkpoint, restore_rng, save_checkpoint
+from .checkpoint import (
+    CHECKPOINT_NAME,
+    capture_rng,
+    check_compatible,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+    validate_checkpoint,
+)
 from .components import (
     AMP_DTYPES,
     EpochSeededDataset,
@@ -36,7 +45,14 @@ from .components import (
 )
 from .config import TrainConfig
 from .data_setup import build_data, choose_data_path, unaugmented
-from .run_io import RunWriter, StopSignals, prepare_output_dir, release_run_dir, resume_command
+from .run_io import (
+    RunWriter,
+    StopSignals,
+    clear_earlier_outputs,
+    prepare_output_dir,
+    release_run_dir,
+    resume_command,
+)
 
 WEIGHTS_NAME = "weights.safetensors"
 
@@ -138,6 +154,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
         torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         return _Run(config, dist, device).run()
+    except RuntimeError as err:  # a killed rank: one line on the survivors, not gloo's traceback
+        if isinstance(err, NonFiniteLossError) or not D.lost_peer(err, dist):
+            raise
+        raise D.peer_lost_error(err, dist, output_dir=config.output_dir,
+                                resume=resume_command(Path(config.output_dir), dist)) from None
     finally:
         release_run_dir(Path(config.output_dir))
         torch.use_deterministic_algorithms(deterministic_before)
@@ -201,6 +222,9 @@ class _Run:
         changed = check_compatible(ckpt, self.config, path)
         if changed and self.dist.is_main:
             warnings.warn(f"resuming {path} with changed options: {changed}", stacklevel=2)
+        validate_checkpoint(ckpt, path, optimizer=self.optimizer,
+                            scheduler_state=scheduler_state(self.scheduler), scaler=self.scaler,
+                            mixer_generator=self.generator)
         from ..serialization import load_weights_into
 
         load_weights_into(self.model, ckpt["model"], source=str(path))
@@ -209,7 +233,9 @@ class _Run:
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch, self.step = int(ckpt["epoch"]), int(ckpt.get("step", 0))
-        self.partial = dict(ckpt.get("partial") or self.partial)
+        partials = ckpt.get("partial_per_rank")
+        own = partials[self.dist.rank] if partials and len(partials) == self.dist.world_size else ckpt.get("partial")
+        self.partial = dict(own or self.partial)
         self.curve, self.wall_time = list(ckpt.get("curve", [])), float(ckpt.get("wall_time_s", 0.0))
         per_rank = ckpt.get("rng_per_rank")
         rng = per_rank[self.dist.rank] if per_rank and len(per_rank) == self.dist.world_size else ckpt["rng"]
@@ -231,22 +257,26 @@ class _Run:
     def _save(self) -> None:
         self._check_weights_finite(self.epoch + (self.step > 0))
         rng = capture_rng(self.generator)
-        per_rank = None
+        per_rank = partials = None
         if self.dist.enabled and self.step > 0:  # mid-epoch: every rank's mixer stream is needed to continue exactly
-            per_rank = [None] * self.dist.world_size
-            torch.distributed.all_gather_object(per_rank, rng)
+            gathered: list[Any] = [None] * self.dist.world_size
+            # and every rank's running loss: each rank sums its own images until the epoch's all-reduce
+            torch.distributed.all_gather_object(gathered, (rng, self.partial))
+            per_rank, partials = [g[0] for g in gathered], [g[1] for g in gathered]
         if not self.dist.is_main:
             return
         save_checkpoint({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                          "scheduler": scheduler_state(self.scheduler), "scaler": self.scaler.state_dict(),
                          "epoch": self.epoch, "step": self.step, "partial": self.partial, "rng": rng,
-                         "rng_per_rank": per_rank,
+                         "rng_per_rank": per_rank, "partial_per_rank": partials,
                          "config": self.config, "train_fingerprint": self.info.train_fingerprint, "curve": self.curve,
                          "best_top1": max((c["top1"] for c in self.curve if c.get("top1") is not None), default=None),
                          "wall_time_s": self.wall_time}, self.out)
 
     # ----------------------------------------------------------------- loop
     def run(self) -> dict[str, Any]:
+        if self.cfg.overwrite and self.dist.is_main:  # everything was checked and built: now the old run may go
+            clear_earlier_outputs(self.out)
         writer = RunWriter(self.out, self.config, self.curve, enabled=self.dist.is_main, progress=self.cfg.progress)
         signals = self.signals = StopSignals()
         try:
@@ -262,9 +292,14 @@ class _Run:
                               flush=True)
                     return {"status": "interrupted", "signal": signals.name, "epoch": self.epoch, "step": self.step,
                             "resume_command": cmd}
-            if self.dist.is_main:  # weights before results: a run is finished only once both exist
-                write_weights(self.model, self.out)
-            return writer.finish(self.curve, self.wall_time)
+            try:
+                if self.dist.is_main:  # weights before results: a run is finished only once both exist
+                    write_weights(self.model, self.out)
+                return writer.finish(self.curve, self.wall_time)
+            except OutputWriteError as err:  # disk full or read-only at the very end: the checkpoint has everything
+                raise CheckpointError(f"{err}. The run's last checkpoint {self.out / CHECKPOINT_NAME} is kept: once "
+                                      f"it can be written, `{resume_command(self.out, self.dist)}` writes the final "
+                                      "weights and results without training again") from err
         finally:
             signals.restore()
             writer.close()
@@ -274,7 +309,8 @@ class _Run:
         cfg, dist = self.cfg, self.dist
         if self.data_path == "loader":
             loader = train_loader(self.train_ds, cfg, dist, epoch=epoch, skip_batches=self.step, device=self.device)
-            return loader, len(loader) + self.step
+            images = len(loader.sampler.sampler)  # the whole epoch's share, before the resumed steps are skipped
+            return loader, images // cfg.batch_size if loader.drop_last else -(-images // cfg.batch_size)
         # The same order for every method and rank of a seed: a function of (seed, epoch), sharded by rank.
         order = torch.randperm(len(self.device_train),
                                generator=torch.Generator().manual_seed(derive_seed(cfg.seed, epoch)))
@@ -300,6 +336,10 @@ class _Run:
             torch.manual_seed(derive_seed(cfg.seed, self.dist.rank, epoch, 1))
             self.partial = {"loss_sum": 0.0, "images": 0, "time_s": 0.0}
         batches, total = self._batches(epoch)
+        if self.step > total:  # a checkpoint's step beyond its epoch would end the epoch unseen, run "finished"
+            raise CheckpointError(f"{self.out / CHECKPOINT_NAME}: entry step is {self.step}, but epoch {epoch} has "
+                                  f"{total} steps; the checkpoint is damaged or was edited (or the data shrank). "
+                                  "Resume from another copy, or start a fresh run with another --output-dir")
         if cfg.max_steps_per_epoch:
             total = min(total, cfg.max_steps_per_epoch)
         self.ddp.train()
