@@ -10,8 +10,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # and the device-resident data path.
 SMALL_IMAGE_MAX = 64
 
-# Training choices that several modules name (the config, the model factory, the demo).
-METHODS = ("none", "mixup", "cutmix", "cutout", "attentive-cutmix", "random-cells")
+# Weight initialisations (the config, the model factory). The mixing methods are named by the registry.
 INITS = ("default", "xavier")
 
 
@@ -25,4 +24,4 @@ def is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "SMALL_IMAGE_MAX", "METHODS", "INITS", "is_int", "is_number"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "SMALL_IMAGE_MAX", "INITS", "is_int", "is_number"]

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from ..serialization import atomic_write
 from .checkpoint import CHECKPOINT_NAME
-from .config import FIELDS, ConfigError
+from .config import ConfigError, config_keys
 from .distributed import DistInfo
 
 LOCK_NAME = ".lock"
@@ -220,7 +220,8 @@ class RunWriter:
         self.tb = None
         if not enabled:
             return
-        resumable = {k: v for k, v in config.items() if k in FIELDS and k not in ("resume", "overwrite")}
+        keys = config_keys()
+        resumable = {k: v for k, v in config.items() if k in keys and k not in ("resume", "overwrite")}
         atomic_write(out / "config.yaml", lambda tmp: Path(tmp).write_text(yaml.safe_dump(resumable, sort_keys=False)))
         atomic_write(out / "metrics.jsonl", lambda tmp: Path(tmp).write_text("".join(_json_line(r) for r in curve)))
         from torch.utils.tensorboard import SummaryWriter
