@@ -248,7 +248,7 @@ def run_demo(output_dir: str | Path = "runs/demo", *, quick: bool = False, epoch
         torch.set_num_threads(threads_before)
 
 
-def _status(grid: Grid, cell: Cell, out: Path, folder: str = "runs") -> str:
+def _status(cell: Cell, out: Path, folder: str = "runs") -> str:
     return compare.cell_status(out / folder / cell.id, cell.identity)
 
 
@@ -258,8 +258,8 @@ def _run(out: Path, *, quick: bool, epochs: int | None, seeds: int | None, devic
     start, cpu_start = time.perf_counter(), time.process_time()
     try:
         grid = demo_grid(quick=quick, epochs=epochs, seeds=seeds, device=device)
-        before = {c.id: _status(grid, c, out) for c in grid.cells}
-        before[EXTRACTOR] = _status(grid, grid.extractors[EXTRACTOR], out, "extractors")
+        before = {c.id: _status(c, out) for c in grid.cells}
+        before[EXTRACTOR] = _status(grid.extractors[EXTRACTOR], out, "extractors")
     except ValueError as err:
         print(f"attentive-cutmix demo: error: {err}", file=sys.stderr)
         return 1
