@@ -203,7 +203,8 @@ def write_plots(runs: list[dict[str, Any]], out: Path, *, metric: str = "top1",
                            and _label(r["labels"]["method"]) == method]
                 epochs, mean, std = _curve(members)
                 if epochs:
-                    line, = ax.plot(epochs, mean, marker="o" if len(epochs) < 15 else None, ms=3, label=method)
+                    line, = ax.plot(epochs, mean, marker="o" if len(epochs) < 15 else None, ms=3,
+                                    label=method_label(method))
                     ax.fill_between(epochs, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
                                     alpha=0.15)
                     t_epochs, t_mean, _ = _curve(members, "train_top1")
@@ -229,7 +230,7 @@ def write_plots(runs: list[dict[str, Any]], out: Path, *, metric: str = "top1",
             xs = [i + (j - (len(table.methods) - 1) / 2) * width for i in range(len(rows))]
             stats = [c.get(method) for _, c in rows]
             ax.bar(xs, [s.mean if s else 0 for s in stats], width, yerr=[(s.std or 0) if s else 0 for s in stats],
-                   capsize=2, label=method)
+                   capsize=2, label=method_label(method))
             for x, (key, _) in zip(xs, rows):
                 p = paper_value(paper, key, axes, method)
                 if p is not None:
