@@ -195,3 +195,12 @@ def test_every_method_option_is_a_train_flag_and_the_registry_names_the_methods(
     assert registry.get("random-cells").needs_attention(registry.get("random-cells").options(label_weight="attention"))
     with pytest.raises(KeyError, match="unknown method 'nope'; valid choices: none, mixup"):
         registry.get("nope")
+
+
+def test_the_harness_names_the_control_method_only_where_it_is_declared():
+    # The registry is the one place the harness learns the methods from: the random-cells control is named where
+    # its class and registration live (and in the package's public exports), nowhere in config, CLI or reports.
+    src = REPO / "src" / "attentive_cutmix"
+    naming = sorted(str(p.relative_to(src)) for p in src.rglob("*.py")
+                    if "random-cells" in p.read_text() or "RandomCells" in p.read_text())
+    assert naming == ["__init__.py", "mixing.py"]
