@@ -23,9 +23,11 @@ def test_flags_override_the_yaml_file(tmp_path):
     f = tmp_path / "run.yaml"
     f.write_text("method: cutmix\nalpha: 0.5\nepochs: 7\nbatch-size: 16\nlr: 0.01\n")
     cfg = _parse(["--config", str(f), "--epochs", "3", "--lr", "0.2"])
-    assert (cfg.method, cfg.alpha, cfg.batch_size) == ("cutmix", 0.5, 16)  # from the file
+    assert (cfg.method, cfg.mixing.alpha, cfg.batch_size) == ("cutmix", 0.5, 16)  # from the file
     assert (cfg.epochs, cfg.lr) == (3, 0.2)  # flags win
-    assert cfg.num_patches is None and cfg.prob == 1.0  # defaults filled only where they apply
+    assert cfg.mixing.prob == 1.0 and not hasattr(cfg.mixing, "num_patches")  # only the method's own options
+    flat = cfg.to_dict()  # recorded flat, None where an option does not apply, as runs always recorded them
+    assert (flat["alpha"], flat["prob"], flat["num_patches"]) == (0.5, 1.0, None)
 
 
 def test_unknown_key_in_the_file_lists_valid_keys(tmp_path):
@@ -62,7 +64,7 @@ def test_attentive_cutmix_without_attention_source_explains_both_options():
     with pytest.raises(ConfigError, match=r"--extractor.*--attention-cache"):
         _parse(["--method", "attentive-cutmix"])
     cfg = _parse(["--method", "attentive-cutmix", "--attention-cache", "maps.cache"])
-    assert (cfg.num_patches, cfg.grid_size) == (6, 7)
+    assert (cfg.mixing.num_patches, cfg.mixing.grid_size) == (6, 7)
 
 
 @pytest.mark.parametrize("argv,needle", [(["--epochs", "0"], "epochs"), (["--lr", "-1"], "lr"),
@@ -94,7 +96,7 @@ def test_cli_train_runs_end_to_end(tmp_path, capsys):
     # The written config.yaml resumes the run: resolving it again gives the same options.
     again = make_config({}, config_file=out / "config.yaml")
     assert {k: v for k, v in again.to_dict().items() if k != "resume"} == \
-        {k: v for k, v in results["config"].items() if k in config_mod.FIELDS and k != "resume"}
+        {k: v for k, v in results["config"].items() if k in config_mod.config_keys() and k != "resume"}
     assert main(["train", "--config", str(out / "config.yaml"), "--resume"]) == 0  # already finished: rewrites results
 
 

@@ -70,7 +70,7 @@ def test_method_only_axes_are_dropped_where_they_do_not_apply(tmp_path):
     for cell in grid.cells:
         by_method.setdefault(cell.config.method, []).append(cell)
     assert len(by_method["none"]) == 1 and by_method["none"][0].axes["num_patches"] is None
-    assert sorted(c.config.num_patches for c in by_method["attentive-cutmix"]) == [1, 4, 6]
+    assert sorted(c.config.mixing.num_patches for c in by_method["attentive-cutmix"]) == [1, 4, 6]
     assert all("num_patches" in c.id for c in by_method["attentive-cutmix"])
 
 

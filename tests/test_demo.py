@@ -1,4 +1,5 @@
-"""``attentive-cutmix demo``: paired seeds, disjoint extractor images, honest statistics, reuse on re-run, --quick."""
+"""``attentive-cutmix demo``: a fixed grid run by compare's runner, paired seeds, disjoint extractor images, honest
+statistics, reuse on re-run, --quick."""
 from __future__ import annotations
 
 import json
@@ -8,36 +9,46 @@ import pytest
 
 from attentive_cutmix.cli import main
 from attentive_cutmix.experiments import demo
+from attentive_cutmix.experiments.report import baseline_markdown, baseline_summary
 
 # What a seed fixes for every method alike: the data, the initial weights, the order and the crops, the budget.
 SHARED = ("dataset", "synthetic_size", "train_subset", "split_seed", "image_size", "val_fraction", "model",
           "init", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "data_path", "eval_every",
           "eval_train", "device", "seed")
+METHODS = ["none", "mixup", "cutmix", "random-cells", "attentive-cutmix"]
 
 
-def test_demo_configs_pair_seeds_across_methods_with_the_papers_settings(tmp_path):
-    extractor, runs = demo.demo_configs(tmp_path)
-    assert list(runs) == ["none", "mixup", "cutmix", "random-cells", "attentive-cutmix"]
-    assert all(len(cfgs) == demo.FULL["seeds"] for cfgs in runs.values())
+def _by_method(grid):
+    out = {}
+    for cell in grid.cells:
+        out.setdefault(cell.axes["method"], []).append(cell)
+    return out
+
+
+def test_the_demo_grid_pairs_seeds_across_methods_with_the_papers_settings():
+    grid = demo.demo_grid()
+    runs = _by_method(grid)
+    assert demo.demo_methods() == METHODS and list(runs) == METHODS  # from the registry's demo marks
+    assert all([c.axes["seed"] for c in cells] == list(range(demo.FULL["seeds"])) for cells in runs.values())
     for seed in range(demo.FULL["seeds"]):
-        row = [cfgs[seed] for cfgs in runs.values()]
-        assert [c.seed for c in row] == [seed] * len(row)
+        row = [cells[seed].config.to_dict() for cells in runs.values()]
         for name in SHARED:
-            assert len({json.dumps(getattr(c, name)) for c in row}) == 1, name
-    dirs = [c.output_dir for cfgs in runs.values() for c in cfgs] + [extractor.output_dir]
-    assert len(set(dirs)) == len(dirs)
-    att, cells = runs["attentive-cutmix"][0], runs["random-cells"][0]
+            assert len({json.dumps(c[name]) for c in row}) == 1, name
+    assert len({c.id for c in grid.cells}) == len(grid.cells)
+    att, cells = runs["attentive-cutmix"][0].config.mixing, runs["random-cells"][0].config.mixing
     assert (att.num_patches, att.grid_size, cells.num_patches, cells.grid_size) == (6, 7, 6, 7)
-    assert runs["mixup"][0].alpha == runs["cutmix"][0].alpha == 1.0
-    assert att.extractor == str(tmp_path / "extractor" / "checkpoint.pt")
-    assert extractor.seed not in range(demo.FULL["seeds"])
-    assert not any(c.resume for cfgs in runs.values() for c in cfgs) and not extractor.resume
+    assert runs["mixup"][0].config.mixing.alpha == runs["cutmix"][0].config.mixing.alpha == 1.0
+    # Only the method that reads attention uses the extractor, which the grid trains first, and its cache.
+    assert [m for m, c in runs.items() if c[0].extractor_run == demo.EXTRACTOR] == ["attentive-cutmix"]
+    assert runs["attentive-cutmix"][0].identity["attention_cached"] is True
+    assert grid.extractors[demo.EXTRACTOR].config.seed not in range(demo.FULL["seeds"])
 
 
-def test_the_extractor_trains_on_images_disjoint_from_the_demos(tmp_path):
+def test_the_extractor_trains_on_images_disjoint_from_the_demos():
     from attentive_cutmix.data import build_datasets
 
-    extractor, runs = demo.demo_configs(tmp_path)
+    grid = demo.demo_grid()
+    extractor, base = grid.extractors[demo.EXTRACTOR].config, grid.cells[0].config
 
     def splits(cfg):
         return build_datasets(cfg.dataset, image_size=cfg.image_size, val_fraction=cfg.val_fraction,
@@ -45,7 +56,7 @@ def test_the_extractor_trains_on_images_disjoint_from_the_demos(tmp_path):
                               train_subset=cfg.train_subset)
 
     ext_train, ext_eval, _ = splits(extractor)
-    demo_train, demo_eval, _ = splits(runs["none"][0])
+    demo_train, demo_eval, _ = splits(base)
     assert len(demo_train) == demo.FULL["train"] and len(ext_train) == demo.FULL["pool"] - demo.FULL["train"]
     assert ext_train.source.seed == demo_train.source.seed == 0 and demo_eval.source.seed == 1
     assert set(ext_train.indices).isdisjoint(demo_train.indices)
@@ -54,73 +65,78 @@ def test_the_extractor_trains_on_images_disjoint_from_the_demos(tmp_path):
     assert sorted(demo_train.source.targets[i] for i in demo_train.indices) == sorted(list(range(10)) * 10)
 
 
-def test_paired_difference_gives_mean_std_n_and_a_t_interval():
-    d = demo.paired_difference([60.0, 62.0, 64.0], [50.0, 51.0, 52.0])  # differences 10, 11, 12
-    assert d["diffs"] == [10.0, 11.0, 12.0] and (d["diff_mean"], d["diff_std"], d["diff_n"]) == (11.0, 1.0, 3)
-    assert d["ci95"] == pytest.approx([11 - 4.302653 / math.sqrt(3), 11 + 4.302653 / math.sqrt(3)])  # t(0.975, 2)
-    assert d["verdict"] == "better"
-    assert demo.paired_difference([50.0, 58.0, 52.0], [52.0, 50.0, 53.0])["verdict"] == "tie"
-    assert demo.paired_difference([40.0, 41.0, 43.0], [50.0, 50.0, 51.0])["verdict"] == "worse"
-
-
-def _run(top1: float, train: float, losses: tuple[float, ...] = (2.0, 1.5, 1.8)) -> dict:
+def _entry(method: str, seed: int, top1: float, train: float, losses: tuple[float, ...] = (2.0, 1.5, 1.8)) -> dict:
     curve = [{"epoch": 10 * (i + 1), "top1": top1, "eval_loss": loss, "train_top1": train}
              for i, loss in enumerate(losses)]
-    return {"top1": top1, "train_top1": train, "eval_loss": losses[-1], "eval_curve": curve}
+    return {"status": "finished", "labels": {"dataset": "synthetic", "model": "r20", "method": method, "seed": seed},
+            "top1": top1, "curve": curve}
 
 
-def _results(gains: dict[str, list[float]], base: list[float]) -> dict:
-    out = {"none": [_run(b, 99.0) for b in base]}
-    out.update({m: [_run(b + g, 80.0) for b, g in zip(base, gs)] for m, gs in gains.items()})
+def _entries(gains: dict[str, list[float]], base: list[float], **kw) -> list[dict]:
+    out = [_entry("none", s, b, 99.0, **kw) for s, b in enumerate(base)]
+    out += [_entry(m, s, b + g, 80.0) for m, gs in gains.items() for s, (b, g) in enumerate(zip(base, gs))]
     return out
 
 
+def _summary(entries):
+    return next(iter(baseline_summary(entries).values()))
+
+
 def test_the_table_states_differences_with_their_spread_and_the_gap():
-    stats = demo.summarize(_results({"mixup": [3.0, 4.0, 5.0], "cutmix": [1.0, -2.0, 4.0], "random-cells": [0.0] * 3,
-                                     "attentive-cutmix": [-1.0, 0.0, 1.0]}, [50.0, 52.0, 54.0]))
-    table = demo.format_table(stats)
+    entries = _entries({"mixup": [3.0, 4.0, 5.0], "cutmix": [1.0, -2.0, 4.0], "random-cells": [0.0] * 3,
+                        "attentive-cutmix": [-1.0, 0.0, 1.0]}, [50.0, 52.0, 54.0])
+    table = baseline_markdown(_summary(entries))
     assert "| Baseline (no mixing) | 52.0 ± 2.0 | — | — | 99.0 | +47.0 |" in table
     assert "| MixUp | 56.0 ± 3.0 | +4.0 ± 1.0 (n=3) | [+1.5, +6.5] | 80.0 | +24.0 |" in table
     assert "| CutMix | 53.0 ± 4.4 | +1.0 ± 3.0 (n=3) | [-6.5, +8.5] |" in table
-    assert stats["none"]["eval_loss_rise_mean"] == pytest.approx(0.3) and demo.baseline_overfits(stats)
+    mixup = next(s for s in _summary(entries) if s.method == "mixup").vs_baseline
+    assert (mixup.low, mixup.high) == pytest.approx((4 - 4.302653 / math.sqrt(3), 4 + 4.302653 / math.sqrt(3)))
+    baseline = [e for e in entries if e["labels"]["method"] == "none"]
+    assert demo.loss_rise(baseline) == pytest.approx(0.3) and demo.baseline_overfits(_summary(entries), 0.3)
+    parts = demo.part_lines(entries)
+    assert "Attention part: Attentive CutMix vs random cells: +0.0 ± 1.0 pts (n=3" in "\n".join(parts)
 
 
 def test_the_closing_line_names_the_winners_or_says_none_beats_the_baseline():
     base = [50.0, 52.0, 54.0]
-    winner = demo.summarize(_results({"mixup": [3.0, 4.0, 5.0], "attentive-cutmix": [-1.0, 0.0, 1.0]}, base))
-    line = demo.closing_line(winner, num_train=100, steps=360, extractor_top1=90.0)
+    winner = _summary(_entries({"mixup": [3.0, 4.0, 5.0], "attentive-cutmix": [-1.0, 0.0, 1.0]}, base))
+    line = demo.closing_line(winner, rise=0.3, num_train=100, steps=360, extractor_top1=90.0)
     assert line.startswith("What this budget can show: with 100 training images the baseline overfits")
     assert "MixUp beats the baseline" in line and "3 paired seeds" in line and "What it cannot show" in line
     # The mixers' train top-1 (80) is far below the baseline's (99): they have not converged, and the line says so.
     assert "in 360 steps the mixing methods do not fit even their training images (train top-1 80-80%" in line
     assert "extractor" not in line
-    nobody = demo.summarize(_results({"mixup": [-1.0, 2.0, 0.0], "cutmix": [-6.0, -5.0, -7.0]}, base))
-    line = demo.closing_line(nobody, num_train=100, steps=360, extractor_top1=39.0)
+    nobody = _summary(_entries({"mixup": [-1.0, 2.0, 0.0], "cutmix": [-6.0, -5.0, -7.0]}, base))
+    line = demo.closing_line(nobody, rise=0.3, num_train=100, steps=360, extractor_top1=39.0)
     assert "no method beats the baseline" in line and "and CutMix is below it" in line
     assert "the extractor, trained briefly, reaches 39% on unseen images" in line
-    flat = {"none": [_run(b, b + 3.0, (2.0, 1.5, 1.4)) for b in base], "mixup": [_run(b, b + 3.0) for b in base]}
-    line = demo.closing_line(demo.summarize(flat), num_train=100, steps=360, extractor_top1=90.0)
+    flat = [_entry("none", s, b, b + 3.0, (2.0, 1.5, 1.4)) for s, b in enumerate(base)]
+    flat += [_entry("mixup", s, b, b + 3.0) for s, b in enumerate(base)]
+    line = demo.closing_line(_summary(flat), rise=demo.loss_rise(flat[:3]), num_train=100, steps=360,
+                             extractor_top1=90.0)
     assert "does not clearly overfit" in line and "do not fit even their training images" not in line
-    assert "smoke test" in demo.closing_line(winner, num_train=100, steps=360, extractor_top1=90.0, quick=True)
+    assert "smoke test" in demo.closing_line(winner, rise=0.3, num_train=100, steps=360, extractor_top1=90.0,
+                                             quick=True)
 
 
 def test_quick_runs_end_to_end_a_rerun_reuses_every_run_and_two_processes_agree(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--output-dir", str(out), "--jobs", "1"]) == 0
     first = capsys.readouterr().out
-    for name in ("table.md", "summary.json", demo.FIGURE_NAME):
-        assert (out / name).stat().st_size > 0
-    assert "Δ vs baseline, paired" in (out / "table.md").read_text() and "(n=2)" in first
-    assert "Attention part, Attentive CutMix − random cells" in first
+    # compare's outputs, and the demo's own
+    for name in ("results.json", "table.md", "paired.md", "summary.md", "summary.json", demo.FIGURE_NAME):
+        assert (out / name).stat().st_size > 0, name
+    assert "Δ vs baseline, paired" in (out / "summary.md").read_text() and "(n=2)" in first
+    assert "Attention part: Attentive CutMix vs random cells" in first
     assert first.rstrip().splitlines()[-1].startswith("--quick is a smoke test")
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["runs_trained"] == 1 + len(demo.METHODS) * demo.QUICK["seeds"]
-    assert all(len(summary["runs"][m]) == demo.QUICK["seeds"] for m in demo.METHODS)
+    assert summary["runs_trained"] == 1 + len(METHODS) * demo.QUICK["seeds"]
+    assert sorted(r["labels"]["method"] for r in summary["runs"].values()) == sorted(METHODS * demo.QUICK["seeds"])
+    assert all(r["status"] == "finished" for r in summary["runs"].values())
 
-    results = sorted(out.glob("*/seed*/results.json")) + [out / "extractor" / "results.json"]
+    results = sorted(out.glob("runs/*/results.json")) + sorted(out.glob("extractors/*/results.json"))
+    assert len(results) == len(summary["runs"]) + 1
     before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in results}
-    extractor, runs = demo.demo_configs(out, quick=True)
-    assert extractor.resume and all(c.resume for cfgs in runs.values() for c in cfgs)
 
     assert main(["demo", "--quick", "--output-dir", str(out), "--jobs", "1"]) == 0
     second = capsys.readouterr().out
@@ -129,15 +145,14 @@ def test_quick_runs_end_to_end_a_rerun_reuses_every_run_and_two_processes_agree(
     again = json.loads((out / "summary.json").read_text())
     assert again["runs_trained"] == 0 and again["methods"] == summary["methods"]
 
-    assert main(["demo", "--quick", "--output-dir", str(out), "--jobs", "1", "--epochs", "3"]) == 1
-    assert "epochs: 2 there, 3 now" in capsys.readouterr().err
+    # Other settings are other cells: the earlier runs stay as they were, beside the new ones.
+    assert main(["demo", "--quick", "--output-dir", str(out), "--jobs", "1", "--epochs", "3"]) == 0
+    assert "(reused)" in capsys.readouterr().out  # the extractor
     assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in results} == before
+    assert len(list(out.glob("runs/*/results.json"))) == 2 * len(summary["runs"])
 
     # Each run is a function of its config alone (seeded, single-threaded), whichever process trains it.
     assert main(["demo", "--quick", "--output-dir", str(tmp_path / "two"), "--jobs", "2"]) == 0
     capsys.readouterr()
     two = json.loads((tmp_path / "two" / "summary.json").read_text())
-    keys = ("top1", "train_top1", "eval_loss", "train_loss")
-    assert {m: [[r[k] for k in keys] for r in runs] for m, runs in summary["runs"].items()} == \
-        {m: [[r[k] for k in keys] for r in runs] for m, runs in two["runs"].items()}
-    assert two["extractor"]["top1"] == summary["extractor"]["top1"]
+    assert two["runs"] == summary["runs"] and two["extractor_top1"] == summary["extractor_top1"]

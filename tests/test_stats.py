@@ -27,6 +27,14 @@ def test_paired_difference_uses_only_common_seeds_and_the_t_interval():
     assert (single.mean, single.low, single.n) == (2.0, None, 1)
 
 
+def test_paired_difference_gives_the_std_of_the_differences_and_a_verdict():
+    d = paired_difference({0: 60.0, 1: 62.0, 2: 64.0}, {0: 50.0, 1: 51.0, 2: 52.0})  # differences 10, 11, 12
+    assert (d.mean, d.std, d.n, d.verdict) == (11.0, 1.0, 3, "better")
+    assert paired_difference({0: 50.0, 1: 58.0, 2: 52.0}, {0: 52.0, 1: 50.0, 2: 53.0}).verdict == "tie"
+    assert paired_difference({0: 40.0, 1: 41.0, 2: 43.0}, {0: 50.0, 1: 50.0, 2: 51.0}).verdict == "worse"
+    assert paired_difference({0: 3.0}, {0: 1.0}).verdict == "tie"  # one pair: no interval, no verdict
+
+
 def _run(method, seed, top1, train):
     curve = [{"epoch": e, "top1": top1 - (10 - e), "train_top1": train, "eval_loss": 1.0 + seed / 10 + (10 - e) / 100}
              for e in range(1, 11)]

@@ -35,10 +35,10 @@ def test_panels_change_exactly_what_each_method_changes():
 
     pasted = cells_to_pixel_mask(expected_cells[partner], 16, 16).unsqueeze(1)
     want = torch.where(pasted, images[partner], images)
-    assert torch.equal(p["attentive"], want)  # partner's top cells pasted, the original everywhere else
+    assert torch.equal(p["attentive-cutmix"], want)  # partner's top cells pasted, the original everywhere else
     lam = 2 * 16 / 256
-    assert torch.allclose(p["attentive_targets"][torch.arange(3), partner], torch.full((3,), lam))
-    assert torch.allclose(p["attentive_targets"][torch.arange(3), labels], torch.full((3,), 1 - lam))
+    assert torch.allclose(p["attentive-cutmix_targets"][torch.arange(3), partner], torch.full((3,), lam))
+    assert torch.allclose(p["attentive-cutmix_targets"][torch.arange(3), labels], torch.full((3,), 1 - lam))
 
     w = p["mixup_targets"][torch.arange(3), partner].view(3, 1, 1, 1)
     # Same partner for every mixer.
@@ -56,10 +56,10 @@ def test_panels_change_exactly_what_each_method_changes():
             assert torch.equal(p["cutmix"][i][:, box[0], box[1]], images[partner[i]][:, box[0], box[1]])
     assert torch.allclose(p["cutmix_targets"].sum(1), torch.ones(3))
 
-    moved = (p["random"] != images).any(1)  # random cells: 2 whole 4x4 cells of the same partner, same places
+    moved = (p["random-cells"] != images).any(1)  # random cells: 2 whole 4x4 cells of the same partner, same places
     assert moved.sum(dim=(1, 2)).tolist() == [32, 32, 32]
-    assert torch.equal(p["random"].permute(1, 0, 2, 3)[:, moved], images[partner].permute(1, 0, 2, 3)[:, moved])
-    assert torch.allclose(p["random_targets"][torch.arange(3), partner], torch.full((3,), lam))
+    assert torch.equal(p["random-cells"].permute(1, 0, 2, 3)[:, moved], images[partner].permute(1, 0, 2, 3)[:, moved])
+    assert torch.allclose(p["random-cells_targets"][torch.arange(3), partner], torch.full((3,), lam))
 
 
 def test_label_text_lists_the_weighted_classes():

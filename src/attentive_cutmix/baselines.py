@@ -6,6 +6,8 @@ accepted (and ignored) so that the mixers are interchangeable in a training loop
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -22,8 +24,9 @@ from ._mixer import (
     paste_masks,
 )
 from .constants import is_number
+from .registry import Method, MixerOptions, option, register
 
-__all__ = ["CutMix", "MixUp", "Cutout", "boxes_to_mask"]
+__all__ = ["CutMix", "MixUp", "Cutout", "boxes_to_mask", "BetaOptions", "CutoutOptions"]
 
 
 def _random_boxes(lam: torch.Tensor, height: int, width: int, generator: torch.Generator | None) -> torch.Tensor:
@@ -155,3 +158,34 @@ class Cutout(Mixer):
         pixel_mask = boxes_to_mask(params["boxes"], h, w)
         out = (images.masked_fill(pixel_mask.unsqueeze(1), self.fill), targets)
         return out + ((masks.masked_fill(pixel_mask, self.ignore_index),) if masks is not None else ())
+
+
+# --------------------------------------------------------------------------- registration
+@dataclass(frozen=True)
+class BetaOptions(MixerOptions):
+    """MixUp's and CutMix's options (``--alpha``)."""
+
+    alpha: float = option(1.0, "Beta(alpha, alpha)", above=0.0)
+
+
+@dataclass(frozen=True)
+class CutoutOptions(MixerOptions):
+    """Cutout's options (``--cutout-size``)."""
+
+    cutout_size: int = option(16, "square side in pixels", minimum=1, limit=2048)
+
+
+def _beta(cls: type[_BetaMixer]) -> Any:
+    def build(options: BetaOptions, *, num_classes: int, label_smoothing: float, extractor: Any) -> _BetaMixer:
+        return cls(num_classes, alpha=options.alpha, prob=options.prob, label_smoothing=label_smoothing)
+
+    return build
+
+
+def _cutout(options: CutoutOptions, *, num_classes: int, label_smoothing: float, extractor: Any) -> Cutout:
+    return Cutout(num_classes, size=options.cutout_size, prob=options.prob, label_smoothing=label_smoothing)
+
+
+register(Method("mixup", "MixUp", BetaOptions, build=_beta(MixUp), mixer=MixUp, demo=True, order=10))
+register(Method("cutmix", "CutMix", BetaOptions, build=_beta(CutMix), mixer=CutMix, demo=True, order=20))
+register(Method("cutout", "Cutout", CutoutOptions, build=_cutout, mixer=Cutout, order=30))

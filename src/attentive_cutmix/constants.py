@@ -10,8 +10,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # and the device-resident data path.
 SMALL_IMAGE_MAX = 64
 
-# Training choices that several modules name (the config, the model factory, the demo).
-METHODS = ("none", "mixup", "cutmix", "cutout", "attentive-cutmix", "random-cells")
+# Weight initialisations (the config, the model factory). The mixing methods are named by the registry.
 INITS = ("default", "xavier")
 
 # The largest image side a run accepts (an explicit --image-size or a folder's own size): beyond it one batch needs
@@ -29,5 +28,4 @@ def is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "SMALL_IMAGE_MAX", "MAX_IMAGE_SIZE", "METHODS", "INITS", "is_int",
-           "is_number"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "SMALL_IMAGE_MAX", "MAX_IMAGE_SIZE", "INITS", "is_int", "is_number"]

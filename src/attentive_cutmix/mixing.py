@@ -14,6 +14,7 @@ The machinery every mixer shares lives in ``_mixer.py``; the paper's baselines i
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable
 
@@ -31,9 +32,11 @@ from ._mixer import (
     pool_to_grid,
 )
 from .constants import is_number
+from .registry import Method, MixerOptions, option, register
 
 __all__ = ["AttentiveCutMix", "RandomCells", "pair_permutation", "attention_to_grid", "top_cell_indices", "top_cells",
-           "cell_bounds", "cells_to_pixel_mask", "attention_mass", "attention_mass_lam", "LABEL_WEIGHTS"]
+           "cell_bounds", "cells_to_pixel_mask", "attention_mass", "attention_mass_lam", "LABEL_WEIGHTS", "CellOptions",
+           "AttentiveOptions"]
 
 LABEL_WEIGHTS = ("area", "attention")
 
@@ -346,3 +349,57 @@ class RandomCells(AttentiveCutMix):
 
     def choose_cells(self, grid: torch.Tensor | None, params: dict[str, torch.Tensor]) -> torch.Tensor:
         return _ranking_keys(params["scores"]).topk(self.num_patches, dim=1, sorted=False).indices
+
+
+# --------------------------------------------------------------------------- registration
+@dataclass(frozen=True)
+class CellOptions(MixerOptions):
+    """The grid methods' options (``--num-patches``, ``--grid-size``, ``--label-weight``)."""
+
+    num_patches: int = option(6, "cells pasted", minimum=0)
+    grid_size: int = option(7, "grid side", minimum=1, limit=256)
+    # Beyond the paper; its default is the paper's choice and is not recorded, so earlier cell ids stay valid.
+    label_weight: str = option("area", "label weights by pasted area (the paper) or by the attention mass pasted and "
+                                       "kept (needs attention maps)", choices=LABEL_WEIGHTS, record_default=False)
+
+    def check(self) -> None:
+        g = self.grid_size
+        if self.num_patches > g ** 2:
+            raise ValueError(f"num_patches={self.num_patches} is more than the {g}x{g} grid's {g ** 2} cells; lower "
+                             "--num-patches or raise --grid-size")
+
+    def cell_kwargs(self) -> dict[str, Any]:
+        return dict(num_patches=self.num_patches, grid_size=self.grid_size, label_weight=self.label_weight,
+                    prob=self.prob)
+
+
+@dataclass(frozen=True)
+class AttentiveOptions(CellOptions):
+    """Attentive CutMix's options: the grid's, and how its cells are chosen (``--cell-temperature``)."""
+
+    cell_temperature: float = option(0.0, "0 pastes the top cells; > 0 samples them, with probability ~ "
+                                          "softmax(standardised score / T) (Gumbel-top-k)", minimum=0.0,
+                                     record_default=False)
+
+
+def _attentive(options: AttentiveOptions, *, num_classes: int, label_smoothing: float,
+               extractor: Callable[[torch.Tensor], torch.Tensor] | None) -> AttentiveCutMix:
+    return AttentiveCutMix(num_classes, extractor, temperature=options.cell_temperature,
+                           label_smoothing=label_smoothing, **options.cell_kwargs())
+
+
+def _random_cells(options: CellOptions, *, num_classes: int, label_smoothing: float,
+                  extractor: Callable[[torch.Tensor], torch.Tensor] | None) -> RandomCells:
+    return RandomCells(num_classes, extractor=extractor, label_smoothing=label_smoothing, **options.cell_kwargs())
+
+
+register(Method("random-cells", "Random cells", CellOptions, build=_random_cells, mixer=RandomCells,
+                needs_attention=lambda options: options.label_weight == "attention",
+                attention_condition="--label-weight attention",
+                comparisons=(("cutmix", "area part: random cells vs CutMix"),), variant_reference=True, demo=True,
+                order=40))
+register(Method("attentive-cutmix", "Attentive CutMix", AttentiveOptions, build=_attentive, mixer=AttentiveCutMix,
+                needs_attention=lambda options: True,
+                comparisons=(("cutmix", "Attentive CutMix vs CutMix"),
+                             ("random-cells", "attention part: Attentive CutMix vs random cells")),
+                variant_reference=True, localizes=True, demo=True, order=50))

@@ -1,4 +1,5 @@
-"""``attentive-cutmix demo``: a paired-seed comparison of the methods, offline, on a CPU (see experiments/demo.py)."""
+"""``attentive-cutmix demo``: a paired-seed comparison of the methods, offline, on a CPU: a fixed grid run like
+``compare`` (see experiments/demo.py)."""
 from __future__ import annotations
 
 import argparse
@@ -8,11 +9,12 @@ from ..experiments.demo import FULL, QUICK
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", default="runs/demo",
-                        help="where the runs, the figure, table.md and summary.json go (default runs/demo); "
-                             "running again there reuses finished runs and resumes interrupted ones")
+                        help="where the runs (as `compare` lays them out), the figure, the tables and summary.json go "
+                             "(default runs/demo); running again there reuses finished runs and resumes interrupted "
+                             "ones")
     parser.add_argument("--epochs", type=int, default=None,
-                        help=f"epochs per run (default {FULL['epochs']}; --quick: {QUICK['epochs']}); other settings "
-                             "need another --output-dir")
+                        help=f"epochs per run (default {FULL['epochs']}; --quick: {QUICK['epochs']}); runs with other "
+                             "settings are other cells, kept beside the earlier ones")
     parser.add_argument("--seeds", type=int, default=None,
                         help=f"paired seeds per method, at least 2 (default {FULL['seeds']}; "
                              f"--quick: {QUICK['seeds']})")

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..training.config import AMP_MODES, DATA_PATHS, INITS, METHODS, OPTIMIZERS, PRESETS, SCHEDULES, make_config
+from .. import registry
+from ..training.config import AMP_MODES, DATA_PATHS, INITS, OPTIMIZERS, PRESETS, SCHEDULES, make_config
 from ._common import SUPPRESS as _S
 from ._common import add_data_arguments, add_device_argument, add_extractor_arguments, fail
 
@@ -23,6 +24,17 @@ def _bool(value: str) -> bool:
     if value.lower() in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true/false, got {value!r}")
+
+
+_ARG_TYPES = {bool: _bool, int: int, float: float, str: str}
+
+
+def add_method_options(group: Any) -> None:
+    """A flag per option of the registered methods (``num_patches`` -> ``--num-patches``), unset unless given."""
+    for name in registry.option_names():
+        meta = registry.option_field(name).metadata
+        group.add_argument(f"--{name.replace('_', '-')}", type=_ARG_TYPES[registry.option_hint(name)], default=_S,
+                           choices=meta.get("choices"), help=registry.help_text(name))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,19 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--init", choices=INITS, default=_S,
                        help="weight initialisation; xavier = the paper's Xavier-normal")
     mix = parser.add_argument_group("mixing")
-    mix.add_argument("--method", choices=METHODS, default=_S, help="augmentation method (default none)")
-    mix.add_argument("--num-patches", type=int, default=_S,
-                     help="attentive-cutmix, random-cells: cells pasted (default 6)")
-    mix.add_argument("--grid-size", type=int, default=_S, help="attentive-cutmix, random-cells: grid side (default 7)")
-    mix.add_argument("--label-weight", choices=("area", "attention"), default=_S,
-                     help="attentive-cutmix, random-cells: label weights by pasted area (default, the paper) or by "
-                          "the attention mass pasted and kept (needs attention maps)")
-    mix.add_argument("--cell-temperature", type=float, default=_S,
-                     help="attentive-cutmix: 0 (default) pastes the top cells; > 0 samples them, with probability "
-                          "~ softmax(standardised score / T) (Gumbel-top-k)")
-    mix.add_argument("--alpha", type=float, default=_S, help="mixup/cutmix: Beta(alpha, alpha) (default 1.0)")
-    mix.add_argument("--prob", type=float, default=_S, help="probability of mixing a batch (default 1.0)")
-    mix.add_argument("--cutout-size", type=int, default=_S, help="cutout: square side in pixels (default 16)")
+    mix.add_argument("--method", choices=registry.names(), default=_S, help="augmentation method (default none)")
+    add_method_options(mix)
     mix.add_argument("--attention-cache", default=_S,
                      help="precomputed attention maps (`attentive-cutmix cache-attention`)")
     mix.add_argument("--build-cache", action="store_const", const=True, default=_S,

@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from .. import registry
 from .grid import RUN_FIELDS, Cell, Grid, GridError
 
 CELL_FILE = "cell.json"
@@ -154,7 +155,8 @@ def _localize(cfg: Any, run_dir: Path) -> dict[str, Any] | None:
                                       seed=cfg.split_seed, synthetic_size=cfg.synthetic_size,
                                       train_subset=cfg.train_subset)
     extractor = build_extractor(cfg, info, device)
-    rates = localization_hit_rates(extractor, eval_ds, num_patches=cfg.num_patches, grid_size=cfg.grid_size,
+    rates = localization_hit_rates(extractor, eval_ds, num_patches=cfg.mixing.num_patches,
+                                   grid_size=cfg.mixing.grid_size,
                                    seed=cfg.seed, device=device)
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(rates, indent=2)))
     return rates
@@ -162,7 +164,7 @@ def _localize(cfg: Any, run_dir: Path) -> dict[str, Any] | None:
 
 def wants_localization(grid: Grid, cell: Cell) -> bool:
     cfg = cell.config
-    return grid.localization and cfg.method == "attentive-cutmix" and cfg.extractor is not None \
+    return grid.localization and registry.get(cfg.method).localizes and cfg.extractor is not None \
         and str(cfg.dataset).startswith("synthetic")
 
 

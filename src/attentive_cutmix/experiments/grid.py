@@ -34,16 +34,16 @@ from typing import Any
 
 import yaml
 
+from .. import registry
 from ..constants import is_number
 from ..training.config import (
-    FIELDS,
-    METHOD_OPTIONS,
-    METHODS,
+    ATTENTION_SOURCE,
     OPTIMIZER_OPTIONS,
     SCHEDULE_OPTIONS,
     ConfigError,
     TrainConfig,
     check_types,
+    config_keys,
     make_config,
     needs_attention,
     yaml_load,
@@ -97,8 +97,23 @@ def _slug(value: Any) -> str:
     return text or "x"
 
 
+def _method_reads_attention(values: dict[str, Any]) -> bool:
+    """Whether the cell's method, with the cell's options, reads attention maps (True if that is unclear: the
+    config check then names the problem)."""
+    try:
+        method = registry.get(values.get("method", "none"))
+        return method.needs_attention(method.options(**{k: v for k, v in values.items()
+                                                        if k in method.option_names() and v is not None}))
+    except (KeyError, TypeError):
+        return True
+
+
 def _applies(key: str, values: dict[str, Any]) -> bool:
-    for table, selector, default in ((METHOD_OPTIONS, "method", "none"), (OPTIMIZER_OPTIONS, "optimizer", "adam"),
+    if key in registry.option_names():
+        return values.get("method", "none") in registry.applies_to(key)
+    if key in ATTENTION_SOURCE:
+        return _method_reads_attention(values)
+    for table, selector, default in ((OPTIMIZER_OPTIONS, "optimizer", "adam"),
                                      (SCHEDULE_OPTIONS, "schedule", "constant")):
         if key in table:
             return values.get(selector, default) in table[key]
@@ -114,13 +129,12 @@ def _axis_entry(axis: str, value: Any) -> tuple[Any, dict[str, Any]]:
     return value, {axis: value}
 
 
-_DEFAULTS = TrainConfig().to_dict()
-
-
 def _identity(cfg: TrainConfig, extractor_identity: dict[str, Any] | None, cached: bool) -> dict[str, Any]:
     # Options at their default are left out, so adding an option whose default keeps today's behaviour
-    # leaves every existing cell id (and so every finished run on disk) valid.
-    ident = {k: v for k, v in cfg.to_dict().items() if k not in RUN_FIELDS and v != _DEFAULTS.get(k, object())}
+    # leaves every existing cell id (and so every finished run on disk) valid. The config is flat (the method's
+    # options by name, None where they do not apply), as it was when the committed cells were made.
+    defaults = TrainConfig().to_dict()
+    ident = {k: v for k, v in cfg.to_dict().items() if k not in RUN_FIELDS and v != defaults.get(k, object())}
     if needs_attention(cfg):
         ident["attention_cached"] = cached
         if cfg.attention_cache is not None:
@@ -140,12 +154,6 @@ def _load(path: Path) -> dict[str, Any]:
         data = yaml_load(path.read_text())
     except yaml.YAMLError as err:
         raise GridError(f"grid file {path} is not valid YAML: {err}") from err
-    if not isinstance(data, dict):
-        raise GridError(f"grid file {path} must hold a mapping with at least `axes:`, got {type(data).__name__}")
-    unknown = sorted(set(data) - set(GRID_KEYS))
-    if unknown:
-        raise GridError(f"unknown key(s) {unknown} in grid file {path}; valid keys: {', '.join(GRID_KEYS)} "
-                        f"(training options go under `settings:`)")
     return data
 
 
@@ -216,7 +224,18 @@ def _make(values: dict[str, Any], where: str) -> TrainConfig:
 def load_grid(path: str | os.PathLike) -> Grid:
     """Read and expand a grid file into cells (validated ``TrainConfig`` each, stable ids)."""
     path = Path(path)
-    data = _load(path)
+    return expand_grid(_load(path), path)
+
+
+def expand_grid(data: Any, path: str | os.PathLike) -> Grid:
+    """Expand a grid given as a mapping (the contents of a grid file; ``path`` names it in messages)."""
+    path = Path(path)
+    if not isinstance(data, dict):
+        raise GridError(f"grid file {path} must hold a mapping with at least `axes:`, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(GRID_KEYS))
+    if unknown:
+        raise GridError(f"unknown key(s) {unknown} in grid file {path}; valid keys: {', '.join(GRID_KEYS)} "
+                        f"(training options go under `settings:`)")
     settings = _mapping(data, "settings", path)
     if data.get("preset") is not None:
         settings = {"preset": data["preset"], **settings}
@@ -224,18 +243,19 @@ def load_grid(path: str | os.PathLike) -> Grid:
     method_settings = data.get("method_settings") or {}
     if not isinstance(method_settings, dict) or not all(isinstance(v, dict) for v in method_settings.values()):
         raise GridError(f"`method_settings:` in {path} must map method names to mappings of options")
-    unknown_methods = sorted(str(m) for m in method_settings if m not in METHODS)
+    unknown_methods = sorted(str(m) for m in method_settings if m not in registry.names())
     if unknown_methods:
         raise GridError(f"`method_settings:` in {path} names unknown method(s) {unknown_methods}; valid: "
-                        f"{', '.join(METHODS)}")
+                        f"{', '.join(registry.names())}")
     axes = data.get("axes")
     if not isinstance(axes, dict) or not axes:
         raise GridError(f"grid file {path} needs `axes:`, a mapping of option -> list of values, e.g. "
                         "`axes: {method: [none, cutmix], seed: [0, 1]}`")
     axes = {str(k).replace("-", "_"): (v if isinstance(v, list) else [v]) for k, v in axes.items()}
     for name, values in axes.items():
-        if name not in FIELDS:
-            raise GridError(f"unknown axis {name!r} in {path}; an axis must be a training option: {', '.join(FIELDS)}")
+        if name not in config_keys():
+            raise GridError(f"unknown axis {name!r} in {path}; an axis must be a training option: "
+                            f"{', '.join(config_keys())}")
         if not values:
             raise GridError(f"axis {name!r} in {path} has no values")
     _check_axes(axes, path)
@@ -291,4 +311,4 @@ def load_grid(path: str | os.PathLike) -> Grid:
                 paper_results=data.get("paper_results") or {}, source=str(path))
 
 
-__all__ = ["Cell", "Grid", "GridError", "load_grid", "RUN_FIELDS", "METRICS"]
+__all__ = ["Cell", "Grid", "GridError", "load_grid", "expand_grid", "RUN_FIELDS", "METRICS"]

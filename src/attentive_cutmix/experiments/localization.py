@@ -6,8 +6,9 @@ inside the partner's object box. The pasted pixels come from the partner at the 
 region is compared with the partner's own box in the partner's un-augmented frame. The random baseline
 pastes a box of the same area as the attentive region (CutMix's shape: the image's aspect ratio, placed
 uniformly and fully inside the image), so both rates are at the same lambda per sample. A second baseline
-pastes ``num_patches`` cells of the same grid drawn uniformly (the random-cells control). ``compare_extractors``
-puts several extractors (a CNN's channel mean, a ViT's channel mean or class-token attention) side by side.
+pastes ``num_patches`` cells of the same grid drawn uniformly (the random cells of the control method).
+``compare_extractors`` puts several extractors (a CNN's channel mean, a ViT's channel mean or class-token
+attention) side by side.
 """
 from __future__ import annotations
 

@@ -15,12 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..constants import METHODS
+from .. import registry
+from .stats import PairedDifference, paired_difference
 
 ROW_AXES = ("dataset", "model")
 LOC_COLUMNS = ("hit attentive", "hit random")
 
-__all__ = ["Stat", "Table", "mean_std", "build_table", "table_markdown", "table_csv", "paper_value", "write_plots"]
+__all__ = ["Stat", "Table", "mean_std", "build_table", "table_markdown", "table_csv", "paper_value", "write_plots",
+           "comparisons", "comparisons_for", "paired_comparisons", "paired_markdown", "MethodSummary",
+           "baseline_summary", "baseline_markdown", "method_label"]
 
 
 @dataclass
@@ -200,7 +203,8 @@ def write_plots(runs: list[dict[str, Any]], out: Path, *, metric: str = "top1",
                            and _label(r["labels"]["method"]) == method]
                 epochs, mean, std = _curve(members)
                 if epochs:
-                    line, = ax.plot(epochs, mean, marker="o" if len(epochs) < 15 else None, ms=3, label=method)
+                    line, = ax.plot(epochs, mean, marker="o" if len(epochs) < 15 else None, ms=3,
+                                    label=method_label(method))
                     ax.fill_between(epochs, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
                                     alpha=0.15)
                     t_epochs, t_mean, _ = _curve(members, "train_top1")
@@ -226,7 +230,7 @@ def write_plots(runs: list[dict[str, Any]], out: Path, *, metric: str = "top1",
             xs = [i + (j - (len(table.methods) - 1) / 2) * width for i in range(len(rows))]
             stats = [c.get(method) for _, c in rows]
             ax.bar(xs, [s.mean if s else 0 for s in stats], width, yerr=[(s.std or 0) if s else 0 for s in stats],
-                   capsize=2, label=method)
+                   capsize=2, label=method_label(method))
             for x, (key, _) in zip(xs, rows):
                 p = paper_value(paper, key, axes, method)
                 if p is not None:
@@ -286,28 +290,23 @@ def _save(fig: Any, path: Path, plt: Any) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ paired comparisons
-# (minuend, subtrahend, what the difference isolates); a comparison is shown when both methods ran.
-COMPARISONS = (
-    ("mixup", "none", "MixUp vs baseline"),
-    ("cutmix", "none", "CutMix vs baseline"),
-    ("cutout", "none", "Cutout vs baseline"),
-    ("attentive-cutmix", "none", "Attentive CutMix vs baseline"),
-    ("random-cells", "none", "random cells vs baseline"),
-    ("attentive-cutmix", "cutmix", "Attentive CutMix vs CutMix"),
-    ("random-cells", "cutmix", "area part: random cells vs CutMix"),
-    ("attentive-cutmix", "random-cells", "attention part: Attentive CutMix vs random cells"),
-)
+def comparisons() -> list[tuple[str, str, str]]:
+    """(minuend, subtrahend, what the difference isolates), as the methods declare them: every method against the
+    baseline, then each method's own comparisons (e.g. a control's)."""
+    methods = registry.methods()
+    return [(m.name, registry.BASELINE, f"{m.label} vs baseline") for m in methods if m.name != registry.BASELINE] + [
+        (m.name, other, what) for m in methods for other, what in m.comparisons]
 
 
 def comparisons_for(methods: Iterable[str]) -> list[tuple[str, str, str]]:
-    """The paired comparisons to show for these method labels: the fixed ones, then every variant (a label that is
-    no method name, e.g. ``attentive-cutmix-mass``) against Attentive CutMix and against random cells."""
+    """The paired comparisons to show for these method labels (a comparison is shown when both methods ran): the
+    declared ones, then every variant (a label that is no method name, e.g. ``attentive-cutmix-mass``) against each
+    method marked ``variant_reference``."""
     methods = list(methods)
-    variants = [m for m in methods if m not in METHODS]
-    return [c for c in COMPARISONS if c[0] in methods and c[1] in methods] + [
-        (v, base, f"{v} vs {label}") for v in variants
-        for base, label in (("attentive-cutmix", "Attentive CutMix"), ("random-cells", "random cells"))
-        if base in methods]
+    variants = [m for m in methods if m not in registry.names()]
+    references = [m for m in registry.methods() if m.variant_reference and m.name in methods]
+    return [c for c in comparisons() if c[0] in methods and c[1] in methods] + [
+        (v, ref.name, f"{v} vs {ref.label}") for v in variants for ref in references]
 
 
 def _by_row_method_seed(runs: list[dict[str, Any]], key: str) -> dict[tuple[str, ...], dict[str, dict[int, float]]]:
@@ -328,20 +327,25 @@ def _last(curve: list[dict[str, Any]], key: str) -> float | None:
     return values[-1] if values else None
 
 
+def paired_comparisons(runs: list[dict[str, Any]], metric: str = "top1") -> dict[
+        tuple[str, ...], list[tuple[str, str, str, PairedDifference | None]]]:
+    """Per row: ``(minuend, subtrahend, what it isolates, paired difference or None)`` of each comparison shown."""
+    return {row: [(a, b, what, paired_difference(methods[a], methods[b])) for a, b, what in comparisons_for(methods)]
+            for row, methods in _by_row_method_seed(runs, metric).items()}
+
+
 def paired_markdown(runs: list[dict[str, Any]], metric: str = "top1") -> str:
     """Per row: each comparison's paired difference over seeds with its 95% t-interval, then each method's
     train/held-out gap, final held-out cross-entropy, and whether held-out top-1 was flat over the last fifth."""
-    from .stats import paired_difference
-
     held = _by_row_method_seed(runs, metric)
     train = _by_row_method_seed(runs, "train_top1")
     loss = _by_row_method_seed(runs, "eval_loss")
     lines = []
+    compared = paired_comparisons(runs, metric)
     for row, methods in held.items():
         lines += [f"### {' / '.join(row)}", "",
                   "| comparison | difference in top-1 (points), 95% CI over paired seeds |", "|---|---:|"]
-        for a, b, what in comparisons_for(methods):
-            diff = paired_difference(methods[a], methods[b])
+        for _, _, what, diff in compared[row]:
             lines.append(f"| {what} | {diff} |" if diff is not None else f"| {what} | no common seed |")
         lines += ["", "| method | held-out top-1 | train top-1 (un-augmented) | gap | held-out loss | "
                       "held-out range, last fifth |", "|---|---:|---:|---:|---:|---:|"]
@@ -367,3 +371,59 @@ def _tail_range(runs: list[dict[str, Any]], row: tuple[str, ...], method: str) -
     start = epochs[-1] - max(1, epochs[-1] // 5)
     tail = [m for e, m in zip(epochs, mean) if e > start]
     return f"{min(tail):.2f}–{max(tail):.2f} (epochs {start + 1}–{epochs[-1]})"
+
+
+# ------------------------------------------------------------------------------------------ against the baseline
+@dataclass
+class MethodSummary:
+    """One method (a grid label) of one row: held-out and train top-1 over seeds, their gap, and its paired
+    difference from the baseline (None for the baseline itself, or without a common seed)."""
+
+    method: str
+    held_out: Stat
+    train: Stat
+    gap: Stat
+    vs_baseline: PairedDifference | None
+
+
+def method_label(method: str) -> str:
+    """A method's display label (a grid label that is no method name is its own label)."""
+    return registry.get(method).label if method in registry.names() else method
+
+
+def baseline_summary(runs: list[dict[str, Any]], metric: str = "top1") -> dict[tuple[str, ...], list[MethodSummary]]:
+    """Per row: each method's held-out and train top-1, train - held-out gap, and paired difference from the
+    baseline, seed by seed."""
+    held, train = _by_row_method_seed(runs, metric), _by_row_method_seed(runs, "train_top1")
+    out: dict[tuple[str, ...], list[MethodSummary]] = {}
+    for row, methods in held.items():
+        base = methods.get(registry.BASELINE)
+        for method, seeds in methods.items():
+            tr = train.get(row, {}).get(method, {})
+            diff = paired_difference(seeds, base) if base is not None and method != registry.BASELINE else None
+            out.setdefault(row, []).append(MethodSummary(method, mean_std(seeds.values()), mean_std(tr.values()),
+                                                         mean_std(tr[s] - seeds[s] for s in seeds if s in tr), diff))
+    return out
+
+
+def _num(stat: Stat, sign: bool = False) -> str:
+    if stat.n == 0:
+        return "—"
+    mean = f"{stat.mean:+.1f}" if sign else f"{stat.mean:.1f}"
+    return mean if stat.std is None else f"{mean} ± {stat.std:.1f}"
+
+
+def baseline_markdown(summary: list[MethodSummary]) -> str:
+    """A Markdown table: held-out top-1 (mean ± std over seeds), paired Δ vs the baseline and its 95% interval,
+    train top-1 and the train - held-out gap."""
+    lines = ["| Method | Held-out top-1 (%) | Δ vs baseline, paired (pts) | 95% CI of Δ | Train top-1 (%) "
+             "| Train − held-out |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for s in summary:
+        d = s.vs_baseline
+        delta = "—" if d is None else f"{d.mean:+.1f}" + ("" if d.std is None else f" ± {d.std:.1f}") + f" (n={d.n})"
+        ci = "—" if d is None or d.low is None else f"[{d.low:+.1f}, {d.high:+.1f}]"
+        train = "—" if s.train.n == 0 else f"{s.train.mean:.1f}"
+        lines.append(f"| {method_label(s.method)} | {_num(s.held_out)} | {delta} | {ci} | {train} | "
+                     f"{'—' if s.gap.n == 0 else f'{s.gap.mean:+.1f}'} |")
+    return "\n".join(lines)

@@ -45,6 +45,14 @@ class PairedDifference:
     low: float | None  # the 95% interval; None with fewer than two pairs
     high: float | None
     n: int
+    std: float | None = None  # sample std of the per-seed differences; None with fewer than two pairs
+
+    @property
+    def verdict(self) -> str:
+        """``better`` / ``worse`` when the interval lies above / below 0, else ``tie`` (also with one pair)."""
+        if self.low is not None and self.low > 0:
+            return "better"
+        return "worse" if self.high is not None and self.high < 0 else "tie"
 
     def __str__(self) -> str:
         if self.low is None:
@@ -61,5 +69,6 @@ def paired_difference(a: dict[int, float], b: dict[int, float], *, level: float 
     mean = statistics.fmean(diffs)
     if len(diffs) < 2:
         return PairedDifference(mean, None, None, 1)
-    half = t_quantile(0.5 + level / 2, len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
-    return PairedDifference(mean, mean - half, mean + half, len(diffs))
+    std = statistics.stdev(diffs)
+    half = t_quantile(0.5 + level / 2, len(diffs) - 1) * std / math.sqrt(len(diffs))
+    return PairedDifference(mean, mean - half, mean + half, len(diffs), std)

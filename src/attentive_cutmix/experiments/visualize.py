@@ -1,9 +1,9 @@
 """``attentive-cutmix visualize``: a figure like the paper's Fig. 1/2 for a few images.
 
 One row per image: the original, the extractor's heat map (channel mean) with its top-N grid cells outlined,
-then the results of MixUp, Cutout, CutMix, random cells (the control) and Attentive CutMix, with the label
-weights under each. All mixers pair image i with the same partner (the same seeded pairing), so the row
-compares like with like.
+then the result of every registered mixing method (MixUp, CutMix, Cutout, random cells, Attentive CutMix, ...),
+with the label weights under each. All mixers pair image i with the same partner (the same seeded pairing), so
+the row compares like with like.
 """
 from __future__ import annotations
 
@@ -12,14 +12,20 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from .. import registry
 from .._mixer import pair_permutation
 from ..attention import channel_attention
-from ..baselines import CutMix, Cutout, MixUp
-from ..mixing import AttentiveCutMix, RandomCells, attention_to_grid, cell_bounds, top_cells
+from ..mixing import attention_to_grid, cell_bounds, top_cells
 
-METHODS = ("mixup", "cutout", "cutmix", "random", "attentive")
-TITLES = {"mixup": "MixUp", "cutout": "Cutout", "cutmix": "CutMix", "random": "Random cells (control)",
-          "attentive": "Attentive CutMix"}
+
+def _mixing_methods() -> list[registry.Method]:
+    return [m for m in registry.methods() if m.build is not None]
+
+
+def _figure_options(method: registry.Method, settings: dict[str, Any]) -> Any:
+    """The method's default options, with the figure's grid and Cutout square where the method has them."""
+    names = method.option_names()
+    return method.options(**{k: v for k, v in settings.items() if k in names})
 
 
 def mix_panels(images: torch.Tensor, labels: torch.Tensor, attention: torch.Tensor, *, num_classes: int,
@@ -29,7 +35,8 @@ def mix_panels(images: torch.Tensor, labels: torch.Tensor, attention: torch.Tens
 
     ``images`` (B, C, H, W) in [0, 1], ``labels`` (B,), ``attention`` (B, h, w) or (B, C, h, w) in the images'
     frame. Returns ``original``, ``heatmap`` (B, H, W) in [0, 1], ``cells`` (B, g, g) bool (each image's own
-    top cells), ``partner`` (B,), and per method in ``METHODS`` the mixed images and ``<method>_targets`` (B, K).
+    top cells), ``partner`` (B,), and per registered mixing method (by name) the mixed images and
+    ``<method>_targets`` (B, K).
     """
     if images.shape[0] < 2:
         raise ValueError(f"mixing needs at least 2 images, got {images.shape[0]}; use --num-images 2 or more")
@@ -39,23 +46,22 @@ def mix_panels(images: torch.Tensor, labels: torch.Tensor, attention: torch.Tens
     heat = F.interpolate(att.unsqueeze(1), size=(h, w), mode="bilinear", align_corners=False).squeeze(1)
     lo, hi = heat.flatten(1).min(1).values.view(b, 1, 1), heat.flatten(1).max(1).values.view(b, 1, 1)
     heat = (heat - lo) / (hi - lo).clamp_min(1e-12)
-    mixers = {"mixup": MixUp(num_classes), "cutout": Cutout(num_classes, size=cutout_size or max(1, h // 2)),
-              "cutmix": CutMix(num_classes),
-              "random": RandomCells(num_classes, num_patches=num_patches, grid_size=grid_size),
-              "attentive": AttentiveCutMix(num_classes, num_patches=num_patches, grid_size=grid_size)}
+    settings = dict(num_patches=num_patches, grid_size=grid_size, cutout_size=cutout_size or max(1, h // 2))
     gen = torch.Generator().manual_seed(seed)
     perm = pair_permutation(b, gen)
     panels: dict[str, torch.Tensor] = {
         "original": images, "heatmap": heat, "cells": top_cells(attention_to_grid(att, grid_size), num_patches),
         "partner": perm,
     }
-    for name, mixer in mixers.items():
+    for method in _mixing_methods():
+        options = _figure_options(method, settings)
+        mixer = method.make_mixer(options, num_classes=num_classes)
         # Each mixer draws its own parameters, then all of them use the same partners, so a row compares like with like.
         params = mixer.make_params(b, h, w, gen)
         if "perm" in params:  # Cutout pairs no images, and its params are checked to hold only what it draws
             params["perm"] = perm
-        mixed, targets = mixer(images, labels, att if name == "attentive" else None, params=params)
-        panels[name], panels[f"{name}_targets"] = mixed, targets
+        mixed, targets = mixer(images, labels, att if method.needs_attention(options) else None, params=params)
+        panels[method.name], panels[f"{method.name}_targets"] = mixed, targets
     return panels
 
 
@@ -78,7 +84,7 @@ def _outline(ax: Any, cells: torch.Tensor, h: int, w: int, color: str) -> None:
 
 def draw_figure(panels: dict[str, torch.Tensor], labels: torch.Tensor, classes: Sequence[str], path: str, *,
                 num_patches: int, grid_size: int, title: str | None = None) -> None:
-    """Write the PNG: rows = images; columns = original, heat map + cells, the four mixers."""
+    """Write the PNG: rows = images; columns = original, heat map + cells, each method's result."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -88,7 +94,10 @@ def draw_figure(panels: dict[str, torch.Tensor], labels: torch.Tensor, classes: 
 
     images = panels["original"]
     b, _, h, w = images.shape
-    cols = ["original", "heatmap", *METHODS]
+    methods = [m for m in _mixing_methods() if m.name in panels]
+    cols = ["original", "heatmap", *(m.name for m in methods)]
+    titles = {"original": "original", "heatmap": "attention + chosen cells", **{m.name: m.label for m in methods}}
+    outlined = {m.name for m in methods if m.localizes}  # methods that paste the partner's top cells
     fig, axes = plt.subplots(b, len(cols), figsize=(2.1 * len(cols), 2.35 * b + 0.5), squeeze=False)
     show = lambda t: t.permute(1, 2, 0).clamp(0, 1).cpu().numpy()  # noqa: E731
     for i in range(b):
@@ -107,13 +116,12 @@ def draw_figure(panels: dict[str, torch.Tensor], labels: torch.Tensor, classes: 
                 text = f"top {num_patches} of {grid_size}x{grid_size}"
             else:
                 ax.imshow(show(panels[col][i]), interpolation="nearest")
-                if col == "attentive":
+                if col in outlined:
                     _outline(ax, panels["cells"][partner], h, w, "yellow")  # the partner's cells, pasted here
                 text = label_text(panels[f"{col}_targets"][i], classes)
             ax.set_xlabel(text, fontsize=8)
             if i == 0:
-                ax.set_title({"original": "original", "heatmap": "attention + chosen cells", **TITLES}.get(col, col),
-                             fontsize=9)
+                ax.set_title(titles[col], fontsize=9)
         axes[i][0].set_ylabel(f"partner #{partner}", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)

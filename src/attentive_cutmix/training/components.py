@@ -20,8 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate
 
-from ..baselines import CutMix, Cutout, MixUp
-from ..mixing import AttentiveCutMix, RandomCells
+from .. import registry
 from .config import ConfigError, TrainConfig
 from .distributed import DistInfo
 
@@ -219,20 +218,9 @@ def build_extractor(cfg: TrainConfig, info: Any, device: torch.device) -> torch.
 
 
 def build_mixer(cfg: TrainConfig, num_classes: int, extractor: torch.nn.Module | None):
-    """The batch mixer of ``cfg.method`` (``None`` for ``--method none``)."""
-    common = dict(prob=cfg.prob, label_smoothing=cfg.label_smoothing)
-    if cfg.method == "none":
-        return None
-    if cfg.method == "mixup":
-        return MixUp(num_classes, alpha=cfg.alpha, **common)
-    if cfg.method == "cutmix":
-        return CutMix(num_classes, alpha=cfg.alpha, **common)
-    if cfg.method == "cutout":
-        return Cutout(num_classes, size=cfg.cutout_size, **common)
-    cells = dict(num_patches=cfg.num_patches, grid_size=cfg.grid_size, label_weight=cfg.label_weight or "area")
-    if cfg.method == "random-cells":
-        return RandomCells(num_classes, extractor=extractor, **cells, **common)
-    return AttentiveCutMix(num_classes, extractor, temperature=cfg.cell_temperature or 0.0, **cells, **common)
+    """The batch mixer of ``cfg.method`` with its options ``cfg.mixing`` (``None`` for ``--method none``)."""
+    return registry.get(cfg.method).make_mixer(cfg.mixing, num_classes=num_classes,
+                                               label_smoothing=cfg.label_smoothing, extractor=extractor)
 
 
 def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:

@@ -1,12 +1,13 @@
 """``TrainConfig``: every option of ``attentive-cutmix train``, the paper presets, and YAML loading.
 
 Precedence, lowest first: the dataclass defaults, ``--preset``, the YAML file, the command-line
-flags. Options that only apply to one method, optimiser or schedule default to ``None`` ("use the
-method's default"), so an option set explicitly for a method it does not apply to is an error
-rather than silently ignored.
+flags. The mixing method's options are nested (``cfg.mixing``, the method's options dataclass from the
+registry) and spelled flat in files and flags (``num_patches: 4``); options that only apply to one method,
+optimiser or schedule are refused when set for another, rather than silently ignored.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import numbers
@@ -20,10 +21,11 @@ from typing import Any, Mapping
 
 import yaml
 
-from ..constants import INITS, MAX_IMAGE_SIZE, METHODS, is_int, is_number
+from .. import registry
+from ..constants import INITS, MAX_IMAGE_SIZE, is_int, is_number
 
 DATA_PATHS = ("auto", "device", "loader")
-LABEL_WEIGHTS = ("area", "attention")
+# Where the attention maps come from: they apply to a method whose options make it read attention.
 ATTENTION_SOURCE = ("extractor", "extractor_weights", "extractor_input_size", "extractor_attention", "attention_cache",
                     "build_cache")
 EXTRACTOR_ATTENTIONS = ("channel_mean", "cls_token")
@@ -44,23 +46,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 EFFICIENTNET_IMAGENET_EPOCHS = 180
 
-# Option -> the methods / optimisers / schedules it applies to (checked only when it was set explicitly).
-METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
-    "num_patches": ("attentive-cutmix", "random-cells"), "grid_size": ("attentive-cutmix", "random-cells"),
-    # The attention source applies to random-cells too, when its labels follow attention (checked in validate).
-    "extractor": ("attentive-cutmix", "random-cells"),
-    "extractor_weights": ("attentive-cutmix", "random-cells"),
-    "extractor_input_size": ("attentive-cutmix", "random-cells"),
-    "extractor_attention": ("attentive-cutmix", "random-cells"),
-    "attention_cache": ("attentive-cutmix", "random-cells"), "build_cache": ("attentive-cutmix", "random-cells"),
-    "label_weight": ("attentive-cutmix", "random-cells"), "cell_temperature": ("attentive-cutmix",),
-    "alpha": ("mixup", "cutmix"), "cutout_size": ("cutout",),
-    "prob": ("mixup", "cutmix", "cutout", "attentive-cutmix", "random-cells"),
-}
+# Option -> the optimisers / schedules it applies to (checked only when it was set explicitly). The methods'
+# options apply to the methods that declare them (registry).
 OPTIMIZER_OPTIONS: dict[str, tuple[str, ...]] = {"momentum": ("sgd",), "nesterov": ("sgd",)}
 SCHEDULE_OPTIONS: dict[str, tuple[str, ...]] = {"step_size": ("step",), "gamma": ("step",), "milestones": ("step",)}
-METHOD_DEFAULTS: dict[str, Any] = dict(num_patches=6, grid_size=7, alpha=1.0, prob=1.0, cutout_size=16, momentum=0.9,
-                                       nesterov=False, gamma=0.1)
+OPTIMIZER_DEFAULTS: dict[str, Any] = dict(momentum=0.9, nesterov=False, gamma=0.1)
 
 
 class ConfigError(ValueError):
@@ -83,20 +73,13 @@ class TrainConfig:
     # model
     model: str = "cifar_resnet20"
     init: str = "default"
-    # mixing
+    # mixing: the method (a registry name) and its options (its options dataclass; the defaults when None)
     method: str = "none"
-    num_patches: int | None = None
-    grid_size: int | None = None
-    alpha: float | None = None
-    prob: float | None = None
-    cutout_size: int | None = None
+    mixing: Any = None
     extractor: str | None = None
     extractor_weights: str | None = None
     extractor_input_size: int | None = None
     extractor_attention: str | None = None  # channel_mean (default) | cls_token (ViT-style extractors)
-    # Beyond the paper; None is the paper's choice (area labels, top cells), so existing cell ids do not change.
-    label_weight: str | None = None  # area | attention (labels weighed by the attention mass pasted and kept)
-    cell_temperature: float | None = None  # 0: the top cells; > 0: cells sampled by Gumbel-top-k at this temperature
     attention_cache: str | None = None
     build_cache: bool | None = None
     # optimisation
@@ -135,18 +118,29 @@ class TrainConfig:
     explicit: list[str] = field(default_factory=list, repr=False)  # options set by the user (file or flags)
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d.pop("explicit")
+        """The config as flat ``{option: value}``: every method's options by name, None where they do not apply
+        (as runs and cell ids have always recorded them)."""
+        d = {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self)
+             if f.name not in ("explicit", "mixing")}
+        d.update(dict.fromkeys(registry.option_names()))
+        if self.mixing is not None:
+            d.update(registry.flat_options(self.mixing))
         return d
 
 
-FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "explicit")
+# The plain fields; the methods' options (registry.option_names()) are keys of a config too.
+FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("explicit", "mixing"))
 PATH_FIELDS = ("data_dir", "val_data", "extractor", "extractor_weights", "attention_cache", "output_dir", "image_cache")
 _HINTS = {name: hint for name, hint in typing.get_type_hints(TrainConfig).items() if name in FIELDS}
 # Upper bounds on sizes: beyond them a typo (an extra 0) allocates tens of GB or starts thousands of processes.
 SIZE_LIMITS: dict[str, int] = {"image_size": MAX_IMAGE_SIZE, "extractor_input_size": MAX_IMAGE_SIZE,
-                               "cutout_size": 2048, "batch_size": 16384, "eval_batch_size": 16384, "grid_size": 256,
-                               "workers": 256, "epochs": 100_000, "synthetic_size": 1_000_000}
+                               "batch_size": 16384, "eval_batch_size": 16384, "workers": 256, "epochs": 100_000,
+                               "synthetic_size": 1_000_000}
+
+
+def config_keys() -> tuple[str, ...]:
+    """Every key a config file, a grid or ``make_config`` accepts: the plain fields and every method's options."""
+    return FIELDS + registry.option_names()
 MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds; the sampler adds the epoch to the seed
 
 # YAML 1.1 (PyYAML) reads 1e-3 and 5E4 as strings: its float pattern wants a dot. This loader also reads the
@@ -267,6 +261,12 @@ def _why(value: Any, hint: Any) -> str:
     return ""
 
 
+def _flat_option_hint(key: str) -> Any:
+    # Flat, a method's option is null where it does not apply (as runs record them).
+    hint = registry.option_hint(key)
+    return None if hint is None else hint | None
+
+
 def check_types(values: Mapping[str, Any], source: str = "the options") -> dict[str, Any]:
     """Check every value against its ``TrainConfig`` field type; ``ConfigError`` naming key, value and expected type.
 
@@ -276,7 +276,7 @@ def check_types(values: Mapping[str, Any], source: str = "the options") -> dict[
     """
     plain = {}
     for key, value in values.items():
-        hint = _HINTS.get(key)
+        hint = _HINTS.get(key) or _flat_option_hint(key)
         if hint is None:
             plain[key] = value
             continue
@@ -289,9 +289,10 @@ def check_types(values: Mapping[str, Any], source: str = "the options") -> dict[
 
 
 def _check_keys(values: Mapping[str, Any], source: str) -> None:
-    unknown = sorted(k for k in values if k not in FIELDS)
+    keys = config_keys()
+    unknown = sorted(k for k in values if k not in keys)
     if unknown:
-        raise ConfigError(f"unknown option(s) {unknown} in {source}; valid keys: {', '.join(FIELDS)}")
+        raise ConfigError(f"unknown option(s) {unknown} in {source}; valid keys: {', '.join(keys)}")
 
 
 def check_size_limits(values: Mapping[str, Any]) -> None:
@@ -339,7 +340,9 @@ def make_config(overrides: Mapping[str, Any] | None = None, *,
         if preset == "paper-imagenet" and str(model).startswith("efficientnet") and "epochs" not in user:
             values["epochs"] = EFFICIENTNET_IMAGENET_EPOCHS
     values.update(user)
-    return validate(TrainConfig(**values, explicit=sorted(user)))
+    options = registry.option_names()
+    mixing = {k: values.pop(k) for k in list(values) if k in options}
+    return validate(TrainConfig(**values, mixing=mixing, explicit=sorted(user)))
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -363,21 +366,85 @@ def _not_applicable(cfg: TrainConfig, table: dict[str, tuple[str, ...]], key: st
                               f"{', '.join(applies_to)}); remove it or change {flag}")
 
 
+def _method(name: Any) -> registry.Method:
+    try:
+        return registry.get(name)
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown method {name!r}; valid choices: {', '.join(registry.names())}") from None
+
+
 def needs_attention(cfg: TrainConfig) -> bool:
-    """Whether the run's mixer reads attention maps (an extractor or a cache): Attentive CutMix, and random cells
-    whose labels follow attention mass."""
-    return cfg.method == "attentive-cutmix" or (cfg.method == "random-cells" and cfg.label_weight == "attention")
+    """Whether the run's mixer reads attention maps (an extractor or a cache), as its method says for its options."""
+    method = _method(cfg.method)
+    return method.needs_attention(cfg.mixing if cfg.mixing is not None else method.options())
+
+
+def _mixing_options(method: registry.Method, flat: Mapping[str, Any]) -> Any:
+    """The method's options from flat ``{option: value}`` (None: its default); options of other methods refused."""
+    given = {k: v for k, v in flat.items() if v is not None}
+    for key in given:
+        if key not in method.option_names():
+            applies = registry.applies_to(key)
+            raise ConfigError(f"--{key.replace('_', '-')} does not apply to --method {method.name} (it applies to "
+                              f"{', '.join(applies)}); remove it or change --method")
+    return method.options(**given)
+
+
+def _check_mixing(cfg: TrainConfig) -> registry.Method:
+    """``cfg.mixing`` as the method's checked options dataclass (its defaults when None)."""
+    method = _method(cfg.method)
+    if cfg.mixing is None or isinstance(cfg.mixing, Mapping):
+        cfg.mixing = _mixing_options(method, cfg.mixing or {})
+    elif type(cfg.mixing) is not method.options:
+        raise ConfigError(f"mixing holds {type(cfg.mixing).__name__}, not the options of --method {cfg.method} "
+                          f"({method.options.__name__}); build them with registry.get({cfg.method!r}).options(...)")
+    options = dataclasses.asdict(cfg.mixing)
+    unset = [k for k, v in options.items() if v is None]
+    if unset:
+        raise ConfigError(f"option {unset[0]} of --method {cfg.method} must be "
+                          f"{_describe(registry.option_hint(unset[0]))}, got None")
+    cfg.mixing = dataclasses.replace(cfg.mixing, **check_types(options, "the config"))
+    try:
+        registry.check_options(cfg.mixing)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return method
+
+
+def _check_attention_source(cfg: TrainConfig, method: registry.Method) -> None:
+    flag, condition = f"--method {cfg.method}", method.attention_condition
+    if not method.needs_attention(cfg.mixing):
+        given = [k for k in ATTENTION_SOURCE if k in cfg.explicit and getattr(cfg, k) not in (None, False)]
+        if given and condition:
+            raise ConfigError(f"--{given[0].replace('_', '-')} applies to {flag} only with {condition} (only then "
+                              f"does it read attention maps); remove it or add {condition}")
+        if given:
+            raise ConfigError(f"--{given[0].replace('_', '-')} does not apply to {flag} (it reads no attention "
+                              f"maps); remove it or change --method")
+        return
+    what = f"{flag} {condition}".rstrip()
+    if cfg.extractor is None and cfg.attention_cache is None:
+        raise ConfigError(f"{what} needs attention maps: either --extractor (a model name with "
+                          "--extractor-weights FILE or pretrained weights, or a checkpoint.pt written by "
+                          "`attentive-cutmix train`) to compute them on the fly, or --attention-cache FILE "
+                          "(made by `attentive-cutmix cache-attention`, or add --build-cache with --extractor to "
+                          "make it now)")
+    if cfg.build_cache and (cfg.extractor is None or cfg.attention_cache is None):
+        raise ConfigError("--build-cache needs both --extractor (what to run) and --attention-cache "
+                          "(where to write it)")
+    if cfg.extractor_weights is not None and cfg.extractor is None:
+        raise ConfigError("--extractor-weights needs --extractor naming the architecture of those weights")
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
-    """Check types, names and ranges, reject options that don't apply, and fill in the method defaults."""
-    for key, value in check_types(cfg.to_dict(), "the config").items():
+    """Check types, names and ranges, reject options that don't apply, and fill in the defaults."""
+    for key, value in check_types({k: getattr(cfg, k) for k in FIELDS}, "the config").items():
         setattr(cfg, key, value)
     for key in PATH_FIELDS:  # `output_dir: ~/runs` in YAML means the home folder, as on a command line, not ./~/runs
         value = getattr(cfg, key)
         if isinstance(value, str) and value.startswith("~"):
             setattr(cfg, key, os.path.expanduser(value))
-    _choice("method", cfg.method, METHODS)
+    method = _check_mixing(cfg)
     _choice("optimizer", cfg.optimizer, OPTIMIZERS)
     _choice("schedule", cfg.schedule, SCHEDULES)
     _choice("amp mode", cfg.amp, AMP_MODES)
@@ -385,7 +452,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _choice("data path", cfg.data_path, DATA_PATHS)
     if cfg.extractor_attention is not None:  # None is the channel mean, so grids written before keep their cell ids
         _choice("extractor attention", cfg.extractor_attention, EXTRACTOR_ATTENTIONS)
-    _not_applicable(cfg, METHOD_OPTIONS, "method", "--method")
     _not_applicable(cfg, OPTIMIZER_OPTIONS, "optimizer", "--optimizer")
     _not_applicable(cfg, SCHEDULE_OPTIONS, "schedule", "--schedule")
     for name in ("epochs", "batch_size", "eval_every", "log_every"):
@@ -396,9 +462,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                           f"got {cfg.synthetic_size!r}")
     if isinstance(cfg.synthetic_size, tuple):
         cfg.synthetic_size = list(cfg.synthetic_size)
-    for name in ("image_size", "num_patches", "grid_size", "cutout_size", "extractor_input_size",
-                 "step_size", "max_steps_per_epoch", "eval_batch_size"):
-        _positive(cfg, name, zero_ok=name == "num_patches")
+    for name in ("image_size", "extractor_input_size", "step_size", "max_steps_per_epoch", "eval_batch_size"):
+        _positive(cfg, name)
     _positive(cfg, "workers", allow_none=False, zero_ok=True)
     for name in ("seed", "split_seed"):
         if not 0 <= getattr(cfg, name) <= MAX_SEED:
@@ -419,57 +484,24 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"val_fraction must be in [0, 1), got val_fraction={cfg.val_fraction!r}")
     if not 0.0 <= cfg.label_smoothing < 1.0:
         raise ConfigError(f"label_smoothing must be in [0, 1), got label_smoothing={cfg.label_smoothing!r}")
-    if cfg.prob is not None and not 0.0 <= cfg.prob <= 1.0:
-        raise ConfigError(f"prob must be in [0, 1], got prob={cfg.prob!r}")
-    if cfg.alpha is not None and not cfg.alpha > 0:
-        raise ConfigError(f"alpha must be > 0, got alpha={cfg.alpha!r}")
     for name in ("momentum", "gamma"):  # read only at the first step / the first decay: check them now
         if getattr(cfg, name) is not None and not getattr(cfg, name) >= 0:
             raise ConfigError(f"{name} must be >= 0, got {name}={getattr(cfg, name)!r}")
-    if cfg.num_patches is not None and cfg.grid_size is not None and cfg.num_patches > cfg.grid_size ** 2:
-        raise ConfigError(f"num_patches={cfg.num_patches} is more than the {cfg.grid_size}x{cfg.grid_size} grid's "
-                          f"{cfg.grid_size ** 2} cells; lower --num-patches or raise --grid-size")
     if cfg.schedule == "step" and cfg.step_size is not None and cfg.milestones:
         raise ConfigError("give either --step-size or --milestones for --schedule step, not both")
     if cfg.milestones is not None and (not isinstance(cfg.milestones, list) or any(
             not is_int(m) or m < 1 for m in cfg.milestones)):
         raise ConfigError(f"milestones must be a list of positive epoch numbers, got milestones={cfg.milestones!r}")
-    if cfg.label_weight is not None:
-        _choice("label weight", cfg.label_weight, LABEL_WEIGHTS)
-    if cfg.cell_temperature is not None and not cfg.cell_temperature >= 0:
-        raise ConfigError(f"cell_temperature must be >= 0 (0: the top cells), "
-                          f"got cell_temperature={cfg.cell_temperature!r}")
-    # The paper's choices are stored as None, so a grid that spells them out keeps the cells' ids.
-    cfg.label_weight = None if cfg.label_weight == "area" else cfg.label_weight
-    cfg.cell_temperature = None if cfg.cell_temperature == 0 else cfg.cell_temperature
-    if cfg.method == "random-cells" and not needs_attention(cfg):
-        given = [k for k in ATTENTION_SOURCE if k in cfg.explicit and getattr(cfg, k) not in (None, False)]
-        if given:
-            raise ConfigError(f"--{given[0].replace('_', '-')} applies to --method random-cells only with "
-                              "--label-weight attention (its cells are random; only attention-mass labels read maps); "
-                              "remove it or add --label-weight attention")
-    if needs_attention(cfg):
-        what = f"--method {cfg.method}" + (" --label-weight attention" if cfg.method == "random-cells" else "")
-        if cfg.extractor is None and cfg.attention_cache is None:
-            raise ConfigError(f"{what} needs attention maps: either --extractor (a model name with "
-                              "--extractor-weights FILE or pretrained weights, or a checkpoint.pt written by "
-                              "`attentive-cutmix train`) to compute them on the fly, or --attention-cache FILE "
-                              "(made by `attentive-cutmix cache-attention`, or add --build-cache with --extractor to "
-                              "make it now)")
-        if cfg.build_cache and (cfg.extractor is None or cfg.attention_cache is None):
-            raise ConfigError("--build-cache needs both --extractor (what to run) and --attention-cache "
-                              "(where to write it)")
-        if cfg.extractor_weights is not None and cfg.extractor is None:
-            raise ConfigError("--extractor-weights needs --extractor naming the architecture of those weights")
-    applies = {**METHOD_OPTIONS, **OPTIMIZER_OPTIONS, **SCHEDULE_OPTIONS}
-    for key, default in METHOD_DEFAULTS.items():  # defaults only where they apply, so the saved config stays honest
-        selector = cfg.method if key in METHOD_OPTIONS else cfg.optimizer if key in OPTIMIZER_OPTIONS else cfg.schedule
+    _check_attention_source(cfg, method)
+    applies = {**OPTIMIZER_OPTIONS, **SCHEDULE_OPTIONS}
+    for key, default in OPTIMIZER_DEFAULTS.items():  # defaults only where they apply, so the saved config stays honest
+        selector = cfg.optimizer if key in OPTIMIZER_OPTIONS else cfg.schedule
         if getattr(cfg, key) is None and selector in applies[key]:
             setattr(cfg, key, default)
     cfg.build_cache = bool(cfg.build_cache)
     return cfg
 
 
-__all__ = ["TrainConfig", "ConfigError", "PRESETS", "METHODS", "DATA_PATHS", "OPTIMIZERS", "SCHEDULES", "AMP_MODES",
+__all__ = ["TrainConfig", "ConfigError", "PRESETS", "DATA_PATHS", "OPTIMIZERS", "SCHEDULES", "AMP_MODES", "INITS",
            "make_config", "load_yaml", "validate", "check_types", "check_size_limits", "yaml_load", "SIZE_LIMITS",
-           "needs_attention", "LABEL_WEIGHTS"]
+           "needs_attention", "config_keys", "FIELDS"]

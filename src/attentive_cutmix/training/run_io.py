@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from ..serialization import atomic_write
 from .checkpoint import CHECKPOINT_NAME
-from .config import FIELDS, ConfigError
+from .config import ConfigError, config_keys
 from .distributed import DistInfo
 
 LOCK_NAME = ".lock"
@@ -289,7 +289,8 @@ class RunWriter:
         if not enabled:
             return
         _mark_extending(out, int(config.get("epochs", 0)))
-        resumable = {k: v for k, v in config.items() if k in FIELDS and k not in ("resume", "overwrite")}
+        keys = config_keys()
+        resumable = {k: v for k, v in config.items() if k in keys and k not in ("resume", "overwrite")}
         atomic_write(out / "config.yaml", lambda tmp: Path(tmp).write_text(yaml.safe_dump(resumable, sort_keys=False)))
         atomic_write(out / "metrics.jsonl", lambda tmp: Path(tmp).write_text("".join(_json_line(r) for r in curve)))
         from torch.utils.tensorboard import SummaryWriter
