@@ -133,8 +133,10 @@ FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in 
 PATH_FIELDS = ("data_dir", "val_data", "extractor", "extractor_weights", "attention_cache", "output_dir", "image_cache")
 _HINTS = {name: hint for name, hint in typing.get_type_hints(TrainConfig).items() if name in FIELDS}
 # Upper bounds on sizes: beyond them a typo (an extra 0) allocates tens of GB or starts thousands of processes.
+# grid_size and cutout_size are method options (the registry checks them too); they are here for the commands
+# that take them as flags without a TrainConfig (visualize).
 SIZE_LIMITS: dict[str, int] = {"image_size": MAX_IMAGE_SIZE, "extractor_input_size": MAX_IMAGE_SIZE,
-                               "batch_size": 16384, "eval_batch_size": 16384, "workers": 256, "epochs": 100_000,
+                               "cutout_size": MAX_IMAGE_SIZE, "grid_size": 256, "batch_size": 16384, "eval_batch_size": 16384, "workers": 256, "epochs": 100_000,
                                "synthetic_size": 1_000_000}
 
 
