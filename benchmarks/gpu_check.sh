@@ -8,7 +8,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then  # as the README's test command
-    python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]'
+    python3 -m venv .venv && .venv/bin/pip install -q -c constraints.txt -e '.[test]'
 fi
 PY=.venv/bin/python
 "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else "no CUDA device: this check needs a GPU")'
