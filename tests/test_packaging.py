@@ -131,3 +131,57 @@ def test_constraints_pin_every_declared_dependency_and_the_commands_use_them():
     ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines()
           if line and not line.startswith(("#", "set", "cd"))]
     assert ci == [test_command]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """A wheel built from this checkout as `pip wheel` builds it (isolated build, no dependencies fetched)."""
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(ROOT), "-w", str(out)],
+                   check=True, capture_output=True, text=True, timeout=600)
+    (built,) = out.glob("attentive_cutmix-*.whl")
+    return built
+
+
+def test_wheel_declares_licence_classifiers_ranges_and_ships_types_and_grids(wheel):
+    import zipfile
+
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        (meta_name,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+        meta = zf.read(meta_name).decode()
+    assert "attentive_cutmix/py.typed" in names
+    assert {"attentive_cutmix/configs/examples/synthetic-tiny.yaml", "attentive_cutmix/configs/paper/cifar10.yaml"} \
+        <= names
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+    assert not any(n.endswith((".safetensors", ".pt")) for n in names)  # no weights ship (theirs is another licence)
+    headers = [line for line in meta.splitlines() if ": " in line and not line.startswith(" ")]
+    requires = [h.split(": ", 1)[1] for h in headers if h.startswith("Requires-Dist: ")]
+    assert "torch>=2.11" in requires and not [r for r in requires if "==" in r.split(";")[0]]
+    assert "License-Expression: MIT" in headers
+    for classifier in ("Operating System :: POSIX :: Linux", "Operating System :: MacOS",
+                       "Programming Language :: Python :: 3.13", "Typing :: Typed",
+                       "Topic :: Scientific/Engineering :: Artificial Intelligence"):
+        assert f"Classifier: {classifier}" in headers
+
+
+def test_installed_wheel_finds_its_packaged_grids_from_any_folder(wheel, tmp_path):
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True, text=True, timeout=300)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {"PYTHONPATH": str(target), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "attentive_cutmix", *args], cwd=elsewhere, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    listed = cli("compare", "examples/synthetic-tiny.yaml", "--list")
+    assert listed.returncode == 0, listed.stderr
+    assert len(listed.stdout.split()) == 8  # 4 methods x 2 seeds
+    assert cli("compare", "configs/paper/cifar10.yaml", "--list").returncode == 0  # the checkout's old name too
+    missing = cli("compare", "examples/nope.yaml", "--list")
+    assert missing.returncode != 0
+    assert "examples/synthetic-tiny.yaml" in missing.stderr and "paper/cifar10.yaml" in missing.stderr
+    assert cli("--version").stdout.startswith("attentive-cutmix ")
