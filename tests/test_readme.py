@@ -46,7 +46,8 @@ def test_readme_marks_its_snippets_runnable():
     assert any("normalize = " in b and "device = " in b for b in blocks)  # the own-loop snippet defines both
 
 
-def test_readme_snippets_run_as_written():
+def test_readme_snippets_run_as_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # what a snippet writes (runs/...) lands here
     namespace: dict = {"__name__": "readme"}
     for i, block in enumerate(runnable_blocks()):
         for old, new in OFFLINE.items():

@@ -27,7 +27,7 @@ LABEL_WEIGHTS = ("area", "attention")
 ATTENTION_SOURCE = ("extractor", "extractor_weights", "extractor_input_size", "extractor_attention", "attention_cache",
                     "build_cache")
 EXTRACTOR_ATTENTIONS = ("channel_mean", "cls_token")
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = ("adam", "sgd", "adamw")
 SCHEDULES = ("constant", "cosine", "step")
 AMP_MODES = ("off", "fp16", "bf16")
 
@@ -56,6 +56,7 @@ METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
     "label_weight": ("attentive-cutmix", "random-cells"), "cell_temperature": ("attentive-cutmix",),
     "alpha": ("mixup", "cutmix"), "cutout_size": ("cutout",),
     "prob": ("mixup", "cutmix", "cutout", "attentive-cutmix", "random-cells"),
+    "mix_off_epoch": ("mixup", "cutmix", "cutout", "attentive-cutmix", "random-cells"),
 }
 OPTIMIZER_OPTIONS: dict[str, tuple[str, ...]] = {"momentum": ("sgd",), "nesterov": ("sgd",)}
 SCHEDULE_OPTIONS: dict[str, tuple[str, ...]] = {"step_size": ("step",), "gamma": ("step",), "milestones": ("step",)}
@@ -112,6 +113,11 @@ class TrainConfig:
     gamma: float | None = None
     milestones: list[int] | None = None
     label_smoothing: float = 0.0
+    # timm train.py's recipe; each default is "off", so existing cell ids do not change.
+    warmup_epochs: int = 0  # linear lr warmup over the first N epochs, then the schedule
+    clip_grad: float | None = None  # clip the global gradient norm to this value
+    ema_decay: float | None = None  # also keep an EMA of the weights, evaluated and saved beside the raw weights
+    mix_off_epoch: int | None = None  # mix in epochs 1..N only (timm's --mixup-off-epoch)
     # run
     seed: int = 0
     output_dir: str = "runs/train"
@@ -311,6 +317,16 @@ def needs_attention(cfg: TrainConfig) -> bool:
     return cfg.method == "attentive-cutmix" or (cfg.method == "random-cells" and cfg.label_weight == "attention")
 
 
+def _check_recipe(cfg: TrainConfig) -> None:
+    """warmup_epochs, clip_grad, ema_decay, mix_off_epoch: ranges."""
+    _positive(cfg, "warmup_epochs", allow_none=False, zero_ok=True)
+    _positive(cfg, "mix_off_epoch", zero_ok=True)
+    if cfg.clip_grad is not None and not cfg.clip_grad > 0:
+        raise ConfigError(f"clip_grad must be > 0 (the largest gradient norm), got clip_grad={cfg.clip_grad!r}")
+    if cfg.ema_decay is not None and not 0 < cfg.ema_decay < 1:
+        raise ConfigError(f"ema_decay must be in (0, 1), e.g. 0.9998, got ema_decay={cfg.ema_decay!r}")
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Check types, names and ranges, reject options that don't apply, and fill in the method defaults."""
     for key, value in check_types(cfg.to_dict(), "the config").items():
@@ -376,6 +392,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.milestones is not None and (not isinstance(cfg.milestones, list) or any(
             not is_int(m) or m < 1 for m in cfg.milestones)):
         raise ConfigError(f"milestones must be a list of positive epoch numbers, got milestones={cfg.milestones!r}")
+    _check_recipe(cfg)
     if cfg.label_weight is not None:
         _choice("label weight", cfg.label_weight, LABEL_WEIGHTS)
     if cfg.cell_temperature is not None and not cfg.cell_temperature >= 0:
