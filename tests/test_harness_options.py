@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -97,7 +99,7 @@ def test_warmup_with_milestones_round_trips_through_a_weights_only_checkpoint(tm
 def test_clip_grad_bounds_the_first_update(tmp_path):
     def update_norm(out, **clip) -> float:
         model = _model()
-        before = {k: v.clone() for k, v in model.named_parameters()}
+        before = {k: v.detach().clone() for k, v in model.named_parameters()}
         _run(out, model=model, optimizer="sgd", lr=1.0, momentum=0.0, weight_decay=0.0, max_steps_per_epoch=1,
              **clip)
         return float(torch.cat([(p.detach() - before[k]).flatten() for k, p in model.named_parameters()]).norm())
@@ -178,3 +180,44 @@ def test_the_flags_reach_the_config_and_defaults_keep_cell_ids():
     for bad in (dict(ema_decay=1.0), dict(clip_grad=0.0), dict(warmup_epochs=-1)):
         with pytest.raises(ConfigError):
             make_config(bad)
+
+
+def test_every_output_file_gets_the_same_mode_weights_included(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        _run(tmp_path, ema_decay=0.9, max_steps_per_epoch=1)
+    finally:
+        os.umask(umask)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir() if p.is_file() and p.name != ".lock"}
+    assert {"weights.safetensors", "weights_ema.safetensors", "checkpoint.pt", "results.json"} <= set(modes)
+    assert set(modes.values()) == {0o644}, modes
+
+
+class _Bar:
+    """Stands in for tqdm: records the step of every loss shown."""
+
+    def __init__(self, **_: object) -> None:
+        self.n, self.shown = 0, []
+
+    def update(self, k: int) -> None:
+        self.n += k
+
+    def set_postfix(self, **values: object) -> None:
+        self.shown.append((self.n, values["loss"]))
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_loss_shows_from_the_first_step_and_a_log_line_per_log_point_without_a_terminal(tmp_path, monkeypatch,
+                                                                                          capsys):
+    from attentive_cutmix.training import run_io
+
+    bars: list[_Bar] = []
+    monkeypatch.setattr(run_io.RunWriter, "progress", lambda self, **kw: bars.append(_Bar(**kw)) or bars[-1])
+    _run(tmp_path, progress=True, log_every=2, max_steps_per_epoch=3)
+    assert [step for step, _ in bars[0].shown] == [1, 2, 3]  # the first step's loss, then every 2nd and the end
+    err = capsys.readouterr().err  # not a terminal under pytest: one line per log point
+    lines = [line for line in err.splitlines() if line.startswith("epoch 1/1 step")]
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/1 step 1/3", "epoch 1/1 step 2/3", "epoch 1/1 step 3/3"]
+    assert all("loss " in line and "img/s" in line for line in lines)

@@ -32,9 +32,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, _new_file_mode())  # mkstemp makes 0600; give the file the permissions open() would
     try:
         write(tmp)
+        # mkstemp makes 0600, and some writers (safetensors) replace the file with one of their own: give the
+        # result the permissions open() would, after the write.
+        os.chmod(tmp, _new_file_mode())
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -99,7 +99,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--resume", action="store_const", const=True, default=_S,
                      help="continue the run in --output-dir from its checkpoint (exactly, even mid-epoch)")
     run.add_argument("--log-every", type=int, default=_S, metavar="N",
-                     help="steps between host syncs: progress bar loss and the non-finite check (default 50)")
+                     help="steps between host syncs (and after each epoch's first step): the loss on the progress "
+                          "bar, or a log line when stderr is not a terminal, and the non-finite check (default 50)")
     run.add_argument("--compile", action="store_const", const=True, default=_S, help="torch.compile the model")
     run.add_argument("--amp", choices=AMP_MODES, default=_S, help="mixed precision on CUDA (no-op on CPU)")
     run.add_argument("--channels-last", action="store_const", const=True, default=_S,

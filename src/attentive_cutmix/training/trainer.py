@@ -336,14 +336,17 @@ class _Run:
             self.generator.manual_seed(derive_seed(cfg.seed, self.dist.rank, epoch))
             torch.manual_seed(derive_seed(cfg.seed, self.dist.rank, epoch, 1))
             self.partial = {"loss_sum": 0.0, "images": 0, "time_s": 0.0}
+        batches, total = self._batches(epoch)
         # timm's --mixup-off-epoch: the last epochs train on plain images.
         self.mixing = self.mixer is not None and (cfg.mix_off_epoch is None or epoch <= cfg.mix_off_epoch)
-        batches, total = self._batches(epoch)
         if cfg.max_steps_per_epoch:
             total = min(total, cfg.max_steps_per_epoch)
         self.ddp.train()
         bar = writer.progress(total=total, initial=self.step, desc=f"epoch {epoch}/{cfg.epochs}")
-        start, window = time.perf_counter(), (self.step, self.partial["images"])
+        self._log = lambda loss, images_per_s: writer.log_point(epoch, cfg.epochs, self.step, total, loss, images_per_s)
+        start = time.perf_counter()
+        window = (self.step, self.partial["images"], start)
+        first = self.step + 1  # a log point after the first step too: the loss shows at once, not after log_every
         for batch in batches:
             if self.step >= total:
                 break
@@ -351,9 +354,9 @@ class _Run:
             self.step += 1
             bar.update(1)
             stop = signals.requested if not self.dist.enabled else False
-            if self.step % cfg.log_every == 0 or self.step >= total:
+            if self.step % cfg.log_every == 0 or self.step >= total or self.step == first:
                 stop = self._sync(epoch, bar, window, signals)
-                window = (self.step, self.partial["images"])
+                window = (self.step, self.partial["images"], time.perf_counter())
             if stop:
                 if self.step % cfg.log_every and self.step < total:
                     self._sync(epoch, bar, window, signals)
@@ -366,7 +369,7 @@ class _Run:
         self._end_epoch(epoch, writer)
         return True
 
-    def _sync(self, epoch: int, bar: Any, window: tuple[int, int], signals: "StopSignals") -> bool:
+    def _sync(self, epoch: int, bar: Any, window: tuple[int, int, float], signals: "StopSignals") -> bool:
         """The log point: read the device accumulators, stop on a non-finite step; True if a signal asks to stop."""
         loss_sum, first_bad = torch.stack([self._loss_acc, self._first_bad.double()]).tolist()
         self._loss_acc.zero_()
@@ -381,6 +384,7 @@ class _Run:
         images = self.partial["images"] - window[1]
         if images:
             bar.set_postfix(loss=f"{loss_sum / images:.3f}")
+            self._log(loss_sum / images, images / max(time.perf_counter() - window[2], 1e-9))
         return stop
 
     def _step(self, batch: tuple[torch.Tensor, ...]) -> None:
