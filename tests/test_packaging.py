@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SRC = ROOT / "src"
+SRC = Path(__import__("attentive_cutmix").__file__).resolve().parents[1]  # the tree under test
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+; the metadata is the same under 3.10
 
 # What `pip install attentive-cutmix` (no extra) does not bring: the harness's dependencies.
