@@ -54,6 +54,10 @@ def test_train_takes_your_model_and_datasets(tmp_path):
     saved = json.loads((tmp_path / "results.json").read_text())["config"]
     assert saved["model"] == "module:Sequential" and saved["dataset"] == "given:TensorDataset"
     assert saved["num_classes"] == 4 and saved["image_size"] == 16
+    with pytest.raises(ConfigError, match=r"\['init'\] would be ignored"):
+        _run(tmp_path / "c", model=_model(), init="xavier")
+    with pytest.raises(ConfigError, match=r"\['dataset'\] would be ignored"):
+        _run(tmp_path / "d", dataset="cifar10")
     with pytest.raises(ConfigError, match="pass classes="):
         train(make_config(dict(output_dir=str(tmp_path / "b"), workers=0, progress=False)), model=_model(),
               train_dataset=_data())

@@ -74,6 +74,10 @@ def given_data(cfg: TrainConfig, given: dict[str, Any], device: torch.device) ->
     from ..data.datasets import DatasetInfo
 
     train_ds, eval_ds = given["train_dataset"], given.get("eval_dataset")
+    ignored = [k for k in ("dataset", "data_dir", "val_fraction", "val_data", "image_size", "synthetic_size",
+                           "train_subset", "split_seed", "image_cache") if k in cfg.explicit]
+    if ignored:  # never silently ignored
+        raise ConfigError(f"train_dataset= replaces the dataset options, so {ignored} would be ignored; remove them")
     for name, ds in (("train_dataset", train_ds), ("eval_dataset", eval_ds)):
         if ds is not None and not (hasattr(ds, "__getitem__") and hasattr(ds, "__len__")):
             raise ConfigError(f"{name} must be a map-style Dataset (__getitem__ and __len__), got {type(ds).__name__}")

@@ -174,6 +174,9 @@ class _Run:
             model = given["model"]
             if not isinstance(model, torch.nn.Module):
                 raise ConfigError(f"model= must be an nn.Module, got {type(model).__name__}")
+            ignored = [k for k in ("model", "init") if k in cfg.explicit]
+            if ignored:  # never silently ignored
+                raise ConfigError(f"model= is used as given, so the option(s) {ignored} would be ignored; remove them")
             self.config["model"] = f"module:{type(model).__name__}"  # what the checkpoint's identity check compares
         else:
             model = create_model(cfg.model, num_classes=self.info.num_classes, image_size=self.info.image_size,
