@@ -241,7 +241,7 @@ class Mixer(nn.Module):
     A subclass sets ``_repr_fields``, implements ``make_params(batch_size, height, width, generator)`` (every
     random draw of a call, on the generator's device) and ``apply(images, targets, params, attention, masks)``.
     An ``nn.Module`` as torchvision's v2 transforms are; the attributes named in ``_frozen_helpers`` (the
-    extractor) are held outside the module tree: ``.to()``/``.cuda()`` move them (device only: they compute
+    extractor) are held outside the module tree: ``.to(device)`` moves them (device only: they compute
     in their own dtype), but they are in neither ``state_dict()`` nor ``parameters()``, and
     ``train()``/``eval()`` leave them in eval mode.
     """
