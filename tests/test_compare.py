@@ -28,7 +28,10 @@ def _mtimes(out: Path) -> dict[str, int]:
     return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in sorted((out / "runs").rglob("*")) if p.is_file()}
 
 
-SHIPPED_GRIDS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+_ROOT = Path(__file__).resolve().parents[1]
+# The repository's evidence grids and the grids that ship inside the package.
+SHIPPED_GRIDS = sorted([*(_ROOT / "configs").rglob("*.yaml"),
+                        *(_ROOT / "src/attentive_cutmix/configs").rglob("*.yaml")])
 
 
 @pytest.mark.parametrize("path", SHIPPED_GRIDS, ids=lambda p: f"{p.parent.name}/{p.name}")

@@ -147,7 +147,7 @@ def test_reported_top1_equals_evaluate_of_checkpoint(toy, baseline_checkpoint):
 
 
 @pytest.mark.parametrize("key,value,listed", [("model", "resnet_nope", "cifar_resnet20"), ("dataset", "nope", "toy"),
-                                              ("method", "cutmixx", "attentive-cutmix"), ("optimizer", "adamw", "sgd")])
+                                              ("method", "cutmixx", "attentive-cutmix"), ("optimizer", "lamb", "sgd")])
 def test_unknown_names_list_the_valid_ones(key, value, listed, toy, tmp_path):
     with pytest.raises(ValueError, match=listed):
         train(make_config(_opts(tmp_path / "bad", **{key: value})))

@@ -1,6 +1,9 @@
 """What every batch mixer shares: argument checks, the pairing, exact soft targets, ``prob``, one draw step.
 
-A mixer is called as ``mixed, targets = mixer(images, labels, attention=None, *, masks=None, generator=None)``.
+A mixer is called as ``mixed, targets = mixer(images, labels, attention=None, *, masks=None, generator=None)``,
+or ``batch = mixer(batch)`` on a dict batch (its labels found by ``labels_getter``, as torchvision v2's CutMix does).
+Mixers are ``nn.Module``s, like torchvision's v2 transforms: ``.to(device)`` moves an extractor with them, while the
+extractor stays frozen, out of ``state_dict()`` and ``parameters()``, and ``train()``/``eval()`` never reach it.
 Its random draws all happen in ``make_params`` (as in torchvision's v2 transforms), from the given
 ``torch.Generator`` only, on the generator's device; the small drawn tensors then move to the images'
 device without a host sync. Value checks that would read a GPU tensor (label range, finite attention) run
@@ -9,12 +12,14 @@ exactly on the CPU and as ``torch._assert_async`` elsewhere, so a training step 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .constants import is_int, is_number
 
@@ -221,20 +226,84 @@ def boxes_to_mask(boxes: torch.Tensor, height: int, width: int, device: torch.de
 
 
 # --------------------------------------------------------------------------- the base class
-class Mixer:
+LabelsGetter = Callable[[Any], torch.Tensor]
+
+
+def default_labels_getter(batch: Any) -> torch.Tensor:
+    """torchvision v2's heuristic: the entry named ``labels`` (any case), else the first whose name contains
+    ``label``."""
+    if not isinstance(batch, Mapping):
+        raise ValueError(f"the default labels_getter reads a dict batch, got {type(batch).__name__}; pass "
+                         "labels_getter=callable(batch) -> labels")
+    keys = [k for k in batch if isinstance(k, str)]
+    key = next((k for k in keys if k.lower() == "labels"), None) or next((k for k in keys if "label" in k.lower()),
+                                                                          None)
+    if key is None:
+        raise ValueError(f"no labels in the batch: none of its keys {list(batch)} is or contains 'labels'; pass "
+                         "labels_getter=lambda batch: batch[...] to the mixer")
+    return batch[key]
+
+
+_IMAGE_KEYS = ("pixel_values", "images", "image")
+
+
+def _image_key(batch: Mapping, labels: torch.Tensor) -> Any:
+    """The entry holding the images: ``pixel_values``/``images``/``image`` (any case), else the only floating
+    4-D tensor."""
+    named = [k for k in batch if isinstance(k, str) and k.lower() in _IMAGE_KEYS]
+    if named:
+        return named[0]
+    found = [k for k, v in batch.items() if isinstance(v, torch.Tensor) and v is not labels and v.ndim == 4
+             and v.is_floating_point()]
+    if len(found) != 1:
+        raise ValueError(f"cannot tell which entry of the batch holds the images (keys {list(batch)}): name it "
+                         f"one of {_IMAGE_KEYS}, or call mixer(images, labels)")
+    return found[0]
+
+
+class Mixer(nn.Module):
     """Base of the mixers: the common options, ``__repr__``, the call preamble, ``prob`` and the draw step.
 
     A subclass sets ``_repr_fields``, implements ``make_params(batch_size, height, width, generator)`` (every
     random draw of a call, on the generator's device) and ``apply(images, targets, params, attention, masks)``.
+    An ``nn.Module`` as torchvision's v2 transforms are; the attributes named in ``_frozen_helpers`` (the
+    extractor) are held outside the module tree: ``.to(device)`` moves them (device only: they compute
+    in their own dtype), but they are in neither ``state_dict()`` nor ``parameters()``, and
+    ``train()``/``eval()`` leave them in eval mode.
     """
 
     _repr_fields: tuple[str, ...] = ()
+    _frozen_helpers: tuple[str, ...] = ("extractor",)
     accepts_masks = True
 
-    def __init__(self, num_classes: int, *, prob: float = 1.0, label_smoothing: float = 0.0) -> None:
+    def __init__(self, num_classes: int, *, prob: float = 1.0, label_smoothing: float = 0.0,
+                 labels_getter: str | LabelsGetter = "default") -> None:
+        super().__init__()
         self.num_classes = check_int("num_classes", num_classes, minimum=1)
         self.prob = check_unit("prob", prob)
         self.label_smoothing = check_unit("label_smoothing", label_smoothing, closed=False)
+        if labels_getter != "default" and not callable(labels_getter):
+            raise TypeError(f"labels_getter must be 'default' or a callable(batch) -> labels, got "
+                            f"{type(labels_getter).__name__}")
+        self.labels_getter = default_labels_getter if labels_getter == "default" else labels_getter
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self._frozen_helpers:
+            if isinstance(value, nn.Module):
+                value.requires_grad_(False).eval()  # an extractor is frozen, whatever module it is
+            object.__setattr__(self, name, value)  # not a submodule: no state_dict, parameters or train()
+        else:
+            super().__setattr__(name, value)
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Mixer:
+        super()._apply(fn, recurse)
+        # Follow the mixer's device, never its dtype (a .half() of the whole model must not reach the extractor).
+        device = fn(torch.empty(0)).device
+        for name in self._frozen_helpers:
+            helper = self.__dict__.get(name)
+            if isinstance(helper, nn.Module):
+                helper.to(device)
+        return self
 
     def __repr__(self) -> str:
         fields = ("num_classes", *self._repr_fields, "prob", "label_smoothing")
@@ -271,13 +340,22 @@ class Mixer:
         """The attention a call uses (``None`` for mixers that do not read it)."""
         return None
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor, attention: torch.Tensor | None = None, *,
-                 masks: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                 params: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, ...]:
+    def forward(self, images: torch.Tensor | Mapping[str, Any], labels: torch.Tensor | None = None,
+                attention: torch.Tensor | None = None, *, masks: torch.Tensor | None = None,
+                generator: torch.Generator | None = None,
+                params: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, ...] | dict[str, Any]:
         """Mix a batch. Returns ``(mixed, targets)``, or ``(mixed, targets, mixed_masks)`` when ``masks`` is given.
 
         ``params`` (from ``make_params``) replaces the draws, e.g. to give several mixers the same partners.
+        A dict batch (``mixer(batch)``) comes back as a dict with its images mixed and its labels replaced by the
+        soft targets; its labels are found by ``labels_getter``, its images under ``pixel_values``, ``images`` or
+        ``image`` (or as its only floating 4-D tensor); every other entry passes through.
         """
+        if isinstance(images, Mapping):
+            return self._forward_dict(images, labels, attention, masks=masks, generator=generator, params=params)
+        if labels is None:
+            raise TypeError(f"{type(self).__name__} needs labels: call mixer(images, labels), or mixer(batch) on a "
+                            "dict batch")
         _check_images(images)
         check_generator(generator)
         b, _, h, w = images.shape
@@ -297,6 +375,22 @@ class Mixer:
         if not images.is_contiguous() and images.is_contiguous(memory_format=torch.channels_last):
             out = (out[0].contiguous(memory_format=torch.channels_last), *out[1:])
         return out
+
+    def _forward_dict(self, batch: Mapping[str, Any], labels: Any, attention: torch.Tensor | None,
+                      **kwargs: Any) -> dict[str, Any]:
+        if labels is not None:
+            raise TypeError("a dict batch carries its own labels: call mixer(batch) (labels_getter finds them), "
+                            "not mixer(batch, labels)")
+        if kwargs.get("masks") is not None:
+            raise ValueError("masks= is for mixer(images, labels, masks=masks); a dict batch's masks are not read")
+        found = self.labels_getter(batch)
+        label_keys = [k for k, v in batch.items() if v is found]
+        if not isinstance(found, torch.Tensor) or not label_keys:
+            raise ValueError("labels_getter must return one of the batch's own tensors (the mixer writes the soft "
+                             f"targets back in its place), got {type(found).__name__}")
+        image_key = _image_key(batch, found)
+        mixed, targets = self.forward(batch[image_key], found, attention, **kwargs)
+        return {**batch, image_key: mixed, label_keys[0]: targets}
 
     def _check_params(self, params: Any, batch_size: int, height: int, width: int) -> None:
         # What make_params draws for this very call: the keys, shapes and kinds of dtype a replay must have.

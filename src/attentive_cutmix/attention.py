@@ -3,7 +3,8 @@
 It wraps any timm backbone (CNN or transformer), any torchvision CNN, one of our CIFAR ResNets, a
 checkpoint written by our trainer, or your own module; it is always in eval mode and runs under
 ``torch.inference_mode()`` so BatchNorm statistics never move, and it resizes and normalises its input
-itself: give it images in [0, 1]. ``load_extractor`` is the one place an extractor is built from a name,
+itself: give it images in [0, 1], or say with ``input_mean``/``input_std`` how the batch was already
+normalised. ``load_extractor`` is the one place an extractor is built from a name,
 a weights file, a checkpoint or a module; the ``ExtractorSource`` it records is what attention caches
 compare.
 
@@ -16,7 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import math
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,8 +251,12 @@ class FeatureExtractor(nn.Module):
         weights: a local weights file (``.safetensors``, a torch state dict, or our checkpoint).
         num_classes: classifier width of ``weights``; inferred from the file when omitted.
         input_size: images are resized to ``input_size x input_size``; ``None`` keeps their size.
-        mean, std: normalisation applied after resizing (inputs are expected in [0, 1]); default: the
-            statistics a training checkpoint records, else ImageNet's.
+        mean, std: the network's own normalisation, applied after resizing to images in [0, 1]; default:
+            the statistics a training checkpoint records, else ImageNet's.
+        input_mean, input_std: the normalisation already applied to the batches you pass (timm's prefetcher,
+            Hugging Face ``pixel_values``); the extractor undoes it (``x * input_std + input_mean``) before its
+            own. ``None`` (default): batches are in [0, 1]; on the CPU a batch far outside [0, 1] gets a
+            one-time warning, since its cells would differ from those of the same images in [0, 1].
         layer: name of the module whose output is the feature map. By default: a timm model's last
             ``forward_intermediates`` map in NCHW (else its last ``feature_info`` stage, its layout
             established from the declared channel count); ``forward_features`` of other models (CIFAR
@@ -266,7 +273,8 @@ class FeatureExtractor(nn.Module):
                  weights: str | os.PathLike | None = None, num_classes: int | None = None, input_size: int | None = 224,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None, layer: str | None = None,
                  attention: str = "channel_mean", amp_dtype: torch.dtype | None = None,
-                 source: ExtractorSource | None = None) -> None:
+                 source: ExtractorSource | None = None, input_mean: Sequence[float] | None = None,
+                 input_std: Sequence[float] | None = None) -> None:
         super().__init__()
         if input_size is not None and (not is_int(input_size)
                                        or input_size < 1):
@@ -304,6 +312,11 @@ class FeatureExtractor(nn.Module):
         self.amp_dtype = amp_dtype
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.input_mean, self.input_std = _input_stats(input_mean, input_std, channels=len(mean))
+        if self.input_mean is not None:
+            self.register_buffer("_in_mean", torch.tensor(self.input_mean).view(1, -1, 1, 1), persistent=False)
+            self.register_buffer("_in_std", torch.tensor(self.input_std).view(1, -1, 1, 1), persistent=False)
+        self._range_warned = False
         self._layer_channels: int | None = None
         if layer is not None:
             self._check_layer(layer)
@@ -334,8 +347,26 @@ class FeatureExtractor(nn.Module):
         return self
 
     # ----------------------------------------------------------------- forward
-    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+    def to_unit_range(self, images: torch.Tensor) -> torch.Tensor:
+        """The batch in [0, 1] float32: ``input_mean``/``input_std`` undone when given."""
         x = images.to(torch.float32)
+        if self.input_mean is not None:
+            x = x * self._in_std + self._in_mean
+        if x.device.type == "cpu" and not self._range_warned:  # free on the CPU; a GPU check would sync
+            lo, hi = (float(v) for v in torch.aminmax(x))
+            if lo < -_RANGE_SLACK or hi > 1 + _RANGE_SLACK:
+                self._range_warned = True
+                given = (f"after undoing input_mean={self.input_mean}, input_std={self.input_std}"
+                         if self.input_mean is not None else "")
+                warnings.warn(f"{type(self).__name__} expects images in [0, 1] but got values in [{lo:.2f}, {hi:.2f}]"
+                              f"{' ' + given if given else ''}: its attention, and so the cells chosen, differ from "
+                              "those of the same images in [0, 1]. If the batch is already normalised (timm's "
+                              "prefetcher, Hugging Face pixel_values), pass the statistics applied to it as "
+                              "input_mean=..., input_std=... to load_extractor/FeatureExtractor", stacklevel=4)
+        return x
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.to_unit_range(images)
         if self.input_size is not None and x.shape[-2:] != (self.input_size, self.input_size):
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False,
                               antialias=self.input_size < min(x.shape[-2:]))
@@ -447,7 +478,8 @@ class FeatureExtractor(nn.Module):
         return spatial[-1]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, C_in, H, W) images in [0, 1] -> (B, C, h, w) float32 map ((B, 1, h, w) for ``cls_token``)."""
+        """(B, C_in, H, W) images in [0, 1] (or normalised by ``input_mean``/``input_std``) -> (B, C, h, w) float32
+        map ((B, 1, h, w) for ``cls_token``)."""
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point():
             desc = (f"shape {tuple(images.shape)}, dtype {images.dtype}" if isinstance(images, torch.Tensor)
                     else type(images).__name__)
@@ -473,22 +505,50 @@ class FeatureExtractor(nn.Module):
         return feats.float().clone()
 
     def extra_repr(self) -> str:
+        given = f", input_mean={self.input_mean}, input_std={self.input_std}" if self.input_mean is not None else ""
         return (f"name={self.name!r}, source={self.source.kind!r}, attention={self.attention!r}, "
-                f"input_size={self.input_size}, layer={self.layer!r}")
+                f"input_size={self.input_size}, layer={self.layer!r}{given}")
+
+
+# How far outside [0, 1] a batch may reach before it is taken for a normalised one (a normalised batch spans
+# about [-2, 2.6]; resampling and MixUp-like blends stay well inside this margin).
+_RANGE_SLACK = 0.5
+
+
+def _input_stats(mean: Sequence[float] | None, std: Sequence[float] | None,
+                 channels: int) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """``input_mean``/``input_std`` checked: both or neither, one finite entry per channel, std > 0."""
+    if mean is None and std is None:
+        return None, None
+    if mean is None or std is None:
+        raise ValueError(f"give input_mean and input_std together (the normalisation already applied to the batch), "
+                         f"got input_mean={mean!r}, input_std={std!r}")
+    try:
+        mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"input_mean and input_std must be sequences of numbers, one per channel, got "
+                         f"input_mean={mean!r}, input_std={std!r}") from err
+    if len(mean) != channels or len(std) != channels or not all(math.isfinite(v) for v in mean + std) \
+            or any(s <= 0 for s in std):
+        raise ValueError(f"input_mean and input_std must have {channels} finite entries (one per channel) and "
+                         f"input_std > 0, got input_mean={mean}, input_std={std}")
+    return mean, std
 
 
 def load_extractor(spec: str | os.PathLike | nn.Module, *, weights: str | os.PathLike | None = None,
                    pretrained: bool = False, num_classes: int | None = None, input_size: int | None = None,
                    mean: Sequence[float] | None = None, std: Sequence[float] | None = None, layer: str | None = None,
                    attention: str = "channel_mean", amp_dtype: torch.dtype | None = None,
-                   device: str | torch.device | None = None) -> FeatureExtractor:
+                   device: str | torch.device | None = None, input_mean: Sequence[float] | None = None,
+                   input_std: Sequence[float] | None = None) -> FeatureExtractor:
     """Build a frozen ``FeatureExtractor`` from a model name, a weights file, a training checkpoint or a module.
 
     ``spec`` ending in ``.pt``/``.pth``/``.ckpt`` is a checkpoint of ``attentive-cutmix train``: its config
     gives the model, classes, image size and normalisation, and it is read once. A model name takes
     ``weights=FILE`` or ``pretrained=True`` (else random weights). ``input_size=None`` means the
     checkpoint's image size, 32 for ``cifar_*`` names, else 224. ``extractor.source`` says which of these
-    it was (an ``ExtractorSource``); attention caches compare it field by field.
+    it was (an ``ExtractorSource``); attention caches compare it field by field. ``input_mean``/``input_std``:
+    the normalisation already applied to the batches it will see (see ``FeatureExtractor``).
     """
     if isinstance(input_size, bool) or not (input_size is None or isinstance(input_size, int) and input_size >= 1):
         raise ValueError(f"input_size must be a positive int or None (the model's own size), "
@@ -510,7 +570,7 @@ def load_extractor(spec: str | os.PathLike | nn.Module, *, weights: str | os.Pat
     extractor = FeatureExtractor(net, input_size=input_size or int(saved.get("image_size", 224)),
                                  mean=mean if mean is not None else saved.get("mean"),
                                  std=std if std is not None else saved.get("std"), layer=layer, attention=attention,
-                                 amp_dtype=amp_dtype, source=source)
+                                 amp_dtype=amp_dtype, source=source, input_mean=input_mean, input_std=input_std)
     extractor.name = name  # how the caller named it, as FeatureExtractor(name) records it
     return extractor.to(device) if device is not None else extractor
 

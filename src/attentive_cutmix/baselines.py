@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from ._mixer import (
+    LabelsGetter,
     Mixer,
     beta_sample,
     boxes_to_mask,
@@ -46,9 +47,9 @@ class _BetaMixer(Mixer):
 
     _repr_fields = ("alpha",)
 
-    def __init__(self, num_classes: int, *, alpha: float = 1.0, prob: float = 1.0,
-                 label_smoothing: float = 0.0) -> None:
-        super().__init__(num_classes, prob=prob, label_smoothing=label_smoothing)
+    def __init__(self, num_classes: int, *, alpha: float = 1.0, prob: float = 1.0, label_smoothing: float = 0.0,
+                 labels_getter: str | LabelsGetter = "default") -> None:
+        super().__init__(num_classes, prob=prob, label_smoothing=label_smoothing, labels_getter=labels_getter)
         self.alpha = check_alpha(alpha)
 
 
@@ -116,8 +117,9 @@ class Cutout(Mixer):
     _repr_fields = ("size", "fill")
 
     def __init__(self, num_classes: int, *, size: int = 16, fill: float = 0.0, prob: float = 1.0,
-                 label_smoothing: float = 0.0, ignore_index: int = -100) -> None:
-        super().__init__(num_classes, prob=prob, label_smoothing=label_smoothing)
+                 label_smoothing: float = 0.0, ignore_index: int = -100,
+                 labels_getter: str | LabelsGetter = "default") -> None:
+        super().__init__(num_classes, prob=prob, label_smoothing=label_smoothing, labels_getter=labels_getter)
         self.size = check_int("size", size, minimum=1, hint=" (side of the square in pixels)")
         if not is_number(fill) or not math.isfinite(fill):
             raise ValueError(f"fill must be a finite number (the value of the cut-out pixels), got fill={fill!r}")

@@ -21,6 +21,7 @@ from typing import Any, Callable
 import torch
 
 from ._mixer import (
+    LabelsGetter,
     Mixer,
     check_int,
     check_rows,
@@ -194,8 +195,9 @@ class AttentiveCutMix(Mixer):
 
     def __init__(self, num_classes: int, extractor: Callable[[torch.Tensor], torch.Tensor] | None = None, *,
                  num_patches: int = 6, grid_size: int = 7, label_weight: str = "area", temperature: float = 0.0,
-                 prob: float = 1.0, label_smoothing: float = 0.0) -> None:
-        super().__init__(num_classes, prob=prob, label_smoothing=label_smoothing)
+                 prob: float = 1.0, label_smoothing: float = 0.0,
+                 labels_getter: str | LabelsGetter = "default") -> None:
+        super().__init__(num_classes, prob=prob, label_smoothing=label_smoothing, labels_getter=labels_getter)
         self.grid_size = check_int("grid_size", grid_size, minimum=1)
         self.num_patches = check_int("num_patches", num_patches, minimum=0, maximum=grid_size ** 2,
                                      want=f"an int in [0, grid_size**2] = [0, {grid_size ** 2}]")
@@ -312,9 +314,10 @@ class RandomCells(AttentiveCutMix):
 
     def __init__(self, num_classes: int, *, num_patches: int = 6, grid_size: int = 7, label_weight: str = "area",
                  extractor: Callable[[torch.Tensor], torch.Tensor] | None = None, prob: float = 1.0,
-                 label_smoothing: float = 0.0) -> None:
+                 label_smoothing: float = 0.0, labels_getter: str | LabelsGetter = "default") -> None:
         super().__init__(num_classes, extractor, num_patches=num_patches, grid_size=grid_size,
-                         label_weight=label_weight, prob=prob, label_smoothing=label_smoothing)
+                         label_weight=label_weight, prob=prob, label_smoothing=label_smoothing,
+                         labels_getter=labels_getter)
         if extractor is not None and label_weight != "attention":
             raise ValueError("RandomCells reads attention only for label_weight='attention'; drop extractor= or set "
                              "label_weight='attention'")

@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file as _load_safetensors
 
 
 class CheckpointError(ValueError):
@@ -144,6 +142,10 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"weights file not found: {path}")
     if path.suffix == ".safetensors":
+        # Imported here: the library (mixers, FeatureExtractor on a module) must not need the [train] extra.
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file as _load_safetensors
+
         try:
             return _load_safetensors(str(path))
         except (SafetensorError, OSError, ValueError) as err:

@@ -23,10 +23,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
                  "re-measure trained runs' weights on their own held-out split or on other data"),
 }
 
+# Top-level modules of the [train] extra (pyproject.toml): a missing one means the extra is not installed.
+TRAIN_EXTRA_MODULES = ("torchvision", "timm", "safetensors", "numpy", "PIL", "yaml", "tqdm", "matplotlib",
+                       "tensorboard")
+
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    from .. import __version__
+
     parser = argparse.ArgumentParser(prog="attentive-cutmix",
                                      description="Attention-guided mix augmentation for PyTorch.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers = {name: sub.add_parser(name, help=help_, description=help_) for name, (_, help_) in COMMANDS.items()}
     return parser, subparsers
@@ -42,7 +49,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     name = argv[0]
-    module = importlib.import_module(COMMANDS[name][0])
+    try:
+        module = importlib.import_module(COMMANDS[name][0])
+    except ModuleNotFoundError as err:
+        if err.name is None or err.name.split(".")[0] not in TRAIN_EXTRA_MODULES:
+            raise
+        # The library needs torch alone; the subcommands need the harness's dependencies.
+        print(f"attentive-cutmix {name}: needs {err.name!r}, which is not installed; install the harness with "
+              "pip install 'attentive-cutmix[train]'", file=sys.stderr)
+        return 2
     module.add_arguments(subparsers[name])
     args = parser.parse_args(argv)
     try:

@@ -15,7 +15,8 @@ from ._common import add_device_argument, fail
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("grid", metavar="GRID.yaml",
-                        help="grid file: axes, shared settings, paper numbers (see configs/)")
+                        help="grid file (axes, shared settings, paper numbers), or a packaged one: "
+                             "examples/synthetic-tiny.yaml, paper/cifar10.yaml, ...")
     parser.add_argument("--output-dir", default=None, help="where runs, caches, results and tables go "
                                                            "(default runs/compare/<grid file name>)")
     which = parser.add_mutually_exclusive_group()

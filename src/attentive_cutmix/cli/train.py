@@ -70,7 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=int, default=_S, help="default 10")
     opt.add_argument("--batch-size", type=int, default=_S, help="per process (default 128)")
-    opt.add_argument("--optimizer", choices=OPTIMIZERS, default=_S, help="default adam")
+    opt.add_argument("--optimizer", choices=OPTIMIZERS, default=_S,
+                     help="default adam (L2 weight decay); adamw: decoupled weight decay")
     opt.add_argument("--lr", type=float, default=_S, help="default 1e-3")
     opt.add_argument("--momentum", type=float, default=_S, help="sgd (default 0.9)")
     opt.add_argument("--nesterov", type=_bool, nargs="?", const=True, default=_S, help="sgd: Nesterov momentum")
@@ -81,6 +82,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--milestones", type=int, nargs="+", default=_S, help="step: decay at these epochs instead")
     opt.add_argument("--gamma", type=float, default=_S, help="step: decay factor (default 0.1)")
     opt.add_argument("--label-smoothing", type=float, default=_S, help="default 0")
+    opt.add_argument("--warmup-epochs", type=int, default=_S, metavar="N",
+                     help="raise the lr linearly over the first N epochs, then follow --schedule (default 0)")
+    opt.add_argument("--clip-grad", type=float, default=_S, metavar="NORM",
+                     help="clip the global gradient norm to NORM (default: no clipping)")
+    opt.add_argument("--ema-decay", type=float, default=_S, metavar="D",
+                     help="also keep an exponential moving average of the weights (e.g. 0.9998), updated every step, "
+                          "evaluated each epoch (ema_top1) and saved as weights_ema.safetensors")
+    mix.add_argument("--mix-off-epoch", type=int, default=_S, metavar="N",
+                     help="mix in epochs 1..N only, train on plain images after (timm's --mixup-off-epoch)")
     run = parser.add_argument_group("run")
     run.add_argument("--seed", type=int, default=_S,
                      help="default 0; the same seed on the same machine gives identical results on CPU")
@@ -92,7 +102,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--resume", action="store_const", const=True, default=_S,
                      help="continue the run in --output-dir from its checkpoint (exactly, even mid-epoch)")
     run.add_argument("--log-every", type=int, default=_S, metavar="N",
-                     help="steps between host syncs: progress bar loss and the non-finite check (default 50)")
+                     help="steps between host syncs (and after each epoch's first step): the loss on the progress "
+                          "bar, or a log line when stderr is not a terminal, and the non-finite check (default 50)")
     run.add_argument("--compile", action="store_const", const=True, default=_S, help="torch.compile the model")
     run.add_argument("--amp", choices=AMP_MODES, default=_S, help="mixed precision on CUDA (no-op on CPU)")
     run.add_argument("--channels-last", action="store_const", const=True, default=_S,

@@ -146,10 +146,31 @@ def _identity(cfg: TrainConfig, extractor_identity: dict[str, Any] | None, cache
     return ident
 
 
+# The grids that ship inside the package (examples and the paper's), so `compare examples/synthetic-tiny.yaml`
+# works from any folder once the package is installed.
+PACKAGED_GRIDS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def packaged_grids() -> list[str]:
+    """Names of the packaged grid files, as ``compare`` accepts them (e.g. ``examples/synthetic-tiny.yaml``)."""
+    return sorted(p.relative_to(PACKAGED_GRIDS).as_posix() for p in PACKAGED_GRIDS.glob("*/*.yaml"))
+
+
+def resolve_grid_path(path: str | os.PathLike) -> Path:
+    """``path`` itself when it is a file; else the packaged grid of that name (``configs/`` prefix optional)."""
+    path = Path(path)
+    if path.is_file() or path.is_absolute():
+        return path
+    name = Path(*path.parts[1:]) if path.parts[:1] == ("configs",) else path
+    packaged = PACKAGED_GRIDS / name
+    return packaged if packaged.is_file() else path
+
+
 def _load(path: Path) -> dict[str, Any]:
     if not path.is_file():
         what = "is a folder, not a grid file" if path.is_dir() else "not found"
-        raise GridError(f"grid file {path} {what}; give a YAML grid such as configs/examples/synthetic-tiny.yaml")
+        raise GridError(f"grid file {path} {what}; give the path of a YAML grid, or the name of one that ships with "
+                        f"the package: {', '.join(packaged_grids())}")
     try:
         data = yaml_load(path.read_text())
     except yaml.YAMLError as err:
@@ -222,8 +243,11 @@ def _make(values: dict[str, Any], where: str) -> TrainConfig:
 
 
 def load_grid(path: str | os.PathLike) -> Grid:
-    """Read and expand a grid file into cells (validated ``TrainConfig`` each, stable ids)."""
-    path = Path(path)
+    """Read and expand a grid file into cells (validated ``TrainConfig`` each, stable ids).
+
+    ``path`` is a file, or the name of a packaged grid (``packaged_grids()``, e.g. ``examples/synthetic-tiny.yaml``).
+    """
+    path = resolve_grid_path(path)
     return expand_grid(_load(path), path)
 
 
@@ -311,4 +335,5 @@ def expand_grid(data: Any, path: str | os.PathLike) -> Grid:
                 paper_results=data.get("paper_results") or {}, source=str(path))
 
 
-__all__ = ["Cell", "Grid", "GridError", "load_grid", "expand_grid", "RUN_FIELDS", "METRICS"]
+__all__ = ["Cell", "Grid", "GridError", "load_grid", "expand_grid", "packaged_grids", "resolve_grid_path",
+           "RUN_FIELDS", "METRICS"]

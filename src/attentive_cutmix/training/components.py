@@ -6,6 +6,7 @@ the sampler's order is a function of (seed, epoch); each item's augmentation is 
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import pickle
 import random
@@ -224,10 +225,13 @@ def build_mixer(cfg: TrainConfig, num_classes: int, extractor: torch.nn.Module |
 
 
 def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """Adam or SGD, fused where the device supports it: a fused step can skip a non-finite update on the device."""
+    """Adam, AdamW or SGD, fused where the device supports it: a fused step can skip a non-finite update on the
+    device."""
     # Plain L2 weight decay, as the paper's "weight decay 1e-5" with a Keras-era Adam would be.
     if cfg.optimizer == "adam":
         make = lambda **kw: torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **kw)  # noqa: E731
+    elif cfg.optimizer == "adamw":  # decoupled weight decay (Loshchilov & Hutter), timm's usual choice
+        make = lambda **kw: torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **kw)  # noqa: E731
     else:
         make = lambda **kw: torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,  # noqa: E731
                                             nesterov=cfg.nesterov, weight_decay=cfg.weight_decay, **kw)
@@ -239,8 +243,13 @@ def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Opt
 
 def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
     """Stepped once per epoch. ``step`` decays by ``gamma`` every ``step_size`` epochs (default epochs // 3) or at
-    ``milestones``."""
+    ``milestones``. ``warmup_epochs=N`` first raises the lr linearly (lr/(N+1), 2 lr/(N+1), ...) over N epochs, then
+    runs the schedule over the remaining epochs (its epochs, step size and milestones count from there)."""
     sched = torch.optim.lr_scheduler
+    if cfg.warmup_epochs:
+        warmup = sched.LinearLR(optimizer, start_factor=1.0 / (cfg.warmup_epochs + 1), total_iters=cfg.warmup_epochs)
+        rest = dataclasses.replace(cfg, warmup_epochs=0, epochs=max(1, cfg.epochs - cfg.warmup_epochs))
+        return sched.SequentialLR(optimizer, [warmup, build_scheduler(rest, optimizer)], milestones=[cfg.warmup_epochs])
     if cfg.schedule == "cosine":
         return sched.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
     if cfg.schedule == "step":
@@ -250,15 +259,29 @@ def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> torch
     return sched.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
+def _milestones(state: dict[str, Any], kind: type) -> dict[str, Any]:
+    """``state`` with MultiStepLR's milestones as ``kind``, also inside a SequentialLR's ``_schedulers``."""
+    from collections import Counter
+
+    def convert(key: str, value: Any) -> Any:
+        if key == "milestones" and isinstance(value, (dict, Counter)):
+            return kind(value)
+        if key == "_schedulers" and isinstance(value, list):
+            return [_milestones(s, kind) for s in value]
+        return value
+
+    return {k: convert(k, v) for k, v in state.items()}
+
+
 def scheduler_state(scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict[str, Any]:
     # MultiStepLR keeps a collections.Counter, which weights_only loading refuses: store a dict.
-    return {k: dict(v) if k == "milestones" else v for k, v in scheduler.state_dict().items()}
+    return _milestones(scheduler.state_dict(), dict)
 
 
 def load_scheduler_state(scheduler: torch.optim.lr_scheduler.LRScheduler, state: dict[str, Any]) -> None:
     from collections import Counter
 
-    scheduler.load_state_dict({k: Counter(v) if k == "milestones" else v for k, v in state.items()})
+    scheduler.load_state_dict(_milestones(state, Counter))
 
 
 __all__ = ["derive_seed", "EpochSeededDataset", "SkipSampler", "train_loader", "eval_loader", "worker_safe_loader",

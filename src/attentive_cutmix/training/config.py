@@ -29,7 +29,7 @@ DATA_PATHS = ("auto", "device", "loader")
 ATTENTION_SOURCE = ("extractor", "extractor_weights", "extractor_input_size", "extractor_attention", "attention_cache",
                     "build_cache")
 EXTRACTOR_ATTENTIONS = ("channel_mean", "cls_token")
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = ("adam", "sgd", "adamw")
 SCHEDULES = ("constant", "cosine", "step")
 AMP_MODES = ("off", "fp16", "bf16")
 
@@ -95,6 +95,11 @@ class TrainConfig:
     gamma: float | None = None
     milestones: list[int] | None = None
     label_smoothing: float = 0.0
+    # timm train.py's recipe; each default is "off", so existing cell ids do not change.
+    warmup_epochs: int = 0  # linear lr warmup over the first N epochs, then the schedule
+    clip_grad: float | None = None  # clip the global gradient norm to this value
+    ema_decay: float | None = None  # also keep an EMA of the weights, evaluated and saved beside the raw weights
+    mix_off_epoch: int | None = None  # mix in epochs 1..N only (timm's --mixup-off-epoch)
     # run
     seed: int = 0
     output_dir: str = "runs/train"
@@ -136,8 +141,8 @@ _HINTS = {name: hint for name, hint in typing.get_type_hints(TrainConfig).items(
 # grid_size and cutout_size are method options (the registry checks them too); they are here for the commands
 # that take them as flags without a TrainConfig (visualize).
 SIZE_LIMITS: dict[str, int] = {"image_size": MAX_IMAGE_SIZE, "extractor_input_size": MAX_IMAGE_SIZE,
-                               "cutout_size": MAX_IMAGE_SIZE, "grid_size": 256, "batch_size": 16384, "eval_batch_size": 16384, "workers": 256, "epochs": 100_000,
-                               "synthetic_size": 1_000_000}
+                               "cutout_size": MAX_IMAGE_SIZE, "grid_size": 256, "batch_size": 16384,
+                               "eval_batch_size": 16384, "workers": 256, "epochs": 100_000, "synthetic_size": 1_000_000}
 
 
 def config_keys() -> tuple[str, ...]:
@@ -438,6 +443,16 @@ def _check_attention_source(cfg: TrainConfig, method: registry.Method) -> None:
         raise ConfigError("--extractor-weights needs --extractor naming the architecture of those weights")
 
 
+def _check_recipe(cfg: TrainConfig) -> None:
+    """warmup_epochs, clip_grad, ema_decay, mix_off_epoch: ranges."""
+    _positive(cfg, "warmup_epochs", allow_none=False, zero_ok=True)
+    _positive(cfg, "mix_off_epoch", zero_ok=True)
+    if cfg.clip_grad is not None and not cfg.clip_grad > 0:
+        raise ConfigError(f"clip_grad must be > 0 (the largest gradient norm), got clip_grad={cfg.clip_grad!r}")
+    if cfg.ema_decay is not None and not 0 < cfg.ema_decay < 1:
+        raise ConfigError(f"ema_decay must be in (0, 1), e.g. 0.9998, got ema_decay={cfg.ema_decay!r}")
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Check types, names and ranges, reject options that don't apply, and fill in the defaults."""
     for key, value in check_types({k: getattr(cfg, k) for k in FIELDS}, "the config").items():
@@ -494,6 +509,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.milestones is not None and (not isinstance(cfg.milestones, list) or any(
             not is_int(m) or m < 1 for m in cfg.milestones)):
         raise ConfigError(f"milestones must be a list of positive epoch numbers, got milestones={cfg.milestones!r}")
+    _check_recipe(cfg)
+    if cfg.method == "none" and "mix_off_epoch" in cfg.explicit and cfg.mix_off_epoch is not None:
+        raise ConfigError("--mix-off-epoch does not apply to --method none (nothing is mixed); remove it or choose a "
+                          "mixing method")
     _check_attention_source(cfg, method)
     applies = {**OPTIMIZER_OPTIONS, **SCHEDULE_OPTIONS}
     for key, default in OPTIMIZER_DEFAULTS.items():  # defaults only where they apply, so the saved config stays honest

@@ -65,6 +65,51 @@ def _build(cfg: TrainConfig, dist: DistInfo, device: torch.device):
     return with_attention(train_ds, cache), eval_ds, info, None  # attention comes with each batch
 
 
+def given_data(cfg: TrainConfig, given: dict[str, Any], device: torch.device) -> tuple[Any, Any, Any, Any]:
+    """``(train_ds, eval_ds, info, online_extractor)`` for datasets passed to ``train()`` (not built from ``cfg``).
+
+    Items are ``(image, label)``, the image a float (C, H, W) tensor in [0, 1]; the run takes the loader path and
+    an online extractor (a cache is built from the harness's own datasets only).
+    """
+    from ..constants import IMAGENET_MEAN, IMAGENET_STD
+    from ..data.datasets import DatasetInfo
+
+    train_ds, eval_ds = given["train_dataset"], given.get("eval_dataset")
+    ignored = [k for k in ("dataset", "data_dir", "val_fraction", "val_data", "image_size", "synthetic_size",
+                           "train_subset", "split_seed", "image_cache") if k in cfg.explicit]
+    if ignored:  # never silently ignored
+        raise ConfigError(f"train_dataset= replaces the dataset options, so {ignored} would be ignored; remove them")
+    for name, ds in (("train_dataset", train_ds), ("eval_dataset", eval_ds)):
+        if ds is not None and not (hasattr(ds, "__getitem__") and hasattr(ds, "__len__")):
+            raise ConfigError(f"{name} must be a map-style Dataset (__getitem__ and __len__), got {type(ds).__name__}")
+    if len(train_ds) == 0:
+        raise ConfigError("train_dataset is empty")
+    image = train_ds[0][0] if isinstance(train_ds[0], (tuple, list)) else None
+    if not isinstance(image, torch.Tensor) or image.ndim != 3 or not image.is_floating_point():
+        raise ConfigError("train_dataset items must be (image, label) with a float (C, H, W) image tensor in [0, 1] "
+                          "(e.g. torchvision v2's ToImage() + ToDtype(torch.float32, scale=True)), got "
+                          f"{type(train_ds[0]).__name__} holding {type(image).__name__}")
+    classes = given.get("classes")
+    classes = classes if classes is not None else getattr(train_ds, "classes", None)
+    if isinstance(classes, int) and not isinstance(classes, bool):
+        classes = [str(i) for i in range(classes)]
+    if not classes:
+        raise ConfigError(f"cannot tell the number of classes of {type(train_ds).__name__} (it has no .classes); pass "
+                          "classes= (their names, or their count) to train()")
+    if cfg.attention_cache is not None:
+        raise ConfigError("--attention-cache is built from the harness's own datasets; with train_dataset= use an "
+                          "online --extractor")
+    channels = image.shape[0]
+    mean = tuple(given.get("mean") or IMAGENET_MEAN[:channels])
+    std = tuple(given.get("std") or IMAGENET_STD[:channels])
+    # No fingerprint: the trainer cannot identify arbitrary data, so a resume trusts that it is the same.
+    info = DatasetInfo(name=f"given:{type(train_ds).__name__}", num_classes=len(classes), image_size=image.shape[-1],
+                       mean=mean, std=std, classes=[str(c) for c in classes], train_fingerprint=None,
+                       num_train=len(train_ds), preset="given")
+    extractor = build_extractor(cfg, info, device) if needs_attention(cfg) and cfg.extractor is not None else None
+    return train_ds, eval_ds, info, extractor
+
+
 def choose_data_path(cfg: TrainConfig, train_ds: Any, eval_ds: Any, info: Any, device: torch.device) -> str:
     """``device`` or ``loader`` for ``cfg.data_path`` (auto: the device path for small images that fit).
 
@@ -108,4 +153,4 @@ def unaugmented(train_ds: Any, info: Any) -> Any:
     return AugmentedDataset(train_ds.source, train_ds.indices, eval_transform(info.preset, info.image_size))
 
 
-__all__ = ["build_data", "choose_data_path", "unaugmented"]
+__all__ = ["build_data", "choose_data_path", "given_data", "unaugmented"]

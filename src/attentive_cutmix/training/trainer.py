@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -43,8 +43,8 @@ from .components import (
     scheduler_state,
     train_loader,
 )
-from .config import TrainConfig
-from .data_setup import build_data, choose_data_path, unaugmented
+from .config import ConfigError, TrainConfig
+from .data_setup import build_data, choose_data_path, given_data, unaugmented
 from .run_io import (
     RunWriter,
     StopSignals,
@@ -55,6 +55,7 @@ from .run_io import (
 )
 
 WEIGHTS_NAME = "weights.safetensors"
+EMA_WEIGHTS_NAME = "weights_ema.safetensors"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -116,7 +117,7 @@ def evaluate(model: torch.nn.Module, loader, info: Any, device: torch.device | s
     return _metrics(evaluation_sums(model, loader, info, torch.device(device), amp=amp))
 
 
-def write_weights(model: torch.nn.Module, out: Path) -> Path:
+def write_weights(model: torch.nn.Module, out: Path, name: str = WEIGHTS_NAME) -> Path:
     """The final weights as fp16 safetensors (integer buffers kept): small, safe to share, loadable anywhere.
 
     A tensor with values beyond fp16's range (e.g. a large BatchNorm ``running_var``) stays fp32, with a warning,
@@ -128,10 +129,10 @@ def write_weights(model: torch.nn.Module, out: Path) -> Path:
 
     state, kept = half_where_safe(model.state_dict())
     if kept:
-        warnings.warn(f"{out / WEIGHTS_NAME}: kept {len(kept)} tensor(s) in float32 because their values exceed "
+        warnings.warn(f"{out / name}: kept {len(kept)} tensor(s) in float32 because their values exceed "
                       f"float16's range (65504): {', '.join(kept[:5])}", stacklevel=2)
     meta = {"format": "pt", "dtype": "float16" if not kept else "float16, float32 for: " + ", ".join(kept)}
-    return atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata=meta))
+    return atomic_write(out / name, lambda tmp: save_file(state, tmp, metadata=meta))
 
 
 def _warn_cpu_noops(cfg: TrainConfig, device: torch.device) -> None:
@@ -141,11 +142,18 @@ def _warn_cpu_noops(cfg: TrainConfig, device: torch.device) -> None:
         warnings.warn(f"--channels-last only applies on CUDA; ignored on {device}", stacklevel=3)
 
 
-def train(config: TrainConfig) -> dict[str, Any]:
+def train(config: TrainConfig, *, model: torch.nn.Module | None = None, train_dataset: Any = None,
+          eval_dataset: Any = None, classes: Sequence[str] | int | None = None, mean: Sequence[float] | None = None,
+          std: Sequence[float] | None = None) -> dict[str, Any]:
     """Train with ``config``; returns the final results (also written to ``<output_dir>/results.json``).
 
-    Returns ``{"status": "interrupted", ...}`` after SIGTERM/SIGINT (a checkpoint was written);
-    raises ``NonFiniteLossError`` on a NaN/Inf loss, ``ConfigError``/``CheckpointError`` on bad input.
+    ``model``: your ``nn.Module`` instead of ``config.model`` (used as given: no ``init``); it takes normalised
+    images and returns logits. ``train_dataset``/``eval_dataset``: your datasets instead of ``config.dataset``, each
+    item ``(image, label)`` with a float (C, H, W) image in [0, 1], already augmented as you want it (the loader
+    path; torch's RNG is seeded per item, so ``--resume`` stays exact). ``classes`` (names or a count; default
+    ``train_dataset.classes``) and ``mean``/``std`` (what the trainer normalises with after mixing; default
+    ImageNet's) go with them. Returns ``{"status": "interrupted", ...}`` after SIGTERM/SIGINT (a checkpoint was
+    written); raises ``NonFiniteLossError`` on a NaN/Inf loss, ``ConfigError``/``CheckpointError`` on bad input.
     """
     device = D.resolve_device(config.device)
     dist = D.setup(device)
@@ -153,7 +161,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if device.type == "cpu":  # cheap on CPU; on GPU it would force slow kernels
         torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        return _Run(config, dist, device).run()
+        given = {"model": model, "train_dataset": train_dataset, "eval_dataset": eval_dataset, "classes": classes,
+                 "mean": mean, "std": std}
+        return _Run(config, dist, device, given).run()
     except RuntimeError as err:  # a killed rank: one line on the survivors, not gloo's traceback
         if isinstance(err, NonFiniteLossError) or not D.lost_peer(err, dist):
             raise
@@ -166,20 +176,39 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
 
 class _Run:
-    def __init__(self, cfg: TrainConfig, dist: D.DistInfo, device: torch.device) -> None:
+    def __init__(self, cfg: TrainConfig, dist: D.DistInfo, device: torch.device,
+                 given: dict[str, Any] | None = None) -> None:
         self.cfg, self.dist, self.device = cfg, dist, device
+        given = given or {}
         self.out = Path(cfg.output_dir)
         _warn_cpu_noops(cfg, device)
         ckpt = prepare_output_dir(self.out, resume=cfg.resume, overwrite=cfg.overwrite, is_main=dist.is_main)
-        train_ds, eval_ds, self.info, extractor = build_data(cfg, dist, device)
+        if given.get("train_dataset") is not None:
+            train_ds, eval_ds, self.info, extractor = given_data(cfg, given, device)
+        else:
+            if given.get("eval_dataset") is not None:
+                raise ConfigError("eval_dataset= needs train_dataset= too (the run's classes and image size come "
+                                  "from the training set)")
+            train_ds, eval_ds, self.info, extractor = build_data(cfg, dist, device)
         self.data_path = choose_data_path(cfg, train_ds, eval_ds, self.info, device)
         self.config = {**cfg.to_dict(), "num_classes": self.info.num_classes, "classes": list(self.info.classes),
                        "image_size": self.info.image_size, "mean": list(self.info.mean), "std": list(self.info.std),
                        "train_fingerprint": self.info.train_fingerprint, "world_size": dist.world_size,
                        "data_path_used": self.data_path}
+        if given.get("train_dataset") is not None:
+            self.config["dataset"] = self.info.name  # not cfg.dataset: the run did not use it
         torch.manual_seed(cfg.seed)  # model init: the same weights for every method of a seed (extractors drew before)
-        model = create_model(cfg.model, num_classes=self.info.num_classes, image_size=self.info.image_size,
-                             init=cfg.init)
+        if given.get("model") is not None:
+            model = given["model"]
+            if not isinstance(model, torch.nn.Module):
+                raise ConfigError(f"model= must be an nn.Module, got {type(model).__name__}")
+            ignored = [k for k in ("model", "init") if k in cfg.explicit]
+            if ignored:  # never silently ignored
+                raise ConfigError(f"model= is used as given, so the option(s) {ignored} would be ignored; remove them")
+            self.config["model"] = f"module:{type(model).__name__}"  # what the checkpoint's identity check compares
+        else:
+            model = create_model(cfg.model, num_classes=self.info.num_classes, image_size=self.info.image_size,
+                                 init=cfg.init)
         self.device_train = self.device_eval = self.train_ds = self.eval_ds = None
         if self.data_path == "device":
             size = self.info.image_size
@@ -210,8 +239,11 @@ class _Run:
         self._one = torch.ones((), device=device)
         self.curve: list[dict[str, Any]] = []
         self.wall_time = 0.0
+        self._ema_state = None
         if ckpt is not None:
             self._restore(ckpt)
+        self.ema = self._build_ema()
+        self.mixing = self.mixer is not None
         self.ddp = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None) \
             if dist.enabled else self.model
         self.step_model = torch.compile(self.ddp) if cfg.compile else self.ddp
@@ -233,6 +265,7 @@ class _Run:
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch, self.step = int(ckpt["epoch"]), int(ckpt.get("step", 0))
+        self._ema_state = ckpt.get("ema")
         partials = ckpt.get("partial_per_rank")
         own = partials[self.dist.rank] if partials and len(partials) == self.dist.world_size else ckpt.get("partial")
         self.partial = dict(own or self.partial)
@@ -240,6 +273,19 @@ class _Run:
         per_rank = ckpt.get("rng_per_rank")
         rng = per_rank[self.dist.rank] if per_rank and len(per_rank) == self.dist.world_size else ckpt["rng"]
         restore_rng(rng, self.generator)
+
+    def _build_ema(self) -> Any:
+        """timm's ModelEmaV3 of the weights (and buffers) for ``--ema-decay``, from the checkpoint's when resuming."""
+        if self.cfg.ema_decay is None:
+            return None
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(self.model, decay=self.cfg.ema_decay)
+        if self._ema_state is not None:
+            from ..serialization import load_weights_into
+
+            load_weights_into(ema.module, self._ema_state, source="the checkpoint's EMA weights")
+        return ema
 
     def _check_weights_finite(self, epoch: int) -> None:
         # The loss is checked before each update, so the update of an epoch's last step would go unchecked:
@@ -271,7 +317,8 @@ class _Run:
                          "rng_per_rank": per_rank, "partial_per_rank": partials,
                          "config": self.config, "train_fingerprint": self.info.train_fingerprint, "curve": self.curve,
                          "best_top1": max((c["top1"] for c in self.curve if c.get("top1") is not None), default=None),
-                         "wall_time_s": self.wall_time}, self.out)
+                         "wall_time_s": self.wall_time,
+                         **({"ema": self.ema.module.state_dict()} if self.ema is not None else {})}, self.out)
 
     # ----------------------------------------------------------------- loop
     def run(self) -> dict[str, Any]:
@@ -295,6 +342,8 @@ class _Run:
             try:
                 if self.dist.is_main:  # weights before results: a run is finished only once both exist
                     write_weights(self.model, self.out)
+                    if self.ema is not None:
+                        write_weights(self.ema.module, self.out, EMA_WEIGHTS_NAME)
                 return writer.finish(self.curve, self.wall_time)
             except OutputWriteError as err:  # disk full or read-only at the very end: the checkpoint has everything
                 raise CheckpointError(f"{err}. The run's last checkpoint {self.out / CHECKPOINT_NAME} is kept: once "
@@ -340,11 +389,16 @@ class _Run:
             raise CheckpointError(f"{self.out / CHECKPOINT_NAME}: entry step is {self.step}, but epoch {epoch} has "
                                   f"{total} steps; the checkpoint is damaged or was edited (or the data shrank). "
                                   "Resume from another copy, or start a fresh run with another --output-dir")
+        # timm's --mixup-off-epoch: the last epochs train on plain images.
+        self.mixing = self.mixer is not None and (cfg.mix_off_epoch is None or epoch <= cfg.mix_off_epoch)
         if cfg.max_steps_per_epoch:
             total = min(total, cfg.max_steps_per_epoch)
         self.ddp.train()
         bar = writer.progress(total=total, initial=self.step, desc=f"epoch {epoch}/{cfg.epochs}")
-        start, window = time.perf_counter(), (self.step, self.partial["images"])
+        self._log = lambda loss, images_per_s: writer.log_point(epoch, cfg.epochs, self.step, total, loss, images_per_s)
+        start = time.perf_counter()
+        window = (self.step, self.partial["images"], start)
+        first = self.step + 1  # a log point after the first step too: the loss shows at once, not after log_every
         for batch in batches:
             if self.step >= total:
                 break
@@ -352,9 +406,9 @@ class _Run:
             self.step += 1
             bar.update(1)
             stop = signals.requested if not self.dist.enabled else False
-            if self.step % cfg.log_every == 0 or self.step >= total:
+            if self.step % cfg.log_every == 0 or self.step >= total or self.step == first:
                 stop = self._sync(epoch, bar, window, signals)
-                window = (self.step, self.partial["images"])
+                window = (self.step, self.partial["images"], time.perf_counter())
             if stop:
                 if self.step % cfg.log_every and self.step < total:
                     self._sync(epoch, bar, window, signals)
@@ -367,7 +421,7 @@ class _Run:
         self._end_epoch(epoch, writer)
         return True
 
-    def _sync(self, epoch: int, bar: Any, window: tuple[int, int], signals: "StopSignals") -> bool:
+    def _sync(self, epoch: int, bar: Any, window: tuple[int, int, float], signals: "StopSignals") -> bool:
         """The log point: read the device accumulators, stop on a non-finite step; True if a signal asks to stop."""
         loss_sum, first_bad = torch.stack([self._loss_acc, self._first_bad.double()]).tolist()
         self._loss_acc.zero_()
@@ -382,20 +436,21 @@ class _Run:
         images = self.partial["images"] - window[1]
         if images:
             bar.set_postfix(loss=f"{loss_sum / images:.3f}")
+            self._log(loss_sum / images, images / max(time.perf_counter() - window[2], 1e-9))
         return stop
 
     def _step(self, batch: tuple[torch.Tensor, ...]) -> None:
         cfg, device = self.cfg, self.device
         images, labels = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
         attention = batch[2].to(device, non_blocking=True).float() if len(batch) > 2 else None
-        if self.mixer is not None:
+        if self.mixing:
             images, targets = self.mixer(images, labels, attention, generator=self.generator)
         x = _normalize(images, self.mean, self.std)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with _autocast(device, cfg.amp):
             logits = self.step_model(x)
-        if self.mixer is None:
+        if not self.mixing:
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.label_smoothing)
         else:
             loss = F.cross_entropy(logits.float(), targets)
@@ -403,16 +458,27 @@ class _Run:
         loss_bad = ~torch.isfinite(loss.detach())
         if self.scaler.is_enabled():  # fp16: the scaler skips overflowing updates itself
             self.scaler.scale(loss).backward()
+            if cfg.clip_grad is not None:
+                self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
+                self._clip_grad()
             self.scaler.step(self.optimizer)
             self.scaler.update()
             bad = loss_bad
         else:
             loss.backward()
+            if cfg.clip_grad is not None:
+                self._clip_grad()
             bad = self._skip_if_non_finite(loss_bad)
+        if self.ema is not None:
+            self.ema.update(self.model)
         n = images.shape[0]
         self._loss_acc += loss.detach().double() * n
         self._first_bad.copy_(torch.where(bad & (self._first_bad < 0), self.step + 1, self._first_bad))
         self.partial["images"] += n
+
+    def _clip_grad(self) -> None:
+        # A non-finite norm leaves the gradients non-finite, so the step is still skipped below (no host sync here).
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad, foreach=True)
 
     def _skip_if_non_finite(self, loss_bad: torch.Tensor) -> torch.Tensor:
         """Step the optimiser unless the loss or a gradient is NaN/Inf, deciding on the device (as GradScaler does)."""
@@ -428,12 +494,12 @@ class _Run:
             self.optimizer.step()
         return found > 0
 
-    def _evaluate(self, on_device: Any, dataset: Any) -> dict[str, float]:
+    def _evaluate(self, on_device: Any, dataset: Any, model: torch.nn.Module | None = None) -> dict[str, float]:
         """Metrics of the un-augmented split: slices of ``on_device`` (device path) or a loader over ``dataset``."""
         bs = self.cfg.eval_batch_size or self.cfg.batch_size
         batches = (on_device.eval_batches(bs, rank=self.dist.rank, world_size=self.dist.world_size)
                    if self.data_path == "device" else eval_loader(dataset, self.cfg, self.device))
-        sums = evaluation_sums(self.model, batches, self.info, self.device, amp=self.cfg.amp,
+        sums = evaluation_sums(model or self.model, batches, self.info, self.device, amp=self.cfg.amp,
                                channels_last=self.channels_last)
         return _metrics(D.all_reduce_sum(sums, self.device, self.dist))
 
@@ -452,6 +518,9 @@ class _Run:
             D.broadcast_buffers(self.model, self.dist)
             m = self._evaluate(self.device_eval, self.eval_ds)
             row.update(top1=m["top1"], top5=m["top5"], eval_loss=m["loss"])
+            if self.ema is not None:
+                m = self._evaluate(self.device_eval, self.eval_ds, self.ema.module)
+                row.update(ema_top1=m["top1"], ema_top5=m["top5"], ema_eval_loss=m["loss"])
             if cfg.eval_train:
                 m = self._evaluate(self.device_train, self.train_eval_ds)
                 row.update(train_top1=m["top1"], train_eval_loss=m["loss"])
@@ -464,4 +533,4 @@ class _Run:
         self._save()
 
 
-__all__ = ["train", "evaluate", "evaluation_sums", "NonFiniteLossError"]
+__all__ = ["train", "evaluate", "evaluation_sums", "NonFiniteLossError", "WEIGHTS_NAME", "EMA_WEIGHTS_NAME"]

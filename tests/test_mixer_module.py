@@ -1,0 +1,104 @@
+"""Mixers are ``nn.Module``s (as torchvision's v2 transforms are): the extractor moves with ``.to()``, stays frozen,
+out of ``state_dict()`` and ``parameters()``, and in eval mode whatever ``train()``/``eval()`` do; dict batches
+with a ``labels_getter`` as torchvision v2's CutMix/MixUp take them."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from attentive_cutmix import AttentiveCutMix, CutMix, Cutout, FeatureExtractor, MixUp, RandomCells
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 4, stride=4))
+
+
+def _batch():
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(4, 3, 32, 32, generator=g), torch.tensor([0, 1, 2, 3])
+
+
+ALL = [lambda: CutMix(10), lambda: MixUp(10), lambda: Cutout(10, size=8), lambda: RandomCells(10),
+       lambda: AttentiveCutMix(10, FeatureExtractor(_net(), input_size=None), grid_size=8)]
+
+
+@pytest.mark.parametrize("make", ALL, ids=["cutmix", "mixup", "cutout", "random-cells", "attentive"])
+def test_every_mixer_is_a_module_with_no_state_and_the_same_call(make):
+    mixer = make()
+    assert isinstance(mixer, nn.Module)
+    assert mixer.state_dict() == {} and list(mixer.parameters()) == []
+    images, labels = _batch()
+    a = mixer(images, labels, generator=torch.Generator().manual_seed(3))
+    b = copy.deepcopy(mixer)(images, labels, generator=torch.Generator().manual_seed(3))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+class _Model(nn.Module):  # a model holding a mixer, as a Lightning module does
+    def __init__(self, mixer: nn.Module) -> None:
+        super().__init__()
+        self.net = nn.Linear(4, 2)
+        self.mixer = mixer
+
+
+def test_the_extractor_stays_out_of_a_parents_checkpoint_and_optimiser():
+    extractor = FeatureExtractor(_net(), input_size=None)
+    parent = _Model(AttentiveCutMix(10, extractor, grid_size=8))
+    assert set(parent.state_dict()) == {"net.weight", "net.bias"}
+    assert len(list(parent.parameters())) == 2
+    parent.load_state_dict(_Model(AttentiveCutMix(10, grid_size=8)).state_dict())  # strict: nothing missing
+
+
+def test_train_and_eval_never_change_the_extractors_mode_and_it_is_frozen():
+    net = _net().train()
+    mixer = AttentiveCutMix(10, net, grid_size=8)  # any module as the extractor: frozen on arrival
+    assert not net.training and not any(p.requires_grad for p in net.parameters())
+    parent = _Model(mixer)
+    parent.train()
+    assert mixer.training and not net.training
+    running = net[1].running_mean.clone()
+    mixer(*_batch())
+    assert torch.equal(net[1].running_mean, running)  # BatchNorm statistics did not move
+    parent.eval()
+    parent.train()
+    assert not net.training
+
+
+def test_to_moves_the_extractor_but_never_changes_its_dtype():
+    extractor = FeatureExtractor(_net(), input_size=None)
+    parent = _Model(AttentiveCutMix(10, extractor, grid_size=8))
+    parent.to(torch.float64)
+    assert parent.net.weight.dtype == torch.float64
+    assert next(extractor.parameters()).dtype == torch.float32  # it computes in float32 (amp_dtype for less)
+    parent.to("meta")  # a device move, without a GPU
+    assert next(extractor.parameters()).device.type == "meta" and extractor.mean.device.type == "meta"
+
+
+def test_dict_batches_with_the_default_labels_getter_match_the_tuple_call():
+    images, labels = _batch()
+    ids = torch.arange(4)
+    for mixer in (CutMix(10), MixUp(10), RandomCells(10, grid_size=8)):
+        out = mixer({"pixel_values": images, "labels": labels, "id": ids}, generator=torch.Generator().manual_seed(1))
+        mixed, targets = mixer(images, labels, generator=torch.Generator().manual_seed(1))
+        assert set(out) == {"pixel_values", "labels", "id"} and out["id"] is ids
+        assert torch.equal(out["pixel_values"], mixed) and torch.equal(out["labels"], targets)
+    out = CutMix(10)({"image": images, "label": labels})  # torchvision's heuristic: a key containing "label"
+    assert out["label"].shape == (4, 10)
+
+
+def test_dict_batches_with_a_labels_getter_and_clear_errors():
+    images, labels = _batch()
+    mixer = CutMix(10, labels_getter=lambda batch: batch["target"])
+    out = mixer({"img": images, "target": labels})
+    assert out["img"].shape == images.shape and out["target"].shape == (4, 10)
+    with pytest.raises(ValueError, match="none of its keys"):
+        CutMix(10)({"img": images, "y": labels})
+    with pytest.raises(TypeError, match="carries its own labels"):
+        CutMix(10)({"img": images, "labels": labels}, labels)
+    with pytest.raises(TypeError, match="labels_getter must be"):
+        CutMix(10, labels_getter=3)
+    with pytest.raises(TypeError, match="needs labels"):
+        CutMix(10)(images)
