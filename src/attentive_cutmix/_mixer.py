@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -324,7 +323,8 @@ class Mixer(nn.Module):
             # (a wait for the GPU on every call).
             seed, offset = generator.initial_seed(), generator.get_offset()
             generator.set_offset(offset + 4)
-            return float(np.random.default_rng([seed, offset]).random()) < self.prob
+            host = torch.Generator().manual_seed((seed * 0x9E3779B97F4A7C15 + offset) % 2**63)  # no numpy needed
+            return bool(torch.rand((), generator=host) < self.prob)
         return bool(torch.rand((), generator=generator, device=_gen_device(generator)) < self.prob)
 
     def make_params(self, batch_size: int, height: int, width: int,
