@@ -2,6 +2,7 @@
 images, exact mid-epoch resume, a changed image folder noticed, the auto rule, and --eval-train on both paths."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -232,14 +233,14 @@ def test_auto_picks_the_device_path_when_the_data_fits(tmp_path, monkeypatch):
     real = device_mod.fits_on_device
     monkeypatch.setattr(device_mod, "fits_on_device", lambda n, device: asked.append(n) or real(n, device))
     run = trainer_mod._Run(make_config(_opts(tmp_path / "auto", data_path="auto")), DistInfo(), torch.device("cpu"))
-    assert run.data_path == "device" and len(run.device_train) == 48 and len(run.device_eval) == 16
+    assert run.batches.path == "device" and len(run.batches.train) == 48 and len(run.batches.held_out) == 16
     assert asked == [(48 + 16) * 3 * 32 * 32]  # both splits as uint8
 
 
 def test_auto_falls_back_to_the_loader_path_when_the_data_does_not_fit(tmp_path, monkeypatch):
     monkeypatch.setattr(device_mod, "fits_on_device", lambda n, device: False)
     run = trainer_mod._Run(make_config(_opts(tmp_path / "auto", data_path="auto")), DistInfo(), torch.device("cpu"))
-    assert run.data_path == "loader" and run.device_train is None and len(run.train_ds) == 48
+    assert run.batches.path == "loader" and len(run.batches) == 48 and len(run.batches.held_out) == 16
 
 
 @pytest.mark.parametrize("path", ["device", "loader"])
@@ -269,8 +270,7 @@ def test_every_rank_takes_the_same_number_of_steps(tmp_path):
     run = trainer_mod._Run(cfg, DistInfo(), torch.device("cpu"))
     steps, sizes = [], []
     for rank in range(2):
-        run.dist = DistInfo(rank=rank, world_size=2)  # only the sharding reads it here
-        batches, total = run._batches(1)
+        batches, total = dataclasses.replace(run.batches, dist=DistInfo(rank=rank, world_size=2)).epoch(1)
         steps.append(total)
         sizes.append([len(batch[1]) for batch in batches])
     assert steps == [1, 1] and sizes == [[32], [32]]

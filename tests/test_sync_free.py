@@ -111,8 +111,8 @@ def test_the_trainers_step_runs_on_meta(method, tmp_path, step_on_meta):
                            batch_size=16, workers=0, output_dir=str(tmp_path / "run"), progress=False,
                            data_path="device", **extra))
     run = _Run(cfg, DistInfo(), torch.device("meta"))
-    assert run.fused and run.device_train.images.device.type == "meta"
-    batches, steps = run._batches(1)
+    assert run.fused and run.batches.train.images.device.type == "meta"
+    batches, steps = run.batches.epoch(1)
     assert steps == 2
     for batch in batches:  # the device path's real batches: index, crop, flip (and maps) on meta
         assert all(t.device.type == "meta" for t in batch)
@@ -159,7 +159,7 @@ def test_training_steps_are_sync_free_on_cuda(method, amp, tmp_path):
                            data_path="device", amp=amp, channels_last=True, device="cuda", **extra))
     run = _Run(cfg, DistInfo(), torch.device("cuda"))
     assert run.fused
-    batches, _ = run._batches(1)
+    batches, _ = run.batches.epoch(1)
     run._step(next(batches))  # warm-up: lazy CUDA/cuDNN initialisation and the optimiser's state
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")

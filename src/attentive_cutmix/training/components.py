@@ -1,12 +1,9 @@
-"""The pieces a training run is assembled from: data loaders, mixer, attention source, optimiser, schedule.
+"""The pieces a training run is assembled from: seeds, mixer, attention source, optimiser, schedule.
 
-Randomness is keyed so that resuming is exact, even mid-epoch and with any number of workers:
-the sampler's order is a function of (seed, epoch); each item's augmentation is a function of
-(seed, epoch, item index) (``EpochSeededDataset``); the mixer draws from its own generator.
+Every random stream is keyed by ``derive_seed`` (seed, rank, epoch, ...), so resuming is exact.
 """
 from __future__ import annotations
 
-import itertools
 import pickle
 import random
 import signal
@@ -18,12 +15,11 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from ..baselines import CutMix, Cutout, MixUp
 from ..mixing import AttentiveCutMix, RandomCells
 from .config import ConfigError, TrainConfig
-from .distributed import DistInfo
 
 AMP_DTYPES = {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -35,38 +31,6 @@ def derive_seed(*parts: int) -> int:
         h = ((h ^ (int(p) + 0x632BE59BD9B4E019)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
         h ^= h >> 31
     return h & 0x7FFFFFFFFFFFFFFF
-
-
-class EpochSeededDataset(Dataset):
-    """Seeds torch's RNG from (seed, epoch, index) around each item, so augmentation doesn't depend on order or
-    workers."""
-
-    def __init__(self, dataset: Dataset, seed: int) -> None:
-        self.dataset, self.seed, self.epoch = dataset, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> Any:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(self.seed, self.epoch, index))
-            return self.dataset[index]
-
-
-class SkipSampler(Sampler[int]):
-    """``sampler`` without its first ``skip`` indices (resuming mid-epoch)."""
-
-    def __init__(self, sampler: Sampler[int], skip: int = 0) -> None:
-        self.sampler, self.skip = sampler, skip
-
-    def __iter__(self) -> Iterator[int]:
-        return itertools.islice(iter(self.sampler), self.skip, None)
-
-    def __len__(self) -> int:
-        return max(0, len(self.sampler) - self.skip)
 
 
 # A worker gives up on a SIGTERM this long after it arrives. Long enough for the main process, which got the same
@@ -163,24 +127,6 @@ def worker_safe_loader(dataset: Dataset, *, workers: int, **kwargs: Any) -> Data
                          worker_init_fn=kwargs.pop("worker_init_fn", None) or _seed_worker, **kwargs)
 
 
-def train_loader(dataset: EpochSeededDataset, cfg: TrainConfig, dist: DistInfo, *, epoch: int, skip_batches: int,
-                 device: torch.device) -> DataLoader:
-    dataset.set_epoch(epoch)
-    sampler = DistributedSampler(dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=cfg.seed)
-    sampler.set_epoch(epoch)
-    # Never a ragged last batch (BatchNorm on 1 image), unless the data is tiny.
-    drop_last = len(sampler) >= cfg.batch_size
-    return worker_safe_loader(dataset, workers=cfg.workers, batch_size=cfg.batch_size,
-                              sampler=SkipSampler(sampler, skip_batches * cfg.batch_size), drop_last=drop_last,
-                              pin_memory=device.type == "cuda",
-                              generator=torch.Generator().manual_seed(derive_seed(cfg.seed, dist.rank, epoch)))
-
-
-def eval_loader(dataset: Dataset, cfg: TrainConfig, device: torch.device) -> DataLoader:
-    return worker_safe_loader(dataset, workers=cfg.workers, batch_size=cfg.eval_batch_size or cfg.batch_size,
-                              shuffle=False, pin_memory=device.type == "cuda")
-
-
 def is_checkpoint_path(spec: str) -> bool:
     from ..attention import is_checkpoint_path as by_suffix
 
@@ -273,6 +219,5 @@ def load_scheduler_state(scheduler: torch.optim.lr_scheduler.LRScheduler, state:
     scheduler.load_state_dict({k: Counter(v) if k == "milestones" else v for k, v in state.items()})
 
 
-__all__ = ["derive_seed", "EpochSeededDataset", "SkipSampler", "train_loader", "eval_loader", "worker_safe_loader",
-           "build_extractor",
-           "build_mixer", "build_optimizer", "build_scheduler", "AMP_DTYPES"]
+__all__ = ["derive_seed", "worker_safe_loader", "build_extractor", "build_mixer", "build_optimizer", "build_scheduler",
+           "AMP_DTYPES"]

@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+from ..data.device import device_split
+from .batches import BatchSource, DeviceBatches, LoaderBatches
 from .components import build_extractor
 from .config import ConfigError, TrainConfig, needs_attention
 from .distributed import DistInfo, barrier
@@ -96,6 +98,23 @@ def choose_data_path(cfg: TrainConfig, train_ds: Any, eval_ds: Any, info: Any, d
     return "device" if supported and fits_on_device(need, device) else "loader"
 
 
+def build_batches(cfg: TrainConfig, dist: DistInfo, device: torch.device, train_ds: Any, eval_ds: Any,
+                  info: Any) -> BatchSource:
+    """The run's batches: the device-resident path or the loader path (``choose_data_path``), chosen once here."""
+    sizes = dict(seed=cfg.seed, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size or cfg.batch_size,
+                 dist=dist)
+    if choose_data_path(cfg, train_ds, eval_ds, info, device) == "device":
+        def on_device(ds: Any, name: str):
+            return device_split(ds, info.image_size, device, image_cache=cfg.image_cache, name=name,
+                                workers=cfg.workers)
+
+        train = on_device(train_ds, "train")
+        return DeviceBatches(train, on_device(eval_ds, "eval") if eval_ds is not None and len(eval_ds) > 0 else None,
+                             **sizes)
+    return LoaderBatches(train_ds, eval_ds, unaugmented(train_ds, info) if cfg.eval_train else None,
+                         workers=cfg.workers, pin_memory=device.type == "cuda", **sizes)
+
+
 def unaugmented(train_ds: Any, info: Any) -> Any:
     """The training split with the evaluation transform (for train accuracy on the loader path)."""
     from ..data.transforms import eval_transform
@@ -107,4 +126,4 @@ def unaugmented(train_ds: Any, info: Any) -> Any:
     return AugmentedDataset(train_ds.source, train_ds.indices, eval_transform(info.preset, info.image_size))
 
 
-__all__ = ["build_data", "choose_data_path", "unaugmented"]
+__all__ = ["build_data", "build_batches", "choose_data_path", "unaugmented"]
