@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
 from attentive_cutmix import AttentiveCutMix, CutMix
-from attentive_cutmix.attention import FeatureExtractor
+from attentive_cutmix.attention import FeatureExtractor, load_extractor
 from attentive_cutmix.cache import build_cache
 from attentive_cutmix.models import create_model
 
@@ -83,7 +83,7 @@ def _extractor(args: argparse.Namespace, device: torch.device) -> tuple[FeatureE
         weights = str(SHARED_WEIGHTS)
     input_size = args.image_size if args.extractor.startswith("cifar_") else 224
     torch.manual_seed(0)
-    ext = FeatureExtractor(args.extractor, weights=weights, input_size=input_size,
+    ext = load_extractor(args.extractor, weights=weights, input_size=input_size,
                            amp_dtype=torch.float16 if device.type == "cuda" else None).to(device)
     return ext, ("weights " + Path(weights).name if weights else "random weights")
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from _reliability_utils import RUN_OPTS, snapshot
 from attentive_cutmix import AttentiveCutMix, CutMix, Cutout, MixUp
-from attentive_cutmix.attention import FeatureExtractor
+from attentive_cutmix.attention import load_extractor
 from attentive_cutmix.cli import main as cli_main
 from attentive_cutmix.serialization import CheckpointError
 from attentive_cutmix.training import ConfigError, make_config, run_io, train
@@ -141,7 +141,7 @@ def test_non_finite_pixels_pass_through_only_where_their_image_is_copied(name):
 # --------------------------------------------------------------------------- extractor
 @pytest.fixture(scope="module")
 def extractor():
-    return FeatureExtractor("cifar_resnet20", input_size=16)
+    return load_extractor("cifar_resnet20", input_size=16)
 
 
 @pytest.mark.parametrize("images,message", [
@@ -172,7 +172,7 @@ def test_nan_images_give_nan_attention_which_attentive_cutmix_refuses(extractor)
 ])
 def test_extractor_rejects_bad_options(kwargs, error, message):
     with pytest.raises(error, match=message):
-        FeatureExtractor("cifar_resnet20", **kwargs)
+        load_extractor("cifar_resnet20", **kwargs)
 
 
 # --------------------------------------------------------------------------- CLI and files

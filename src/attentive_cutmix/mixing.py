@@ -18,16 +18,17 @@ from functools import lru_cache
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 
 from ._mixer import (
     Mixer,
+    channel_attention,
     check_int,
     check_values,
     mix_targets,
     pair_permutation,
     paste,
     paste_masks,
-    pool_to_grid,
 )
 from .constants import is_number
 
@@ -67,7 +68,10 @@ def attention_to_grid(attention: torch.Tensor, grid_size: int) -> torch.Tensor:
     Channels are averaged (the channel aggregate, never a single channel); a map of another
     resolution is adaptively average-pooled onto the grid.
     """
-    return pool_to_grid(attention, grid_size)
+    att = channel_attention(attention)
+    if att.shape[-2:] != (grid_size, grid_size):
+        att = F.adaptive_avg_pool2d(att.unsqueeze(1), grid_size).squeeze(1)
+    return att
 
 
 def _ranking_keys(scores: torch.Tensor) -> torch.Tensor:
