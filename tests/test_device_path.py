@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
 import attentive_cutmix.data.device as device_mod
@@ -274,3 +275,51 @@ def test_every_rank_takes_the_same_number_of_steps(tmp_path):
         steps.append(total)
         sizes.append([len(batch[1]) for batch in batches])
     assert steps == [1, 1] and sizes == [[32], [32]]
+
+
+# --------------------------------------------------------------------------- image cache misuse (never overwrites)
+def _folder(root: Path, n: int = 4) -> Path:
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def folder_split(tmp_path):
+    train_ds, _, info = build_datasets("imagefolder", data_dir=_folder(tmp_path / "d"), val_fraction=0.25)
+    return train_ds, info
+
+
+def test_image_cache_never_overwrites_a_weights_file(folder_split, tmp_path):
+    train_ds, info = folder_split
+    weights = tmp_path / "model.safetensors"
+    save_file({"w": torch.ones(3)}, str(weights))
+    before = weights.read_bytes()
+    with pytest.raises(ImageCacheError, match="not an image cache.*nothing was written"):
+        device_split(train_ds, info.image_size, torch.device("cpu"), image_cache=weights)
+    assert weights.read_bytes() == before and torch.equal(load_file(str(weights))["w"], torch.ones(3))
+
+
+def test_image_cache_that_is_a_folder_is_named(folder_split, tmp_path):
+    train_ds, info = folder_split
+    with pytest.raises(ImageCacheError, match="is a folder; give a file path"):
+        device_split(train_ds, info.image_size, torch.device("cpu"), image_cache=tmp_path)
+
+
+def test_image_cache_is_reused_for_the_same_folder(folder_split, tmp_path):
+    train_ds, info = folder_split
+    path = tmp_path / "images.safetensors"
+    first = device_split(train_ds, info.image_size, torch.device("cpu"), image_cache=path)
+    mtime = path.stat().st_mtime_ns
+    again = device_split(train_ds, info.image_size, torch.device("cpu"), image_cache=path)
+    assert torch.equal(first.images, again.images) and path.stat().st_mtime_ns == mtime
+
+
+def test_image_cache_set_where_it_cannot_apply_is_refused(tmp_path):
+    cfg = make_config(dict(dataset="synthetic", synthetic_size=[32, 8], epochs=1, workers=0, progress=False,
+                           image_cache=str(tmp_path / "x.safetensors"), output_dir=str(tmp_path / "run")))
+    with pytest.raises(ConfigError, match="--image-cache .* applies to image folders"):
+        train(cfg)

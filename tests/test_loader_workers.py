@@ -1,4 +1,4 @@
-"""Reliability II, item 1: a DataLoader worker error ends the run at once, in one line naming the file."""
+"""DataLoader workers: a worker error ends the run at once, in one line naming the file."""
 from __future__ import annotations
 
 import os

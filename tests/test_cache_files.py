@@ -1,4 +1,4 @@
-"""Reliability II, items 4 and 5: --force replaces caches only, hints never name other files, no SIGBUS."""
+"""Attention cache files: --force replaces caches only, hints never name other files, no SIGBUS."""
 from __future__ import annotations
 
 import subprocess

@@ -1,4 +1,4 @@
-"""Reliability II, item 12: resume and extractor errors are one line naming the file, option or key."""
+"""Resume and extractor-loading errors are one line naming the file, option or key."""
 from __future__ import annotations
 
 import urllib.error

@@ -1,4 +1,4 @@
-"""Reliability II, items 2 and 3: one run per folder (a lock naming its holder), and no fresh run over old outputs."""
+"""Run folders: one run per folder (a lock naming its holder), and no fresh run over old outputs."""
 from __future__ import annotations
 
 import json
