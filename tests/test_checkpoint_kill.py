@@ -37,6 +37,7 @@ def baseline(tmp_path_factory):
     return baseline_run(tmp_path_factory.mktemp("baseline"))
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_and_mid_checkpoint_write_then_resume_matches_uninterrupted(tmp_path, baseline):
     seed = int(os.environ.get("ACM_KILL_SEED", time.time_ns() % 2**32))
     rng = random.Random(seed)

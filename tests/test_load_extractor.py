@@ -161,6 +161,7 @@ def test_headers_written_before_extractor_source_are_still_read(files, tmp_path)
         open_cache(path, expect=dict(new, attention="cls_token"))
 
 
+@pytest.mark.slow
 def test_constants_are_defined_once_and_the_attention_module_imports_no_model_zoo():
     from attentive_cutmix import attention
     from attentive_cutmix.data import datasets

@@ -76,6 +76,7 @@ def trained_extractor(tmp_path_factory):
     return load_extractor(str(out / "checkpoint.pt"), input_size=32)
 
 
+@pytest.mark.slow
 def test_trained_extractor_pastes_the_object_far_more_often_than_random_boxes(trained_extractor):
     from attentive_cutmix.data import build_datasets
 
