@@ -20,7 +20,7 @@ from attentive_cutmix.data import build_datasets
 from attentive_cutmix.data.device import PADDING, DeviceSplit, ImageCacheError, crop_flip, device_split
 from attentive_cutmix.data.transforms import train_transform
 from attentive_cutmix.serialization import safe_torch_load
-from attentive_cutmix.training import ConfigError, evaluate, make_config, train
+from attentive_cutmix.training import ConfigError, data_setup, evaluate, make_config, train
 from attentive_cutmix.training import trainer as trainer_mod
 from attentive_cutmix.training.data_setup import unaugmented
 from attentive_cutmix.training.distributed import DistInfo
@@ -232,14 +232,14 @@ def test_device_path_on_large_images_is_a_config_error(tmp_path):
 def test_auto_picks_the_device_path_when_the_data_fits(tmp_path, monkeypatch):
     asked = []
     real = device_mod.fits_on_device
-    monkeypatch.setattr(device_mod, "fits_on_device", lambda n, device: asked.append(n) or real(n, device))
+    monkeypatch.setattr(data_setup, "fits_on_device", lambda n, device: asked.append(n) or real(n, device))
     run = trainer_mod._Run(make_config(_opts(tmp_path / "auto", data_path="auto")), DistInfo(), torch.device("cpu"))
     assert run.batches.path == "device" and len(run.batches.train) == 48 and len(run.batches.held_out) == 16
     assert asked == [(48 + 16) * 3 * 32 * 32]  # both splits as uint8
 
 
 def test_auto_falls_back_to_the_loader_path_when_the_data_does_not_fit(tmp_path, monkeypatch):
-    monkeypatch.setattr(device_mod, "fits_on_device", lambda n, device: False)
+    monkeypatch.setattr(data_setup, "fits_on_device", lambda n, device: False)
     run = trainer_mod._Run(make_config(_opts(tmp_path / "auto", data_path="auto")), DistInfo(), torch.device("cpu"))
     assert run.batches.path == "loader" and len(run.batches) == 48 and len(run.batches.held_out) == 16
 

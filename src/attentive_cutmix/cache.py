@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ._mixer import channel_attention
+from .attention import ExtractorSource
 from .constants import is_int
 from .serialization import atomic_write
 
@@ -136,8 +137,6 @@ def cache_meta(info: Any, extractor: Any, extractor_source: str | None = None) -
     Weights files are identified by their sha256, so a cache stays valid when they move; pretrained
     and random weights cannot be hashed, and the header says so.
     """
-    from .attention import ExtractorSource
-
     for attr in ("name", "source", "input_size", "mean", "std"):
         if not hasattr(extractor, attr):
             raise TypeError(f"extractor must be a FeatureExtractor (it has no .{attr}), got {type(extractor).__name__}")

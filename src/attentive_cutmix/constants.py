@@ -14,6 +14,10 @@ SMALL_IMAGE_MAX = 64
 METHODS = ("none", "mixup", "cutmix", "cutout", "attentive-cutmix", "random-cells")
 INITS = ("default", "xavier")
 
+# What `evaluate` measures (experiments/evaluate.py), named by its command line before the library is loaded.
+EVAL_SPLITS = ("eval", "train")
+EVAL_WEIGHTS = ("auto", "final", "checkpoint")
+
 
 def is_int(value: object) -> bool:
     """An ``int`` that is not a ``bool`` (``True`` is an int to Python, never a size or a seed to us)."""
@@ -25,4 +29,5 @@ def is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "SMALL_IMAGE_MAX", "METHODS", "INITS", "is_int", "is_number"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "SMALL_IMAGE_MAX", "METHODS", "INITS", "EVAL_SPLITS", "EVAL_WEIGHTS",
+           "is_int", "is_number"]

@@ -115,6 +115,7 @@ def localization_hit_rates(extractor: Callable[[torch.Tensor], torch.Tensor], da
     taken) or (B, h, w) maps.
     """
     if boxes is None:
+        # Imported here: data loads torchvision, and this package is imported by `attentive-cutmix demo --help`.
         from ..data import dataset_boxes
 
         boxes = dataset_boxes(dataset)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from .._mixer import channel_attention, pair_permutation
 from ..baselines import CutMix, Cutout, MixUp
 from ..mixing import AttentiveCutMix, RandomCells, attention_to_grid, cell_bounds, top_cells
+from ..serialization import atomic_write
 
 METHODS = ("mixup", "cutout", "cutmix", "random", "attentive")
 TITLES = {"mixup": "MixUp", "cutout": "Cutout", "cutmix": "CutMix", "random": "Random cells (control)",
@@ -81,8 +82,6 @@ def draw_figure(panels: dict[str, torch.Tensor], labels: torch.Tensor, classes: 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from ..serialization import atomic_write
 
     images = panels["original"]
     b, _, h, w = images.shape

@@ -19,7 +19,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from ..data.device import DeviceSplit
-from .components import derive_seed, worker_safe_loader
+from ..data.loader import worker_safe_loader
+from .components import derive_seed
 from .distributed import DistInfo, eval_shard
 
 Batch = tuple[torch.Tensor, ...]  # images in [0, 1], labels[, attention maps]

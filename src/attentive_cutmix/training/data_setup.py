@@ -6,7 +6,11 @@ from typing import Any
 
 import torch
 
-from ..data.device import device_split
+from .. import cache as cache_mod
+from .. import data
+from ..data.device import device_split, fits_on_device
+from ..data.transforms import eval_transform
+from ..data.wrapper import AugmentedDataset, frame_view, with_attention
 from .batches import BatchSource, DeviceBatches, LoaderBatches
 from .components import build_extractor
 from .config import ConfigError, TrainConfig, needs_attention
@@ -14,11 +18,9 @@ from .distributed import DistInfo, barrier
 
 
 def _datasets(cfg: TrainConfig):
-    from ..data import build_datasets
-
-    return build_datasets(cfg.dataset, data_dir=cfg.data_dir, image_size=cfg.image_size, val_fraction=cfg.val_fraction,
-                          val_data=cfg.val_data, seed=cfg.split_seed,
-                          synthetic_size=cfg.synthetic_size, train_subset=cfg.train_subset)
+    return data.build_datasets(cfg.dataset, data_dir=cfg.data_dir, image_size=cfg.image_size,
+                               val_fraction=cfg.val_fraction, val_data=cfg.val_data, seed=cfg.split_seed,
+                               synthetic_size=cfg.synthetic_size, train_subset=cfg.train_subset)
 
 
 def build_data(cfg: TrainConfig, dist: DistInfo, device: torch.device) -> tuple[Any, Any, Any, torch.nn.Module | None]:
@@ -45,9 +47,6 @@ def _build(cfg: TrainConfig, dist: DistInfo, device: torch.device):
     if cfg.attention_cache is None:
         return train_ds, eval_ds, info, extractor  # attention computed online, per batch
 
-    from .. import cache as cache_mod
-    from ..data.wrapper import frame_view, with_attention
-
     path = Path(cfg.attention_cache)
     if not path.exists():
         if not cfg.build_cache or extractor is None:
@@ -73,9 +72,6 @@ def choose_data_path(cfg: TrainConfig, train_ds: Any, eval_ds: Any, info: Any, d
     datasets built by ``build_datasets``; ``auto`` also needs both splits, as uint8, to take at most
     ``MEMORY_FRACTION`` of the device's free memory.
     """
-    from ..data.device import fits_on_device
-    from ..data.wrapper import AugmentedDataset
-
     if "image_cache" in cfg.explicit and cfg.image_cache is not None and (
             cfg.data_path == "loader" or cfg.dataset not in ("imagefolder", "imagenet")):
         raise ConfigError(f"--image-cache {cfg.image_cache} applies to image folders (imagefolder, imagenet) on the "
@@ -117,9 +113,6 @@ def build_batches(cfg: TrainConfig, dist: DistInfo, device: torch.device, train_
 
 def unaugmented(train_ds: Any, info: Any) -> Any:
     """The training split with the evaluation transform (for train accuracy on the loader path)."""
-    from ..data.transforms import eval_transform
-    from ..data.wrapper import AugmentedDataset
-
     if not isinstance(train_ds, AugmentedDataset):
         raise ConfigError(f"--eval-train needs a dataset built by build_datasets; {info.name!r} is a "
                           f"{type(train_ds).__name__}")

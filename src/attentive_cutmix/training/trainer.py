@@ -16,9 +16,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from torch.nn.parallel import DistributedDataParallel
 
 from ..models import create_model
+from ..serialization import atomic_write, load_weights_into
 from . import distributed as D
 from .checkpoint import capture_rng, check_compatible, load_checkpoint, restore_rng, save_checkpoint
 from .components import (
@@ -97,10 +99,6 @@ def evaluate(model: torch.nn.Module, loader, info: Any, device: torch.device | s
 
 def write_weights(model: torch.nn.Module, out: Path) -> Path:
     """The final weights as fp16 safetensors (integer buffers kept): small, safe to share, loadable anywhere."""
-    from safetensors.torch import save_file
-
-    from ..serialization import atomic_write
-
     state = {k: (v.half() if v.is_floating_point() else v).detach().cpu().contiguous()
              for k, v in model.state_dict().items()}
     return atomic_write(out / WEIGHTS_NAME,
@@ -178,8 +176,6 @@ class _Run:
         changed = check_compatible(ckpt, self.config, path)
         if changed and self.dist.is_main:
             warnings.warn(f"resuming {path} with changed options: {changed}", stacklevel=2)
-        from ..serialization import load_weights_into
-
         load_weights_into(self.model, ckpt["model"], source=str(path))
         self.optimizer.load_state_dict(ckpt["optimizer"])
         load_scheduler_state(self.scheduler, ckpt["scheduler"])
