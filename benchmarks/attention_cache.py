@@ -34,7 +34,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from attentive_cutmix import AttentiveCutMix, CutMix
-from attentive_cutmix.attention import FeatureExtractor
+from attentive_cutmix.attention import FeatureExtractor, load_extractor
 from attentive_cutmix.cache import build_cache
 from attentive_cutmix.models import create_model
 
@@ -109,8 +109,8 @@ def _extractor(args: argparse.Namespace, device: torch.device) -> tuple[FeatureE
         weights = str(SHARED_WEIGHTS)
     input_size = args.image_size if args.extractor.startswith("cifar_") else 224
     torch.manual_seed(0)
-    ext = FeatureExtractor(args.extractor, weights=weights, input_size=input_size,
-                           amp_dtype=torch.float16 if device.type == "cuda" else None)
+    ext = load_extractor(args.extractor, weights=weights, input_size=input_size,
+                         amp_dtype=torch.float16 if device.type == "cuda" else None)
     if weights:
         return ext.to(device), "weights " + Path(weights).name
     blocks = zero_init_residual_(ext.model)

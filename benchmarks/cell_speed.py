@@ -3,7 +3,7 @@
 The recipe is the converged study's cell (configs/results/cifar10-jpeg-converged.yaml): CIFAR ResNet-20 from
 scratch, batch 128, 32 px, the device data path, SGD + Nesterov 0.9, lr 0.1, cosine, weight decay 5e-4, and
 Attentive CutMix with cached maps (7x7 grid, 6 cells), on one thread. Every candidate is the trainer's own
-``_Run`` for that recipe (``run._step`` over ``run._batches``, as ``benchmarks/engine.py`` times it), built with
+``_Run`` for that recipe (``run._step`` over ``run.batches.epoch``, as ``benchmarks/engine.py`` times it), built with
 the same seed, so the initial weights, the data order, the crops and flips and the mixer's draws are the same for
 all; only how the model is executed differs:
 
@@ -77,7 +77,7 @@ class _Candidate:
     def first_step(self) -> float:
         """Seconds of the run's very first step (for a compiled model: tracing and code generation)."""
         self._flag()
-        batches, _ = self.run._batches(1)
+        batches, _ = self.run.batches.epoch(1)
         start = time.perf_counter()
         self.run._step(next(iter(batches)))
         return time.perf_counter() - start

@@ -5,7 +5,7 @@ Candidates, all measured in one run:
 - the limit: the bare model's forward + backward + (fused) optimiser step on one batch already on the device;
 - the trainer's loop for ``none``, ``cutmix`` and ``attentive-cutmix`` with cached maps, on the device path and
   on the loader path: steps of the trainer's own ``_Run`` object (``run._step(batch)`` over batches from
-  ``run._batches(epoch)``, batch production included), so what is timed is the product's loop, not a copy.
+  ``run.batches.epoch(epoch)``, batch production included), so what is timed is the product's loop, not a copy.
 
 Each round visits every candidate once, in a fresh random order; a visit starts the epoch's batch stream, takes
 one step untimed (loader workers start, first batch), then times ``--steps`` steps. The table gives medians over
@@ -78,7 +78,7 @@ class _Loop:
         self.run, self.device = run, device
 
     def block(self, steps: int) -> float:
-        batches, total = self.run._batches(1)
+        batches, total = self.run.batches.epoch(1)
         if total < steps + 1:
             raise SystemExit(f"an epoch has {total} steps; give --images >= {(steps + 1) * self.run.cfg.batch_size}")
         batches = iter(batches)
@@ -201,7 +201,7 @@ def epoch_table(args: argparse.Namespace, device: torch.device) -> None:
             run.run()
             total = time.perf_counter() - start
             row = run.curve[0]
-            rows.append((path, len(run.device_train) if run.device_train is not None else len(run.train_ds), setup,
+            rows.append((path, len(run.batches), setup,
                          total - setup, row["images_per_s"]))
     print(f"\n## one epoch over {args.epoch_folder} (val fraction {args.val_fraction}), method {args.method}, "
           f"{args.model}, batch {args.batch_size}, loader workers {args.workers}")

@@ -10,7 +10,7 @@ import torchvision
 from safetensors.torch import save_file
 from torch import nn
 
-from attentive_cutmix import AttentiveCutMix, FeatureExtractor
+from attentive_cutmix import AttentiveCutMix, FeatureExtractor, channel_attention, load_extractor
 from attentive_cutmix.attention import IMAGENET_MEAN, IMAGENET_STD
 from attentive_cutmix.serialization import CheckpointError
 
@@ -25,7 +25,7 @@ def _bn_stats(module: nn.Module) -> list[torch.Tensor]:
 
 
 def test_stays_in_eval_and_batchnorm_stats_never_move():
-    ext = FeatureExtractor("cifar_resnet20", input_size=32)
+    ext = load_extractor("cifar_resnet20", input_size=32)
     before = _bn_stats(ext.model)
     ext.train()  # a training loop calling .train() on everything must not unfreeze it
     assert not ext.training and not ext.model.training
@@ -74,8 +74,8 @@ def test_timm_models_use_forward_features():
 
 
 def test_named_models_with_small_input_stems():
-    assert FeatureExtractor("resnet18", input_size=32)(torch.rand(1, 3, 32, 32)).shape == (1, 512, 4, 4)
-    assert FeatureExtractor("cifar_resnet20", input_size=32)(torch.rand(1, 3, 32, 32)).shape == (1, 64, 8, 8)
+    assert load_extractor("resnet18", input_size=32)(torch.rand(1, 3, 32, 32)).shape == (1, 512, 4, 4)
+    assert load_extractor("cifar_resnet20", input_size=32)(torch.rand(1, 3, 32, 32)).shape == (1, 64, 8, 8)
 
 
 def test_explicit_layer_and_errors():
@@ -86,32 +86,32 @@ def test_explicit_layer_and_errors():
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4))
     with pytest.raises(ValueError, match="no spatial feature map"):
         FeatureExtractor(mlp, input_size=8)(torch.rand(2, 3, 8, 8))
-    ext = FeatureExtractor("cifar_resnet20", input_size=32)
+    ext = load_extractor("cifar_resnet20", input_size=32)
     with pytest.raises(ValueError, match="channels"):
         ext(torch.rand(2, 1, 32, 32))
     with pytest.raises(ValueError, match="floating"):
         ext(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
     with pytest.raises(ValueError, match="input_size"):
-        FeatureExtractor("cifar_resnet20", input_size=0)
+        load_extractor("cifar_resnet20", input_size=0)
     with pytest.raises(ValueError, match="unknown model 'resnet9000'"):
-        FeatureExtractor("resnet9000")
+        load_extractor("resnet9000")
 
 
 def test_weights_files_load_strictly(tmp_path):
     src = torchvision.models.resnet18(num_classes=7)
     sf = tmp_path / "w.safetensors"
     save_file(src.state_dict(), str(sf))
-    ext = FeatureExtractor("resnet18", weights=sf, input_size=224)  # num_classes inferred from the file
+    ext = load_extractor("resnet18", weights=sf, input_size=224)  # num_classes inferred from the file
     assert torch.equal(ext.model.fc.weight, src.fc.weight)
     pt = tmp_path / "w.pt"
     torch.save(src.state_dict(), pt)
-    assert torch.equal(FeatureExtractor("resnet18", weights=pt).model.conv1.weight, src.conv1.weight)
+    assert torch.equal(load_extractor("resnet18", weights=pt).model.conv1.weight, src.conv1.weight)
     with pytest.raises(CheckpointError, match="does not fit"):
-        FeatureExtractor("resnet34", weights=sf)
+        load_extractor("resnet34", weights=sf)
     truncated = tmp_path / "t.safetensors"
     truncated.write_bytes(sf.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="safetensors"):
-        FeatureExtractor("resnet18", weights=truncated)
+        load_extractor("resnet18", weights=truncated)
 
 
 def test_malicious_pickle_is_refused(tmp_path):
@@ -124,7 +124,7 @@ def test_malicious_pickle_is_refused(tmp_path):
     bad = tmp_path / "evil.pt"
     torch.save({"fc.weight": Evil()}, bad)
     with pytest.raises(CheckpointError, match="refused"):
-        FeatureExtractor("resnet18", weights=bad)
+        load_extractor("resnet18", weights=bad)
     assert not marker.exists()
 
 
@@ -135,7 +135,7 @@ def test_real_pretrained_resnet56_attention_is_not_uniform():
 
     files = [sorted((CIFAR_JPEG / c).glob("*.jpg"))[0] for c in ("airplane", "cat", "ship", "truck")]
     images = torch.stack([pil_to_tensor(Image.open(f).convert("RGB")) for f in files]).float() / 255
-    ext = FeatureExtractor("cifar_resnet56", weights=RESNET56, input_size=32)
+    ext = load_extractor("cifar_resnet56", weights=RESNET56, input_size=32)
     feats = ext(images)
     assert feats.shape == (4, 64, 8, 8)
     heat = feats.mean(1).flatten(1)
@@ -148,3 +148,20 @@ def test_real_pretrained_resnet56_attention_is_not_uniform():
     mixed, targets = AttentiveCutMix(num_classes=10, extractor=ext, num_patches=6, grid_size=8)(
         images, torch.tensor([0, 3, 8, 9]))
     assert torch.allclose(targets.max(1).values, torch.full((4,), 1 - 6 / 64))
+
+
+def test_extractors_are_built_by_load_extractor_only():
+    with pytest.raises(TypeError, match=r"model must be an nn.Module, got str; .*load_extractor"):
+        FeatureExtractor("cifar_resnet20", input_size=32)
+    by_name = load_extractor("cifar_resnet20")
+    assert by_name.name == "cifar_resnet20" and by_name.source.kind == "name" and by_name.input_size == 32
+    module = FeatureExtractor(torchvision.models.resnet18(), input_size=32)
+    assert module.name == "ResNet" and module.source.kind == "module"
+
+
+def test_channel_attention_is_the_channel_mean_and_refuses_other_shapes():
+    feats = torch.randn(2, 5, 4, 4)
+    torch.testing.assert_close(channel_attention(feats), feats.mean(1))
+    torch.testing.assert_close(channel_attention(feats.mean(1).half()), feats.mean(1).half().float())
+    with pytest.raises(ValueError, match=r"\(B, C, h, w\) features or a \(B, h, w\) map, got \(2, 5\)"):
+        channel_attention(torch.randn(2, 5))

@@ -16,7 +16,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from attentive_cutmix import AttentiveCutMix, FeatureExtractor
+from attentive_cutmix import AttentiveCutMix, FeatureExtractor, load_extractor
 from attentive_cutmix.cache import (
     CacheMismatchError,
     build_cache,
@@ -199,7 +199,7 @@ def test_cls_token_is_refused_where_there_is_none():
     with pytest.raises(ValueError, match="no class token"):
         FeatureExtractor(_small_vit(class_token=False, global_pool="avg"), input_size=32, attention="cls_token")
     with pytest.raises(ValueError, match="ViT-style"):
-        FeatureExtractor("cifar_resnet20", input_size=32, attention="cls_token")
+        load_extractor("cifar_resnet20", input_size=32, attention="cls_token")
     with pytest.raises(ValueError, match="exclude each other"):
         FeatureExtractor(_small_vit(), input_size=32, attention="cls_token", layer="blocks.0")
 

@@ -14,7 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.utils.data import Dataset, TensorDataset
 
-from attentive_cutmix.attention import FeatureExtractor, channel_attention
+from attentive_cutmix.attention import FeatureExtractor, channel_attention, load_extractor
 from attentive_cutmix.cache import AttentionCache, CacheError, CacheMismatchError, build_cache, cache_meta, open_cache
 from attentive_cutmix.mixing import AttentiveCutMix
 
@@ -32,7 +32,7 @@ def _images(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def extractor() -> FeatureExtractor:
     torch.manual_seed(0)
-    return FeatureExtractor("cifar_resnet20", input_size=32)
+    return load_extractor("cifar_resnet20", input_size=32)
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_real_resnet56_on_real_images_selects_same_cells(tmp_path):
 
     files = [f for d in sorted(root.iterdir()) for f in sorted(d.glob("*.jpg"))[:1]]
     images = torch.stack([pil_to_tensor(Image.open(f).convert("RGB")).float() / 255 for f in files])
-    ext = FeatureExtractor("cifar_resnet56", weights=weights, input_size=32)
+    ext = load_extractor("cifar_resnet56", weights=weights, input_size=32)
     meta = cache_meta(_info(len(images), name="cifar10"), ext)
     assert len(meta["weights_sha256"]) == 64 and meta["grid"] == [8, 8]
     cache = build_cache(TensorDataset(images), ext, tmp_path / "c.safetensors", meta=meta, batch_size=4, progress=False)
@@ -296,7 +296,7 @@ def test_cli_writes_a_cache_train_accepts_and_refuses_to_overwrite(tmp_path, cap
     from attentive_cutmix.training.config import TrainConfig
 
     weights = tmp_path / "r20.safetensors"
-    save_file(FeatureExtractor("cifar_resnet20", input_size=32).model.state_dict(), str(weights))
+    save_file(load_extractor("cifar_resnet20", input_size=32).model.state_dict(), str(weights))
     out = tmp_path / "c.safetensors"
     argv = ["cache-attention", "--dataset", "synthetic", "--synthetic-size", "40", "12", "--val-fraction", "0.25",
             "--extractor", "cifar_resnet20", "--extractor-weights", str(weights), "--out", str(out),
@@ -328,7 +328,7 @@ def test_train_refuses_a_cache_of_another_split_naming_every_field(tmp_path):
     from attentive_cutmix.training.config import make_config
 
     weights = tmp_path / "r20.safetensors"
-    save_file(FeatureExtractor("cifar_resnet20", input_size=32).model.state_dict(), str(weights))
+    save_file(load_extractor("cifar_resnet20", input_size=32).model.state_dict(), str(weights))
     out = tmp_path / "c.safetensors"
     common = ["--dataset", "synthetic", "--synthetic-size", "40", "12", "--extractor", "cifar_resnet20",
               "--extractor-weights", str(weights)]

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from attentive_cutmix.attention import FeatureExtractor
+from attentive_cutmix.attention import load_extractor
 from attentive_cutmix.cache import build_cache
 from attentive_cutmix.cli import main
 from attentive_cutmix.data import build_datasets
@@ -49,7 +49,7 @@ def test_a_worker_error_during_a_cache_build_is_one_line_naming_the_file(tmp_pat
 def test_cli_cache_attention_with_workers_fails_in_one_line(tmp_path, capsys):
     bad = _folder(tmp_path / "images")
     weights = tmp_path / "r20.safetensors"
-    save_file(FeatureExtractor("cifar_resnet20", input_size=32).model.state_dict(), str(weights))
+    save_file(load_extractor("cifar_resnet20", input_size=32).model.state_dict(), str(weights))
     images = str(tmp_path / "images")
     code = main(["cache-attention", "--dataset", "imagefolder", "--data-dir", images, "--val-data", images,
                  "--image-size", "16", "--extractor", "cifar_resnet20", "--extractor-weights", str(weights),

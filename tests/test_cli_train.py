@@ -111,6 +111,7 @@ def test_training_seed_does_not_move_the_held_out_split():
     assert len(set(fingerprints[1:])) == 3
 
 
+@pytest.mark.slow
 def test_a_reader_that_leaves_early_gets_no_traceback():
     # `attentive-cutmix compare GRID --list | head -1`: the pipe closes before the listing is written.
     import subprocess

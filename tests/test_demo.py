@@ -119,6 +119,7 @@ def test_the_closing_line_names_the_winners_or_says_none_beats_the_baseline():
                                              quick=True)
 
 
+@pytest.mark.slow
 def test_quick_runs_end_to_end_a_rerun_reuses_every_run_and_two_processes_agree(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--output-dir", str(out), "--jobs", "1"]) == 0

@@ -2,6 +2,7 @@
 images, exact mid-epoch resume, a changed image folder noticed, the auto rule, and --eval-train on both paths."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
 import attentive_cutmix.data.device as device_mod
@@ -18,7 +20,7 @@ from attentive_cutmix.data import build_datasets
 from attentive_cutmix.data.device import PADDING, DeviceSplit, ImageCacheError, crop_flip, device_split
 from attentive_cutmix.data.transforms import train_transform
 from attentive_cutmix.serialization import safe_torch_load
-from attentive_cutmix.training import ConfigError, evaluate, make_config, train
+from attentive_cutmix.training import ConfigError, data_setup, evaluate, make_config, train
 from attentive_cutmix.training import trainer as trainer_mod
 from attentive_cutmix.training.data_setup import unaugmented
 from attentive_cutmix.training.distributed import DistInfo
@@ -230,16 +232,16 @@ def test_device_path_on_large_images_is_a_config_error(tmp_path):
 def test_auto_picks_the_device_path_when_the_data_fits(tmp_path, monkeypatch):
     asked = []
     real = device_mod.fits_on_device
-    monkeypatch.setattr(device_mod, "fits_on_device", lambda n, device: asked.append(n) or real(n, device))
+    monkeypatch.setattr(data_setup, "fits_on_device", lambda n, device: asked.append(n) or real(n, device))
     run = trainer_mod._Run(make_config(_opts(tmp_path / "auto", data_path="auto")), DistInfo(), torch.device("cpu"))
-    assert run.data_path == "device" and len(run.device_train) == 48 and len(run.device_eval) == 16
+    assert run.batches.path == "device" and len(run.batches.train) == 48 and len(run.batches.held_out) == 16
     assert asked == [(48 + 16) * 3 * 32 * 32]  # both splits as uint8
 
 
 def test_auto_falls_back_to_the_loader_path_when_the_data_does_not_fit(tmp_path, monkeypatch):
-    monkeypatch.setattr(device_mod, "fits_on_device", lambda n, device: False)
+    monkeypatch.setattr(data_setup, "fits_on_device", lambda n, device: False)
     run = trainer_mod._Run(make_config(_opts(tmp_path / "auto", data_path="auto")), DistInfo(), torch.device("cpu"))
-    assert run.data_path == "loader" and run.device_train is None and len(run.train_ds) == 48
+    assert run.batches.path == "loader" and len(run.batches) == 48 and len(run.batches.held_out) == 16
 
 
 @pytest.mark.parametrize("path", ["device", "loader"])
@@ -269,8 +271,55 @@ def test_every_rank_takes_the_same_number_of_steps(tmp_path):
     run = trainer_mod._Run(cfg, DistInfo(), torch.device("cpu"))
     steps, sizes = [], []
     for rank in range(2):
-        run.dist = DistInfo(rank=rank, world_size=2)  # only the sharding reads it here
-        batches, total = run._batches(1)
+        batches, total = dataclasses.replace(run.batches, dist=DistInfo(rank=rank, world_size=2)).epoch(1)
         steps.append(total)
         sizes.append([len(batch[1]) for batch in batches])
     assert steps == [1, 1] and sizes == [[32], [32]]
+
+
+# --------------------------------------------------------------------------- image cache misuse (never overwrites)
+def _folder(root: Path, n: int = 4) -> Path:
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def folder_split(tmp_path):
+    train_ds, _, info = build_datasets("imagefolder", data_dir=_folder(tmp_path / "d"), val_fraction=0.25)
+    return train_ds, info
+
+
+def test_image_cache_never_overwrites_a_weights_file(folder_split, tmp_path):
+    train_ds, info = folder_split
+    weights = tmp_path / "model.safetensors"
+    save_file({"w": torch.ones(3)}, str(weights))
+    before = weights.read_bytes()
+    with pytest.raises(ImageCacheError, match="not an image cache.*nothing was written"):
+        device_split(train_ds, info.image_size, torch.device("cpu"), image_cache=weights)
+    assert weights.read_bytes() == before and torch.equal(load_file(str(weights))["w"], torch.ones(3))
+
+
+def test_image_cache_that_is_a_folder_is_named(folder_split, tmp_path):
+    train_ds, info = folder_split
+    with pytest.raises(ImageCacheError, match="is a folder; give a file path"):
+        device_split(train_ds, info.image_size, torch.device("cpu"), image_cache=tmp_path)
+
+
+def test_image_cache_is_reused_for_the_same_folder(folder_split, tmp_path):
+    train_ds, info = folder_split
+    path = tmp_path / "images.safetensors"
+    first = device_split(train_ds, info.image_size, torch.device("cpu"), image_cache=path)
+    mtime = path.stat().st_mtime_ns
+    again = device_split(train_ds, info.image_size, torch.device("cpu"), image_cache=path)
+    assert torch.equal(first.images, again.images) and path.stat().st_mtime_ns == mtime
+
+
+def test_image_cache_set_where_it_cannot_apply_is_refused(tmp_path):
+    cfg = make_config(dict(dataset="synthetic", synthetic_size=[32, 8], epochs=1, workers=0, progress=False,
+                           image_cache=str(tmp_path / "x.safetensors"), output_dir=str(tmp_path / "run")))
+    with pytest.raises(ConfigError, match="--image-cache .* applies to image folders"):
+        train(cfg)

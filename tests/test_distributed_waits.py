@@ -10,7 +10,7 @@ import pytest
 from safetensors.torch import save_file
 
 from _reliability_utils import child_env
-from attentive_cutmix.attention import FeatureExtractor
+from attentive_cutmix.attention import load_extractor
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,7 @@ if os.environ.get("ACM_TEST_PG_TIMEOUT_S"):
 
 def test_a_cache_build_longer_than_the_process_group_timeout_does_not_end_the_other_ranks(tmp_path):
     weights = tmp_path / "r20.safetensors"
-    save_file(FeatureExtractor("cifar_resnet20", input_size=32).model.state_dict(), str(weights))
+    save_file(load_extractor("cifar_resnet20", input_size=32).model.state_dict(), str(weights))
     hooks = tmp_path / "hooks"
     hooks.mkdir()
     (hooks / "sitecustomize.py").write_text(SHORT_TIMEOUT_SLOW_BUILD)

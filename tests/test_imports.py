@@ -16,18 +16,22 @@ def _modules_after(code: str) -> list[str]:
     return json.loads(out.splitlines()[-1])
 
 
+_HELP = "from attentive_cutmix.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass"
+
+
 @pytest.mark.parametrize("code", [
     "import attentive_cutmix",
     "from attentive_cutmix import AttentiveCutMix, RandomCells, CutMix, MixUp, Cutout",
-    "from attentive_cutmix.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass",
-    "from attentive_cutmix.cli import main\ntry:\n    main(['train', '--help'])\nexcept SystemExit:\n    pass",
-    "from attentive_cutmix.cli import main\ntry:\n    main(['evaluate', '--help'])\nexcept SystemExit:\n    pass",
+    _HELP.format(argv=["--help"]),
+    *[_HELP.format(argv=[command, "--help"]) for command in
+      ("train", "evaluate", "demo", "compare", "visualize", "cache-attention")],
 ])
 def test_light_entry_points_import_no_model_zoo(code):
     loaded = _modules_after(code)
     assert [m for m in HEAVY if m in loaded] == []
 
 
+@pytest.mark.slow
 def test_building_a_model_does_import_the_zoo():
     # The check above would pass vacuously if the names were wrong: show they are what a model build loads.
     loaded = _modules_after("from attentive_cutmix.models import create_model\ncreate_model('resnet18', 10, 32)")

@@ -161,6 +161,7 @@ def test_headers_written_before_extractor_source_are_still_read(files, tmp_path)
         open_cache(path, expect=dict(new, attention="cls_token"))
 
 
+@pytest.mark.slow
 def test_constants_are_defined_once_and_the_attention_module_imports_no_model_zoo():
     from attentive_cutmix import attention
     from attentive_cutmix.data import datasets
@@ -171,3 +172,17 @@ def test_constants_are_defined_once_and_the_attention_module_imports_no_model_zo
             "print(sorted(m for m in sys.modules if m == 'timm' or m.startswith('torchvision.models')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.bool])
+def test_extractor_weights_of_a_non_float_dtype_are_refused(tmp_path, dtype):
+    from attentive_cutmix import load_extractor
+    from attentive_cutmix.models import create_model
+    from attentive_cutmix.serialization import CheckpointError
+
+    model = create_model("cifar_resnet20", 10, 32)
+    state = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    path = tmp_path / "r20-int.safetensors"
+    save_file(state, str(path))
+    with pytest.raises(CheckpointError, match=rf"non-floating values for floating weights.*{dtype}"):
+        load_extractor("cifar_resnet20", weights=path, input_size=32)

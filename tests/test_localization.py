@@ -66,16 +66,17 @@ def test_bad_inputs_name_the_argument():
 
 @pytest.fixture(scope="module")
 def trained_extractor(tmp_path_factory):
-    from attentive_cutmix.attention import FeatureExtractor
+    from attentive_cutmix.attention import load_extractor
     from attentive_cutmix.training import make_config, train
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("extractor")
     train(make_config(dict(dataset="synthetic", synthetic_size=600, model="cifar_resnet20", epochs=3, batch_size=64,
                            lr=0.003, workers=0, progress=False, output_dir=str(out))))
-    return FeatureExtractor(str(out / "checkpoint.pt"), input_size=32)
+    return load_extractor(str(out / "checkpoint.pt"), input_size=32)
 
 
+@pytest.mark.slow
 def test_trained_extractor_pastes_the_object_far_more_often_than_random_boxes(trained_extractor):
     from attentive_cutmix.data import build_datasets
 

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 from _reliability_utils import RUN_OPTS, payload_is_live, plant_malicious_pickle, snapshot
-from attentive_cutmix.attention import FeatureExtractor
+from attentive_cutmix.attention import load_extractor
 from attentive_cutmix.cache import CacheError, open_cache
 from attentive_cutmix.cli import main as cli_main
 from attentive_cutmix.serialization import CheckpointError, load_state_dict_file, safe_torch_load
@@ -79,7 +79,7 @@ def test_malicious_pickle_is_refused_and_never_runs(where, zip_format, tmp_path,
 
 
 @pytest.mark.parametrize("loader,error", [(safe_torch_load, CheckpointError), (load_state_dict_file, CheckpointError),
-                                          (load_checkpoint, CheckpointError), (FeatureExtractor, CheckpointError),
+                                          (load_checkpoint, CheckpointError), (load_extractor, CheckpointError),
                                           (open_cache, CacheError)])
 def test_library_loaders_refuse_the_payload(loader, error, tmp_path):
     marker = tmp_path / "pwned"
@@ -147,13 +147,13 @@ def test_truncated_corrupt_or_foreign_files_give_a_clear_error(where, good_check
 def test_truncated_or_foreign_safetensors_weights_give_a_clear_error(good_checkpoint, tmp_path):
     weights = tmp_path / "w.safetensors"
     save_file(load_state_dict_file(good_checkpoint), str(weights))
-    FeatureExtractor("cifar_resnet20", weights=weights, input_size=16)  # the good file loads
+    load_extractor("cifar_resnet20", weights=weights, input_size=16)  # the good file loads
     with pytest.raises(CheckpointError, match="truncated.safetensors"):
-        FeatureExtractor("cifar_resnet20", weights=_truncated(weights, tmp_path / "truncated.safetensors"),
+        load_extractor("cifar_resnet20", weights=_truncated(weights, tmp_path / "truncated.safetensors"),
                          input_size=16)
     save_file({"fc.weight": torch.zeros(3, 3)}, str(tmp_path / "foreign.safetensors"))
     with pytest.raises(CheckpointError, match="foreign.safetensors.*missing keys"):
-        FeatureExtractor("cifar_resnet20", weights=tmp_path / "foreign.safetensors", num_classes=3, input_size=16)
+        load_extractor("cifar_resnet20", weights=tmp_path / "foreign.safetensors", num_classes=3, input_size=16)
 
 
 def test_corrupt_attention_cache_is_refused_through_the_cli(good_checkpoint, tmp_path, capsys):

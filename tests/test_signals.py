@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from _reliability_utils import child_env
 from attentive_cutmix import cache as cache_module
-from attentive_cutmix.attention import FeatureExtractor
+from attentive_cutmix.attention import load_extractor
 from attentive_cutmix.cli import main
 
 # A hook for the child process only: the first cached batch sends this process the signal.
@@ -39,7 +39,7 @@ if os.environ.get("ACM_TEST_CACHE_SIGNAL"):
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("w") / "r20.safetensors"
-    save_file(FeatureExtractor("cifar_resnet20", input_size=32).model.state_dict(), str(path))
+    save_file(load_extractor("cifar_resnet20", input_size=32).model.state_dict(), str(path))
     return path
 
 

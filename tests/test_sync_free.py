@@ -117,8 +117,8 @@ def test_the_trainers_step_runs_on_meta(method, tmp_path, step_on_meta):
                            batch_size=16, workers=0, output_dir=str(tmp_path / "run"), progress=False,
                            data_path="device", **extra))
     run = _Run(cfg, DistInfo(), torch.device("meta"))
-    assert run.fused and run.device_train.images.device.type == "meta"
-    batches, steps = run._batches(1)
+    assert run.fused and run.batches.train.images.device.type == "meta"
+    batches, steps = run.batches.epoch(1)
     assert steps == 2
     for batch in batches:  # the device path's real batches: index, crop, flip (and maps) on meta
         assert all(t.device.type == "meta" for t in batch)
@@ -156,7 +156,7 @@ def test_the_cuda_training_tests_set_up_on_the_cpu(method, amp, tmp_path):
     # Everything the CUDA test does but the device and the sync check, so a broken set-up fails here, not on a GPU.
     run = _sync_free_run(method, amp, tmp_path, torch.device("cpu"))
     assert run.fused
-    batches, steps = run._batches(1)
+    batches, steps = run.batches.epoch(1)
     assert steps == 4  # the warm-up step and three checked ones
     run._step(next(batches))
     assert run._loss_acc.item() > 0 and run._first_bad.item() == -1
@@ -186,7 +186,7 @@ def test_every_mixer_is_sync_free_on_cuda(name):
 def test_training_steps_are_sync_free_on_cuda(method, amp, tmp_path):
     run = _sync_free_run(method, amp, tmp_path, torch.device("cuda"))
     assert run.fused
-    batches, _ = run._batches(1)
+    batches, _ = run.batches.epoch(1)
     run._step(next(batches))  # warm-up: lazy CUDA/cuDNN initialisation and the optimiser's state
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")

@@ -74,6 +74,7 @@ def _assert_same_weights(a: Path, b: Path):
         assert torch.equal(wa[k], wb[k]), k
 
 
+@pytest.mark.slow
 def test_resume_at_epoch_boundary_is_exact(toy, tmp_path):
     straight = train(make_config(_opts(tmp_path / "straight", method="cutmix")))
     train(make_config(_opts(tmp_path / "resumed", method="cutmix", epochs=1)))

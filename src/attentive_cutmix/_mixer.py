@@ -17,7 +17,6 @@ from functools import lru_cache
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .constants import is_int, is_number
@@ -445,14 +444,11 @@ def check_alpha(alpha: Any) -> float:
     return float(alpha)
 
 
-def channel_mean(attention: torch.Tensor) -> torch.Tensor:
-    """(B, C, h, w) -> (B, h, w) float32; (B, h, w) passes through as float32."""
-    att = attention.to(torch.float32)
+def channel_attention(features: torch.Tensor) -> torch.Tensor:
+    """The attention of a (B, C, h, w) feature map: its channel mean, (B, h, w) float32 (the paper's aggregate,
+    never a single channel). A (B, h, w) map is already one and passes through as float32."""
+    if not isinstance(features, torch.Tensor) or features.ndim not in (3, 4):
+        shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
+        raise ValueError(f"an extractor's output must be (B, C, h, w) features or a (B, h, w) map, got {shape}")
+    att = features.to(torch.float32)
     return att.mean(dim=1) if att.ndim == 4 else att
-
-
-def pool_to_grid(attention: torch.Tensor, grid_size: int) -> torch.Tensor:
-    att = channel_mean(attention)
-    if att.shape[-2:] != (grid_size, grid_size):
-        att = F.adaptive_avg_pool2d(att.unsqueeze(1), grid_size).squeeze(1)
-    return att

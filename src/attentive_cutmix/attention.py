@@ -4,7 +4,7 @@ It wraps any timm backbone (CNN or transformer), any torchvision CNN, one of our
 checkpoint written by our trainer, or your own module; it is always in eval mode and runs under
 ``torch.inference_mode()`` so BatchNorm statistics never move, and it resizes and normalises its input
 itself: give it images in [0, 1], or say with ``input_mean``/``input_std`` how the batch was already
-normalised. ``load_extractor`` is the one place an extractor is built from a name,
+normalised. ``load_extractor`` is the one way to build an extractor, from a name,
 a weights file, a checkpoint or a module; the ``ExtractorSource`` it records is what attention caches
 compare.
 
@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._mixer import channel_attention
 from .constants import IMAGENET_MEAN, IMAGENET_STD, is_int
 from .serialization import (
     CheckpointError,
@@ -244,12 +245,14 @@ def _class_token_attention(attn: nn.Module, x: torch.Tensor, num_prefix: int) ->
 class FeatureExtractor(nn.Module):
     """Frozen network returning its final spatial feature map (B, C, h, w) in float32.
 
+    Build one with ``load_extractor`` (from a model name, a weights file, a training checkpoint or a
+    module); this class holds the built network and where it came from.
+
     Args:
-        model: a model name (timm, torchvision, ``cifar_resnet*``), a path to a checkpoint written by
-            ``attentive-cutmix train``, or an ``nn.Module``.
-        pretrained: load the library's ImageNet weights for a named model (needs the network).
-        weights: a local weights file (``.safetensors``, a torch state dict, or our checkpoint).
-        num_classes: classifier width of ``weights``; inferred from the file when omitted.
+        model: the network (any ``nn.Module``); it is frozen and kept in eval mode.
+        source: where its weights came from (recorded in attention cache headers). Default:
+            ``ExtractorSource("module", <class name>)``.
+        name: how the caller named it (default: the source's name).
         input_size: images are resized to ``input_size x input_size``; ``None`` keeps their size.
         mean, std: the network's own normalisation, applied after resizing to images in [0, 1]; default:
             the statistics a training checkpoint records, else ImageNet's.
@@ -265,47 +268,32 @@ class FeatureExtractor(nn.Module):
             ``"cls_token"`` returns a (B, 1, h, w) map of a ViT's last-block class-token attention to
             its patch tokens, averaged over heads (class, distillation and register tokens excluded).
         amp_dtype: run in this reduced precision under autocast on CUDA (e.g. ``torch.float16``).
-        source: where a given ``nn.Module``'s weights came from (``load_extractor`` sets it); recorded
-            in attention cache headers. Default: ``ExtractorSource("module", <class name>)``.
     """
 
-    def __init__(self, model: str | os.PathLike | nn.Module, *, pretrained: bool = False,
-                 weights: str | os.PathLike | None = None, num_classes: int | None = None, input_size: int | None = 224,
-                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None, layer: str | None = None,
-                 attention: str = "channel_mean", amp_dtype: torch.dtype | None = None,
-                 source: ExtractorSource | None = None, input_mean: Sequence[float] | None = None,
+    def __init__(self, model: nn.Module, *, source: ExtractorSource | None = None, name: str | None = None,
+                 input_size: int | None = 224, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None, layer: str | None = None, attention: str = "channel_mean",
+                 amp_dtype: torch.dtype | None = None, input_mean: Sequence[float] | None = None,
                  input_std: Sequence[float] | None = None) -> None:
         super().__init__()
-        if input_size is not None and (not is_int(input_size)
-                                       or input_size < 1):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}; build an extractor from a model "
+                            "name, a weights file or a checkpoint with load_extractor(...)")
+        if input_size is not None and (not is_int(input_size) or input_size < 1):
             raise ValueError(f"input_size must be a positive int or None, got input_size={input_size!r}")
         if attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {ATTENTIONS}, got attention={attention!r}")
         if source is not None and not isinstance(source, ExtractorSource):
             raise TypeError(f"source must be an ExtractorSource, got {type(source).__name__}")
-        saved: dict[str, Any] = {}
-        if isinstance(model, nn.Module):
-            if pretrained or weights is not None or num_classes is not None:
-                raise ValueError("pretrained=, weights= and num_classes= apply to a model *name*; load weights into "
-                                 "your module yourself")
-            net, source = model, source or ExtractorSource("module", type(model).__name__)
-            self.name = type(model).__name__
-        elif isinstance(model, (str, os.PathLike)):
-            if source is not None:
-                raise ValueError("source= describes an nn.Module; a model name or checkpoint records its own source")
-            net, source, saved = _load_network(model, pretrained=pretrained, weights=weights, num_classes=num_classes,
-                                               image_size=input_size)
-            self.name = os.fspath(model)
-        else:
-            raise TypeError(f"model must be a name, a checkpoint path or an nn.Module, got {type(model).__name__}")
-        mean = tuple(mean if mean is not None else saved.get("mean", IMAGENET_MEAN))
-        std = tuple(std if std is not None else saved.get("std", IMAGENET_STD))
+        mean = tuple(mean if mean is not None else IMAGENET_MEAN)
+        std = tuple(std if std is not None else IMAGENET_STD)
         if len(mean) != len(std) or any(s <= 0 for s in std):
             raise ValueError(f"mean and std must have one entry per channel and std > 0, got mean={mean}, std={std}")
-        self.model = net.eval()
+        self.model = model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self.source: ExtractorSource = source
+        self.source: ExtractorSource = source or ExtractorSource("module", type(model).__name__)
+        self.name = name if name is not None else self.source.name
         self.input_size = input_size
         self.layer = layer
         self.attention = attention
@@ -567,11 +555,11 @@ def load_extractor(spec: str | os.PathLike | nn.Module, *, weights: str | os.Pat
                                            image_size=input_size)
     else:
         raise TypeError(f"spec must be a model name, a checkpoint path or an nn.Module, got {type(spec).__name__}")
-    extractor = FeatureExtractor(net, input_size=input_size or int(saved.get("image_size", 224)),
+    extractor = FeatureExtractor(net, source=source, name=name,
+                                 input_size=input_size or int(saved.get("image_size", 224)),
                                  mean=mean if mean is not None else saved.get("mean"),
                                  std=std if std is not None else saved.get("std"), layer=layer, attention=attention,
-                                 amp_dtype=amp_dtype, source=source, input_mean=input_mean, input_std=input_std)
-    extractor.name = name  # how the caller named it, as FeatureExtractor(name) records it
+                                 amp_dtype=amp_dtype, input_mean=input_mean, input_std=input_std)
     return extractor.to(device) if device is not None else extractor
 
 
@@ -582,10 +570,3 @@ def _infer_num_classes(state: dict[str, torch.Tensor], *, source: str = "the wei
         raise CheckpointError(f"cannot infer num_classes from {source} (no linear layer): is it the weights of another "
                               "model? Otherwise pass num_classes=")
     return int(linear[-1].shape[0])
-
-
-def channel_attention(features: torch.Tensor) -> torch.Tensor:
-    """Aggregate a (B, C, h, w) feature map over channels into a (B, h, w) heat map (channel mean)."""
-    if features.ndim != 4:
-        raise ValueError(f"features must be (B, C, h, w), got shape {tuple(features.shape)}")
-    return features.float().mean(dim=1)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import hashlib
 import itertools
 import json
 import operator
@@ -29,6 +28,8 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from ._mixer import channel_attention
+from .attention import ExtractorSource
 from .constants import is_int
 from .serialization import atomic_write
 
@@ -128,19 +129,6 @@ class AttentionCache:
 
 
 # --------------------------------------------------------------------------- metadata
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _weights_identity(source: Any) -> str:
-    """The sha256 of an ``ExtractorSource``'s file, or why there is none (pretrained, random, module weights)."""
-    return source.weights_id
-
-
 def cache_meta(info: Any, extractor: Any, extractor_source: str | None = None) -> dict[str, Any]:
     """The header a cache of ``extractor``'s maps over ``info``'s train split must carry.
 
@@ -152,8 +140,6 @@ def cache_meta(info: Any, extractor: Any, extractor_source: str | None = None) -
     Weights files are identified by their sha256, so a cache stays valid when they move; pretrained
     and random weights cannot be hashed, and the header says so.
     """
-    from .attention import ExtractorSource
-
     for attr in ("name", "source", "input_size", "mean", "std"):
         if not hasattr(extractor, attr):
             raise TypeError(f"extractor must be a FeatureExtractor (it has no .{attr}), got {type(extractor).__name__}")
@@ -176,7 +162,7 @@ def cache_meta(info: Any, extractor: Any, extractor_source: str | None = None) -
         "image_size": int(info.image_size),
         "extractor": str(extractor_source if extractor_source is not None else extractor.name),
         "source_kind": source.kind, "source_name": source.name, "source_path": source.path,
-        "weights_sha256": _weights_identity(source), "attention": getattr(extractor, "attention", "channel_mean"),
+        "weights_sha256": source.weights_id, "attention": getattr(extractor, "attention", "channel_mean"),
         "layer": getattr(extractor, "layer", None), "input_size": int(input_size),
         "mean": [round(float(v), 6) for v in extractor.mean.flatten().tolist()],
         "std": [round(float(v), 6) for v in extractor.std.flatten().tolist()],
@@ -440,7 +426,7 @@ def build_cache(dataset: Dataset, extractor: Any, path: str | os.PathLike, *, me
     device = _best_device(device)
     param = next(extractor.parameters(), None) if isinstance(extractor, torch.nn.Module) else None
     home = param.device if param is not None else None
-    from .training.components import worker_safe_loader  # a worker's error is raised as itself, in one line
+    from .data.loader import worker_safe_loader  # a worker's error is raised as itself, in one line
 
     loader = worker_safe_loader(dataset, workers=workers, batch_size=batch_size, shuffle=False,
                                 pin_memory=device.type == "cuda")
@@ -449,10 +435,7 @@ def build_cache(dataset: Dataset, extractor: Any, path: str | os.PathLike, *, me
         images = batch[0] if isinstance(batch, (list, tuple)) else batch
         with torch.inference_mode():
             feats = extractor(images.to(device, non_blocking=True))
-            if not isinstance(feats, torch.Tensor) or feats.ndim not in (3, 4):
-                shape = tuple(feats.shape) if isinstance(feats, torch.Tensor) else type(feats).__name__
-                raise ValueError(f"the extractor must return (B, C, h, w) features or (B, h, w) maps, got {shape}")
-            att = (feats.float().mean(dim=1) if feats.ndim == 4 else feats.float()).to(torch.float16)
+            att = channel_attention(feats).to(torch.float16)
             # Refused now rather than by the mixer hours into a training run.
             if not bool(torch.isfinite(att).all()):
                 raise ValueError("the extractor produced NaN/Inf attention (or values beyond float16's range, 65504); "

@@ -16,6 +16,9 @@ INITS = ("default", "xavier")
 # The largest image side a run accepts (an explicit --image-size or a folder's own size): beyond it one batch needs
 # tens of GB; a typo or one stray photo, not a plan.
 MAX_IMAGE_SIZE = 2048
+# What `evaluate` measures (experiments/evaluate.py), named by its command line before the library is loaded.
+EVAL_SPLITS = ("eval", "train")
+EVAL_WEIGHTS = ("auto", "final", "checkpoint")
 
 
 def is_int(value: object) -> bool:
@@ -28,4 +31,5 @@ def is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "SMALL_IMAGE_MAX", "MAX_IMAGE_SIZE", "INITS", "is_int", "is_number"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "SMALL_IMAGE_MAX", "MAX_IMAGE_SIZE", "INITS", "EVAL_SPLITS", "EVAL_WEIGHTS",
+           "is_int", "is_number"]

@@ -19,10 +19,12 @@ from functools import lru_cache
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 
 from ._mixer import (
     LabelsGetter,
     Mixer,
+    channel_attention,
     check_int,
     check_rows,
     check_values,
@@ -30,7 +32,6 @@ from ._mixer import (
     pair_permutation,
     paste,
     paste_masks,
-    pool_to_grid,
 )
 from .constants import is_number
 from .registry import Method, MixerOptions, option, register
@@ -72,7 +73,10 @@ def attention_to_grid(attention: torch.Tensor, grid_size: int) -> torch.Tensor:
     Channels are averaged (the channel aggregate, never a single channel); a map of another
     resolution is adaptively average-pooled onto the grid.
     """
-    return pool_to_grid(attention, grid_size)
+    att = channel_attention(attention)
+    if att.shape[-2:] != (grid_size, grid_size):
+        att = F.adaptive_avg_pool2d(att.unsqueeze(1), grid_size).squeeze(1)
+    return att
 
 
 def _ranking_keys(scores: torch.Tensor) -> torch.Tensor:

@@ -5,12 +5,11 @@ import argparse
 import json
 from pathlib import Path
 
+from ..constants import EVAL_SPLITS, EVAL_WEIGHTS
 from ._common import add_data_arguments, add_device_argument, fail, size_limit_error, synthetic_size
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..experiments.evaluate import SPLITS, WEIGHTS
-
     parser.add_argument("runs", nargs="+", metavar="RUN",
                         help="a run folder (results.json + weights.safetensors), or a grid folder holding runs/")
     add_data_arguments(parser, suppress=True,
@@ -18,9 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "given override the run's, e.g. --data-dir DIR alone when its folder moved; with "
                              "--dataset, only the options given count: --dataset cifar10 --data-dir DIR is the "
                              "CIFAR-10 test set, --dataset imagefolder --data-dir DIR every image in DIR)")
-    parser.add_argument("--split", choices=SPLITS, default="eval",
+    parser.add_argument("--split", choices=EVAL_SPLITS, default="eval",
                         help="the evaluation split (default), or the un-augmented training split (train accuracy)")
-    parser.add_argument("--weights", choices=WEIGHTS, default="auto",
+    parser.add_argument("--weights", choices=EVAL_WEIGHTS, default="auto",
                         help="final: weights.safetensors (fp16, written when the run finished); checkpoint: "
                              "checkpoint.pt (fp32, last saved epoch); auto (default): the first that exists")
     parser.add_argument("--batch-size", type=int, default=256, help="evaluation batch size (default 256)")
@@ -31,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..experiments.evaluate import DATA_KEYS, evaluate_runs, rows_markdown
-    from ..serialization import CheckpointError
+    from ..serialization import CheckpointError, atomic_write
     from ..training.distributed import resolve_device
 
     if (too_large := size_limit_error(args)) is not None:
@@ -46,8 +45,6 @@ def run(args: argparse.Namespace) -> int:
         return fail("evaluate", err)
     print(rows_markdown(rows), end="")
     if args.json:
-        from ..serialization import atomic_write
-
         try:
             atomic_write(Path(args.json), lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=1) + "\n"))
         except OSError as err:  # the table is printed above: only the file is missing

@@ -22,6 +22,13 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torchvision.transforms.v2 import functional as TF
+
+from .._mixer import to_device
+from ..serialization import atomic_write
+from .loader import worker_safe_loader  # worker errors end the run with one line, never a hang
 
 __all__ = ["DeviceSplit", "ImageCacheError", "decode_split", "device_split", "crop_flip", "fits_on_device",
            "PADDING", "MEMORY_FRACTION"]
@@ -71,8 +78,6 @@ def crop_flip(images: torch.Tensor, attention: torch.Tensor | None = None, *, pa
     Offsets are uniform over the ``2 * padding + 1`` positions on each axis, as ``RandomCrop(padding=p)``.
     Draws come from ``generator`` (on its own device) and move to the images' device without a host sync.
     """
-    from .._mixer import to_device
-
     b, c, h, w = images.shape
     gen_device = generator.device if generator is not None else torch.device("cpu")
     draws = torch.randint(0, 2 * padding + 1, (2, b), generator=generator, device=gen_device)
@@ -95,8 +100,6 @@ def crop_flip(images: torch.Tensor, attention: torch.Tensor | None = None, *, pa
 
 # --------------------------------------------------------------------------- decoding once
 def _frame_resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    from torchvision.transforms.v2 import functional as TF
-
     return images if images.shape[-2:] == (size, size) else TF.resize(images, [size, size], antialias=True)
 
 
@@ -121,8 +124,6 @@ def decode_split(dataset: Any, size: int, *, workers: int = 0) -> torch.Tensor:
     arrays = getattr(source, "images", None)
     if isinstance(arrays, torch.Tensor) and arrays.dtype == torch.uint8 and arrays.ndim == 4:
         return _frame_resize(arrays.index_select(0, torch.as_tensor(indices, dtype=torch.long)), size).contiguous()
-    from ..training.components import worker_safe_loader  # worker errors end the run with one line, never a hang
-
     loader = worker_safe_loader(_Frames(source, indices, size), batch_size=256, workers=workers)
     return torch.cat(list(loader)) if len(indices) else torch.empty(0, 3, size, size, dtype=torch.uint8)
 
@@ -143,8 +144,6 @@ def split_fingerprint(dataset: Any, size: int) -> str | None:
 
 def _read_image_cache(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(metadata per split, tensors) of an image cache; ``ImageCacheError`` for anything that is not one."""
-    from safetensors import SafetensorError, safe_open
-
     if path.is_dir():
         raise ImageCacheError(f"--image-cache {path} is a folder; give a file path such as "
                               f"{path / 'images.safetensors'}")
@@ -173,10 +172,6 @@ def _check_cached(path: Path, name: str, frames: torch.Tensor, saved: dict[str, 
 
 
 def _cached_frames(dataset: Any, size: int, path: Path | None, workers: int, name: str) -> torch.Tensor:
-    from safetensors.torch import save_file
-
-    from ..serialization import atomic_write
-
     fingerprint = split_fingerprint(dataset, size)
     if path is None or fingerprint is None:
         return decode_split(dataset, size, workers=workers)

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset
 from torchvision import tv_tensors
 
+from .transforms import frame_transform
+
 __all__ = ["AugmentedDataset", "dataset_boxes", "attention_in_image_frame", "frame_view", "with_attention"]
 
 
@@ -62,8 +64,6 @@ class AugmentedDataset(Dataset):
 
 def frame_view(dataset: AugmentedDataset, image_size: int) -> AugmentedDataset:
     """The same split un-augmented: each image resized to ``image_size`` squared (the frame attention caches use)."""
-    from .transforms import frame_transform
-
     return AugmentedDataset(dataset.source, dataset.indices, frame_transform(image_size),
                             boxes=getattr(dataset, "boxes", None))
 

@@ -20,8 +20,16 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from .. import registry
-from .grid import RUN_FIELDS, Cell, Grid, GridError
+from .. import registry, training
+from ..data import build_datasets
+from ..serialization import atomic_write
+from ..training.components import build_extractor
+from ..training.config import validate
+from ..training.distributed import resolve_device
+from ..training.run_io import RunLockedError, existing_outputs, wait_for_run
+from .grid import RUN_FIELDS, Cell, Grid, GridError, _short_hash, _slug
+from .localization import localization_hit_rates
+from .report import build_table, paired_markdown, table_csv, table_markdown, write_plots
 
 CELL_FILE = "cell.json"
 
@@ -57,15 +65,11 @@ def cell_status(run_dir: Path, identity: dict[str, Any]) -> str:
 
 
 def _write_cell_file(run_dir: Path, cell: Cell) -> None:
-    from ..serialization import atomic_write
-
     payload = {"id": cell.id, "axes": cell.axes, "identity": cell.identity}
     atomic_write(run_dir / CELL_FILE, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2, default=str)))
 
 
 def _cache_path(out: Path, cfg: Any, extractor_identity: dict[str, Any] | None, label: Any = None) -> Path:
-    from .grid import _short_hash, _slug
-
     data = {k: getattr(cfg, k)
             for k in ("dataset", "data_dir", "image_size", "val_fraction", "val_data", "synthetic_size")}
     if cfg.val_fraction:  # the held-out split (hence the cached train split) depends on the seed
@@ -78,21 +82,15 @@ def _cache_path(out: Path, cfg: Any, extractor_identity: dict[str, Any] | None, 
 
 # ------------------------------------------------------------------------------------------ running
 def _train(cfg: Any, run_dir: Path, overrides: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
-    from ..training import train
-    from ..training.config import validate
-    from ..training.run_io import existing_outputs
-
     # The folder is this cell's (cell_status checked cell.json): continue whatever an earlier attempt left,
     # a checkpoint or only the first epoch's metrics of a run killed before its first checkpoint.
     resume = bool(existing_outputs(run_dir))
     cfg = validate(dataclasses.replace(cfg, output_dir=str(run_dir), resume=resume, **overrides))
-    return train(cfg)
+    return training.train(cfg)  # looked up at call time: tests replace the training call
 
 
 def _ensure_extractor(grid: Grid, name: str, out: Path, overrides: dict[str, Any], log: Callable[[str], None]) -> Path:
     """Train the shared extractor ``name`` unless it is finished; if another job is training it, wait and reuse it."""
-    from ..training.run_io import RunLockedError, wait_for_run
-
     cell = grid.extractors[name]
     run_dir = out / "extractors" / cell.id
     while (status := cell_status(run_dir, cell.identity)) != "finished":
@@ -128,8 +126,6 @@ def resolved_config(grid: Grid, cell: Cell, out: Path, overrides: dict[str, Any]
         changes.update(attention_cache=str(cache), build_cache=True)
     if cfg.image_cache is None and cfg.dataset in ("imagefolder", "imagenet"):
         # The device path decodes a folder once; every cell of the same data shares the decoded file.
-        from .grid import _short_hash, _slug
-
         data = {k: getattr(cfg, k) for k in ("dataset", "data_dir", "image_size", "val_fraction", "val_data",
                                              "split_seed", "train_subset")}
         label = _slug(cell.axes.get("dataset") or cfg.dataset)
@@ -143,12 +139,6 @@ def _localize(cfg: Any, run_dir: Path) -> dict[str, Any] | None:
     saved = _read_json(path)
     if saved is not None:
         return saved
-
-    from ..data import build_datasets
-    from ..serialization import atomic_write
-    from ..training.components import build_extractor
-    from ..training.distributed import resolve_device
-    from .localization import localization_hit_rates
 
     device = resolve_device(cfg.device)
     _, eval_ds, info = build_datasets(cfg.dataset, image_size=cfg.image_size, val_fraction=cfg.val_fraction,
@@ -232,9 +222,6 @@ def collect(grid: Grid, out: Path) -> list[dict[str, Any]]:
 
 def write_report(grid: Grid, out: Path, log: Callable[[str], None] = print) -> dict[str, Path]:
     """``results.json``, ``table.md``, ``table.csv`` and the plots, from whatever cells have finished."""
-    from ..serialization import atomic_write
-    from .report import build_table, paired_markdown, table_csv, table_markdown, write_plots
-
     entries = collect(grid, out)
     payload = {"grid": grid.name, "source": grid.source, "metric": grid.metric, "runs": entries,
                "paper_results": grid.paper_results or None}

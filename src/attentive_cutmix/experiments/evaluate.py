@@ -16,10 +16,18 @@ from typing import Any
 
 import torch
 
+from ..constants import EVAL_SPLITS, EVAL_WEIGHTS
+from ..data import build_datasets
+from ..data.loader import worker_safe_loader
+from ..models import create_model
+from ..serialization import load_state_dict_file, load_weights_into, non_finite_entries
+from ..training.checkpoint import load_checkpoint
+from ..training.data_setup import unaugmented
+from ..training.trainer import WEIGHTS_NAME, evaluate
+
 DATA_KEYS = ("dataset", "data_dir", "val_fraction", "val_data", "split_seed", "image_size", "synthetic_size",
              "train_subset")
-SPLITS = ("eval", "train")
-WEIGHTS = ("auto", "final", "checkpoint")
+SPLITS, WEIGHTS = EVAL_SPLITS, EVAL_WEIGHTS
 
 
 def _run_dirs(paths: Iterable[str | os.PathLike]) -> list[Path]:
@@ -60,8 +68,6 @@ def read_run(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]
         last = next((r for r in reversed(record.get("curve") or []) if r.get("top1") is not None), {})
         return record["config"], {"top1": record.get("top1"), "top5": record.get("top5"), "loss": last.get("eval_loss"),
                                   "train_top1": last.get("train_top1")}
-    from ..training.checkpoint import load_checkpoint
-
     ckpt = load_checkpoint(run / "checkpoint.pt")
     if not isinstance(ckpt.get("config"), dict):
         raise ValueError(f"{run / 'checkpoint.pt'} holds no config: not written by `attentive-cutmix train`")
@@ -90,10 +96,6 @@ def _status(run: Path) -> str | None:
 
 def _model(run: Path, config: Mapping[str, Any], weights: str,
            device: torch.device | str) -> tuple[torch.nn.Module, Path]:
-    from ..models import create_model
-    from ..serialization import load_state_dict_file, load_weights_into, non_finite_entries
-    from ..training.trainer import WEIGHTS_NAME
-
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got weights={weights!r}")
     names = {"final": [WEIGHTS_NAME], "checkpoint": ["checkpoint.pt"], "auto": [WEIGHTS_NAME, "checkpoint.pt"]}[weights]
@@ -148,9 +150,6 @@ def own_split(data: Mapping[str, Any] | None) -> bool:
 
 
 def _build(spec: Mapping[str, Any], split: str) -> tuple[Any, Any]:
-    from ..data import build_datasets
-    from ..training.data_setup import unaugmented
-
     train_ds, eval_ds, info = build_datasets(
         spec["dataset"], data_dir=spec.get("data_dir"), image_size=spec.get("image_size"),
         val_fraction=spec.get("val_fraction") or 0.0, val_data=spec.get("val_data"), seed=spec.get("split_seed") or 0,
@@ -182,9 +181,6 @@ def evaluate_runs(runs: Iterable[str | os.PathLike], *, data: Mapping[str, Any] 
     Rows hold top-1/top-5 (%), mean cross-entropy and the count, beside the numbers the run recorded. Inputs are
     normalised with the run's own mean/std, whatever the data. Datasets are built once per distinct spec.
     """
-    from ..training.components import worker_safe_loader
-    from ..training.trainer import evaluate
-
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got split={split!r}")
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:

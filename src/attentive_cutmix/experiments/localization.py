@@ -18,7 +18,6 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..attention import channel_attention
 from ..baselines import boxes_to_mask
 from ..mixing import attention_to_grid, cells_to_pixel_mask, top_cells
 
@@ -117,6 +116,7 @@ def localization_hit_rates(extractor: Callable[[torch.Tensor], torch.Tensor], da
     taken) or (B, h, w) maps.
     """
     if boxes is None:
+        # Imported here: data loads torchvision, and this package is imported by `attentive-cutmix demo --help`.
         from ..data import dataset_boxes
 
         boxes = dataset_boxes(dataset)
@@ -133,9 +133,8 @@ def localization_hit_rates(extractor: Callable[[torch.Tensor], torch.Tensor], da
         n, _, height, width = images.shape
         box = boxes[start:start + n].to(device)
         start += n
-        features = extractor(images)
-        attention = channel_attention(features) if features.ndim == 4 else features
-        mask = attentive_masks(attention, num_patches=num_patches, grid_size=grid_size, height=height, width=width)
+        mask = attentive_masks(extractor(images), num_patches=num_patches, grid_size=grid_size, height=height,
+                               width=width)
         attentive.append(pasted_hit_rate(mask, box).cpu())
         areas = mask.flatten(1).sum(1)
         boxed = random_box_masks(areas, height, width, generator=generator)

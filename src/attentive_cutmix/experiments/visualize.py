@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from .. import registry
-from .._mixer import pair_permutation
-from ..attention import channel_attention
+from .._mixer import channel_attention, pair_permutation
 from ..mixing import attention_to_grid, cell_bounds, top_cells
+from ..serialization import atomic_write
 
 
 def _mixing_methods() -> list[registry.Method]:
@@ -41,8 +41,7 @@ def mix_panels(images: torch.Tensor, labels: torch.Tensor, attention: torch.Tens
     if images.shape[0] < 2:
         raise ValueError(f"mixing needs at least 2 images, got {images.shape[0]}; use --num-images 2 or more")
     b, _, h, w = images.shape
-    att = attention.float()
-    att = att.mean(1) if att.ndim == 4 else att
+    att = channel_attention(attention)
     heat = F.interpolate(att.unsqueeze(1), size=(h, w), mode="bilinear", align_corners=False).squeeze(1)
     lo, hi = heat.flatten(1).min(1).values.view(b, 1, 1), heat.flatten(1).max(1).values.view(b, 1, 1)
     heat = (heat - lo) / (hi - lo).clamp_min(1e-12)
@@ -89,8 +88,6 @@ def draw_figure(panels: dict[str, torch.Tensor], labels: torch.Tensor, classes: 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from ..serialization import atomic_write
 
     images = panels["original"]
     b, _, h, w = images.shape

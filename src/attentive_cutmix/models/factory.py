@@ -22,7 +22,7 @@ PAPER_MODELS: dict[str, tuple[str, str]] = {
 }
 # Where a local weights file goes, on the command line and in Python: every "no weights" message names both.
 WEIGHTS_HINT = ("give a local weights file: on the command line `--extractor-weights PATH` (train, cache-attention), "
-                "in Python `FeatureExtractor(name, weights=PATH)`")
+                "in Python `load_extractor(name, weights=PATH)`")
 
 
 class PretrainedWeightsError(RuntimeError, ValueError):

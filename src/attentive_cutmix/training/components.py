@@ -1,29 +1,20 @@
-"""The pieces a training run is assembled from: data loaders, mixer, attention source, optimiser, schedule.
+"""The pieces a training run is assembled from: seeds, mixer, attention source, optimiser, schedule.
 
-Randomness is keyed so that resuming is exact, even mid-epoch and with any number of workers:
-the sampler's order is a function of (seed, epoch); each item's augmentation is a function of
-(seed, epoch, item index) (``EpochSeededDataset``); the mixer draws from its own generator.
+Every random stream is keyed by ``derive_seed`` (seed, rank, epoch, ...), so resuming is exact.
 """
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import pickle
-import random
-import signal
-import traceback
 import warnings
-from dataclasses import dataclass
+from collections import Counter
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate
 
 from .. import registry
+from ..attention import NotATrainingCheckpointError, is_checkpoint_path, load_extractor
 from .config import ConfigError, TrainConfig
-from .distributed import DistInfo
 
 AMP_DTYPES = {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -37,163 +28,11 @@ def derive_seed(*parts: int) -> int:
     return h & 0x7FFFFFFFFFFFFFFF
 
 
-class EpochSeededDataset(Dataset):
-    """Seeds torch's RNG from (seed, epoch, index) around each item, so augmentation doesn't depend on order or
-    workers."""
-
-    def __init__(self, dataset: Dataset, seed: int) -> None:
-        self.dataset, self.seed, self.epoch = dataset, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> Any:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(self.seed, self.epoch, index))
-            return self.dataset[index]
-
-
-class SkipSampler(Sampler[int]):
-    """``sampler`` without its first ``skip`` indices (resuming mid-epoch)."""
-
-    def __init__(self, sampler: Sampler[int], skip: int = 0) -> None:
-        self.sampler, self.skip = sampler, skip
-
-    def __iter__(self) -> Iterator[int]:
-        return itertools.islice(iter(self.sampler), self.skip, None)
-
-    def __len__(self) -> int:
-        return max(0, len(self.sampler) - self.skip)
-
-
-# A worker gives up on a SIGTERM this long after it arrives. Long enough for the main process, which got the same
-# signal from the shell or the cluster, to finish its step and stop its workers itself; short enough that no process
-# waits on a worker for ever (at exit, multiprocessing SIGTERMs and then joins any worker still alive).
-WORKER_TERM_GRACE_S = 10
-
-
-def _stop_soon(signum: int, frame: Any) -> None:
-    remaining = signal.alarm(WORKER_TERM_GRACE_S)
-    if remaining:  # a repeated SIGTERM must not push the deadline back
-        signal.alarm(remaining)
-
-
-def _seed_worker(worker_id: int) -> None:
-    # Ctrl-C and a cluster's SIGTERM reach the whole process group: the main process finishes its step and
-    # checkpoints, so the workers must not die under it. Ctrl-C is ignored (the main process stops the workers);
-    # SIGTERM only starts the grace period above, after which the default SIGALRM action ends the worker.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGALRM, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, _stop_soon)
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-
-
-@dataclass
-class _ItemFailure:
-    """An exception raised by ``dataset[i]`` in a worker, sent back as the item (see ``_WorkerLoader``)."""
-
-    error: BaseException
-    worker_traceback: str
-
-
-def _picklable(err: BaseException) -> BaseException:
-    try:
-        return pickle.loads(pickle.dumps(err))
-    except Exception:  # an exception with extra constructor arguments: keep its type's name and message
-        return RuntimeError(f"{type(err).__name__}: {err}")
-
-
-class _CatchItemErrors(Dataset):
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> Any:
-        try:
-            return self.dataset[index]
-        except Exception as err:
-            return _ItemFailure(_picklable(err), traceback.format_exc())
-
-
-class _WorkerLoader(DataLoader):
-    """A DataLoader whose worker errors reach the caller as themselves, after its workers were stopped.
-
-    Torch re-raises a worker's exception as a new one whose message is the worker's whole traceback, from a
-    frame that keeps the iterator (and so its worker processes) alive in a reference cycle; with workers that
-    wait out SIGTERM, the process then hung at exit. Here the worker returns the exception as its item, and
-    iteration stops the workers before raising it with its own type and message (a ``CorruptImageError`` naming
-    the file stays one line); the worker's traceback is attached as a note for debugging.
-    """
-
-    def __iter__(self) -> Iterator[Any]:
-        iterator = super().__iter__()
-        try:
-            for batch in iterator:
-                if isinstance(batch, _ItemFailure):
-                    error = batch.error
-                    if hasattr(error, "add_note"):  # Python >= 3.11
-                        error.add_note(f"raised in a DataLoader worker:\n{batch.worker_traceback}")
-                    raise error
-                yield batch
-        finally:
-            shutdown = getattr(iterator, "_shutdown_workers", None)  # what the iterator's __del__ would call, now
-            if shutdown is not None:
-                shutdown()
-
-
-def worker_safe_loader(dataset: Dataset, *, workers: int, **kwargs: Any) -> DataLoader:
-    """``DataLoader(dataset, num_workers=workers, **kwargs)`` whose worker errors are raised as themselves (one line,
-    e.g. a ``CorruptImageError`` naming the file) after its workers were stopped, so no process hangs on them."""
-    if workers == 0:  # in-process loading raises the dataset's own exception already
-        return DataLoader(dataset, num_workers=0, **kwargs)
-    collate = kwargs.pop("collate_fn", None) or default_collate
-
-    def collate_fn(batch: list[Any]) -> Any:
-        failure = next((item for item in batch if isinstance(item, _ItemFailure)), None)
-        return failure if failure is not None else collate(batch)
-
-    return _WorkerLoader(_CatchItemErrors(dataset), num_workers=workers, collate_fn=collate_fn,
-                         worker_init_fn=kwargs.pop("worker_init_fn", None) or _seed_worker, **kwargs)
-
-
-def train_loader(dataset: EpochSeededDataset, cfg: TrainConfig, dist: DistInfo, *, epoch: int, skip_batches: int,
-                 device: torch.device) -> DataLoader:
-    dataset.set_epoch(epoch)
-    sampler = DistributedSampler(dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=cfg.seed)
-    sampler.set_epoch(epoch)
-    # Never a ragged last batch (BatchNorm on 1 image), unless the data is tiny.
-    drop_last = len(sampler) >= cfg.batch_size
-    return worker_safe_loader(dataset, workers=cfg.workers, batch_size=cfg.batch_size,
-                              sampler=SkipSampler(sampler, skip_batches * cfg.batch_size), drop_last=drop_last,
-                              pin_memory=device.type == "cuda",
-                              generator=torch.Generator().manual_seed(derive_seed(cfg.seed, dist.rank, epoch)))
-
-
-def eval_loader(dataset: Dataset, cfg: TrainConfig, device: torch.device) -> DataLoader:
-    return worker_safe_loader(dataset, workers=cfg.workers, batch_size=cfg.eval_batch_size or cfg.batch_size,
-                              shuffle=False, pin_memory=device.type == "cuda")
-
-
-def is_checkpoint_path(spec: str) -> bool:
-    from ..attention import is_checkpoint_path as by_suffix
-
-    return by_suffix(spec)
-
-
 def build_extractor(cfg: TrainConfig, info: Any, device: torch.device) -> torch.nn.Module:
     """The frozen ``FeatureExtractor`` named by ``--extractor`` (a model name or one of our checkpoints).
 
     A thin wrapper over ``attention.load_extractor`` that reads the run's flags and words errors as flags.
     """
-    from ..attention import NotATrainingCheckpointError, load_extractor
-
     spec, amp_dtype = cfg.extractor, AMP_DTYPES[cfg.amp] if device.type == "cuda" else None
     if device.type == "cuda" and amp_dtype is None:
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16  # attention needs no fp32
@@ -279,11 +118,7 @@ def scheduler_state(scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict[str
 
 
 def load_scheduler_state(scheduler: torch.optim.lr_scheduler.LRScheduler, state: dict[str, Any]) -> None:
-    from collections import Counter
-
     scheduler.load_state_dict(_milestones(state, Counter))
 
 
-__all__ = ["derive_seed", "EpochSeededDataset", "SkipSampler", "train_loader", "eval_loader", "worker_safe_loader",
-           "build_extractor",
-           "build_mixer", "build_optimizer", "build_scheduler", "AMP_DTYPES"]
+__all__ = ["derive_seed", "build_extractor", "build_mixer", "build_optimizer", "build_scheduler", "AMP_DTYPES"]

@@ -6,17 +6,21 @@ from typing import Any
 
 import torch
 
+from .. import cache as cache_mod
+from .. import data
+from ..data.device import device_split, fits_on_device
+from ..data.transforms import eval_transform
+from ..data.wrapper import AugmentedDataset, frame_view, with_attention
+from .batches import BatchSource, DeviceBatches, LoaderBatches
 from .components import build_extractor
 from .config import ConfigError, TrainConfig, needs_attention
 from .distributed import DistInfo, patient_barrier, patient_group
 
 
 def _datasets(cfg: TrainConfig):
-    from ..data import build_datasets
-
-    return build_datasets(cfg.dataset, data_dir=cfg.data_dir, image_size=cfg.image_size, val_fraction=cfg.val_fraction,
-                          val_data=cfg.val_data, seed=cfg.split_seed,
-                          synthetic_size=cfg.synthetic_size, train_subset=cfg.train_subset)
+    return data.build_datasets(cfg.dataset, data_dir=cfg.data_dir, image_size=cfg.image_size,
+                               val_fraction=cfg.val_fraction, val_data=cfg.val_data, seed=cfg.split_seed,
+                               synthetic_size=cfg.synthetic_size, train_subset=cfg.train_subset)
 
 
 def build_data(cfg: TrainConfig, dist: DistInfo, device: torch.device) -> tuple[Any, Any, Any, torch.nn.Module | None]:
@@ -43,9 +47,6 @@ def _build(cfg: TrainConfig, dist: DistInfo, device: torch.device):
     extractor = build_extractor(cfg, info, device) if cfg.extractor is not None else None
     if cfg.attention_cache is None:
         return train_ds, eval_ds, info, extractor  # attention computed online, per batch
-
-    from .. import cache as cache_mod
-    from ..data.wrapper import frame_view, with_attention
 
     path = Path(cfg.attention_cache)
     if not path.exists():
@@ -117,9 +118,6 @@ def choose_data_path(cfg: TrainConfig, train_ds: Any, eval_ds: Any, info: Any, d
     datasets built by ``build_datasets``; ``auto`` also needs both splits, as uint8, to take at most
     ``MEMORY_FRACTION`` of the device's free memory.
     """
-    from ..data.device import fits_on_device
-    from ..data.wrapper import AugmentedDataset
-
     if "image_cache" in cfg.explicit and cfg.image_cache is not None and (
             cfg.data_path == "loader" or cfg.dataset not in ("imagefolder", "imagenet")):
         raise ConfigError(f"--image-cache {cfg.image_cache} applies to image folders (imagefolder, imagenet) on the "
@@ -142,15 +140,29 @@ def choose_data_path(cfg: TrainConfig, train_ds: Any, eval_ds: Any, info: Any, d
     return "device" if supported and fits_on_device(need, device) else "loader"
 
 
+def build_batches(cfg: TrainConfig, dist: DistInfo, device: torch.device, train_ds: Any, eval_ds: Any,
+                  info: Any) -> BatchSource:
+    """The run's batches: the device-resident path or the loader path (``choose_data_path``), chosen once here."""
+    sizes = dict(seed=cfg.seed, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size or cfg.batch_size,
+                 dist=dist)
+    if choose_data_path(cfg, train_ds, eval_ds, info, device) == "device":
+        def on_device(ds: Any, name: str):
+            return device_split(ds, info.image_size, device, image_cache=cfg.image_cache, name=name,
+                                workers=cfg.workers)
+
+        train = on_device(train_ds, "train")
+        return DeviceBatches(train, on_device(eval_ds, "eval") if eval_ds is not None and len(eval_ds) > 0 else None,
+                             **sizes)
+    return LoaderBatches(train_ds, eval_ds, unaugmented(train_ds, info) if cfg.eval_train else None,
+                         workers=cfg.workers, pin_memory=device.type == "cuda", **sizes)
+
+
 def unaugmented(train_ds: Any, info: Any) -> Any:
     """The training split with the evaluation transform (for train accuracy on the loader path)."""
-    from ..data.transforms import eval_transform
-    from ..data.wrapper import AugmentedDataset
-
     if not isinstance(train_ds, AugmentedDataset):
         raise ConfigError(f"--eval-train needs a dataset built by build_datasets; {info.name!r} is a "
                           f"{type(train_ds).__name__}")
     return AugmentedDataset(train_ds.source, train_ds.indices, eval_transform(info.preset, info.image_size))
 
 
-__all__ = ["build_data", "choose_data_path", "given_data", "unaugmented"]
+__all__ = ["build_data", "build_batches", "choose_data_path", "given_data", "unaugmented"]

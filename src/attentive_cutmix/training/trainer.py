@@ -16,11 +16,11 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from torch.nn.parallel import DistributedDataParallel
 
-from ..data.device import device_split
 from ..models import create_model
-from ..serialization import CheckpointError, OutputWriteError
+from ..serialization import CheckpointError, OutputWriteError, atomic_write, half_where_safe, load_weights_into
 from . import distributed as D
 from .checkpoint import (
     CHECKPOINT_NAME,
@@ -33,18 +33,15 @@ from .checkpoint import (
 )
 from .components import (
     AMP_DTYPES,
-    EpochSeededDataset,
     build_mixer,
     build_optimizer,
     build_scheduler,
     derive_seed,
-    eval_loader,
     load_scheduler_state,
     scheduler_state,
-    train_loader,
 )
 from .config import ConfigError, TrainConfig
-from .data_setup import build_data, choose_data_path, given_data, unaugmented
+from .data_setup import build_batches, build_data, given_data
 from .run_io import (
     RunWriter,
     StopSignals,
@@ -123,10 +120,6 @@ def write_weights(model: torch.nn.Module, out: Path, name: str = WEIGHTS_NAME) -
     A tensor with values beyond fp16's range (e.g. a large BatchNorm ``running_var``) stays fp32, with a warning,
     rather than becoming inf.
     """
-    from safetensors.torch import save_file
-
-    from ..serialization import atomic_write, half_where_safe
-
     state, kept = half_where_safe(model.state_dict())
     if kept:
         warnings.warn(f"{out / name}: kept {len(kept)} tensor(s) in float32 because their values exceed "
@@ -190,11 +183,11 @@ class _Run:
                 raise ConfigError("eval_dataset= needs train_dataset= too (the run's classes and image size come "
                                   "from the training set)")
             train_ds, eval_ds, self.info, extractor = build_data(cfg, dist, device)
-        self.data_path = choose_data_path(cfg, train_ds, eval_ds, self.info, device)
+        self.batches = build_batches(cfg, dist, device, train_ds, eval_ds, self.info)
         self.config = {**cfg.to_dict(), "num_classes": self.info.num_classes, "classes": list(self.info.classes),
                        "image_size": self.info.image_size, "mean": list(self.info.mean), "std": list(self.info.std),
                        "train_fingerprint": self.info.train_fingerprint, "world_size": dist.world_size,
-                       "data_path_used": self.data_path}
+                       "data_path_used": self.batches.path}
         if given.get("train_dataset") is not None:
             self.config["dataset"] = self.info.name  # not cfg.dataset: the run did not use it
         torch.manual_seed(cfg.seed)  # model init: the same weights for every method of a seed (extractors drew before)
@@ -209,18 +202,6 @@ class _Run:
         else:
             model = create_model(cfg.model, num_classes=self.info.num_classes, image_size=self.info.image_size,
                                  init=cfg.init)
-        self.device_train = self.device_eval = self.train_ds = self.eval_ds = None
-        if self.data_path == "device":
-            size = self.info.image_size
-            self.device_train = device_split(train_ds, size, device, image_cache=cfg.image_cache, name="train",
-                                             workers=cfg.workers)
-            self.device_eval = (device_split(eval_ds, size, device, image_cache=cfg.image_cache, name="eval",
-                                             workers=cfg.workers) if eval_ds is not None and len(eval_ds) > 0 else None)
-        else:
-            self.train_ds = EpochSeededDataset(train_ds, cfg.seed)
-            self.eval_ds = D.eval_shard(eval_ds, dist) if eval_ds is not None and len(eval_ds) > 0 else None
-        self.train_eval_ds = D.eval_shard(unaugmented(train_ds, self.info), dist) \
-            if cfg.eval_train and self.data_path == "loader" else None
         self.channels_last = cfg.channels_last and device.type == "cuda"
         self.model = model.to(device,
                               memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
@@ -257,8 +238,6 @@ class _Run:
         validate_checkpoint(ckpt, path, optimizer=self.optimizer,
                             scheduler_state=scheduler_state(self.scheduler), scaler=self.scaler,
                             mixer_generator=self.generator)
-        from ..serialization import load_weights_into
-
         load_weights_into(self.model, ckpt["model"], source=str(path))
         self.optimizer.load_state_dict(ckpt["optimizer"])
         load_scheduler_state(self.scheduler, ckpt["scheduler"])
@@ -353,38 +332,13 @@ class _Run:
             signals.restore()
             writer.close()
 
-    def _batches(self, epoch: int) -> tuple[Any, int]:
-        """This epoch's batches from ``self.step`` on, and the epoch's number of steps."""
-        cfg, dist = self.cfg, self.dist
-        if self.data_path == "loader":
-            loader = train_loader(self.train_ds, cfg, dist, epoch=epoch, skip_batches=self.step, device=self.device)
-            images = len(loader.sampler.sampler)  # the whole epoch's share, before the resumed steps are skipped
-            return loader, images // cfg.batch_size if loader.drop_last else -(-images // cfg.batch_size)
-        # The same order for every method and rank of a seed: a function of (seed, epoch), sharded by rank.
-        order = torch.randperm(len(self.device_train),
-                               generator=torch.Generator().manual_seed(derive_seed(cfg.seed, epoch)))
-        shard = order[dist.rank::dist.world_size].to(self.device)
-        bs = cfg.batch_size
-        # Steps from the shortest shard: shards differ in length by one, and under DDP every rank must take as many
-        # steps as the others (one more on one rank would wait in the all-reduce for ever).
-        shortest = len(order) // dist.world_size
-        steps = shortest // bs if shortest >= bs else 1  # never a ragged last batch, unless the data is tiny
-
-        def batches():
-            for step in range(self.step, steps):
-                # Each batch's crops and flips are a function of (seed, rank, epoch, step): resume is exact.
-                gen = torch.Generator().manual_seed(derive_seed(cfg.seed, dist.rank, epoch, step, 2))
-                yield self.device_train.batch(shard[step * bs:(step + 1) * bs], gen)
-
-        return batches(), steps
-
     def _train_epoch(self, epoch: int, signals: "StopSignals", writer: RunWriter) -> bool:
         cfg = self.cfg
         if self.step == 0:  # a fresh epoch: every stream is a function of (seed, rank, epoch)
             self.generator.manual_seed(derive_seed(cfg.seed, self.dist.rank, epoch))
             torch.manual_seed(derive_seed(cfg.seed, self.dist.rank, epoch, 1))
             self.partial = {"loss_sum": 0.0, "images": 0, "time_s": 0.0}
-        batches, total = self._batches(epoch)
+        batches, total = self.batches.epoch(epoch, self.step)
         if self.step > total:  # a checkpoint's step beyond its epoch would end the epoch unseen, run "finished"
             raise CheckpointError(f"{self.out / CHECKPOINT_NAME}: entry step is {self.step}, but epoch {epoch} has "
                                   f"{total} steps; the checkpoint is damaged or was edited (or the data shrank). "
@@ -494,13 +448,11 @@ class _Run:
             self.optimizer.step()
         return found > 0
 
-    def _evaluate(self, on_device: Any, dataset: Any, model: torch.nn.Module | None = None) -> dict[str, float]:
-        """Metrics of the un-augmented split: slices of ``on_device`` (device path) or a loader over ``dataset``."""
-        bs = self.cfg.eval_batch_size or self.cfg.batch_size
-        batches = (on_device.eval_batches(bs, rank=self.dist.rank, world_size=self.dist.world_size)
-                   if self.data_path == "device" else eval_loader(dataset, self.cfg, self.device))
-        sums = evaluation_sums(model or self.model, batches, self.info, self.device, amp=self.cfg.amp,
-                               channels_last=self.channels_last)
+    def _evaluate(self, *, train: bool = False, model: torch.nn.Module | None = None) -> dict[str, float]:
+        """Metrics of the un-augmented held-out split (``train=True``: of the training split), over every rank;
+        ``model``: another model than the run's (the EMA weights)."""
+        sums = evaluation_sums(model or self.model, self.batches.evaluation(train=train), self.info, self.device,
+                               amp=self.cfg.amp, channels_last=self.channels_last)
         return _metrics(D.all_reduce_sum(sums, self.device, self.dist))
 
     def _end_epoch(self, epoch: int, writer: RunWriter) -> None:
@@ -513,16 +465,15 @@ class _Run:
                                "eval_loss": None, "images_per_s": images / max(seconds / self.dist.world_size, 1e-9),
                                "lr": lr}
         eval_start = time.perf_counter()
-        has_eval = (self.device_eval if self.data_path == "device" else self.eval_ds) is not None
-        if has_eval and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
+        if self.batches.has_eval and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
             D.broadcast_buffers(self.model, self.dist)
-            m = self._evaluate(self.device_eval, self.eval_ds)
+            m = self._evaluate()
             row.update(top1=m["top1"], top5=m["top5"], eval_loss=m["loss"])
             if self.ema is not None:
-                m = self._evaluate(self.device_eval, self.eval_ds, self.ema.module)
+                m = self._evaluate(model=self.ema.module)
                 row.update(ema_top1=m["top1"], ema_top5=m["top5"], ema_eval_loss=m["loss"])
             if cfg.eval_train:
-                m = self._evaluate(self.device_train, self.train_eval_ds)
+                m = self._evaluate(train=True)
                 row.update(train_top1=m["top1"], train_eval_loss=m["loss"])
         self.scheduler.step()
         self.epoch, self.step = epoch, 0

@@ -1,4 +1,4 @@
-"""Reliability II, items 4 and 5: --force replaces caches only, hints never name other files, no SIGBUS."""
+"""Attention cache files: --force replaces caches only, hints never name other files, no SIGBUS."""
 from __future__ import annotations
 
 import subprocess
@@ -85,6 +85,7 @@ print("ok", cache.in_memory)
 """
 
 
+@pytest.mark.slow
 def test_a_small_cache_in_use_survives_truncation_in_place(tmp_path):
     path = _cache(tmp_path / "c.safetensors", n=64).path
     proc = subprocess.run([sys.executable, "-c", READ_AFTER_TRUNCATION, str(path)], env=child_env(),

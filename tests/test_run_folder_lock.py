@@ -1,4 +1,4 @@
-"""Reliability II, items 2 and 3: one run per folder (a lock naming its holder), and no fresh run over old outputs."""
+"""Run folders: one run per folder (a lock naming its holder), and no fresh run over old outputs."""
 from __future__ import annotations
 
 import json
@@ -44,6 +44,7 @@ def _holder(folder: Path, seconds: float) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.slow
 def test_a_second_process_is_refused_with_the_holders_pid_host_and_start_and_the_lock_dies_with_it(tmp_path):
     holder = _holder(tmp_path / "run", 60)
     try:
@@ -61,6 +62,7 @@ def test_a_second_process_is_refused_with_the_holders_pid_host_and_start_and_the
     assert (tmp_path / "run" / LOCK_NAME).exists()
 
 
+@pytest.mark.slow
 def test_wait_for_run_returns_when_the_holder_ends(tmp_path):
     holder = _holder(tmp_path / "run", 2)
     start = time.monotonic()

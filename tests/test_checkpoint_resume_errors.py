@@ -1,4 +1,4 @@
-"""Reliability II, item 12: resume and extractor errors are one line naming the file, option or key."""
+"""Resume and extractor-loading errors are one line naming the file, option or key."""
 from __future__ import annotations
 
 import urllib.error
@@ -77,7 +77,7 @@ def test_offline_pretrained_extractor_names_the_flag_and_the_api(monkeypatch, tm
     monkeypatch.setattr(torchvision.models, "get_model", _offline)
     with pytest.raises(PretrainedWeightsError) as info:
         create_model("resnet18", num_classes=10, pretrained=True)
-    assert "--extractor-weights PATH" in str(info.value) and "FeatureExtractor(name, weights=PATH)" in str(info.value)
+    assert "--extractor-weights PATH" in str(info.value) and "load_extractor(name, weights=PATH)" in str(info.value)
     assert isinstance(info.value, RuntimeError) and isinstance(info.value, ValueError)
     # The user is told up front that the weights would be downloaded, then why that failed.
     with pytest.warns(UserWarning, match="without --extractor-weights: downloading its pretrained ImageNet weights"):

@@ -37,6 +37,7 @@ def baseline(tmp_path_factory):
     return baseline_run(tmp_path_factory.mktemp("baseline"))
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_and_mid_checkpoint_write_then_resume_matches_uninterrupted(tmp_path, baseline):
     seed = int(os.environ.get("ACM_KILL_SEED", time.time_ns() % 2**32))
     rng = random.Random(seed)
@@ -118,7 +119,7 @@ def test_ddp_ranks_get_different_but_reproducible_mixer_seeds():
     assert len(seeds) == 3 * 8 * 49
 
 
-def test_trainer_seeds_the_mixer_generator_per_rank_and_epoch(monkeypatch):
+def test_trainer_seeds_the_mixer_generator_per_rank_and_epoch():
     from attentive_cutmix.training import trainer as trainer_mod
     from attentive_cutmix.training.components import derive_seed
     from attentive_cutmix.training.distributed import DistInfo
@@ -126,14 +127,14 @@ def test_trainer_seeds_the_mixer_generator_per_rank_and_epoch(monkeypatch):
     class Stop(Exception):
         pass
 
-    def fake_loader(*args, **kwargs):
-        raise Stop
+    class StopAtFirstBatch:
+        def epoch(self, epoch, start=0):
+            raise Stop
 
     run = trainer_mod._Run.__new__(trainer_mod._Run)
     run.cfg = type("Cfg", (), {"seed": 5})()
     run.dist, run.step, run.generator = DistInfo(rank=3, world_size=4), 0, torch.Generator()
-    run.train_ds, run.device, run.data_path = None, torch.device("cpu"), "loader"
-    monkeypatch.setattr(trainer_mod, "train_loader", fake_loader)
+    run.batches, run.device = StopAtFirstBatch(), torch.device("cpu")
     with torch.random.fork_rng(devices=[]), pytest.raises(Stop):
         run._train_epoch(2, None, None)
     expected = torch.Generator().manual_seed(derive_seed(5, 3, 2)).get_state()

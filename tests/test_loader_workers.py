@@ -1,4 +1,4 @@
-"""Reliability II, item 1: a DataLoader worker error ends the run at once, in one line naming the file."""
+"""DataLoader workers: a worker error ends the run at once, in one line naming the file."""
 from __future__ import annotations
 
 import os
@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from _reliability_utils import child_env
-from attentive_cutmix.training.components import WORKER_TERM_GRACE_S, _seed_worker, worker_safe_loader
+from attentive_cutmix.data.loader import WORKER_TERM_GRACE_S, _seed_worker, worker_safe_loader
 from attentive_cutmix.training.config import FIELDS
 
 

@@ -1,6 +1,6 @@
 """Bad input matrix for the mixers, the extractor and the CLI: each gets a clear error (or a documented,
-tested handling), and nothing the user had is modified. Also: unwritable output folders and a disk that
-fills up while a checkpoint is written."""
+tested handling), and nothing the user had is modified. Also: unwritable output folders, a disk that
+fills up while a checkpoint is written, and replayed mixer params that do not fit."""
 from __future__ import annotations
 
 import errno
@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from _reliability_utils import RUN_OPTS, snapshot
-from attentive_cutmix import AttentiveCutMix, CutMix, Cutout, MixUp
-from attentive_cutmix.attention import FeatureExtractor
+from attentive_cutmix import AttentiveCutMix, CutMix, Cutout, MixUp, RandomCells
+from attentive_cutmix.attention import load_extractor
 from attentive_cutmix.cli import main as cli_main
 from attentive_cutmix.serialization import CheckpointError
 from attentive_cutmix.training import ConfigError, make_config, run_io, train
@@ -141,7 +141,7 @@ def test_non_finite_pixels_pass_through_only_where_their_image_is_copied(name):
 # --------------------------------------------------------------------------- extractor
 @pytest.fixture(scope="module")
 def extractor():
-    return FeatureExtractor("cifar_resnet20", input_size=16)
+    return load_extractor("cifar_resnet20", input_size=16)
 
 
 @pytest.mark.parametrize("images,message", [
@@ -172,7 +172,7 @@ def test_nan_images_give_nan_attention_which_attentive_cutmix_refuses(extractor)
 ])
 def test_extractor_rejects_bad_options(kwargs, error, message):
     with pytest.raises(error, match=message):
-        FeatureExtractor("cifar_resnet20", **kwargs)
+        load_extractor("cifar_resnet20", **kwargs)
 
 
 # --------------------------------------------------------------------------- CLI and files
@@ -305,3 +305,34 @@ def test_disk_full_during_a_checkpoint_write_keeps_the_previous_one(tmp_path, mo
     assert "Traceback" not in err
     assert snapshot(out)["checkpoint.pt"] == before["checkpoint.pt"]
     assert not list(out.glob(".checkpoint.pt.*.tmp"))  # the temp file was cleaned up
+
+
+def _images_labels(b=4, h=16, w=16):
+    return torch.rand(b, 3, h, w), torch.arange(b) % 3
+
+
+@pytest.mark.parametrize("mixer", [CutMix(3), MixUp(3), RandomCells(3, grid_size=4, num_patches=2)])
+def test_replayed_params_must_match_the_mixer_and_the_batch(mixer):
+    images, labels = _images_labels()
+    good = mixer.make_params(4, 16, 16, torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="params must be the dict of"):
+        mixer(images, labels, params={"perm": good["perm"]} if len(good) > 1 else {**good, "extra": good["perm"]})
+    with pytest.raises(ValueError, match=r"params\['perm'\] must be a tensor with one row per image \(4\)"):
+        mixer(images, labels, params={**good, "perm": good["perm"][:2]})
+
+
+def test_bad_generator_prob_masks_and_empty_attention_are_named():
+    images, labels = _images_labels()
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        CutMix(3)(images, labels, generator=0)
+    with pytest.raises(ValueError, match="prob must be in"):
+        CutMix(3, prob=None)
+    with pytest.raises(ValueError, match=r"masks must have shape \(B, H, W\)=\(4, 16, 16\)"):
+        CutMix(3)(images, labels, masks=torch.zeros(4, 8, 8, dtype=torch.long))
+    with pytest.raises(ValueError, match="MixUp blends whole images"):
+        MixUp(3)(images, labels, masks=torch.zeros(4, 16, 16, dtype=torch.long))
+    with pytest.raises(ValueError, match="attention has no values"):
+        AttentiveCutMix(3, grid_size=4)(images, labels, attention=torch.rand(4, 0, 4, 4))
+    mixed, targets, masks = Cutout(3, size=4, ignore_index=255)(
+        images, labels, masks=torch.zeros(4, 16, 16, dtype=torch.long), generator=torch.Generator().manual_seed(1))
+    assert (masks == 255).sum(dim=(1, 2)).tolist() == (mixed == 0).all(1).sum(dim=(1, 2)).tolist()

@@ -42,6 +42,7 @@ def _opts(out, **kw):
     return {**RUN_OPTS, "epochs": 2, "progress": False, "output_dir": str(out), **kw}
 
 
+@pytest.mark.slow
 def test_sigterm_subprocess_checkpoints_exits_143_and_resumes_exactly(tmp_path, tmp_path_factory):
     baseline = baseline_run(tmp_path_factory.mktemp("baseline"))
     out, log = tmp_path / "run", tmp_path / "steps.log"

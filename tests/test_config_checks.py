@@ -1,4 +1,4 @@
-"""Reliability II, items 6, 7, 8 and 12 (seed): YAML numbers, every option type-checked up front, whole grids
+"""Config and grid checks: YAML numbers, every option type-checked up front, whole grids
 checked."""
 from __future__ import annotations
 
@@ -131,3 +131,10 @@ def test_grid_files_are_checked_completely_before_any_cell_trains(text, match, t
 def test_grid_numbers_in_exponent_form_are_numbers(tmp_path):
     grid = load_grid(_grid(tmp_path, SETTINGS + "axes: {lr: [1e-3, 1e-2]}\n"))
     assert sorted(c.config.lr for c in grid.cells) == [1e-3, 1e-2]
+
+
+def test_a_folder_given_as_grid_file_is_named_as_a_folder(tmp_path):
+    with pytest.raises(GridError, match="is a folder, not a grid file"):
+        load_grid(tmp_path)
+    with pytest.raises(GridError, match="missing.yaml not found"):
+        load_grid(tmp_path / "missing.yaml")

@@ -1,4 +1,4 @@
-"""Reliability II, items 9 and 12 (folders): every PIL mode decodes to the right RGB pixels or is refused by name;
+"""Image decoding: every PIL mode decodes to the right RGB pixels or is refused by name;
 broken symlinks, symlink loops and folders reached twice are refused naming the path."""
 from __future__ import annotations
 
