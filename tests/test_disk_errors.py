@@ -11,6 +11,8 @@ import numpy as np
 import safetensors.torch
 from PIL import Image
 
+import attentive_cutmix.data.device as device_module
+import attentive_cutmix.training.trainer as trainer_module
 from attentive_cutmix.cli import main
 from attentive_cutmix.serialization import atomic_write
 
@@ -27,6 +29,9 @@ def _refuse(monkeypatch, name: str, code: int = errno.ENOSPC) -> None:
         return real(tensors, filename, *args, **kwargs)
 
     monkeypatch.setattr(safetensors.torch, "save_file", save_file)
+    # Modules that imported the function by name hold their own reference: the disk is full for them too.
+    for module in (trainer_module, device_module):
+        monkeypatch.setattr(module, "save_file", save_file)
 
 
 def test_a_full_disk_at_the_final_weights_keeps_the_checkpoint_and_resume_finishes(tmp_path, monkeypatch, capsys):
