@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import registry, training
-from ..data import build_datasets
 from ..serialization import atomic_write
 from ..training.components import build_extractor
 from ..training.config import validate
@@ -139,6 +138,7 @@ def _localize(cfg: Any, run_dir: Path) -> dict[str, Any] | None:
     saved = _read_json(path)
     if saved is not None:
         return saved
+    from ..data import build_datasets  # here, not at the top: torchvision's model zoo would load with `demo --help`
 
     device = resolve_device(cfg.device)
     _, eval_ds, info = build_datasets(cfg.dataset, image_size=cfg.image_size, val_fraction=cfg.val_fraction,
