@@ -5,10 +5,13 @@
 
 The low end of "the better the extractor": the same architecture as the pretrained ResNet-56 extractor, the same
 pipeline (eval mode, BatchNorm at its initial statistics, ImageNet normalisation, layer3's 8x8 map at 32 px), no
-training. torch's CPU generator makes the same weights on any machine (tests/test_variants.py checks the file).
+training. The file is generated, not committed: run this once before the variants grid. torch's CPU generator makes
+the same weights on any machine; ``DIGEST`` is the digest of the weights the committed cells used, and
+tests/test_variants.py checks that this script still makes exactly them.
 """
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
 
@@ -19,6 +22,20 @@ from attentive_cutmix.models import create_model
 
 SEED = 0
 OUT = Path(__file__).resolve().parents[2] / "results/extractors" / f"cifar_resnet56-untrained-seed{SEED}.safetensors"
+
+
+# state_digest of the weights behind the committed `attentive-cutmix-untrained` cells (2026-12-02).
+DIGEST = "d9ab8724590ce5985dc1c21f5cf063c282987fa2ce3a44c5f86280bc9772871e"
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over the tensors' names, dtypes, shapes and bytes (a file's bytes also depend on its header's order)."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().cpu().contiguous()
+        h.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
 
 
 def untrained_state(seed: int = SEED) -> dict[str, torch.Tensor]:
