@@ -191,7 +191,7 @@ def test_variants_train_on_the_device_path_cached_and_online(method, extra, cach
     assert res["config"]["label_weight"] == "attention"
 
 
-def test_the_untrained_extractor_script_makes_the_weights_the_committed_cells_used(tmp_path):
+def test_the_untrained_extractor_script_makes_the_weights_the_committed_cells_used(tmp_path, monkeypatch):
     script = REPO / "configs" / "results" / "make_untrained_extractor.py"
     spec = importlib.util.spec_from_file_location("make_untrained_extractor", script)
     module = importlib.util.module_from_spec(spec)
@@ -199,9 +199,13 @@ def test_the_untrained_extractor_script_makes_the_weights_the_committed_cells_us
     from safetensors.torch import load_file
 
     out = tmp_path / "untrained.safetensors"
-    module.save_file(module.untrained_state(), str(out))
+    module.main([str(out)])
     assert module.state_digest(load_file(str(out))) == module.DIGEST  # the same weights on this machine and torch
     assert module.state_digest(module.untrained_state(seed=1)) != module.DIGEST
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:  # a flag is never taken for the output path
+        module.main(["--help"])
+    assert stop.value.code == 0 and not (tmp_path / "--help").exists()
     grid = (REPO / "configs" / "results" / "cifar10-jpeg-variants.yaml").read_text()
     assert str(module.OUT.relative_to(REPO)) in grid
 

@@ -11,8 +11,8 @@ tests/test_variants.py checks that this script still makes exactly them.
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
-import sys
 from pathlib import Path
 
 import torch
@@ -44,8 +44,18 @@ def untrained_state(seed: int = SEED) -> dict[str, torch.Tensor]:
     return {k: v.contiguous() for k, v in net.state_dict().items()}
 
 
-if __name__ == "__main__":
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else OUT
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", nargs="?", type=Path, default=OUT, help=f"where to write it (default {OUT})")
+    out = parser.parse_args(argv).out
+    state = untrained_state()
+    if state_digest(state) != DIGEST:  # another torch could draw other numbers: then these are not the study's
+        raise SystemExit(f"this torch makes other untrained weights (digest {state_digest(state)[:12]}, the study's "
+                         f"{DIGEST[:12]}): the variants grid's untrained cells would not pair; use torch 2.14.1")
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(untrained_state(), str(out), metadata={"seed": str(SEED), "model": "cifar_resnet56", "trained": "no"})
+    save_file(state, str(out), metadata={"seed": str(SEED), "model": "cifar_resnet56", "trained": "no"})
     print(out)
+
+
+if __name__ == "__main__":
+    main()
