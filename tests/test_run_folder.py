@@ -1,15 +1,20 @@
-"""Run folders: a run's config continues the folder it lies in, --resume never starts elsewhere, --overwrite removes
-the earlier run only once the new one has started, and the lock file is never a door to another file."""
+"""Run folders: a run's config continues the folder it lies in, its relative paths mean what they meant when it ran,
+--resume never starts elsewhere nor afresh (--auto-resume may start), --overwrite removes the earlier run only once
+the new one has started, and the lock file is never a door to another file."""
 from __future__ import annotations
 
 import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
+from PIL import Image
 
 from attentive_cutmix.cli import main
-from attentive_cutmix.training import ConfigError, make_config, train
+from attentive_cutmix.experiments.evaluate import evaluate_runs
+from attentive_cutmix.training import ConfigError, load_yaml, make_config, train
 from attentive_cutmix.training.distributed import DistInfo
 from attentive_cutmix.training.run_io import LOCK_NAME, RunLock, release_run_dir, resume_command
 
@@ -55,6 +60,82 @@ def test_resume_with_no_run_in_the_folder_is_an_error_and_creates_nothing(tmp_pa
     with pytest.raises(ConfigError, match=f"no run to continue in {tmp_path / 'nothing'}"):
         train(make_config({**TINY, "output_dir": str(tmp_path / "nothing"), "resume": True}))
     assert not (tmp_path / "nothing").exists()
+
+
+def _image_folder(root: Path) -> None:
+    rng = np.random.default_rng(0)
+    for cls in ("ant", "bee"):
+        (root / cls).mkdir(parents=True)
+        for i in range(8):
+            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(root / cls / f"{i}.png")
+
+
+def test_relative_paths_in_a_run_config_count_from_where_the_run_started(tmp_path, monkeypatch, recwarn):
+    """Data, cache and output paths typed relative to one working directory still find the run's data when the
+    run is resumed, or re-evaluated, from another (issue 23, item 5)."""
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    _image_folder(tmp_path / "a" / "data")
+    monkeypatch.chdir(tmp_path / "a")
+    opts = {**TINY, "dataset": "imagefolder", "data_dir": "data", "val_fraction": 0.25, "data_path": "device",
+            "image_cache": "caches/images.safetensors", "output_dir": "runs/st"}
+    del opts["synthetic_size"]
+    train(make_config(opts))
+    config = tmp_path / "a" / "runs" / "st" / "config.yaml"
+    written = yaml.safe_load(config.read_text())
+    assert written["data_dir"] == "data" and written["base_dir"] == "../.."  # as typed, and where they count from
+    monkeypatch.chdir(tmp_path / "b")
+    assert load_yaml(config)["data_dir"] == str(tmp_path / "a" / "data")
+    recwarn.clear()
+    assert main(["train", "--config", str(config), "--resume", "--epochs", "2", "--no-progress"]) == 0
+    assert not [w for w in recwarn if "changed options" in str(w.message)]  # the same data is no change
+    assert list(tmp_path.joinpath("b").iterdir()) == []  # no data, cache or run looked for or made here
+    assert '"epochs": 2' in (tmp_path / "a" / "runs" / "st" / "results.json").read_text()
+    (row,) = evaluate_runs([tmp_path / "a" / "runs" / "st"])  # re-measured on its own held-out images
+    assert row["data_dir"] == str(tmp_path / "a" / "data") and row["data_matches"]
+    assert row["top1"] == row["recorded_top1"]
+
+
+def test_a_hand_written_base_dir_counts_from_the_config_file(tmp_path, monkeypatch):
+    (tmp_path / "proj" / "cfg").mkdir(parents=True)
+    config = tmp_path / "proj" / "cfg" / "c.yaml"
+    config.write_text("base_dir: ..\ndata_dir: data\nextractor: cifar_resnet20\nextractor_weights: w/e.safetensors\n"
+                      "val_data: /abs/val\n")
+    monkeypatch.chdir(tmp_path)
+    values = load_yaml(config)
+    assert values["data_dir"] == str(tmp_path / "proj" / "data")
+    assert values["extractor_weights"] == str(tmp_path / "proj" / "w" / "e.safetensors")
+    assert values["extractor"] == "cifar_resnet20" and values["val_data"] == "/abs/val"  # a name; absolute
+    config.write_text("base_dir: 3\n")
+    with pytest.raises(ConfigError, match="base_dir in .* must be a folder path"):
+        load_yaml(config)
+
+
+def test_resume_with_no_checkpoint_is_an_error_and_auto_resume_starts_the_run(tmp_path):
+    out = tmp_path / "st"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text("")  # a run killed before its first checkpoint
+    (out / "config.yaml").write_text("seed: 0\n")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(ConfigError, match="holds no checkpoint.*use --auto-resume instead"):
+        train(make_config({**TINY, "output_dir": str(out), "resume": True}))
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != LOCK_NAME} == before
+    with pytest.warns(UserWarning, match="--auto-resume: no checkpoint in .* starting the run there"):
+        assert train(make_config({**TINY, "output_dir": str(out), "auto_resume": True}))["status"] == "finished"
+
+
+def test_auto_resume_starts_an_empty_folder_then_continues_it(tmp_path):
+    out = tmp_path / "job"
+    with pytest.warns(UserWarning, match="--auto-resume: no checkpoint"):
+        assert main(["train", "--output-dir", str(out), "--auto-resume", "--dataset", "synthetic", "--synthetic-size",
+                     "32", "16", "--image-size", "16", "--model", "cifar_resnet20", "--epochs", "1", "--batch-size",
+                     "16", "--max-steps-per-epoch", "1", "--workers", "0", "--no-progress"]) == 0
+    first = (out / "checkpoint.pt").read_bytes()
+    assert "auto_resume" not in yaml.safe_load((out / "config.yaml").read_text())  # how to start, not what
+    assert main(["train", "--config", str(out / "config.yaml"), "--auto-resume", "--epochs", "2", "--no-progress"]) == 0
+    assert '"epochs": 2' in (out / "results.json").read_text() and (out / "checkpoint.pt").read_bytes() != first
+    with pytest.raises(ConfigError, match="--auto-resume and --overwrite exclude each other|not both"):
+        make_config({**TINY, "output_dir": str(out), "auto_resume": True, "overwrite": True})
 
 
 def test_the_printed_resume_command_is_absolute(tmp_path, monkeypatch):

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._mixer import channel_attention
-from .constants import IMAGENET_MEAN, IMAGENET_STD, is_int
+from .constants import CHECKPOINT_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, is_int
 from .serialization import (
     CheckpointError,
     load_state_dict_file,
@@ -51,7 +51,6 @@ __all__ = [
     "load_extractor",
 ]
 
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 # channel_mean: the mean over channels of the last feature map (the paper's attention);
 # cls_token: a ViT's last-block class-token attention to its patch tokens, averaged over heads.
 ATTENTIONS = ("channel_mean", "cls_token")

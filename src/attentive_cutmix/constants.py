@@ -31,5 +31,10 @@ def is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "SMALL_IMAGE_MAX", "MAX_IMAGE_SIZE", "INITS", "EVAL_SPLITS", "EVAL_WEIGHTS",
+__all__ = ["CHECKPOINT_SUFFIXES", "IMAGENET_MEAN", "IMAGENET_STD",
+           "SMALL_IMAGE_MAX", "MAX_IMAGE_SIZE", "INITS", "EVAL_SPLITS", "EVAL_WEIGHTS",
            "is_int", "is_number"]
+
+# What makes an extractor spec a training checkpoint rather than a model name (attention.py), and so a path that
+# a run's config resolves like the other paths (training/config.py).
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")

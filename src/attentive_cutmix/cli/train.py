@@ -100,7 +100,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="replace the outputs of an earlier run in --output-dir (checkpoint, results, metrics, "
                           "config, tb/); other files there are kept")
     run.add_argument("--resume", action="store_const", const=True, default=_S,
-                     help="continue the run in --output-dir from its checkpoint (exactly, even mid-epoch)")
+                     help="continue the run in --output-dir from its checkpoint (exactly, even mid-epoch); no "
+                          "checkpoint there is an error")
+    run.add_argument("--auto-resume", action="store_const", const=True, default=_S,
+                     help="continue the run in --output-dir if it has a checkpoint, else start it there (for job "
+                          "scripts that a scheduler may requeue)")
     run.add_argument("--log-every", type=int, default=_S, metavar="N",
                      help="steps between host syncs (and after each epoch's first step): the loss on the progress "
                           "bar, or a log line when stderr is not a terminal, and the non-finite check (default 50)")

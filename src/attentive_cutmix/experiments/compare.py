@@ -84,7 +84,7 @@ def _train(cfg: Any, run_dir: Path, overrides: dict[str, Any], log: Callable[[st
     # The folder is this cell's (cell_status checked cell.json): continue whatever an earlier attempt left,
     # a checkpoint or only the first epoch's metrics of a run killed before its first checkpoint.
     resume = bool(existing_outputs(run_dir))
-    cfg = validate(dataclasses.replace(cfg, output_dir=str(run_dir), resume=resume, **overrides))
+    cfg = validate(dataclasses.replace(cfg, output_dir=str(run_dir), auto_resume=resume, **overrides))
     return training.train(cfg)  # looked up at call time: tests replace the training call
 
 

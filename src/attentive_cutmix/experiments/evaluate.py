@@ -22,6 +22,7 @@ from ..data.loader import worker_safe_loader
 from ..models import create_model
 from ..serialization import load_state_dict_file, load_weights_into, non_finite_entries
 from ..training.checkpoint import load_checkpoint
+from ..training.config import BASE_DIR_KEY, resolve_paths
 from ..training.data_setup import unaugmented
 from ..training.trainer import WEIGHTS_NAME, evaluate
 
@@ -56,8 +57,17 @@ def _run_dirs(paths: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 def read_run(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(config, recorded)``: the run's full config and the final numbers it logged (empty if unfinished)."""
-    run = Path(run_dir)
+    """``(config, recorded)``: the run's full config and the final numbers it logged (empty if unfinished).
+
+    Relative paths in the config count from where the run was started (its recorded ``base_dir``), so a run is
+    re-evaluated on its own data from any working directory; runs that record none count from the working one.
+    """
+    config, recorded = _read_record(Path(run_dir))
+    base = config.get(BASE_DIR_KEY)
+    return (resolve_paths(config, Path(run_dir).absolute() / base) if isinstance(base, str) else config), recorded
+
+
+def _read_record(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     if (run / "results.json").is_file():
         try:
             record = json.loads((run / "results.json").read_text())

@@ -53,7 +53,7 @@ GRID_KEYS = ("name", "preset", "settings", "method_settings", "extractors", "att
              "metric", "paper_results", "description")
 METRICS = ("top1", "best_top1")
 # Where and how a run executes, not what it computes: left out of the cell id so cells can move between machines.
-RUN_FIELDS = ("output_dir", "resume", "overwrite", "workers", "device", "progress", "eval_batch_size",
+RUN_FIELDS = ("output_dir", "resume", "auto_resume", "overwrite", "workers", "device", "progress", "eval_batch_size",
               "attention_cache", "build_cache", "log_every", "image_cache", "compile")
 PREFIX_AXES = ("dataset", "model", "method", "seed")
 EXTRACTOR_PREFIX = "extractor:"

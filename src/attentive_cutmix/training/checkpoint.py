@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..serialization import CheckpointError, atomic_torch_save, safe_torch_load
+from .config import BASE_DIR_KEY, resolve_paths
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT_VERSION = 1
@@ -337,10 +338,20 @@ def check_compatible(ckpt: dict[str, Any], config: dict[str, Any], path: str | o
     if fp_saved is not None and fp_now is not None and fp_saved != fp_now:
         raise CheckpointError(f"cannot resume from {path}: the training data changed since it was written "
                               f"(fingerprint {str(fp_saved)[:12]} vs {fp_now[:12]}). Nothing was changed.")
-    volatile = {"resume", "overwrite",  # how to start, not what is trained
+    volatile = {"resume", "auto_resume", "overwrite",  # how to start, not what is trained
                 "epochs", "output_dir", "workers", "device", "progress", "max_steps_per_epoch", "eval_every",
-                "eval_batch_size", "log_every", "image_cache", "compile", "explicit"}
+                "eval_batch_size", "log_every", "image_cache", "compile", "explicit", BASE_DIR_KEY}
+    # Paths are compared by where they lead: the same data read from another working directory is no change.
+    folder = Path(path).absolute().parent
+    saved, config = _located(saved, folder), _located(config, folder)
     return sorted(k for k in config if k not in volatile and k in saved and saved[k] != config[k])
+
+
+def _located(config: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """``config`` with its relative paths made absolute: from its ``base_dir`` (relative to the run ``folder``)
+    where it records one, else from the working directory."""
+    base = config.get(BASE_DIR_KEY)
+    return resolve_paths(config, folder / base if isinstance(base, str) else Path.cwd())
 
 
 __all__ = ["CHECKPOINT_NAME", "FORMAT_VERSION",

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import yaml
 
 from .. import registry
-from ..constants import INITS, MAX_IMAGE_SIZE, is_int, is_number
+from ..constants import CHECKPOINT_SUFFIXES, INITS, MAX_IMAGE_SIZE, is_int, is_number
 
 DATA_PATHS = ("auto", "device", "loader")
 # Where the attention maps come from: they apply to a method whose options make it read attention.
@@ -104,6 +104,7 @@ class TrainConfig:
     seed: int = 0
     output_dir: str = "runs/train"
     resume: bool = False
+    auto_resume: bool = False  # continue the run in output_dir if it has one, else start it (requeued job scripts)
     overwrite: bool = False  # a fresh run may replace the outputs of an earlier run in output_dir
     amp: str = "off"
     channels_last: bool = False
@@ -136,6 +137,9 @@ class TrainConfig:
 # The plain fields; the methods' options (registry.option_names()) are keys of a config too.
 FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("explicit", "mixing"))
 PATH_FIELDS = ("data_dir", "val_data", "extractor", "extractor_weights", "attention_cache", "output_dir", "image_cache")
+# A run's config.yaml records the working directory it was started from, relative to the run folder, under this key:
+# the relative paths it holds count from there, wherever the file is read from (another working directory, a copy).
+BASE_DIR_KEY = "base_dir"
 _HINTS = {name: hint for name, hint in typing.get_type_hints(TrainConfig).items() if name in FIELDS}
 # Upper bounds on sizes: beyond them a typo (an extra 0) allocates tens of GB or starts thousands of processes.
 # grid_size and cutout_size are method options (the registry checks them too); they are here for the commands
@@ -313,8 +317,26 @@ def check_size_limits(values: Mapping[str, Any]) -> None:
                               f"more memory or processes than any run needs); is there a typo?")
 
 
+def resolve_paths(values: Mapping[str, Any], base: str | os.PathLike) -> dict[str, Any]:
+    """``values`` with each relative path option (``PATH_FIELDS``; ``extractor`` only when it names a checkpoint
+    file, not a model) joined to ``base``: the paths a run recorded, made to mean what they meant when it ran."""
+    resolved = dict(values)
+    for key in PATH_FIELDS:
+        value = resolved.get(key)
+        if not isinstance(value, str) or value.startswith("~") or os.path.isabs(value):
+            continue
+        if key == "extractor" and Path(value).suffix not in CHECKPOINT_SUFFIXES:
+            continue
+        resolved[key] = os.path.normpath(os.path.join(base, value))
+    return resolved
+
+
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML mapping of options (keys may use ``-`` or ``_``); unknown keys raise ``ConfigError``."""
+    """Read a YAML mapping of options (keys may use ``-`` or ``_``); unknown keys raise ``ConfigError``.
+
+    A ``base_dir`` key (a run's ``config.yaml`` records one) says where the file's relative paths count from,
+    itself relative to the file's folder; without it they count from the working directory, as on a command line.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -327,8 +349,15 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of option: value, got {type(data).__name__}")
     data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    base = data.pop(BASE_DIR_KEY, None)
     _check_keys(data, str(path))
-    return check_types(data, str(path))
+    data = check_types(data, str(path))
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{BASE_DIR_KEY} in {path} must be a folder path (where its relative paths count from), "
+                          f"got {base!r}")
+    return resolve_paths(data, path.absolute().parent / os.path.expanduser(base))
 
 
 def make_config(overrides: Mapping[str, Any] | None = None, *,
@@ -486,8 +515,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         if not 0 <= getattr(cfg, name) <= MAX_SEED:
             raise ConfigError(f"{name} must be an integer in [0, 2**63 - 1], got {name}={getattr(cfg, name)!r}")
     check_size_limits(cfg.to_dict())
-    if cfg.resume and cfg.overwrite:
-        raise ConfigError("give either --resume (continue the run in --output-dir) or --overwrite (replace it), "
+    if (cfg.resume or cfg.auto_resume) and cfg.overwrite:
+        flag = "--resume" if cfg.resume else "--auto-resume"
+        raise ConfigError(f"give either {flag} (continue the run in --output-dir) or --overwrite (replace it), "
                           "not both")
     if not cfg.lr > 0:
         raise ConfigError(f"lr must be > 0, got lr={cfg.lr!r}")
@@ -525,4 +555,4 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
 __all__ = ["TrainConfig", "ConfigError", "PRESETS", "DATA_PATHS", "OPTIMIZERS", "SCHEDULES", "AMP_MODES", "INITS",
            "make_config", "load_yaml", "validate", "check_types", "check_size_limits", "yaml_load", "SIZE_LIMITS",
-           "needs_attention", "config_keys", "FIELDS"]
+           "needs_attention", "config_keys", "FIELDS", "PATH_FIELDS", "BASE_DIR_KEY", "resolve_paths"]

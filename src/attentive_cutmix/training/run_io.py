@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from ..serialization import atomic_write
 from .checkpoint import CHECKPOINT_NAME
-from .config import ConfigError, config_keys
+from .config import BASE_DIR_KEY, ConfigError, config_keys
 from .distributed import DistInfo
 
 LOCK_NAME = ".lock"
@@ -172,22 +172,25 @@ def clear_earlier_outputs(out: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def prepare_output_dir(out: Path, *, resume: bool, is_main: bool, overwrite: bool = False) -> Path | None:
+def prepare_output_dir(out: Path, *, resume: bool, is_main: bool, overwrite: bool = False,
+                       auto_resume: bool = False) -> Path | None:
     """Create/check ``out`` and lock it before any work; return the checkpoint to resume from (or ``None``).
 
     The main process holds ``out``'s run lock from here until ``RunWriter.close()`` (another live run there:
     ``RunLockedError`` naming it). A fresh run refuses a folder that holds any run output (checkpoint, results,
     metrics, config, TensorBoard events) unless ``overwrite`` (the trainer removes those outputs, and nothing else,
-    with ``clear_earlier_outputs`` once the new run is set up). ``resume`` refuses a folder with no run output at
-    all and a finished run without a checkpoint; a run stopped before its first checkpoint starts again.
+    with ``clear_earlier_outputs`` once the new run is set up). ``resume`` needs a checkpoint: anything else is an
+    error that changes nothing. ``auto_resume`` continues from a checkpoint if there is one and otherwise starts the
+    run there (a job script that is requeued), but never over a finished run's results.
     """
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--output-dir {out} exists and is not a folder; choose another --output-dir")
-    if resume and not existing_outputs(out):  # e.g. a relative --output-dir read from another working directory
+    if resume and not auto_resume and not existing_outputs(out):  # e.g. a relative --output-dir from elsewhere
         raise ConfigError(f"--resume: there is no run to continue in {out.absolute()} (no checkpoint, config or "
                           "metrics); nothing was created. Check --output-dir (a relative path counts from the working "
                           "directory), or pass the run's own config: `attentive-cutmix train --config "
-                          "RUN/config.yaml --resume`. For a new run there, drop --resume")
+                          "RUN/config.yaml --resume`. For a new run there, drop --resume (a job script that may "
+                          "start or continue it: --auto-resume)")
     try:
         out.mkdir(parents=True, exist_ok=True)
         if is_main:
@@ -201,38 +204,45 @@ def prepare_output_dir(out: Path, *, resume: bool, is_main: bool, overwrite: boo
     if is_main:
         lock_run_dir(out)
     try:
-        return _resume_point(out, resume=resume, is_main=is_main, overwrite=overwrite)
+        return _resume_point(out, resume=resume, auto_resume=auto_resume, is_main=is_main, overwrite=overwrite)
     except BaseException:
         if is_main:
             release_run_dir(out)
         raise
 
 
-def _resume_point(out: Path, *, resume: bool, is_main: bool, overwrite: bool) -> Path | None:
+def _resume_point(out: Path, *, resume: bool, auto_resume: bool, is_main: bool, overwrite: bool) -> Path | None:
     ckpt = out / CHECKPOINT_NAME
     existing = existing_outputs(out)
-    if resume and overwrite:
-        raise ConfigError("resume and overwrite exclude each other")
+    flag = "--auto-resume" if auto_resume else "--resume"
+    if (resume or auto_resume) and overwrite:
+        raise ConfigError(f"{flag} and --overwrite exclude each other")
     if overwrite:  # the earlier outputs stay until the new run has started (clear_earlier_outputs)
         return None
-    if resume:
-        if ckpt.exists():
-            return ckpt
-        if _finished(out):
-            raise ConfigError(f"--resume: {out} holds a finished run ({out / 'results.json'}) and no checkpoint, so "
-                              "there is nothing to continue; nothing was changed. To train it again from scratch and "
-                              "replace its results add --overwrite (config: overwrite: true), or choose another "
-                              "--output-dir")
-        if is_main:  # the run was stopped before its first checkpoint: it starts again from its beginning
-            warnings.warn(f"--resume: no checkpoint in {out} yet; starting the run there from the beginning",
-                          stacklevel=3)
+    if not (resume or auto_resume):
+        if existing:
+            what = (f"a checkpoint ({ckpt})" if ckpt.exists()
+                    else f"the outputs of an earlier run ({', '.join(existing)})")
+            raise ConfigError(f"{out} already holds {what}; nothing was changed. To continue that run add --resume "
+                              f"(e.g. `attentive-cutmix train --config "
+                              f"{shlex.quote(str(out.absolute() / 'config.yaml'))} --resume`), to replace it add "
+                              "--overwrite (config: overwrite: true), or choose another --output-dir for a new run")
         return None
-    if existing:
-        what = f"a checkpoint ({ckpt})" if ckpt.exists() else f"the outputs of an earlier run ({', '.join(existing)})"
-        raise ConfigError(f"{out} already holds {what}; nothing was changed. To continue that run add --resume "
-                          f"(e.g. `attentive-cutmix train --config {shlex.quote(str(out.absolute() / 'config.yaml'))} "
-                          "--resume`), to replace it add "
-                          "--overwrite (config: overwrite: true), or choose another --output-dir for a new run")
+    if ckpt.exists():
+        return ckpt
+    if _finished(out):
+        raise ConfigError(f"{flag}: {out} holds a finished run ({out / 'results.json'}) and no checkpoint, so "
+                          "there is nothing to continue; nothing was changed. To train it again from scratch and "
+                          "replace its results add --overwrite (config: overwrite: true), or choose another "
+                          "--output-dir")
+    if not auto_resume:  # outputs of a run stopped before its first checkpoint: starting again must be asked for
+        raise ConfigError(f"--resume: {out} holds no checkpoint, only {', '.join(existing)} of a run stopped before "
+                          "its first one, so there is nothing to continue; nothing was changed. To start that run "
+                          "again there use --auto-resume instead of --resume (or --overwrite)")
+    if is_main:
+        warnings.warn(f"--auto-resume: no checkpoint in {out}"
+                      + (f" (only {', '.join(existing)} of a run stopped before its first)" if existing else "")
+                      + "; starting the run there from the beginning", stacklevel=3)
     return None
 
 
@@ -291,7 +301,11 @@ class RunWriter:
             return
         _mark_extending(out, int(config.get("epochs", 0)))
         keys = config_keys()
-        resumable = {k: v for k, v in config.items() if k in keys and k not in ("resume", "overwrite")}
+        # base_dir first: where this file's relative paths count from (the working directory the run started
+        # from, relative to the run folder), so the file still means the same run read from anywhere else.
+        resumable = {**({BASE_DIR_KEY: config[BASE_DIR_KEY]} if BASE_DIR_KEY in config else {}),
+                     **{k: v for k, v in config.items()
+                        if k in keys and k not in ("resume", "auto_resume", "overwrite")}}
         atomic_write(out / "config.yaml", lambda tmp: Path(tmp).write_text(yaml.safe_dump(resumable, sort_keys=False)))
         atomic_write(out / "metrics.jsonl", lambda tmp: Path(tmp).write_text("".join(_json_line(r) for r in curve)))
         from torch.utils.tensorboard import SummaryWriter

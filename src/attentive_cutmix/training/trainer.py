@@ -9,6 +9,7 @@ the run at once and keeps the last good checkpoint.
 """
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from pathlib import Path
@@ -40,7 +41,7 @@ from .components import (
     load_scheduler_state,
     scheduler_state,
 )
-from .config import ConfigError, TrainConfig
+from .config import BASE_DIR_KEY, ConfigError, TrainConfig
 from .data_setup import build_batches, build_data, given_data
 from .run_io import (
     RunWriter,
@@ -175,7 +176,8 @@ class _Run:
         given = given or {}
         self.out = Path(cfg.output_dir)
         _warn_cpu_noops(cfg, device)
-        ckpt = prepare_output_dir(self.out, resume=cfg.resume, overwrite=cfg.overwrite, is_main=dist.is_main)
+        ckpt = prepare_output_dir(self.out, resume=cfg.resume, auto_resume=cfg.auto_resume, overwrite=cfg.overwrite,
+                                  is_main=dist.is_main)
         if given.get("train_dataset") is not None:
             train_ds, eval_ds, self.info, extractor = given_data(cfg, given, device)
         else:
@@ -187,7 +189,10 @@ class _Run:
         self.config = {**cfg.to_dict(), "num_classes": self.info.num_classes, "classes": list(self.info.classes),
                        "image_size": self.info.image_size, "mean": list(self.info.mean), "std": list(self.info.std),
                        "train_fingerprint": self.info.train_fingerprint, "world_size": dist.world_size,
-                       "data_path_used": self.batches.path}
+                       "data_path_used": self.batches.path,
+                       # where this config's relative paths count from, relative to the run folder (config.yaml,
+                       # results.json and the checkpoint stay readable from any working directory)
+                       BASE_DIR_KEY: os.path.relpath(os.getcwd(), self.out.absolute())}
         if given.get("train_dataset") is not None:
             self.config["dataset"] = self.info.name  # not cfg.dataset: the run did not use it
         torch.manual_seed(cfg.seed)  # model init: the same weights for every method of a seed (extractors drew before)
