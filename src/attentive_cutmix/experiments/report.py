@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .. import registry
+from ..serialization import atomic_write
 from .stats import PairedDifference, paired_difference
 
 ROW_AXES = ("dataset", "model")
@@ -179,7 +180,7 @@ def _numeric(values: list[str]) -> list[float] | None:
 def write_plots(runs: list[dict[str, Any]], out: Path, *, metric: str = "top1",
                 paper: dict[str, Any] | None = None) -> list[Path]:
     """Accuracy curves per method, an ablation curve per numeric swept axis, and a bar chart per dataset."""
-    import matplotlib
+    import matplotlib  # optional (the [train] extra), and slow to import: only where plots are drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -282,8 +283,6 @@ def _file(name: str) -> str:
 
 
 def _save(fig: Any, path: Path, plt: Any) -> Path:
-    from ..serialization import atomic_write
-
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
     return path
