@@ -4,14 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import (
-    add_data_arguments,
-    add_device_argument,
-    add_extractor_arguments,
-    fail,
-    size_limit_error,
-    synthetic_size,
-)
+from ._common import add_data_arguments, add_device_argument, add_extractor_arguments, fail, synthetic_size
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training.components import build_extractor
     from ..training.config import TrainConfig
     from ..training.distributed import resolve_device
+    from ._common import size_limit_error
 
     if (too_large := size_limit_error(args)) is not None:
         return fail("visualize", too_large)
