@@ -215,6 +215,19 @@ def test_mean_std_bold_best_and_paper_row_on_hand_made_results():
     assert csv_rows[2] == "d,m,paper,71.25,,,,,"
 
 
+def test_tables_show_display_labels_and_grid_labels_and_the_csv_keeps_grid_labels():
+    # A method axis entry that is a method name shows the registry's label; one the grid labelled itself (a variant)
+    # shows that label; a grid label spelled like another method's display label keeps both columns apart.
+    runs = [_run(m, 0, 70.0 + i) for i, m in enumerate(("none", "attentive-cutmix", "attentive-cutmix-mass"))]
+    table = build_table(runs)
+    assert "| dataset | model | Baseline (no mixing) | Attentive CutMix | attentive-cutmix-mass |" in \
+        table_markdown(table)
+    assert table_csv(table).splitlines()[0].startswith("dataset,model,source,none_mean,none_std,none_n,"
+                                                       "attentive-cutmix_mean,")
+    clash = build_table([_run("cutmix", 0, 70.0), _run("CutMix", 0, 71.0), _run("mixup", 0, 72.0)])
+    assert "| dataset | model | cutmix | CutMix | MixUp |" in table_markdown(clash)
+
+
 def test_ablation_plot_when_num_patches_is_an_axis(tmp_path):
     from attentive_cutmix.experiments.report import write_plots
 

@@ -78,7 +78,7 @@ def test_a_registered_method_runs_in_a_compare_grid_with_its_row_in_the_report(b
     assert main(["compare", str(grid), "--output-dir", str(out)]) == 0, capsys.readouterr().err
     cells = load_grid(grid).cells
     assert [c.config.mixing.blend_weight for c in cells if c.config.method == "blend"] == [0.5, 0.5]
-    assert "| dataset | model | none | blend |" in (out / "table.md").read_text()
+    assert "| dataset | model | Baseline (no mixing) | Blend |" in (out / "table.md").read_text()
     assert "| Blend vs baseline |" in (out / "paired.md").read_text()
     runs = json.loads((out / "results.json").read_text())["runs"]
     assert sorted((r["labels"]["method"], r["status"]) for r in runs) == [("blend", "finished")] * 2 + \

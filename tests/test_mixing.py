@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from attentive_cutmix import AttentiveCutMix, CutMix, Cutout, MixUp
 from attentive_cutmix._mixer import pair_permutation, paste
-from attentive_cutmix.mixing import _paste_segments, cell_bounds, cells_to_pixel_mask, top_cell_indices, top_cells
+from attentive_cutmix.cells import _paste_segments
+from attentive_cutmix.mixing import cell_bounds, cells_to_pixel_mask, top_cell_indices, top_cells
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -116,9 +117,9 @@ class TestPastePaths:
         assert not torch.equal(segments, images)
 
     def test_mixer_takes_the_segment_path_on_even_wide_grids_and_matches_the_reference(self, monkeypatch):
-        from attentive_cutmix import mixing
+        from attentive_cutmix import cells as cells_module
         calls = []
-        monkeypatch.setattr(mixing, "_paste_segments", lambda *a: calls.append(1) or _paste_segments(*a))
+        monkeypatch.setattr(cells_module, "_paste_segments", lambda *a: calls.append(1) or _paste_segments(*a))
         b, g = 6, 7
         images = _distinct_images(b, h=224, w=224)
         att = torch.rand(b, g, g, generator=_gen(5))

@@ -52,5 +52,5 @@ def test_paired_table_splits_attentive_minus_cutmix_into_area_and_attention():
     assert "| Attentive CutMix vs CutMix | +3.00 [+3.00, +3.00] (n=3) |" in text
     # gap = train - held-out per seed (25, 24, 23); final losses 1.0, 1.1, 1.2; the tail is the seed-mean curve
     # over epochs 9-10 (70, 71)
-    assert ("| none | 71.00 ± 1.00 (n=3) | 95.00 ± 0.00 (n=3) | 24.00 ± 1.00 (n=3) | 1.10 ± 0.10 (n=3) | "
-            "70.00–71.00 (epochs 9–10) |") in text
+    assert ("| Baseline (no mixing) | 71.00 ± 1.00 (n=3) | 95.00 ± 0.00 (n=3) | 24.00 ± 1.00 (n=3) | "
+            "1.10 ± 0.10 (n=3) | 70.00–71.00 (epochs 9–10) |") in text

@@ -22,7 +22,7 @@ from torch import nn
 from .constants import is_int, is_number
 
 __all__ = ["Mixer", "check_int", "check_unit", "one_hot_targets", "mix_targets", "pair_permutation", "paste",
-           "beta_sample", "check_generator", "check_rows", "check_boxes"]
+           "beta_sample", "check_generator", "check_rows", "check_boxes", "check_attention_maps"]
 
 
 # --------------------------------------------------------------------------- argument checks
@@ -452,3 +452,27 @@ def channel_attention(features: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"an extractor's output must be (B, C, h, w) features or a (B, h, w) map, got {shape}")
     att = features.to(torch.float32)
     return att.mean(dim=1) if att.ndim == 4 else att
+
+
+def check_attention_maps(attention: Any, images: torch.Tensor) -> torch.Tensor:
+    """Check a batch of (B, h, w) or (B, C, h, w) attention maps against its images; return it unchanged.
+
+    Any resolution is allowed (a mixer pools it onto its own grid); the finite check never syncs a GPU.
+    """
+    if not isinstance(attention, torch.Tensor):
+        raise TypeError(f"attention must be a torch.Tensor, got {type(attention).__name__}")
+    if attention.ndim not in (3, 4):
+        raise ValueError(f"attention must have shape (B, h, w) or (B, C, h, w), got shape {tuple(attention.shape)}")
+    if attention.shape[0] != images.shape[0]:
+        raise ValueError(f"attention has batch size {attention.shape[0]} but images has {images.shape[0]}")
+    if attention.numel() == 0:
+        raise ValueError(f"attention has no values (shape {tuple(attention.shape)}); every sample needs a map "
+                         "with at least one channel and one cell")
+    if attention.device != images.device:
+        raise ValueError(f"attention is on {attention.device} but images are on {images.device}; move it with "
+                         "attention.to(images.device)")
+    if not attention.is_floating_point():
+        raise TypeError(f"attention must be a floating tensor, got dtype {attention.dtype}")
+    check_values(torch.isfinite(attention).all(),
+                 "attention contains NaN or Inf values; check the extractor or the attention cache")
+    return attention

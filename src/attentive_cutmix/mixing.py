@@ -9,13 +9,13 @@ cells and the same exact lambda, no extractor. Attentive CutMix minus CutMix the
 part (random cells minus CutMix) and an attention part (Attentive CutMix minus random cells).
 Two variants beyond the paper: ``label_weight="attention"`` weighs the labels by the attention mass pasted and
 kept instead of the area, and ``temperature > 0`` samples the cells (Gumbel-top-k) instead of taking the top N.
-The machinery every mixer shares lives in ``_mixer.py``; the paper's baselines in ``baselines.py``.
+The machinery every mixer shares lives in ``_mixer.py``, the grid's geometry (cell ids -> pixels) in ``cells.py``,
+the paper's baselines in ``baselines.py``.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Callable
 
 import torch
@@ -25,14 +25,13 @@ from ._mixer import (
     LabelsGetter,
     Mixer,
     channel_attention,
+    check_attention_maps,
     check_int,
     check_rows,
-    check_values,
     mix_targets,
     pair_permutation,
-    paste,
-    paste_masks,
 )
+from .cells import cell_area_fraction, cell_bounds, cell_mask, cells_to_pixel_mask, check_grid_fits, paste_cells
 from .constants import is_number
 from .registry import Method, MixerOptions, option, register
 
@@ -43,30 +42,7 @@ __all__ = ["AttentiveCutMix", "RandomCells", "pair_permutation", "attention_to_g
 LABEL_WEIGHTS = ("area", "attention")
 
 
-# --------------------------------------------------------------------------- the grid
-def _bounds(size: int, grid_size: int) -> list[int]:
-    # floor(k * size / g + 1/2) in integer arithmetic: exact for every size, no float rounding.
-    return [(2 * k * size + grid_size) // (2 * grid_size) for k in range(grid_size + 1)]
-
-
-def cell_bounds(size: int, grid_size: int, device: torch.device | None = None) -> torch.Tensor:
-    """Pixel boundaries ``round(k * size / grid_size)`` for k = 0..grid_size (cells differ by at most 1 px)."""
-    return torch.tensor(_bounds(size, grid_size), device=device)
-
-
-@lru_cache(maxsize=64)
-def _cell_of_pixel(size: int, grid_size: int, device: torch.device) -> torch.Tensor:
-    bounds = _bounds(size, grid_size)
-    return torch.tensor([k for k in range(grid_size) for _ in range(bounds[k + 1] - bounds[k])], device=device)
-
-
-@lru_cache(maxsize=64)
-def _cell_areas(height: int, width: int, grid_size: int, device: torch.device) -> torch.Tensor:
-    rows, cols = _bounds(height, grid_size), _bounds(width, grid_size)
-    return torch.tensor([(rows[i + 1] - rows[i]) * (cols[j + 1] - cols[j])
-                         for i in range(grid_size) for j in range(grid_size)], dtype=torch.float32, device=device)
-
-
+# --------------------------------------------------------------------------- choosing cells
 def attention_to_grid(attention: torch.Tensor, grid_size: int) -> torch.Tensor:
     """(B, h, w) or (B, C, h, w) attention -> (B, grid_size, grid_size) float32 cell scores.
 
@@ -103,16 +79,7 @@ def top_cell_indices(scores: torch.Tensor, num_patches: int) -> torch.Tensor:
 
 def top_cells(scores: torch.Tensor, num_patches: int) -> torch.Tensor:
     """Boolean (B, g, g) mask of the ``num_patches`` highest cells per sample (see ``top_cell_indices``)."""
-    b, g, _ = scores.shape
-    cells = torch.zeros(b, g * g, dtype=torch.bool, device=scores.device)
-    cells.scatter_(1, top_cell_indices(scores, num_patches), True)
-    return cells.view(b, g, g)
-
-
-def cells_to_pixel_mask(cells: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Expand a (B, g, g) cell mask to a (B, H, W) pixel mask using ``cell_bounds`` on each axis."""
-    g, device = cells.shape[-1], cells.device
-    return cells.index_select(2, _cell_of_pixel(width, g, device)).index_select(1, _cell_of_pixel(height, g, device))
+    return cell_mask(top_cell_indices(scores, num_patches), scores.shape[-1])
 
 
 def _standardised(scores: torch.Tensor) -> torch.Tensor:
@@ -154,29 +121,6 @@ def attention_mass_lam(mass: torch.Tensor, perm: torch.Tensor, cells: torch.Tens
     w_o = (1.0 - mass.gather(1, cells).sum(1)).clamp_min(0.0)  # rounding can take a full sum past 1
     total = w_p + w_o
     return torch.where(total > 0, w_p / total.clamp_min(torch.finfo(total.dtype).tiny), area_lam.to(total.dtype))
-
-
-# Row segments shorter than this make one gather of segments slower than the dense select (BENCHMARKS.md).
-_MIN_SEGMENT_BYTES = 64
-
-
-def _paste_segments(images: torch.Tensor, perm: torch.Tensor, cells: torch.Tensor, grid_size: int) -> torch.Tensor:
-    """``paste`` for a grid that divides the image evenly: one ``index_select`` of cell-row segments.
-
-    Viewed as rows of one cell width, every output row is a row of the image itself or, inside a
-    pasted cell, the same row of the partner; gathering them writes the output in a single pass.
-    ``cells`` holds each sample's pasted cell indices (B, N), row-major.
-    """
-    b, c, h, w = images.shape
-    g, device = grid_size, images.device
-    ch, cw = h // g, w // g
-    per_image = c * h * g  # segments of width cw in one image
-    r, col = (cells // g).view(b, -1, 1, 1), (cells % g).view(b, -1, 1, 1)
-    channel, row = torch.arange(c, device=device).view(1, 1, c, 1), torch.arange(ch, device=device).view(1, 1, 1, ch)
-    local = ((channel * h + r * ch + row) * g + col).flatten(1)  # (B, N*C*ch) segment ids inside the image
-    source = torch.arange(b * per_image, device=device).view(b, per_image)
-    source.scatter_(1, local, local + (perm * per_image).view(b, 1))
-    return images.view(-1, cw).index_select(0, source.view(-1)).view_as(images)
 
 
 # --------------------------------------------------------------------------- mixers
@@ -227,10 +171,7 @@ class AttentiveCutMix(Mixer):
                                    height, width)
 
     def check_attention(self, attention: Any, images: torch.Tensor) -> torch.Tensor:
-        h, w = images.shape[-2:]
-        if self.grid_size > min(h, w):
-            raise ValueError(f"grid_size={self.grid_size} does not fit images of size {h}x{w}: each cell needs at "
-                             "least one pixel")
+        check_grid_fits(self.grid_size, *images.shape[-2:])
         if attention is None:
             if self.extractor is None:
                 raise ValueError(f"{self._needs_attention_why()} needs attention: pass attention=(B, h, w) maps or "
@@ -239,23 +180,7 @@ class AttentiveCutMix(Mixer):
             if not isinstance(attention, torch.Tensor) or attention.ndim != 4:
                 shape = tuple(attention.shape) if isinstance(attention, torch.Tensor) else type(attention).__name__
                 raise ValueError(f"extractor must return a spatial feature map (B, C, h, w), got {shape}")
-        if not isinstance(attention, torch.Tensor):
-            raise TypeError(f"attention must be a torch.Tensor, got {type(attention).__name__}")
-        if attention.ndim not in (3, 4):
-            raise ValueError(f"attention must have shape (B, h, w) or (B, C, h, w), got shape {tuple(attention.shape)}")
-        if attention.shape[0] != images.shape[0]:
-            raise ValueError(f"attention has batch size {attention.shape[0]} but images has {images.shape[0]}")
-        if attention.numel() == 0:
-            raise ValueError(f"attention has no values (shape {tuple(attention.shape)}); every sample needs a map "
-                             "with at least one channel and one cell")
-        if attention.device != images.device:
-            raise ValueError(f"attention is on {attention.device} but images are on {images.device}; move it with "
-                             "attention.to(images.device)")
-        if not attention.is_floating_point():
-            raise TypeError(f"attention must be a floating tensor, got dtype {attention.dtype}")
-        check_values(torch.isfinite(attention).all(),
-                     "attention contains NaN or Inf values; check the extractor or the attention cache")
-        return attention
+        return check_attention_maps(attention, images)
 
     def _needs_attention_why(self) -> str:
         return type(self).__name__
@@ -283,26 +208,16 @@ class AttentiveCutMix(Mixer):
 
     def apply(self, images: torch.Tensor, targets: torch.Tensor, params: dict[str, torch.Tensor],
               attention: torch.Tensor | None, masks: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
-        b, _, h, w = images.shape
         g, perm = self.grid_size, params["perm"]
         if self.num_patches == 0:
             return (images.clone(), targets) + ((masks.clone(),) if masks is not None else ())
         grid = None if attention is None else attention_to_grid(attention, g).flatten(1)
         cells = self.choose_cells(grid, params).index_select(0, perm)  # the partner's cells, for each image
-        # Cells are disjoint, so the replaced fraction is their summed area: exact, per sample.
-        lam = _cell_areas(h, w, g, images.device)[cells].sum(1) / (h * w)
+        lam = cell_area_fraction(cells, *images.shape[-2:], g)
         if self.label_weight == "attention":
             lam = attention_mass_lam(attention_mass(grid), perm, cells, lam)
-        even = h % g == 0 and w % g == 0 and (w // g) * images.element_size() >= _MIN_SEGMENT_BYTES
-        pixel_mask = None
-        if even and images.is_contiguous() and masks is None:
-            mixed = _paste_segments(images, perm, cells, g)
-        else:
-            cell_mask = torch.zeros(b, g * g, dtype=torch.bool, device=images.device).scatter_(1, cells, True)
-            pixel_mask = cells_to_pixel_mask(cell_mask.view(b, g, g), h, w)
-            mixed = paste(images, perm, pixel_mask)
-        out = (mixed, mix_targets(targets, perm, lam))
-        return out + ((paste_masks(masks, perm, pixel_mask),) if masks is not None else ())
+        mixed, mixed_masks = paste_cells(images, perm, cells, g, masks)
+        return (mixed, mix_targets(targets, perm, lam)) + ((mixed_masks,) if masks is not None else ())
 
 
 class RandomCells(AttentiveCutMix):
@@ -335,10 +250,7 @@ class RandomCells(AttentiveCutMix):
     def check_attention(self, attention: Any, images: torch.Tensor) -> torch.Tensor | None:
         if self.label_weight == "attention":
             return super().check_attention(attention, images)
-        h, w = images.shape[-2:]
-        if self.grid_size > min(h, w):
-            raise ValueError(f"grid_size={self.grid_size} does not fit images of size {h}x{w}: each cell needs at "
-                             "least one pixel")
+        check_grid_fits(self.grid_size, *images.shape[-2:])
         return None  # accepted and ignored, so the mixers stay interchangeable in a loop
 
     def make_params(self, batch_size: int, height: int, width: int,

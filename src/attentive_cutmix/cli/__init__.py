@@ -11,6 +11,8 @@ import importlib
 import os
 import sys
 
+from .. import __version__
+
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("attentive_cutmix.cli.demo",
              "train a small CNN with each method on the embedded dataset and print a table"),
@@ -29,8 +31,6 @@ TRAIN_EXTRA_MODULES = ("torchvision", "timm", "safetensors", "numpy", "PIL", "ya
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
-    from .. import __version__
-
     parser = argparse.ArgumentParser(prog="attentive-cutmix",
                                      description="Attention-guided mix augmentation for PyTorch.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

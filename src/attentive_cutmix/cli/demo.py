@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..experiments.demo import FULL, QUICK
+from ..experiments.demo import FULL, QUICK, run_demo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +27,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..experiments.demo import run_demo
-
     return run_demo(args.output_dir, quick=args.quick, epochs=args.epochs, seeds=args.seeds, device=args.device,
                     jobs=args.jobs)

@@ -162,8 +162,6 @@ def run_cell(grid: Grid, cell: Cell, out: Path, *, overrides: dict[str, Any] | N
              log: Callable[[str], None] = print, wait: bool = False) -> str:
     """Run (or skip, or resume) one cell; returns its status afterwards: ``finished``, or ``busy`` when another job
     trains it right now and ``wait`` is false (with ``wait``, wait for that job, then skip or resume its cell)."""
-    from ..training.run_io import RunLockedError, wait_for_run
-
     overrides = dict(overrides or {})
     run_dir = out / "runs" / cell.id
     while True:

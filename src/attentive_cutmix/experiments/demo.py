@@ -44,12 +44,20 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+
 from .. import registry
 from ..serialization import atomic_write
+from ..training.components import build_extractor
 from ..training.config import ConfigError
+from ..training.distributed import DistInfo, resolve_device
 from . import compare
 from .grid import Cell, Grid, expand_grid
 from .report import MethodSummary, baseline_markdown, baseline_summary, method_label, paired_comparisons
+from .visualize import figure_for_dataset
+
+# The data and training modules load torchvision's model zoo or timm, and `demo --help` imports this module
+# (for FULL and QUICK): build_data, build_datasets and NonFiniteLossError are imported where they are used.
 
 IMAGE_SIZE = 16  # the 32 px synthetic images, downscaled: 4x cheaper, and the shapes stay recognisable
 # pool: seed-0 images the training subset is drawn from (the rest train the extractor); eval: seed-1 images.
@@ -117,7 +125,6 @@ def run_one(grid: Grid, cell: Cell, out: Path) -> dict[str, Any]:
 def prepare_extractor(grid: Grid, cell: Cell, out: Path) -> dict[str, Any]:
     """Train (or reuse) the grid's extractor, then build the attention cache ``cell`` and its kind share, once."""
     from ..training.data_setup import build_data
-    from ..training.distributed import DistInfo, resolve_device
 
     def prepare() -> None:
         cfg = compare.resolved_config(grid, cell, out, {}, _quiet)
@@ -129,8 +136,6 @@ def prepare_extractor(grid: Grid, cell: Cell, out: Path) -> dict[str, Any]:
 
 
 def _init_worker() -> None:
-    import torch
-
     torch.set_num_threads(1)  # two single-threaded runs use 2 cores better than one run on two threads
     # Ctrl-C reaches every process: a worker between runs ignores it, one in a run checkpoints and returns.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -238,8 +243,6 @@ def part_lines(runs: list[dict[str, Any]], metric: str = "top1") -> list[str]:
 def run_demo(output_dir: str | Path = "runs/demo", *, quick: bool = False, epochs: int | None = None,
              seeds: int | None = None, device: str = "cpu", jobs: int = 2) -> int:
     """Train every demo method on every paired seed, print and write the report; the exit code of ``demo``."""
-    import torch
-
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         print(f"attentive-cutmix demo: error: jobs must be an int >= 1, got jobs={jobs!r}", file=sys.stderr)
         return 1
@@ -368,9 +371,6 @@ def _end_workers() -> None:
 def _figure(attentive_cfg: Any, path: Path) -> Path:
     """What each method does to a batch of the demo's training images, with the extractor's attention."""
     from ..data import build_datasets
-    from ..training.components import build_extractor
-    from ..training.distributed import resolve_device
-    from .visualize import figure_for_dataset
 
     device = resolve_device(attentive_cfg.device)
     dataset, _, info = build_datasets("synthetic", image_size=IMAGE_SIZE, augment=False, seed=attentive_cfg.split_seed,

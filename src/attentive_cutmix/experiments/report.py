@@ -11,11 +11,13 @@ import csv
 import io
 import math
 import statistics
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from .. import registry
+from ..serialization import atomic_write
 from .stats import PairedDifference, paired_difference
 
 ROW_AXES = ("dataset", "model")
@@ -23,7 +25,7 @@ LOC_COLUMNS = ("hit attentive", "hit random")
 
 __all__ = ["Stat", "Table", "mean_std", "build_table", "table_markdown", "table_csv", "paper_value", "write_plots",
            "comparisons", "comparisons_for", "paired_comparisons", "paired_markdown", "MethodSummary",
-           "baseline_summary", "baseline_markdown", "method_label"]
+           "baseline_summary", "baseline_markdown", "method_label", "method_labels"]
 
 
 @dataclass
@@ -108,9 +110,11 @@ def _loc_fmt(stat: Stat) -> str:
 
 def table_markdown(table: Table, *, paper: dict[str, Any] | None = None, metric: str = "top1",
                    title: str | None = None) -> str:
-    """A Markdown table: rows = datasets/models (+ swept axes), columns = methods, best mean per row in bold."""
+    """A Markdown table: rows = datasets/models (+ swept axes), columns = methods (their display labels), best mean
+    per row in bold."""
     has_loc = bool(table.localization)
-    header = [*table.row_axes, *table.methods, *(LOC_COLUMNS if has_loc else ())]
+    labels = method_labels(table.methods)
+    header = [*table.row_axes, *(labels[m] for m in table.methods), *(LOC_COLUMNS if has_loc else ())]
     lines = [f"### {title}", ""] if title else []
     lines += [f"Top-1 accuracy (%, {'final epoch' if metric == 'top1' else 'best epoch'}): "
               "mean ± std over seeds (n seeds); best per row in bold.", ""]
@@ -134,7 +138,8 @@ def table_markdown(table: Table, *, paper: dict[str, Any] | None = None, metric:
 
 
 def table_csv(table: Table, *, paper: dict[str, Any] | None = None) -> str:
-    """Wide CSV: row axes, ``source`` (ours/paper), then ``<method>_mean``, ``_std``, ``_n`` per method."""
+    """Wide CSV: row axes, ``source`` (ours/paper), then ``<method>_mean``, ``_std``, ``_n`` per method (its grid
+    label, machine-readable, where the Markdown table shows the display label)."""
     buf = io.StringIO()
     writer = csv.writer(buf)
     loc = ["hit_attentive", "hit_random"] if table.localization else []
@@ -179,7 +184,7 @@ def _numeric(values: list[str]) -> list[float] | None:
 def write_plots(runs: list[dict[str, Any]], out: Path, *, metric: str = "top1",
                 paper: dict[str, Any] | None = None) -> list[Path]:
     """Accuracy curves per method, an ablation curve per numeric swept axis, and a bar chart per dataset."""
-    import matplotlib
+    import matplotlib  # optional (the [train] extra), and slow to import: only where plots are drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -188,7 +193,7 @@ def write_plots(runs: list[dict[str, Any]], out: Path, *, metric: str = "top1",
     if not done:
         return []
     table = build_table(done, metric)
-    axes = table.row_axes
+    axes, labels = table.row_axes, method_labels(table.methods)
     written: list[Path] = []
     datasets = sorted({k[0] for k, _ in table.rows})
     for dataset in datasets:
@@ -204,7 +209,7 @@ def write_plots(runs: list[dict[str, Any]], out: Path, *, metric: str = "top1",
                 epochs, mean, std = _curve(members)
                 if epochs:
                     line, = ax.plot(epochs, mean, marker="o" if len(epochs) < 15 else None, ms=3,
-                                    label=method_label(method))
+                                    label=labels[method])
                     ax.fill_between(epochs, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
                                     alpha=0.15)
                     t_epochs, t_mean, _ = _curve(members, "train_top1")
@@ -230,7 +235,7 @@ def write_plots(runs: list[dict[str, Any]], out: Path, *, metric: str = "top1",
             xs = [i + (j - (len(table.methods) - 1) / 2) * width for i in range(len(rows))]
             stats = [c.get(method) for _, c in rows]
             ax.bar(xs, [s.mean if s else 0 for s in stats], width, yerr=[(s.std or 0) if s else 0 for s in stats],
-                   capsize=2, label=method_label(method))
+                   capsize=2, label=labels[method])
             for x, (key, _) in zip(xs, rows):
                 p = paper_value(paper, key, axes, method)
                 if p is not None:
@@ -266,7 +271,7 @@ def write_plots(runs: list[dict[str, Any]], out: Path, *, metric: str = "top1",
         for name, points in lines.items():
             points.sort()
             ax.errorbar([x for x, _ in points], [s.mean for _, s in points], yerr=[s.std or 0 for _, s in points],
-                        marker="o", capsize=3, label=" / ".join(name))
+                        marker="o", capsize=3, label=" / ".join((*name[:-1], labels[name[-1]])))
         ax.set_xlabel(axis)
         ax.set_ylabel("top-1 (%)")
         ax.set_title(f"top-1 vs {axis} (mean ± std over seeds)")
@@ -282,8 +287,6 @@ def _file(name: str) -> str:
 
 
 def _save(fig: Any, path: Path, plt: Any) -> Path:
-    from ..serialization import atomic_write
-
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
     return path
@@ -349,11 +352,12 @@ def paired_markdown(runs: list[dict[str, Any]], metric: str = "top1") -> str:
             lines.append(f"| {what} | {diff} |" if diff is not None else f"| {what} | no common seed |")
         lines += ["", "| method | held-out top-1 | train top-1 (un-augmented) | gap | held-out loss | "
                       "held-out range, last fifth |", "|---|---:|---:|---:|---:|---:|"]
+        labels = method_labels(methods)
         for method, seeds in methods.items():
             tr = train.get(row, {}).get(method, {})
             gap = mean_std(tr[s] - seeds[s] for s in seeds if s in tr)
             ce = loss.get(row, {}).get(method, {})
-            lines.append(f"| {method} | {_fmt(mean_std(seeds.values()))} | {_fmt(mean_std(tr.values()))} | "
+            lines.append(f"| {labels[method]} | {_fmt(mean_std(seeds.values()))} | {_fmt(mean_std(tr.values()))} | "
                          f"{_fmt(gap)} | {_fmt(mean_std(ce.values()))} | {_tail_range(runs, row, method)} |")
         lines.append("")
     return "\n".join(lines)
@@ -391,6 +395,14 @@ def method_label(method: str) -> str:
     return registry.get(method).label if method in registry.names() else method
 
 
+def method_labels(methods: Iterable[str]) -> dict[str, str]:
+    """Grid method label -> what a table or legend shows: ``method_label``, unless two would read the same (a grid
+    label spelled like another method's display label); those keep their grid labels, which are distinct."""
+    labels = {m: method_label(m) for m in methods}
+    counts = Counter(labels.values())
+    return {m: label if counts[label] == 1 else m for m, label in labels.items()}
+
+
 def baseline_summary(runs: list[dict[str, Any]], metric: str = "top1") -> dict[tuple[str, ...], list[MethodSummary]]:
     """Per row: each method's held-out and train top-1, train - held-out gap, and paired difference from the
     baseline, seed by seed."""
@@ -416,6 +428,7 @@ def _num(stat: Stat, sign: bool = False) -> str:
 def baseline_markdown(summary: list[MethodSummary]) -> str:
     """A Markdown table: held-out top-1 (mean ± std over seeds), paired Δ vs the baseline and its 95% interval,
     train top-1 and the train - held-out gap."""
+    labels = method_labels(s.method for s in summary)
     lines = ["| Method | Held-out top-1 (%) | Δ vs baseline, paired (pts) | 95% CI of Δ | Train top-1 (%) "
              "| Train − held-out |",
              "|---|---:|---:|---:|---:|---:|"]
@@ -424,6 +437,6 @@ def baseline_markdown(summary: list[MethodSummary]) -> str:
         delta = "—" if d is None else f"{d.mean:+.1f}" + ("" if d.std is None else f" ± {d.std:.1f}") + f" (n={d.n})"
         ci = "—" if d is None or d.low is None else f"[{d.low:+.1f}, {d.high:+.1f}]"
         train = "—" if s.train.n == 0 else f"{s.train.mean:.1f}"
-        lines.append(f"| {method_label(s.method)} | {_num(s.held_out)} | {delta} | {ci} | {train} | "
+        lines.append(f"| {labels[s.method]} | {_num(s.held_out)} | {delta} | {ci} | {train} | "
                      f"{'—' if s.gap.n == 0 else f'{s.gap.mean:+.1f}'} |")
     return "\n".join(lines)

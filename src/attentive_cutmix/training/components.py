@@ -100,8 +100,6 @@ def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> torch
 
 def _milestones(state: dict[str, Any], kind: type) -> dict[str, Any]:
     """``state`` with MultiStepLR's milestones as ``kind``, also inside a SequentialLR's ``_schedulers``."""
-    from collections import Counter
-
     def convert(key: str, value: Any) -> Any:
         if key == "milestones" and isinstance(value, (dict, Counter)):
             return kind(value)

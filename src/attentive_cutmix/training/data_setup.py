@@ -8,6 +8,8 @@ import torch
 
 from .. import cache as cache_mod
 from .. import data
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
+from ..data.datasets import DatasetInfo
 from ..data.device import device_split, fits_on_device
 from ..data.transforms import eval_transform
 from ..data.wrapper import AugmentedDataset, frame_view, with_attention
@@ -72,9 +74,6 @@ def given_data(cfg: TrainConfig, given: dict[str, Any], device: torch.device) ->
     Items are ``(image, label)``, the image a float (C, H, W) tensor in [0, 1]; the run takes the loader path and
     an online extractor (a cache is built from the harness's own datasets only).
     """
-    from ..constants import IMAGENET_MEAN, IMAGENET_STD
-    from ..data.datasets import DatasetInfo
-
     train_ds, eval_ds = given["train_dataset"], given.get("eval_dataset")
     ignored = [k for k in ("dataset", "data_dir", "val_fraction", "val_data", "image_size", "synthetic_size",
                            "train_subset", "split_seed", "image_cache") if k in cfg.explicit]

@@ -266,8 +266,6 @@ class _Run:
 
         ema = ModelEmaV3(self.model, decay=self.cfg.ema_decay)
         if self._ema_state is not None:
-            from ..serialization import load_weights_into
-
             load_weights_into(ema.module, self._ema_state, source="the checkpoint's EMA weights")
         return ema
 
