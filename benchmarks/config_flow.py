@@ -13,14 +13,22 @@ it came back up, or went on through calls that carry nothing of the config) then
   trips back up a layer: steps of the path into a higher layer (``LAYERS``; 0 is the top): the config went down
     and the flow came back up to carry it down again (a call from a lower layer into a higher one is one too);
   re-entries: cross-module config calls into a module already on the path (it was entered and left before).
-Issue 20's done-when, on the main path: <= 4 trips back up and <= 7 re-entries. The main path is what the
-studies' cells run: attentive-cutmix on the device path, its extractor a run's checkpoint, online.
+Issue 20's done-when, on the main path: <= 4 trips back up and <= 7 re-entries. Main path: attentive-cutmix on the
+device path, online extractor from a run's checkpoint (``--extractor run/checkpoint.pt``). The committed studies
+name their extractor with a weights file and cache its maps (``configs/results``): that path reads the weights file
+before it can build the network it fills, one trip up more (measured below, not the done-when).
 
-    PYTHONPATH=src python benchmarks/config_flow.py      # five paths, ~20 s on one core
+    PYTHONPATH=src python benchmarks/config_flow.py      # five paths, ~15 s on one core
+    (tests/test_config_flow.py asserts the done-when on the main path)
 
-Measured before issue 20's restructuring (a34d2fe): main path 10 modules, 8 up, 10 re-entries
-(registry.py 3, training/components.py 3, attention.py, training/data_setup.py, training/config.py, mixing.py 1);
-name + weights file 11/9/13; cache built first 11/10/11; loader path 10/8/10; cutmix 9/6/8.
+Measured (modules / trips up / re-entries), before (a34d2fe) -> after issue 20's restructuring:
+  main path                      10/8/10 (registry 3, components 3, attention, data_setup, config, mixing 1)
+                              -> 10/4/4  (config, components, registry, mixing 1)
+  extractor name + weights file  11/9/13 -> 11/5/7 (serialization, config, factory, cifar_resnet, components,
+                                 registry, mixing 1)
+  as the studies (name + weights, cache built first)  12/11/14 -> 12/6/7 (the same 7; the cache header is a 6th
+                                 descent from training/)
+  loader path 10/8/10 -> 10/4/4    cutmix 9/6/8 -> 9/3/2.  No call from a lower layer into a higher one, ever.
 """
 from __future__ import annotations
 
@@ -47,8 +55,9 @@ ATTENTIVE = dict(method="attentive-cutmix", extractor="CHECKPOINT", grid_size=4,
 PATHS = {"attentive-cutmix, device path, online extractor from a run's checkpoint (main)": ATTENTIVE,
          "attentive-cutmix, device path, online extractor from a name and a weights file":
              {**ATTENTIVE, "extractor": "cifar_resnet20", "extractor_weights": "WEIGHTS"},
-         "attentive-cutmix, device path, attention cache built first": {**ATTENTIVE, "attention_cache": "maps.bin",
-                                                                         "build_cache": True},
+         "attentive-cutmix, device path, name + weights file, attention cache built first (as the studies)":
+             {**ATTENTIVE, "extractor": "cifar_resnet20", "extractor_weights": "WEIGHTS", "attention_cache": "maps.bin",
+              "build_cache": True},
          "attentive-cutmix, loader path, online extractor": {**ATTENTIVE, "data_path": "loader"},
          "cutmix, device path": {"method": "cutmix"}}
 
