@@ -275,7 +275,7 @@ def test_read_only_output_dir_fails_before_training(tmp_path, monkeypatch):
     else:
         out.chmod(stat.S_IRUSR | stat.S_IXUSR)
     started = []
-    monkeypatch.setattr("attentive_cutmix.training.trainer.build_data", lambda *a, **k: started.append(1))
+    monkeypatch.setattr("attentive_cutmix.training.trainer.prepare_data", lambda *a, **k: started.append(1))
     try:
         with pytest.raises(ConfigError, match=r"--output-dir .*ro is not writable"):
             train(make_config({**RUN_OPTS, "output_dir": str(out), "progress": False}))

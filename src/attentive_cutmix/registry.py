@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 __all__ = ["Method", "MixerOptions", "NoOptions", "option", "register", "unregister", "get", "names", "methods",
-           "option_names", "option_hint", "option_field", "applies_to", "check_options", "flat_options", "help_text",
-           "BASELINE"]
+           "option_names", "option_hint", "option_field", "applies_to", "check_options", "reads_attention",
+           "make_mixer", "help_text", "BASELINE"]
 
 # The modules whose import registers the built-in methods (imported on the first lookup).
 _BUILTIN_MODULES = ("attentive_cutmix.baselines", "attentive_cutmix.mixing")
@@ -223,17 +223,17 @@ def check_options(options: Any) -> None:
         check()
 
 
-def flat_options(options: Any) -> dict[str, Any]:
-    """The options as flat ``{name: value}``, an option marked ``record_default=False`` as None at its default.
+def reads_attention(name: str, options: Any = None) -> bool:
+    """Whether method ``name`` with ``options`` (its defaults when None) reads attention maps (an extractor or a
+    cache): one question, answered here, so a caller need not look the method up and then ask it."""
+    method = get(name)
+    return method.needs_attention(options if options is not None else method.options())
 
-    This is how a run's config records them (``config.yaml``, ``results.json``) and what a grid cell's id hashes:
-    the same keys and values as before the options were nested, so committed runs and cell ids stay valid.
-    """
-    out = {}
-    for f in dataclasses.fields(options):
-        value = getattr(options, f.name)
-        out[f.name] = None if not f.metadata.get("record_default", True) and value == f.default else value
-    return out
+
+def make_mixer(name: str, options: Any, *, num_classes: int, label_smoothing: float = 0.0,
+               extractor: Any = None) -> Any:
+    """The batch mixer of method ``name`` with ``options`` (``None`` for a method that does not mix)."""
+    return get(name).make_mixer(options, num_classes=num_classes, label_smoothing=label_smoothing, extractor=extractor)
 
 
 def help_text(name: str) -> str:

@@ -1,6 +1,7 @@
 """The pieces a training run is assembled from: seeds, mixer, attention source, optimiser, schedule.
 
-Every random stream is keyed by ``derive_seed`` (seed, rank, epoch, ...), so resuming is exact.
+Every random stream is keyed by ``derive_seed`` (seed, rank, epoch, ...), so resuming is exact. The trainer takes
+the optimiser, schedule and mixer in one call (``build_parts``), each lower module asked once.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 import torch
 
 from .. import registry
-from ..attention import NotATrainingCheckpointError, is_checkpoint_path, load_extractor
+from ..attention import CHECKPOINT_SUFFIXES, NotATrainingCheckpointError, load_extractor
 from .config import ConfigError, TrainConfig
 
 AMP_DTYPES = {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -31,13 +32,14 @@ def derive_seed(*parts: int) -> int:
 def build_extractor(cfg: TrainConfig, info: Any, device: torch.device) -> torch.nn.Module:
     """The frozen ``FeatureExtractor`` named by ``--extractor`` (a model name or one of our checkpoints).
 
-    A thin wrapper over ``attention.load_extractor`` that reads the run's flags and words errors as flags.
+    A thin wrapper over ``attention.load_extractor`` that reads the run's flags and words errors as flags; it calls
+    it once (a checkpoint is told by its suffix, as ``attention.is_checkpoint_path`` tells it).
     """
     spec, amp_dtype = cfg.extractor, AMP_DTYPES[cfg.amp] if device.type == "cuda" else None
     if device.type == "cuda" and amp_dtype is None:
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16  # attention needs no fp32
     attention = cfg.extractor_attention or "channel_mean"
-    if is_checkpoint_path(spec):
+    if Path(spec).suffix in CHECKPOINT_SUFFIXES:
         if not Path(spec).is_file():
             raise ConfigError(f"--extractor checkpoint not found: {spec}")
         try:
@@ -59,8 +61,15 @@ def build_extractor(cfg: TrainConfig, info: Any, device: torch.device) -> torch.
 
 def build_mixer(cfg: TrainConfig, num_classes: int, extractor: torch.nn.Module | None):
     """The batch mixer of ``cfg.method`` with its options ``cfg.mixing`` (``None`` for ``--method none``)."""
-    return registry.get(cfg.method).make_mixer(cfg.mixing, num_classes=num_classes,
-                                               label_smoothing=cfg.label_smoothing, extractor=extractor)
+    return registry.make_mixer(cfg.method, cfg.mixing, num_classes=num_classes, label_smoothing=cfg.label_smoothing,
+                               extractor=extractor)
+
+
+def build_parts(cfg: TrainConfig, model: torch.nn.Module, num_classes: int, extractor: torch.nn.Module | None
+                ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler, Any]:
+    """``(optimizer, scheduler, mixer)`` of the run: what the trainer needs besides its data and model."""
+    optimizer = build_optimizer(cfg, model)
+    return optimizer, build_scheduler(cfg, optimizer), build_mixer(cfg, num_classes, extractor)
 
 
 def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -119,4 +128,5 @@ def load_scheduler_state(scheduler: torch.optim.lr_scheduler.LRScheduler, state:
     scheduler.load_state_dict(_milestones(state, Counter))
 
 
-__all__ = ["derive_seed", "build_extractor", "build_mixer", "build_optimizer", "build_scheduler", "AMP_DTYPES"]
+__all__ = ["derive_seed", "build_extractor", "build_mixer", "build_optimizer", "build_scheduler", "build_parts",
+           "AMP_DTYPES"]

@@ -130,8 +130,22 @@ class TrainConfig:
              if f.name not in ("explicit", "mixing")}
         d.update(dict.fromkeys(registry.option_names()))
         if self.mixing is not None:
-            d.update(registry.flat_options(self.mixing))
+            d.update(flat_options(self.mixing))
         return d
+
+
+def flat_options(options: Any) -> dict[str, Any]:
+    """A method's options as flat ``{name: value}``, an option marked ``record_default=False`` (``registry.option``)
+    as None at its default.
+
+    This is how a run's config records them (``config.yaml``, ``results.json``) and what a grid cell's id hashes:
+    the same keys and values as before the options were nested, so committed runs and cell ids stay valid.
+    """
+    out = {}
+    for f in dataclasses.fields(options):
+        value = getattr(options, f.name)
+        out[f.name] = None if not f.metadata.get("record_default", True) and value == f.default else value
+    return out
 
 
 # The plain fields; the methods' options (registry.option_names()) are keys of a config too.
@@ -411,8 +425,11 @@ def _method(name: Any) -> registry.Method:
 
 def needs_attention(cfg: TrainConfig) -> bool:
     """Whether the run's mixer reads attention maps (an extractor or a cache), as its method says for its options."""
-    method = _method(cfg.method)
-    return method.needs_attention(cfg.mixing if cfg.mixing is not None else method.options())
+    try:
+        return registry.reads_attention(cfg.method, cfg.mixing)
+    except (KeyError, TypeError):
+        _method(cfg.method)  # an unknown method: the ConfigError naming the valid ones
+        raise
 
 
 def _mixing_options(method: registry.Method, flat: Mapping[str, Any]) -> Any:
@@ -555,4 +572,5 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
 __all__ = ["TrainConfig", "ConfigError", "PRESETS", "DATA_PATHS", "OPTIMIZERS", "SCHEDULES", "AMP_MODES", "INITS",
            "make_config", "load_yaml", "validate", "check_types", "check_size_limits", "yaml_load", "SIZE_LIMITS",
-           "needs_attention", "config_keys", "FIELDS", "PATH_FIELDS", "BASE_DIR_KEY", "resolve_paths"]
+           "needs_attention", "flat_options", "config_keys", "FIELDS", "PATH_FIELDS", "BASE_DIR_KEY",
+           "resolve_paths"]

@@ -1,4 +1,7 @@
-"""Datasets and the attention source of a run: online extractor, an existing cache, or a cache built now."""
+"""Datasets and the attention source of a run: online extractor, an existing cache, or a cache built now.
+
+``prepare_data`` is the trainer's one call: datasets (built from the config or given), attention source and batches.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,6 +26,20 @@ def _datasets(cfg: TrainConfig):
     return data.build_datasets(cfg.dataset, data_dir=cfg.data_dir, image_size=cfg.image_size,
                                val_fraction=cfg.val_fraction, val_data=cfg.val_data, seed=cfg.split_seed,
                                synthetic_size=cfg.synthetic_size, train_subset=cfg.train_subset)
+
+
+def prepare_data(cfg: TrainConfig, dist: DistInfo, device: torch.device, given: dict[str, Any] | None = None
+                 ) -> tuple[Any, BatchSource, torch.nn.Module | None]:
+    """``(info, batches, online_extractor)`` of the run, with ``given`` the datasets passed to ``train()`` (if any)."""
+    given = given or {}
+    if given.get("train_dataset") is not None:
+        train_ds, eval_ds, info, extractor = given_data(cfg, given, device)
+    else:
+        if given.get("eval_dataset") is not None:
+            raise ConfigError("eval_dataset= needs train_dataset= too (the run's classes and image size come "
+                              "from the training set)")
+        train_ds, eval_ds, info, extractor = build_data(cfg, dist, device)
+    return info, build_batches(cfg, dist, device, train_ds, eval_ds, info), extractor
 
 
 def build_data(cfg: TrainConfig, dist: DistInfo, device: torch.device) -> tuple[Any, Any, Any, torch.nn.Module | None]:
@@ -51,19 +68,19 @@ def _build(cfg: TrainConfig, dist: DistInfo, device: torch.device):
         return train_ds, eval_ds, info, extractor  # attention computed online, per batch
 
     path = Path(cfg.attention_cache)
-    if not path.exists():
-        if not cfg.build_cache or extractor is None:
-            raise ConfigError(f"attention cache {path} does not exist; make it with "
-                              "`attentive-cutmix cache-attention`, or add --build-cache (with --extractor) to build it "
-                              "before training")
-        if dist.rank == 0:
-            cache_mod.build_cache(frame_view(train_ds, info.image_size), extractor, path,
-                                  meta=cache_mod.cache_meta(info, extractor, cfg.extractor),
-                                  batch_size=max(cfg.batch_size, 256), workers=cfg.workers, device=device,
-                                  progress=cfg.progress)
+    missing = not path.exists()
+    if missing and (not cfg.build_cache or extractor is None):
+        raise ConfigError(f"attention cache {path} does not exist; make it with "
+                          "`attentive-cutmix cache-attention`, or add --build-cache (with --extractor) to build it "
+                          "before training")
+    # The header the cache is built with is the one it is checked against (made once).
+    meta = cache_mod.cache_meta(info, extractor, cfg.extractor) if extractor is not None else None
+    if missing and dist.rank == 0:
+        cache_mod.build_cache(frame_view(train_ds, info.image_size), extractor, path, meta=meta,
+                              batch_size=max(cfg.batch_size, 256), workers=cfg.workers, device=device,
+                              progress=cfg.progress)
     # Check the header before the data sees the maps, so a mismatch names every differing field.
-    expect = (cache_mod.cache_meta(info, extractor, cfg.extractor) if extractor is not None
-              else {"fingerprint": info.train_fingerprint, "length": len(train_ds)})
+    expect = meta if meta is not None else {"fingerprint": info.train_fingerprint, "length": len(train_ds)}
     cache = cache_mod.open_cache(path, expect=expect)
     return with_attention(train_ds, cache), eval_ds, info, None  # attention comes with each batch
 
@@ -164,4 +181,4 @@ def unaugmented(train_ds: Any, info: Any) -> Any:
     return AugmentedDataset(train_ds.source, train_ds.indices, eval_transform(info.preset, info.image_size))
 
 
-__all__ = ["build_data", "build_batches", "choose_data_path", "given_data", "unaugmented"]
+__all__ = ["prepare_data", "build_data", "build_batches", "choose_data_path", "given_data", "unaugmented"]

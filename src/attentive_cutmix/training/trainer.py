@@ -32,17 +32,9 @@ from .checkpoint import (
     save_checkpoint,
     validate_checkpoint,
 )
-from .components import (
-    AMP_DTYPES,
-    build_mixer,
-    build_optimizer,
-    build_scheduler,
-    derive_seed,
-    load_scheduler_state,
-    scheduler_state,
-)
+from .components import AMP_DTYPES, build_parts, derive_seed, load_scheduler_state, scheduler_state
 from .config import BASE_DIR_KEY, ConfigError, TrainConfig
-from .data_setup import build_batches, build_data, given_data
+from .data_setup import prepare_data
 from .run_io import (
     RunWriter,
     StopSignals,
@@ -178,14 +170,8 @@ class _Run:
         _warn_cpu_noops(cfg, device)
         ckpt = prepare_output_dir(self.out, resume=cfg.resume, auto_resume=cfg.auto_resume, overwrite=cfg.overwrite,
                                   is_main=dist.is_main)
-        if given.get("train_dataset") is not None:
-            train_ds, eval_ds, self.info, extractor = given_data(cfg, given, device)
-        else:
-            if given.get("eval_dataset") is not None:
-                raise ConfigError("eval_dataset= needs train_dataset= too (the run's classes and image size come "
-                                  "from the training set)")
-            train_ds, eval_ds, self.info, extractor = build_data(cfg, dist, device)
-        self.batches = build_batches(cfg, dist, device, train_ds, eval_ds, self.info)
+        # One call per lower module, each once: data (with the attention source and batches), model, the rest.
+        self.info, self.batches, extractor = prepare_data(cfg, dist, device, given)
         self.config = {**cfg.to_dict(), "num_classes": self.info.num_classes, "classes": list(self.info.classes),
                        "image_size": self.info.image_size, "mean": list(self.info.mean), "std": list(self.info.std),
                        "train_fingerprint": self.info.train_fingerprint, "world_size": dist.world_size,
@@ -210,11 +196,9 @@ class _Run:
         self.channels_last = cfg.channels_last and device.type == "cuda"
         self.model = model.to(device,
                               memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
-        self.optimizer = build_optimizer(cfg, self.model)
+        self.optimizer, self.scheduler, self.mixer = build_parts(cfg, self.model, self.info.num_classes, extractor)
         self.fused = bool(self.optimizer.defaults.get("fused"))
-        self.scheduler = build_scheduler(cfg, self.optimizer)
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16" and device.type == "cuda")
-        self.mixer = build_mixer(cfg, self.info.num_classes, extractor)
         self.generator = torch.Generator()  # CPU: the same draws on any device
         self.mean, self.std = _stats(self.info, device)
         self.epoch, self.step, self.partial = 0, 0, {"loss_sum": 0.0, "images": 0, "time_s": 0.0}
