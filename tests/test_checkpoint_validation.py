@@ -94,6 +94,7 @@ def test_the_untouched_checkpoint_still_resumes(finished, tmp_path):
     assert result["status"] == "finished" and result["epochs"] == 2
 
 
+@pytest.mark.slow
 def test_a_wrong_shaped_optimizer_buffer_is_one_line_not_a_crash(finished, tmp_path):
     # Before: free(): invalid next size, exit 134 (fused Adam on CPU); the process must survive and say which entry.
     out = tmp_path / "out"

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 import attentive_cutmix
@@ -29,6 +30,7 @@ while not until.exists() and time.monotonic() < deadline:
 """
 
 
+@pytest.mark.slow
 def test_a_cell_another_job_trains_is_waited_for_not_failed(tmp_path, capsys):
     grid = tmp_path / "grid.yaml"
     grid.write_text(yaml.safe_dump({"settings": TINY, "axes": {"seed": [0, 1]}}))

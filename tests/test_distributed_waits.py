@@ -45,7 +45,8 @@ def test_a_cache_build_longer_than_the_process_group_timeout_does_not_end_the_ot
     hooks = tmp_path / "hooks"
     hooks.mkdir()
     (hooks / "sitecustomize.py").write_text(SHORT_TIMEOUT_SLOW_BUILD)
-    env = child_env(ACM_TEST_PG_TIMEOUT_S=15, ACM_TEST_BUILD_DELAY_S=30)
+    # The build outlasts the timeout by 6 s; a shorter timeout would risk ordinary collectives on a busy machine.
+    env = child_env(ACM_TEST_PG_TIMEOUT_S=8, ACM_TEST_BUILD_DELAY_S=14)
     env["PYTHONPATH"] = os.pathsep.join([str(hooks), env.get("PYTHONPATH", "")])
     cache, out = tmp_path / "c.safetensors", tmp_path / "run"
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",

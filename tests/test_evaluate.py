@@ -142,6 +142,19 @@ def test_a_grid_folder_stands_for_its_finished_runs(run, tmp_path):
         evaluate_runs([tmp_path / "empty"])
 
 
+def test_runs_sharing_data_measure_as_each_alone(run, tmp_path):
+    # A grid's runs share one held-out split, decoded once for all of them: every row must be the one the run gets
+    # evaluated by itself (the decoded batches reused, not exhausted or reordered).
+    for name in ("a", "b", "c"):
+        shutil.copytree(run, tmp_path / "grid" / "runs" / name)
+    alone = evaluate_runs([run], weights="checkpoint")[0]
+    rows = evaluate_runs([tmp_path / "grid"], weights="checkpoint")
+    assert [Path(r["run"]).name for r in rows] == ["a", "b", "c"]
+    for row in rows:
+        assert {k: row[k] for k in ("count", "top1", "top5", "loss")} == \
+            {k: alone[k] for k in ("count", "top1", "top5", "loss")}
+
+
 def test_bad_arguments_name_the_value(run, tmp_path):
     with pytest.raises(ValueError, match="split must be one of eval, train, got split='test'"):
         evaluate_runs([run], split="test")

@@ -56,6 +56,7 @@ def test_blocker_really_blocks():
     assert "all blocked" in result.stdout
 
 
+@pytest.mark.slow
 def test_library_and_every_mixer_run_without_the_harness_dependencies():
     result = _run_blocked("""
         import torch
@@ -143,6 +144,7 @@ def wheel(tmp_path_factory) -> Path:
     return built
 
 
+@pytest.mark.slow
 def test_wheel_declares_licence_classifiers_ranges_and_ships_types_and_grids(wheel):
     import zipfile
 
@@ -165,6 +167,7 @@ def test_wheel_declares_licence_classifiers_ranges_and_ships_types_and_grids(whe
         assert f"Classifier: {classifier}" in headers
 
 
+@pytest.mark.slow
 def test_installed_wheel_finds_its_packaged_grids_from_any_folder(wheel, tmp_path):
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from _reliability_utils import Child, child_env, hooks_dir
+from attentive_cutmix.experiments.grid import load_grid
 from attentive_cutmix.training import ConfigError, make_config, train
 from attentive_cutmix.training.run_io import (
     LOCK_NAME,
@@ -133,8 +134,7 @@ def test_two_compare_jobs_sharing_an_extractor_train_it_once_and_both_finish(tmp
     grid = tmp_path / "race.yaml"
     grid.write_text(GRID)
     out = tmp_path / "out"
-    ids = subprocess.run([sys.executable, "-m", "attentive_cutmix", "compare", str(grid), "--list"], env=child_env(),
-                         capture_output=True, text=True, check=True).stdout.split()
+    ids = [cell.id for cell in load_grid(grid).cells]  # what `compare --list` prints
     assert len(ids) == 2
     # Slow steps keep the first job's extractor training running while the second job starts.
     env = child_env(hooks_dir(tmp_path), ACM_TEST_STEP_LOG=tmp_path / "steps.log", ACM_TEST_STEP_DELAY=0.5)

@@ -68,6 +68,7 @@ def test_ctrl_c_during_cache_attention_is_one_line_exit_130_and_leaves_nothing(w
     assert signal.getsignal(signal.SIGINT) is handler_before
 
 
+@pytest.mark.slow
 def test_sigterm_during_train_build_cache_exits_143_with_one_line_and_no_orphan(weights, tmp_path):
     hooks = tmp_path / "hooks"
     hooks.mkdir()

@@ -61,6 +61,7 @@ def _limit_memory() -> None:  # what a user's 4 GB limit would do; keeps a regre
     resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", [["compare", "{path}", "--dry-run"], ["train", "--config", "{path}"]])
 def test_the_cli_refuses_a_bomb_in_one_line(tmp_path, command):
     path = tmp_path / "bomb.yaml"

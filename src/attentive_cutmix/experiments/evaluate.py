@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import SimpleNamespace
@@ -197,12 +198,14 @@ def evaluate_runs(runs: Iterable[str | os.PathLike], *, data: Mapping[str, Any] 
         raise ValueError(f"batch_size must be a positive int, got batch_size={batch_size!r}")
     device = torch.device(device)
     built: dict[str, tuple[Any, Any]] = {}
+    runs = [(run, *read_run(run)) for run in _run_dirs(runs)]
+    keys = [json.dumps(data_spec(config, data), sort_keys=True, default=str) for _, config, _ in runs]
+    left = Counter(keys)  # runs still to measure on each dataset
+    decoded: dict[str, list[Any]] = {}  # a dataset's batches, decoded once for the runs that share it (a grid's do)
     rows = []
-    for run in _run_dirs(runs):
-        config, recorded = read_run(run)
+    for (run, config, recorded), key in zip(runs, keys):
         model, path = _model(run, config, weights, device)
         spec = data_spec(config, data)
-        key = json.dumps(spec, sort_keys=True, default=str)
         if key not in built:
             built[key] = _build(spec, split)
         dataset, info = built[key]
@@ -218,7 +221,12 @@ def evaluate_runs(runs: Iterable[str | os.PathLike], *, data: Mapping[str, Any] 
                           "trained on (training-split fingerprint); its numbers are not comparable with results.json",
                           stacklevel=2)
         changed = own and any(spec.get(k) != config.get(k) for k in DATA_KEYS if k != "data_dir")
-        loader = worker_safe_loader(dataset, workers=workers, batch_size=batch_size, shuffle=False)
+        left[key] -= 1
+        loader = decoded.pop(key, None) if not left[key] else decoded.get(key)
+        if loader is None:
+            loader = worker_safe_loader(dataset, workers=workers, batch_size=batch_size, shuffle=False)
+            if left[key] and _fits_in_memory(dataset):
+                loader = decoded[key] = list(loader)
         norm = SimpleNamespace(mean=config["mean"], std=config["std"])
         m = evaluate(model, loader, norm, device)
         rows.append({"run": str(run), "method": config.get("method"), "seed": config.get("seed"),
@@ -227,6 +235,12 @@ def evaluate_runs(runs: Iterable[str | os.PathLike], *, data: Mapping[str, Any] 
                      "recorded_top1": recorded.get("top1") if own and not changed and split == "eval" else None,
                      "recorded_loss": recorded.get("loss") if own and not changed and split == "eval" else None})
     return rows
+
+
+def _fits_in_memory(dataset: Any, limit: int = 1 << 30) -> bool:
+    """Whether the decoded images of ``dataset`` take at most ``limit`` bytes (judged by its first image)."""
+    image = dataset[0][0] if len(dataset) else None
+    return isinstance(image, torch.Tensor) and len(dataset) * image.numel() * image.element_size() <= limit
 
 
 def rows_markdown(rows: list[dict[str, Any]]) -> str:
