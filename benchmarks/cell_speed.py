@@ -2,10 +2,11 @@
 
 The recipe is the converged study's cell (configs/results/cifar10-jpeg-converged.yaml): CIFAR ResNet-20 from
 scratch, batch 128, 32 px, the device data path, SGD + Nesterov 0.9, lr 0.1, cosine, weight decay 5e-4, and
-Attentive CutMix with cached maps (7x7 grid, 6 cells), on one thread. Every candidate is the trainer's own
-``_Run`` for that recipe (``run._step`` over ``run.batches.epoch``, as ``benchmarks/engine.py`` times it), built with
-the same seed, so the initial weights, the data order, the crops and flips and the mixer's draws are the same for
-all; only how the model is executed differs:
+Attentive CutMix with cached maps (7x7 grid, 6 cells), on one thread; ``--recipe paper`` times the paper-recipe
+arm's cell instead (configs/results/cifar10-jpeg-paper-recipe.yaml: batch 32, Adam 1e-3, constant lr). Every
+candidate is the trainer's own ``_Run`` for that recipe (``run._step`` over ``run.batches.epoch``, as
+``benchmarks/engine.py`` times it), built with the same seed, so the initial weights, the data order, the crops and
+flips and the mixer's draws are the same for all; only how the model is executed differs:
 
 - ``eager``: today;
 - ``compile``: ``torch.compile`` of the model, what ``train --compile`` does;
@@ -22,7 +23,7 @@ as a one-time cost per run; the cell estimate is 3,900 steps + 25 evaluations of
 training subset, every 4 epochs) + that cost. Last, every candidate has taken the same steps over the same
 batches from the same weights, so the largest weight difference to eager shows the pairing holds.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/cell_speed.py [--rounds 8] [--steps 4]
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/cell_speed.py [--recipe paper] [--rounds 8] [--steps 4]
 """
 from __future__ import annotations
 
@@ -44,10 +45,18 @@ from attentive_cutmix.training.distributed import DistInfo
 from attentive_cutmix.training.trainer import _Run
 from engine import _as_train_does, _attention_cache, _Loop, _options
 
-STEPS_PER_CELL = 3900  # 100 epochs x 39 steps of 128 over the 5,000-image training subset
-EVAL_IMAGES_PER_CELL = 25 * (4500 + 5000)  # every 4th epoch: the held-out split and the un-augmented subset
-RECIPE = dict(epochs=100, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
-              schedule="cosine", data_path="device", method="attentive-cutmix", grid_size=7, num_patches=6)
+CELL = dict(data_path="device", method="attentive-cutmix", grid_size=7, num_patches=6)
+# name -> (the grid's training options, what one cell of it does). Both evaluate the held-out split and the
+# un-augmented 5,000-image training subset every 4th epoch.
+RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    # configs/results/cifar10-jpeg-converged.yaml: 100 epochs x 39 steps of 128
+    "converged": (dict(epochs=100, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
+                       schedule="cosine", **CELL),
+                  dict(batch_size=128, steps=3900, eval_images=25 * (4500 + 5000), label="SGD Nesterov, cosine")),
+    # configs/results/cifar10-jpeg-paper-recipe.yaml (the paper-cifar10 preset): 80 epochs x 156 steps of 32
+    "paper": (dict(epochs=80, optimizer="adam", lr=1e-3, weight_decay=1e-5, init="xavier", **CELL),
+              dict(batch_size=32, steps=12480, eval_images=20 * (4500 + 5000), label="Adam 1e-3, constant lr")),
+}
 CANDIDATES: dict[str, dict[str, Any]] = {
     "eager (today)": {},
     "compile": {"compile": True},
@@ -64,7 +73,7 @@ class _Candidate:
                  channels_last: bool = False, deterministic: bool = True) -> None:
         opts = _options(args, tmp / name.replace(" ", "_"), dataset="synthetic",
                         synthetic_size=[args.images, args.eval_images], attention_cache=cache, compile=compile,
-                        **RECIPE)
+                        **RECIPES[args.recipe][0])
         self.run = _Run(make_config(opts), DistInfo(), torch.device("cpu"))
         if channels_last:  # in place: the optimiser keeps the same Parameter objects
             self.run.channels_last = True
@@ -89,7 +98,7 @@ class _Candidate:
     def evaluation(self) -> float:
         self._flag()
         start = time.perf_counter()
-        self.run._evaluate(self.run.device_eval, None)
+        self.run._evaluate()
         return time.perf_counter() - start
 
 
@@ -101,6 +110,8 @@ def _row(name: str, t: list[float], base: list[float], per: float) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--recipe", choices=sorted(RECIPES), default="converged",
+                   help="the grid whose cell is timed: converged (batch 128, SGD; default) or paper (batch 32, Adam)")
     p.add_argument("--rounds", type=int, default=8, help="interleaved rounds (default 8)")
     p.add_argument("--steps", type=int, default=4, help="timed steps per candidate and round (default 4)")
     p.add_argument("--images", type=int, default=1024, help="synthetic training images (default 1024)")
@@ -109,7 +120,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warm-compile-cache", action="store_true",
                    help="use torch's on-disk compile cache as it is (default: an empty one, as a first cell has)")
     args = p.parse_args(argv)
-    args.model, args.batch_size, args.workers, args.amp, args.device = "cifar_resnet20", 128, 1, "off", "cpu"
+    args.model, args.workers, args.amp, args.device = "cifar_resnet20", 1, "off", "cpu"
+    per_cell = RECIPES[args.recipe][1]
+    args.batch_size = per_cell["batch_size"]
     args.channels_last = False  # the trainer ignores it on the CPU (with a warning); _Candidate sets it itself
     torch.set_num_threads(1)
     names = args.only.split(",") if args.only else list(CANDIDATES)
@@ -139,9 +152,9 @@ def main(argv: list[str] | None = None) -> None:
         drift = {n: max((v.float() - ref[k].float()).abs().max().item() for k, v in c.run.model.state_dict().items()
                         if v.is_floating_point()) for n, c in found.items()}
     base = names[0]
-    print(f"\n## the study's cell step (cifar_resnet20, batch 128, 32 px, device path, SGD Nesterov, cached "
-          f"Attentive CutMix), 1 thread; {args.rounds} rounds x {args.steps} steps, medians "
-          f"(ratio: median of per-round ratios to {base})")
+    print(f"\n## the study's cell step ({args.recipe} recipe: cifar_resnet20, batch {args.batch_size}, 32 px, device "
+          f"path, {per_cell['label']}, cached Attentive CutMix), 1 thread; {args.rounds} rounds x {args.steps} steps, "
+          f"medians (ratio: median of per-round ratios to {base})")
     print("| candidate | ms / step | min-max | speed-up |\n|---|---:|---:|---:|")
     for name in found:
         print(_row(name, steps[name], steps[base], args.steps))
@@ -149,14 +162,15 @@ def main(argv: list[str] | None = None) -> None:
     print("| candidate | ms | min-max | speed-up |\n|---|---:|---:|---:|")
     for name in found:
         print(_row(name, evals[name], evals[base], 1))
-    print("\n### one cell, estimated: 3,900 steps + 25 x 9,500 evaluated images + first-step (compile) overhead")
+    print(f"\n### one cell, estimated: {per_cell['steps']:,} steps + {per_cell['eval_images']:,} evaluated images "
+          "+ first-step (compile) overhead")
     print("| candidate | first step s | one-time overhead s | cell min | vs eager |\n|---|---:|---:|---:|---:|")
     step_s = {n: statistics.median(steps[n]) / args.steps for n in found}
     cell: dict[str, float] = {}
     for name in found:
         overhead = max(first[name] - step_s[name], 0.0)
-        eval_s = statistics.median(evals[name]) / args.eval_images * EVAL_IMAGES_PER_CELL
-        cell[name] = STEPS_PER_CELL * step_s[name] + eval_s + overhead
+        eval_s = statistics.median(evals[name]) / args.eval_images * per_cell['eval_images']
+        cell[name] = per_cell['steps'] * step_s[name] + eval_s + overhead
         print(f"| {name} | {first[name]:.1f} | {overhead:.1f} | {cell[name] / 60:.1f} | "
               f"{cell[base] / cell[name]:.2f} |")
     print(f"\nmax |weight - eager's| after the same {1 + 2 + args.rounds * (1 + args.steps)} steps: "

@@ -144,8 +144,8 @@ def _candidates(args: argparse.Namespace, tmp: Path, device: torch.device) -> di
             cfg = make_config(_options(args, tmp / f"{path}-{method}", dataset="synthetic",
                                        synthetic_size=[args.images, 8], method=method, data_path=path, **extra))
             run = _Run(cfg, DistInfo(), device)
-            if run.data_path != path:
-                raise SystemExit(f"{label}: the trainer chose the {run.data_path} path, not {path}")
+            if run.batches.path != path:
+                raise SystemExit(f"{label}: the trainer chose the {run.batches.path} path, not {path}")
             first = first or run
             found[f"{label} | {path}"] = _Loop(run, device).block
     return {LIMIT: _Limit(args, first, device).block, **found}

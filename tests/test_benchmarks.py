@@ -1,0 +1,48 @@
+"""Every benchmark still runs: each script, at its smallest size, exits 0 and prints its figures.
+
+Benchmarks are not timed here (their figures are read on a quiet machine, BENCHMARKS.md); this only keeps them from
+rotting when the code they drive changes (a renamed trainer attribute once broke two of them silently).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpeg" / "train"
+
+# script -> the smallest arguments that still go through every step of it
+SMALLEST = {
+    "engine.py": ["--rounds", "1", "--steps", "1", "--images", "256"],
+    "engine_parts.py": [],
+    "mixers.py": ["--rounds", "1", "--calls", "1"],
+    "train_step.py": ["--steps", "1", "--warmup", "1", "--repeats", "1", "--batch-size", "8"],
+    "attention_cache.py": ["--rounds", "1", "--build-images", "32", "--build-rounds", "1", "--batch-size", "8"],
+    "cell_speed.py": ["--only", "eager (today),channels_last", "--rounds", "1", "--steps", "1", "--images", "256",
+                      "--eval-images", "32"],
+    "localization_extractors.py": ["--train-size", "64", "--eval-size", "32", "--epochs", "1"],
+    "label_mass.py": ["--images", "64"],  # reads ../shared's CIFAR-10 JPEGs and models
+}
+HEADLINE = {"engine_parts.py": "of a none step"}  # what each prints at the end (default: a markdown table)
+
+
+def test_every_benchmark_script_is_listed():
+    scripts = {p.name for p in (ROOT / "benchmarks").glob("*.py")}
+    # config_flow has its own test; gpu_env is a helper of gpu_check.sh, tested in test_gpu_check.py
+    assert scripts - {"config_flow.py", "gpu_env.py"} == set(SMALLEST)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", sorted(SMALLEST))
+def test_benchmark_runs_at_its_smallest_size_and_prints_its_figures(script, tmp_path):
+    if script == "label_mass.py" and not SHARED_CIFAR.is_dir():
+        pytest.skip("label_mass.py reads ../shared's CIFAR-10 JPEGs, not present")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *SMALLEST[script]], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"{script} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+    assert HEADLINE.get(script, "|---") in done.stdout, f"{script} printed no figures:\n{done.stdout[-2000:]}"
