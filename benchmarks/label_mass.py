@@ -11,6 +11,7 @@ Settings are those of the evidence grid (configs/results/cifar10-jpeg-converged.
 training subset of the real CIFAR-10 JPEGs, un-augmented; 7x7 grid, N = 6; CutMix and MixUp with α = 1. CPU,
 one thread, well under a minute.
 
+    python configs/results/make_untrained_extractor.py     # once: the untrained extractor's weights
     OMP_NUM_THREADS=1 python benchmarks/label_mass.py [--shared ../shared] [--images 2000]
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ from attentive_cutmix.training.components import build_extractor, build_mixer
 R56 = dict(extractor="cifar_resnet56", extractor_input_size=32,
            extractor_weights="{shared}/models/cifar10-resnet56.safetensors")
 CELLS = dict(grid_size=7, num_patches=6)
+UNTRAINED = Path(__file__).resolve().parents[1] / "results/extractors/cifar_resnet56-untrained-seed0.safetensors"
 # (row label, the grid's options for it): the paper's methods, then the variants of the variants grid
 # (configs/results/cifar10-jpeg-variants.yaml) with their fixed settings.
 METHODS: tuple[tuple[str, dict], ...] = (
@@ -41,7 +43,7 @@ METHODS: tuple[tuple[str, dict], ...] = (
     ("attentive-cutmix-mass", dict(method="attentive-cutmix", **CELLS, **R56, label_weight="attention")),
     ("attentive-cutmix-sampled", dict(method="attentive-cutmix", **CELLS, **R56, cell_temperature=1.0)),
     ("attentive-cutmix-untrained", dict(method="attentive-cutmix", **CELLS, **{
-        **R56, "extractor_weights": "{repo}/results/extractors/cifar_resnet56-untrained-seed0.safetensors"})),
+        **R56, "extractor_weights": "{untrained}"})),
     ("attentive-cutmix-r20", dict(method="attentive-cutmix", **CELLS, **{
         **R56, "extractor": "cifar_resnet20", "extractor_weights": "{shared}/models/cifar10-resnet20.safetensors"})),
     ("random-cells-mass", dict(method="random-cells", **CELLS, **R56, label_weight="attention")),
@@ -67,7 +69,12 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000, help="images of the grid's training subset (default 2000)")
     parser.add_argument("--judge", default="resnet20", choices=("resnet20", "resnet56"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--untrained-weights", type=Path, default=UNTRAINED,
+                        help=f"the untrained ResNet-56's weights (default {UNTRAINED})")
     args = parser.parse_args()
+    if not args.untrained_weights.is_file():
+        raise SystemExit(f"label_mass.py: no untrained extractor weights at {args.untrained_weights}; make them with "
+                         "`python configs/results/make_untrained_extractor.py [PATH]` (or pass --untrained-weights)")
     torch.set_num_threads(1)
     start = time.perf_counter()
     data = dict(dataset="imagefolder", data_dir=str(args.shared / "data" / "cifar10-jpeg" / "train"),
@@ -84,9 +91,9 @@ def main() -> None:
     print("| method | partner's label weight λ | judge's prob. of partner class | of own class | "
           "judge says partner (%) | says own (%) |")
     print("|---|---:|---:|---:|---:|---:|")
-    repo = Path(__file__).resolve().parents[1]
     for method, options in METHODS:
-        options = {k: v.format(shared=args.shared, repo=repo) if isinstance(v, str) else v for k, v in options.items()}
+        options = {k: v.format(shared=args.shared, untrained=args.untrained_weights) if isinstance(v, str) else v
+                   for k, v in options.items()}
         cfg = make_config({**data, **options})
         extractor = build_extractor(cfg, info, torch.device("cpu")) if cfg.extractor is not None else None
         mixer = build_mixer(cfg, info.num_classes, extractor)
