@@ -116,6 +116,17 @@ def test_grid_axis_values_sharing_a_label_but_not_a_config_are_refused(tmp_path)
         load_grid(_grid(tmp_path, same))
 
 
+@pytest.mark.parametrize("entry", ["{label: cutmix, method: mixup}", "{label: cutmix, alpha: 0.5}"])
+def test_a_method_axis_label_that_names_another_method_is_refused(entry, tmp_path):
+    # The report reads a method axis label that is a registry name as that method (its display label, its
+    # comparisons): MixUp labelled "cutmix" would be shown and compared as CutMix.
+    with pytest.raises(GridError, match="labelled 'cutmix'.*names another method"):
+        load_grid(_grid(tmp_path, SETTINGS + f"axes:\n  method: [none, {entry}]\n"))
+    own = load_grid(_grid(tmp_path, SETTINGS + "axes:\n  method: [none, {label: cutmix, method: cutmix, alpha: 0.5}, "
+                                               "{label: mixup-02, method: mixup, alpha: 0.2}]\n"))
+    assert [c.axes["method"] for c in own.cells] == ["none", "cutmix", "mixup-02"]
+
+
 @pytest.mark.parametrize("text,match", [
     (SETTINGS + "axes: {seed: [0]}\nlocalization: 'false'\n", "localization"),
     (SETTINGS + "axes: {seed: [0]}\nattention_cache: 'no'\n", "attention_cache"),

@@ -215,7 +215,8 @@ def _check_top_level(data: dict[str, Any], path: Path) -> None:
 
 def _check_axes(axes: dict[str, list[Any]], path: Path) -> None:
     """Every axis value has its option's type (a nested list is no method name); two values of one axis with the
-    same label would be merged into one 'mean ± std' in the tables: refuse them."""
+    same label would be merged into one 'mean ± std' in the tables, and a method labelled with another method's name
+    would be reported as that one: refuse them."""
     for axis, values in axes.items():
         seen: dict[str, dict[str, Any]] = {}
         for value in values:
@@ -227,6 +228,12 @@ def _check_axes(axes: dict[str, list[Any]], path: Path) -> None:
             if str(label) in seen and seen[str(label)] == overrides:
                 raise GridError(f"axis {axis!r} in {path} lists {str(label)!r} twice ({values}); each value would be "
                                 "one cell, so the repeat would be merged away without a word. List it once")
+            if axis == "method" and str(label) in registry.names() and overrides.get("method") != label:
+                # the report shows and compares a label that is a method's name as that method
+                runs = repr(overrides["method"]) if "method" in overrides else "the method of `settings:`"
+                raise GridError(f"axis 'method' in {path} has a value labelled {str(label)!r} that runs {runs}: the "
+                                "label names another method, so the tables would show and compare it as that one. "
+                                f"Give it its own `label:` (e.g. {label}-variant), or `method: {label}`")
             previous = seen.setdefault(str(label), overrides)
             if previous != overrides:
                 raise GridError(f"axis {axis!r} in {path} has two values labelled {str(label)!r} with different "
