@@ -20,8 +20,9 @@ Each round visits every candidate once, in a fresh random order (a loaded machin
 gives medians, the min-max spread and the median of the per-round ratios to eager. A compiled candidate's first
 step (tracing and code generation, with an empty compile cache unless ``--warm-compile-cache``) is timed apart,
 as a one-time cost per run; the cell estimate is 3,900 steps + 25 evaluations of 9,500 images (held-out split +
-training subset, every 4 epochs) + that cost. Last, every candidate has taken the same steps over the same
-batches from the same weights, so the largest weight difference to eager shows the pairing holds.
+training subset, every 4 epochs; paper recipe: 12,480 steps + 20 evaluations) + that cost. Last, every candidate
+has taken the same steps over the same batches from the same weights, so the largest weight difference to eager
+shows the pairing holds.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/cell_speed.py [--recipe paper] [--rounds 8] [--steps 4]
 """
