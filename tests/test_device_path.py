@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from torch.utils.data import DataLoader
 import attentive_cutmix.data.device as device_mod
 from attentive_cutmix.cache import build_cache
 from attentive_cutmix.data import build_datasets
-from attentive_cutmix.data.device import PADDING, DeviceSplit, ImageCacheError, crop_flip, device_split
+from attentive_cutmix.data.device import PADDING, DeviceSplit, ImageCacheError, crop_flip, decode_split, device_split
 from attentive_cutmix.data.transforms import train_transform
 from attentive_cutmix.serialization import safe_torch_load
 from attentive_cutmix.training import ConfigError, data_setup, evaluate, make_config, train
@@ -195,18 +196,43 @@ def test_an_unchanged_folder_reuses_the_image_cache(tmp_path):
     assert cache.stat().st_mtime_ns == stamp  # read, not rebuilt
 
 
-def test_a_file_added_to_the_folder_is_refused_naming_the_cache(tmp_path):
+def _cached_split(cache: Path, name: str) -> torch.Tensor:
+    return load_file(cache)[name]
+
+
+def _decoded(tmp_path: Path, name: str) -> torch.Tensor:
+    """What the folder decodes to now, without any cache."""
+    train_ds, eval_ds, info = build_datasets("imagefolder", data_dir=tmp_path / "images", val_fraction=0.25)
+    return decode_split(train_ds if name == "train" else eval_ds, info.image_size)
+
+
+def test_a_file_added_to_the_folder_rebuilds_the_cache_with_a_warning(tmp_path):
     _write_folder(tmp_path / "images")
     cache = tmp_path / "frames.safetensors"
     train(make_config(_folder_opts(tmp_path, "first", cache)))
     Image.fromarray(np.zeros((SIZE, SIZE, 3), dtype=np.uint8)).save(tmp_path / "images" / "ant" / "99.png")
-    with pytest.raises(ImageCacheError, match="train split of other data") as err:
+    with pytest.warns(UserWarning, match="train split was decoded from other files.*decoding it again") as rec:
         train(make_config(_folder_opts(tmp_path, "second", cache)))
-    assert str(cache) in str(err.value) and "delete it to rebuild" in str(err.value)
+    assert any(str(cache) in str(w.message) for w in rec)
+    assert torch.equal(_cached_split(cache, "train"), _decoded(tmp_path, "train"))  # the new frames, stored
+
+
+def test_a_folder_copied_elsewhere_with_new_times_trains_and_keeps_the_other_split(tmp_path):
+    # A job that stages its data on scratch: the same files, new modification times.
+    _write_folder(tmp_path / "images")
+    cache = tmp_path / "frames.safetensors"
+    train(make_config(_folder_opts(tmp_path, "first", cache)))
+    for f in (tmp_path / "images").rglob("*.*"):
+        os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
+    with pytest.warns(UserWarning, match="decoding it again"):
+        train(make_config(_folder_opts(tmp_path, "second", cache)))
+    assert (tmp_path / "second" / "results.json").is_file()
+    for name in ("train", "eval"):
+        assert torch.equal(_cached_split(cache, name), _decoded(tmp_path, name))
 
 
 @pytest.mark.parametrize("split", ["train", "eval"])
-def test_a_replaced_file_is_refused_for_the_split_that_holds_it(tmp_path, split):
+def test_a_replaced_file_rebuilds_the_split_that_holds_it(tmp_path, split):
     _write_folder(tmp_path / "images")
     cache = tmp_path / "frames.safetensors"
     train(make_config(_folder_opts(tmp_path, "first", cache)))
@@ -218,9 +244,9 @@ def test_a_replaced_file_is_refused_for_the_split_that_holds_it(tmp_path, split)
     Image.fromarray(np.full((SIZE, SIZE, 3), 7, dtype=np.uint8)).save(victim, format=victim.suffix[1:].replace(
         "jpg", "jpeg"))
     assert victim.stat().st_size != before
-    with pytest.raises(ImageCacheError, match=f"the {split} split of other data") as err:
+    with pytest.warns(UserWarning, match=f"its {split} split was decoded from other files"):
         train(make_config(_folder_opts(tmp_path, "second", cache)))
-    assert str(cache) in str(err.value)
+    assert torch.equal(_cached_split(cache, split), _decoded(tmp_path, split))  # never the old pixels
 
 
 def test_device_path_on_large_images_is_a_config_error(tmp_path):

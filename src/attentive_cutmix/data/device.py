@@ -8,13 +8,14 @@ as the loader path's ``RandomCrop(size, padding=4)`` + ``RandomHorizontalFlip()`
 upsampled once to the image frame, are cropped and flipped with the *same* offsets as their images.
 
 Image folders are decoded once into an image cache file (safetensors, uint8) whose header records the
-split's fingerprint, so a changed folder is noticed and the cache refused with a message.
+split's fingerprint, so a changed folder is noticed: its split is decoded again (with a warning), never reused.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -181,10 +182,12 @@ def _cached_frames(dataset: Any, size: int, path: Path | None, workers: int, nam
         _check_cached(path, name, tensors[name], saved, (len(dataset.indices), 3, size, size))
         return tensors[name]
     if saved is not None:
-        raise ImageCacheError(f"image cache {path} holds the {name} split of other data (fingerprint "
-                              f"{saved.get('fingerprint', '?')[:12]} vs {fingerprint[:12]} now: files were added, "
-                              "removed or changed, or the image size differs); delete it to rebuild it, or pass "
-                              "another --image-cache")
+        # Stale, never reused. Rebuilt rather than refused: the cache is derived data, and a folder copied to a
+        # job's scratch disk (new modification times, same files) must not end a scheduled run.
+        warnings.warn(f"image cache {path}: its {name} split was decoded from other files (fingerprint "
+                      f"{saved.get('fingerprint', '?')[:12]} vs {fingerprint[:12]} now: files were added, removed, "
+                      "replaced or touched, or the image size differs); decoding it again and replacing it",
+                      stacklevel=4)
     frames = decode_split(dataset, size, workers=workers)
     # Keep the other split already stored beside this one.
     tensors, meta = {**tensors, name: frames}, {**meta, name: {"fingerprint": fingerprint, "shape": list(frames.shape)}}
