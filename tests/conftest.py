@@ -5,6 +5,11 @@ import pytest
 import torch
 
 
+def pytest_addoption(parser):
+    parser.addoption("--every-cell", action="store_true",
+                     help="re-evaluate every committed grid cell, not one seed per method (tests/test_evaluate.py)")
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
     # CI has 2 cores; two spinning OpenMP threads are far slower than one when another process competes.
