@@ -7,7 +7,7 @@ import torch
 
 def pytest_addoption(parser):
     parser.addoption("--every-cell", action="store_true",
-                     help="re-evaluate every committed grid cell, not one seed per method (tests/test_evaluate.py)")
+                     help="re-evaluate every committed grid cell, not one per seed of each grid (test_evaluate.py)")
 
 
 @pytest.fixture(autouse=True)
