@@ -1,4 +1,4 @@
-"""``attentive-cutmix demo``: a paired-seed comparison, offline, on a CPU, in about 1.5 minutes on 2 idle cores.
+"""``attentive-cutmix demo``: a paired-seed comparison, offline, on a CPU, in about 1.5–2 minutes on 2 idle cores.
 
 **Regime.** Mixing is a regulariser: it can only help a network that overfits. So the demo trains a CIFAR
 ResNet-20 on 100 images (10 per class) of the embedded synthetic dataset at 16 px for 90 epochs (360 Adam
