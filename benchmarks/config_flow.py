@@ -47,7 +47,7 @@ from attentive_cutmix.training.trainer import train
 
 PACKAGE = "attentive_cutmix."
 LAYERS = {"cli": 0, "experiments": 1, "training": 2,
-          "data": 3, "models": 3, "registry": 3, "mixing": 3, "_mixer": 3, "baselines": 3, "attention": 3, "cache": 3,
+          "data": 3, "models": 3, "registry": 3, "mixers": 3, "attention": 3, "cache": 3,
           "serialization": 4, "constants": 4}
 BASE = dict(dataset="synthetic", synthetic_size=[16, 8], image_size=16, model="cifar_resnet20", epochs=1,
             max_steps_per_epoch=1, batch_size=8, workers=0, progress=False, data_path="device")

@@ -14,9 +14,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.utils.data import Dataset, TensorDataset
 
+from attentive_cutmix import AttentiveCutMix
 from attentive_cutmix.attention import FeatureExtractor, channel_attention, load_extractor
 from attentive_cutmix.cache import AttentionCache, CacheError, CacheMismatchError, build_cache, cache_meta, open_cache
-from attentive_cutmix.mixing import AttentiveCutMix
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 

@@ -105,7 +105,7 @@ def test_same_seed_twice_is_bit_identical_on_cpu(tmp_path):
 
 
 def test_ddp_ranks_get_different_but_reproducible_mixer_seeds():
-    from attentive_cutmix.mixing import pair_permutation
+    from attentive_cutmix.mixers.base import pair_permutation
     from attentive_cutmix.training.components import derive_seed
 
     def perm(seed, rank, epoch):  # as the trainer seeds each rank's mixer generator at the start of an epoch

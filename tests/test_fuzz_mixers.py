@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from attentive_cutmix import AttentiveCutMix, CutMix, Cutout, MixUp, RandomCells
-from attentive_cutmix._mixer import beta_sample
+from attentive_cutmix.mixers.base import beta_sample
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

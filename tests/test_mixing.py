@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from attentive_cutmix import AttentiveCutMix, CutMix, Cutout, MixUp
-from attentive_cutmix._mixer import pair_permutation, paste
-from attentive_cutmix.cells import _paste_segments
-from attentive_cutmix.mixing import cell_bounds, cells_to_pixel_mask, top_cell_indices, top_cells
+from attentive_cutmix.mixers.attentive import top_cell_indices, top_cells
+from attentive_cutmix.mixers.base import pair_permutation
+from attentive_cutmix.mixers.geometry import _paste_segments, cell_bounds, cells_to_pixel_mask, paste
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -117,7 +117,7 @@ class TestPastePaths:
         assert not torch.equal(segments, images)
 
     def test_mixer_takes_the_segment_path_on_even_wide_grids_and_matches_the_reference(self, monkeypatch):
-        from attentive_cutmix import cells as cells_module
+        from attentive_cutmix.mixers import geometry as cells_module
         calls = []
         monkeypatch.setattr(cells_module, "_paste_segments", lambda *a: calls.append(1) or _paste_segments(*a))
         b, g = 6, 7

@@ -7,7 +7,7 @@ from safetensors.torch import save_file
 
 from attentive_cutmix.cli import main
 from attentive_cutmix.experiments.visualize import label_text, mix_panels
-from attentive_cutmix.mixing import cells_to_pixel_mask
+from attentive_cutmix.mixers.geometry import cells_to_pixel_mask
 
 
 def _inputs():

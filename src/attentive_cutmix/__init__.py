@@ -12,8 +12,9 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "AttentiveCutMix": "mixing", "RandomCells": "mixing",
-    "CutMix": "baselines", "MixUp": "baselines", "Cutout": "baselines",
+    "AttentiveCutMix": "mixers.attentive", "RandomCells": "mixers.attentive",
+    "CutMix": "mixers.cutmix", "MixUp": "mixers.mixup", "Cutout": "mixers.cutout",
+    "Mixer": "mixers.base", "check_mixer": "mixers.check",
     "FeatureExtractor": "attention", "channel_attention": "attention", "load_extractor": "attention",
 }
 __all__ = [*_EXPORTS, "__version__"]

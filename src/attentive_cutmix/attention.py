@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._mixer import channel_attention
 from .constants import CHECKPOINT_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, is_int
+from .mixers.base import channel_attention
 from .serialization import (
     CheckpointError,
     load_state_dict_file,

@@ -28,9 +28,9 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ._mixer import channel_attention
 from .attention import ExtractorSource
 from .constants import is_int
+from .mixers.base import channel_attention
 from .serialization import atomic_write
 
 __all__ = ["AttentionCache", "CacheError", "CacheMismatchError", "build_cache", "open_cache", "cache_meta",

@@ -2,20 +2,26 @@
 
 A method is a ``Method``: the name it has on the command line and in grid files, a dataclass of its options
 (each field made with ``option``: default, help, range), a function saying whether its mixer reads attention
-maps with given options, its label in tables and figures, and how to build its mixer. ``mixing.py`` and
-``baselines.py`` register theirs with ``register`` where their classes are defined; the no-mixing baseline is
-registered here. Everything else — the config, the ``train`` flags and their checks, the grid runner, the
-report, the figures, the demo — asks this module and names no method itself.
+maps with given options, its label in tables and figures, a small example configuration, and how to build its
+mixer. Every module of the ``attentive_cutmix.mixers`` package registers its methods with ``register`` where its
+class is defined, and is found here without a list; a third-party package adds methods through the
+``attentive_cutmix.mixers`` entry point group (``[project.entry-points."attentive_cutmix.mixers"]
+mymethod = "mypackage.mymixer"``: the module is imported, and registers its methods as ours do). The no-mixing
+baseline is registered here. Everything else — the config, the ``train`` flags and their checks, the grid runner,
+the report, the figures, the demo — asks this module and names no method itself.
 
-A new method is one ``register(Method(...))`` call, in any module imported before it is used (a test file will
-do). Option names are flat and shared: two methods with an option of the same name (``alpha``, ``prob``) share its
-flag, and must agree on its type.
+A new method is one file in ``mixers/`` (or one ``register(Method(...))`` call in any module imported before it is
+used: a test file will do). Option names are flat and shared: two methods with an option of the same name
+(``alpha``, ``prob``) share its flag, and must agree on its type.
 """
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.metadata
+import pkgutil
 import typing
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -23,8 +29,8 @@ __all__ = ["Method", "MixerOptions", "NoOptions", "option", "register", "unregis
            "option_names", "option_hint", "option_field", "applies_to", "check_options", "reads_attention",
            "make_mixer", "help_text", "BASELINE"]
 
-# The modules whose import registers the built-in methods (imported on the first lookup).
-_BUILTIN_MODULES = ("attentive_cutmix.baselines", "attentive_cutmix.mixing")
+ENTRY_POINT_GROUP = "attentive_cutmix.mixers"  # third-party methods: modules that register theirs on import
+_MIXERS_PACKAGE = "attentive_cutmix.mixers"  # every module in it is imported on the first lookup
 BASELINE = "none"  # the method every other one is compared with
 
 
@@ -68,9 +74,9 @@ class Method:
     and ``attention_condition`` the flags that make it read them when that depends on its options.
     ``comparisons``: ``(other method, what this one minus the other isolates)`` for the paired report (every
     method is also compared with the baseline); grid variants (axis labels that are no method name) are paired
-    with each method marked ``variant_reference``. ``localizes``: it pastes the extractor's top cells, so the
-    localisation hit rates describe it. ``demo``: shown in ``attentive-cutmix demo``. ``order``: its place in
-    lists and tables.
+    with each method marked ``variant_reference``. ``demo``: shown in ``attentive-cutmix demo``. ``order``: its
+    place in lists and tables. ``example``: a small configuration of its options (a few cells, a small grid) that
+    ``check_mixer`` and the figures use.
     """
 
     name: str
@@ -82,9 +88,9 @@ class Method:
     attention_condition: str = ""
     comparisons: tuple[tuple[str, str], ...] = ()
     variant_reference: bool = False
-    localizes: bool = False
     demo: bool = False
     order: int = 100
+    example: dict[str, Any] = field(default_factory=dict)
 
     @property
     def dense_labels(self) -> bool:
@@ -93,6 +99,10 @@ class Method:
 
     def option_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(self.options))
+
+    def example_options(self) -> Any:
+        """Its options with ``example`` applied (its defaults elsewhere)."""
+        return self.options(**self.example)
 
     def make_mixer(self, options: Any, *, num_classes: int, label_smoothing: float = 0.0,
                    extractor: Any = None) -> Any:
@@ -132,9 +142,25 @@ def unregister(name: str) -> None:
 register(Method(BASELINE, "Baseline (no mixing)", order=0, demo=True))
 
 
+_loaded = False
+
+
 def _load_builtins() -> None:
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)  # each registers its methods where they are defined
+    """Import every module of ``mixers/`` and every entry point of ``ENTRY_POINT_GROUP`` once: each registers its
+    methods where they are defined. A broken third-party entry point is reported and skipped, never fatal."""
+    global _loaded
+    if _loaded:
+        return
+    package = importlib.import_module(_MIXERS_PACKAGE)
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{_MIXERS_PACKAGE}.{info.name}")
+    _loaded = True  # before the plugins: one that asks the registry must not load them again
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            entry.load()
+        except Exception as err:  # a user's broken plugin must not stop every command
+            warnings.warn(f"mixing-method entry point {entry.name!r} ({entry.value}) failed to load and was skipped: "
+                          f"{type(err).__name__}: {err}", stacklevel=2)
 
 
 def methods() -> list[Method]:

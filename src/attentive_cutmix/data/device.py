@@ -27,7 +27,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torchvision.transforms.v2 import functional as TF
 
-from .._mixer import to_device
+from ..mixers.base import to_device
 from ..serialization import atomic_write
 from .loader import worker_safe_loader  # worker errors end the run with one line, never a hang
 

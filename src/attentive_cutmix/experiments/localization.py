@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..baselines import boxes_to_mask
-from ..mixing import attention_to_grid, cells_to_pixel_mask, top_cells
+from ..mixers.attentive import attention_to_grid, top_cells
+from ..mixers.geometry import boxes_to_mask, cells_to_pixel_mask
 
 __all__ = [
     "attentive_masks",

@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from .. import registry
-from .._mixer import channel_attention, pair_permutation
-from ..mixing import attention_to_grid, cell_bounds, top_cells
+from ..mixers.attentive import attention_to_grid, top_cells
+from ..mixers.base import channel_attention, pair_permutation
+from ..mixers.geometry import cell_bounds
 from ..serialization import atomic_write
 
 
@@ -94,7 +95,7 @@ def draw_figure(panels: dict[str, torch.Tensor], labels: torch.Tensor, classes: 
     methods = [m for m in _mixing_methods() if m.name in panels]
     cols = ["original", "heatmap", *(m.name for m in methods)]
     titles = {"original": "original", "heatmap": "attention + chosen cells", **{m.name: m.label for m in methods}}
-    outlined = {m.name for m in methods if m.localizes}  # methods that paste the partner's top cells
+    outlined = {m.name for m in methods if m.name == 'attentive-cutmix'}  # methods that paste the partner's top cells
     fig, axes = plt.subplots(b, len(cols), figsize=(2.1 * len(cols), 2.35 * b + 0.5), squeeze=False)
     show = lambda t: t.permute(1, 2, 0).clamp(0, 1).cpu().numpy()  # noqa: E731
     for i in range(b):

@@ -1,9 +1,14 @@
-"""Even grid cells on any image size: cell ids -> pixel bounds, areas, masks and pastes.
+"""Where a mixer's pixels go: boxes, even grid cells, and the paste that moves them.
+
+Boxes are half-open ``(y0, y1, x0, x1)`` rows of int64; ``centred_boxes`` builds CutMix's box of a given area
+around a given centre, clipped, and ``uniform_centres`` draws the centres: a method that guides where its box goes
+(SaliencyMix) swaps the second and keeps the first.
+
 
 A ``g x g`` grid on an ``H x W`` image puts its boundaries at ``round(k * size / g)`` on each axis, so cells
 differ by at most one pixel and any ``g <= min(H, W)`` fits. Cells are numbered row-major (``row * g + col``).
-Which cells a method picks, and how it weighs the labels, is the method's (``mixing.py``); this module only
-says where the cells are and moves their pixels.
+Which cells or box a method picks, and how it weighs the labels, is the method's (its own file); this module
+only says where the pixels are and moves them.
 """
 from __future__ import annotations
 
@@ -11,12 +16,83 @@ from functools import lru_cache
 
 import torch
 
-from ._mixer import paste, paste_masks
+from .base import check_rows, to_device
 
-__all__ = ["cell_bounds", "cell_mask", "cells_to_pixel_mask", "cell_area_fraction", "check_grid_fits", "paste_cells"]
+__all__ = ["paste", "paste_masks", "boxes_to_mask", "box_area_fraction", "uniform_centres", "centred_boxes",
+           "check_boxes", "cell_bounds", "cell_mask", "cells_to_pixel_mask", "cell_area_fraction", "check_grid_fits",
+           "paste_cells"]
 
 # Row segments shorter than this make one gather of segments slower than the dense select (BENCHMARKS.md).
 _MIN_SEGMENT_BYTES = 64
+
+
+def paste(images: torch.Tensor, perm: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``where(mask, images[perm], images)`` for a (B, H, W) mask.
+
+    Dense on purpose: one gather of whole images and one streaming select measured faster than
+    gathering only the pasted pixels by index (CPU, 32 and 224 px; see BENCHMARKS.md). The select
+    writes into the permuted copy unless autograd needs both inputs.
+    """
+    src = images.index_select(0, perm)  # a plain row copy: much cheaper on CPU than advanced indexing
+    mask = mask.unsqueeze(1)
+    if images.requires_grad and torch.is_grad_enabled():
+        return torch.where(mask, src, images)
+    return torch.where(mask, src, images, out=src)
+
+
+def paste_masks(masks: torch.Tensor, perm: torch.Tensor, pixel_mask: torch.Tensor) -> torch.Tensor:
+    """The dense-label counterpart of ``paste``: (B, H, W) label maps mixed with the same pixel mask."""
+    return torch.where(pixel_mask, masks.index_select(0, perm), masks)
+
+
+@lru_cache(maxsize=64)
+def _arange(n: int, device: torch.device) -> torch.Tensor:
+    return torch.arange(n, device=device)
+
+
+def boxes_to_mask(boxes: torch.Tensor, height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
+    """(B, 4) boxes (y0, y1, x0, x1), half-open -> (B, H, W) bool mask."""
+    device = boxes.device if device is None else torch.device(device)
+    boxes = to_device(boxes, device)
+    ys, xs = _arange(height, device).view(1, height, 1), _arange(width, device).view(1, 1, width)
+    y0, y1, x0, x1 = (boxes[:, k].view(-1, 1, 1) for k in range(4))
+    return (ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1)
+
+
+def box_area_fraction(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(B,) float32 exact fraction of an ``height x width`` image covered by each (y0, y1, x0, x1) box."""
+    y0, y1, x0, x1 = boxes.unbind(1)
+    return ((y1 - y0) * (x1 - x0)).to(torch.float32) / (height * width)
+
+
+def uniform_centres(batch_size: int, height: int, width: int,
+                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,) row and column of a uniformly drawn pixel per sample, on the generator's device."""
+    device = generator.device if generator is not None else torch.device("cpu")
+    cy = torch.randint(0, height, (batch_size,), generator=generator, device=device)
+    cx = torch.randint(0, width, (batch_size,), generator=generator, device=device)
+    return cy, cx
+
+
+def centred_boxes(area: torch.Tensor, cy: torch.Tensor, cx: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(B, 4) int64 boxes of CutMix's size rule around (cy, cx), clipped to the image.
+
+    The box has sides ``H * sqrt(area)`` and ``W * sqrt(area)`` (truncated, as the reference code does), so its
+    clipped area can be below ``area``: callers take λ from the box (``box_area_fraction``), never from ``area``.
+    """
+    ratio = torch.sqrt(area.to(torch.float64)).to(cy.device)
+    cut_h, cut_w = (height * ratio).long(), (width * ratio).long()
+    y0, y1 = (cy - cut_h // 2).clamp(0, height), (cy + cut_h // 2).clamp(0, height)
+    x0, x1 = (cx - cut_w // 2).clamp(0, width), (cx + cut_w // 2).clamp(0, width)
+    return torch.stack([y0, y1, x0, x1], dim=1)
+
+
+def check_boxes(boxes: torch.Tensor, height: int, width: int) -> None:
+    """Replayed ``params["boxes"]`` must be half-open (y0, y1, x0, x1) boxes inside an ``height x width`` image."""
+    y0, y1, x0, x1 = boxes.unbind(1)
+    ok = (y0 >= 0) & (y0 <= y1) & (y1 <= height) & (x0 >= 0) & (x0 <= x1) & (x1 <= width)
+    check_rows("boxes", ok, boxes, f"must hold boxes (y0, y1, x0, x1) with 0 <= y0 <= y1 <= {height} and "
+                                   f"0 <= x0 <= x1 <= {width} (the images' height and width)")
 
 
 def _bounds(size: int, grid_size: int) -> list[int]:

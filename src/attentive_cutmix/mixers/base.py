@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from functools import lru_cache
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from .constants import is_int, is_number
+from ..constants import is_int, is_number
+from ..registry import MixerOptions, option
 
-__all__ = ["Mixer", "check_int", "check_unit", "one_hot_targets", "mix_targets", "pair_permutation", "paste",
-           "beta_sample", "check_generator", "check_rows", "check_boxes", "check_attention_maps"]
+__all__ = ["Mixer", "BetaMixer", "check_int", "check_unit", "check_alpha", "one_hot_targets", "mix_targets",
+           "pair_permutation", "beta_sample", "check_generator", "check_rows", "check_values", "check_attention_maps",
+           "channel_attention", "to_device", "LabelsGetter"]
 
 
 # --------------------------------------------------------------------------- argument checks
@@ -91,14 +93,6 @@ def check_rows(name: str, ok: torch.Tensor, value: torch.Tensor, rule: str) -> N
                              "size or mixer?)")
     else:
         check_values(ok.all(), message)
-
-
-def check_boxes(boxes: torch.Tensor, height: int, width: int) -> None:
-    """Replayed ``params["boxes"]`` must be half-open (y0, y1, x0, x1) boxes inside an ``height x width`` image."""
-    y0, y1, x0, x1 = boxes.unbind(1)
-    ok = (y0 >= 0) & (y0 <= y1) & (y1 <= height) & (x0 >= 0) & (x0 <= x1) & (x1 <= width)
-    check_rows("boxes", ok, boxes, f"must hold boxes (y0, y1, x0, x1) with 0 <= y0 <= y1 <= {height} and "
-                                   f"0 <= x0 <= x1 <= {width} (the images' height and width)")
 
 
 def one_hot_targets(labels: torch.Tensor, num_classes: int, batch_size: int, *,
@@ -187,40 +181,6 @@ def beta_sample(alpha: float, n: int, generator: torch.Generator | None) -> torc
     uniform = torch.rand(2, n, dtype=torch.float64, generator=generator, device=device)
     log_g = boosted.log() + uniform.clamp_min(torch.finfo(torch.float64).tiny).log() / alpha
     return torch.sigmoid(log_g[0] - log_g[1]).to(torch.float32)
-
-
-# --------------------------------------------------------------------------- pasting
-def paste(images: torch.Tensor, perm: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``where(mask, images[perm], images)`` for a (B, H, W) mask.
-
-    Dense on purpose: one gather of whole images and one streaming select measured faster than
-    gathering only the pasted pixels by index (CPU, 32 and 224 px; see BENCHMARKS.md). The select
-    writes into the permuted copy unless autograd needs both inputs.
-    """
-    src = images.index_select(0, perm)  # a plain row copy: much cheaper on CPU than advanced indexing
-    mask = mask.unsqueeze(1)
-    if images.requires_grad and torch.is_grad_enabled():
-        return torch.where(mask, src, images)
-    return torch.where(mask, src, images, out=src)
-
-
-def paste_masks(masks: torch.Tensor, perm: torch.Tensor, pixel_mask: torch.Tensor) -> torch.Tensor:
-    """The dense-label counterpart of ``paste``: (B, H, W) label maps mixed with the same pixel mask."""
-    return torch.where(pixel_mask, masks.index_select(0, perm), masks)
-
-
-@lru_cache(maxsize=64)
-def _arange(n: int, device: torch.device) -> torch.Tensor:
-    return torch.arange(n, device=device)
-
-
-def boxes_to_mask(boxes: torch.Tensor, height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
-    """(B, 4) boxes (y0, y1, x0, x1), half-open -> (B, H, W) bool mask."""
-    device = boxes.device if device is None else torch.device(device)
-    boxes = to_device(boxes, device)
-    ys, xs = _arange(height, device).view(1, height, 1), _arange(width, device).view(1, 1, width)
-    y0, y1, x0, x1 = (boxes[:, k].view(-1, 1, 1) for k in range(4))
-    return (ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1)
 
 
 # --------------------------------------------------------------------------- the base class
@@ -333,7 +293,15 @@ class Mixer(nn.Module):
 
     def apply(self, images: torch.Tensor, targets: torch.Tensor, params: dict[str, torch.Tensor],
               attention: torch.Tensor | None, masks: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
-        raise NotImplementedError
+        """Mix with the drawn ``params``: ``(mixed, targets[, mixed masks])``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement apply()")
+
+    def region(self, params: dict[str, torch.Tensor], height: int, width: int,
+               attention: torch.Tensor | None = None) -> torch.Tensor | None:
+        """(B, H, W) bool: the pixels of each output that the call with ``params`` (and the ``attention`` it read)
+        replaced, i.e. took from the partner (or, for Cutout, erased); ``None`` for a method that blends whole images
+        (MixUp). Localisation, figures and reports read every method through this alone."""
+        raise NotImplementedError(f"{type(self).__name__} must implement region(params, height, width, attention)")
 
     def check_attention(self, attention: Any, images: torch.Tensor) -> torch.Tensor | None:
         """The attention a call uses (``None`` for mixers that do not read it)."""
@@ -442,6 +410,31 @@ def check_alpha(alpha: Any) -> float:
     if not is_number(alpha) or not alpha > 0 or not math.isfinite(alpha):
         raise ValueError(f"alpha must be a finite number > 0, got alpha={alpha!r}")
     return float(alpha)
+
+
+# --------------------------------------------------------------------------- mixers drawing lam ~ Beta(alpha, alpha)
+@dataclass(frozen=True)
+class BetaOptions(MixerOptions):
+    """The options of a method whose per-sample lam is Beta(alpha, alpha) (``--alpha``)."""
+
+    alpha: float = option(1.0, "Beta(alpha, alpha)", above=0.0)
+
+
+class BetaMixer(Mixer):
+    """A mixer whose per-sample ``lam`` is drawn from Beta(alpha, alpha) (CutMix, MixUp, ...)."""
+
+    _repr_fields = ("alpha",)
+
+    def __init__(self, num_classes: int, *, alpha: float = 1.0, prob: float = 1.0, label_smoothing: float = 0.0,
+                 labels_getter: str | LabelsGetter = "default") -> None:
+        super().__init__(num_classes, prob=prob, label_smoothing=label_smoothing, labels_getter=labels_getter)
+        self.alpha = check_alpha(alpha)
+
+    @classmethod
+    def from_options(cls, options: BetaOptions, *, num_classes: int, label_smoothing: float = 0.0,
+                     extractor: Any = None) -> BetaMixer:
+        """The mixer of a run's ``--alpha``/``--prob`` (the registry's ``build``)."""
+        return cls(num_classes, alpha=options.alpha, prob=options.prob, label_smoothing=label_smoothing)
 
 
 def channel_attention(features: torch.Tensor) -> torch.Tensor:

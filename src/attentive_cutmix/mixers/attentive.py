@@ -9,8 +9,7 @@ cells and the same exact lambda, no extractor. Attentive CutMix minus CutMix the
 part (random cells minus CutMix) and an attention part (Attentive CutMix minus random cells).
 Two variants beyond the paper: ``label_weight="attention"`` weighs the labels by the attention mass pasted and
 kept instead of the area, and ``temperature > 0`` samples the cells (Gumbel-top-k) instead of taking the top N.
-The machinery every mixer shares lives in ``_mixer.py``, the grid's geometry (cell ids -> pixels) in ``cells.py``,
-the paper's baselines in ``baselines.py``.
+The machinery every mixer shares lives in ``base.py``, the grid's geometry (cell ids -> pixels) in ``geometry.py``.
 """
 from __future__ import annotations
 
@@ -21,7 +20,9 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from ._mixer import (
+from ..constants import is_number
+from ..registry import Method, MixerOptions, option, register
+from .base import (
     LabelsGetter,
     Mixer,
     channel_attention,
@@ -29,15 +30,11 @@ from ._mixer import (
     check_int,
     check_rows,
     mix_targets,
-    pair_permutation,
 )
-from .cells import cell_area_fraction, cell_bounds, cell_mask, cells_to_pixel_mask, check_grid_fits, paste_cells
-from .constants import is_number
-from .registry import Method, MixerOptions, option, register
+from .geometry import cell_area_fraction, cell_mask, cells_to_pixel_mask, check_grid_fits, paste_cells
 
-__all__ = ["AttentiveCutMix", "RandomCells", "pair_permutation", "attention_to_grid", "top_cell_indices", "top_cells",
-           "cell_bounds", "cells_to_pixel_mask", "attention_mass", "attention_mass_lam", "LABEL_WEIGHTS", "CellOptions",
-           "AttentiveOptions"]
+__all__ = ["AttentiveCutMix", "RandomCells", "attention_to_grid", "top_cell_indices", "top_cells", "attention_mass",
+           "attention_mass_lam", "LABEL_WEIGHTS", "CellOptions", "AttentiveOptions"]
 
 LABEL_WEIGHTS = ("area", "attention")
 
@@ -206,13 +203,32 @@ class AttentiveCutMix(Mixer):
             return keys.topk(self.num_patches, dim=1, sorted=False).indices
         return _ranking_keys(grid).topk(self.num_patches, dim=1, sorted=False).indices
 
+    def partner_cells(self, params: dict[str, torch.Tensor],
+                      attention: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """``(grid scores (B, g*g) or None, cells (B, num_patches))``: the cells image ``i`` receives, which are its
+        partner's chosen cells, at the same locations."""
+        grid = None if attention is None else attention_to_grid(attention, self.grid_size).flatten(1)
+        return grid, self.choose_cells(grid, params).index_select(0, params["perm"])
+
+    def region(self, params: dict[str, torch.Tensor], height: int, width: int,
+               attention: torch.Tensor | None = None) -> torch.Tensor:
+        if attention is None and self.reads_attention:
+            raise ValueError(f"{self._needs_attention_why()}.region needs the attention maps the call used: pass "
+                             "attention=(B, h, w) maps")
+        _, cells = self.partner_cells(params, attention)
+        return cells_to_pixel_mask(cell_mask(cells, self.grid_size), height, width)
+
+    @property
+    def reads_attention(self) -> bool:
+        """Whether a call reads attention maps (for its cells or its labels)."""
+        return True
+
     def apply(self, images: torch.Tensor, targets: torch.Tensor, params: dict[str, torch.Tensor],
               attention: torch.Tensor | None, masks: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         g, perm = self.grid_size, params["perm"]
         if self.num_patches == 0:
             return (images.clone(), targets) + ((masks.clone(),) if masks is not None else ())
-        grid = None if attention is None else attention_to_grid(attention, g).flatten(1)
-        cells = self.choose_cells(grid, params).index_select(0, perm)  # the partner's cells, for each image
+        grid, cells = self.partner_cells(params, attention)
         lam = cell_area_fraction(cells, *images.shape[-2:], g)
         if self.label_weight == "attention":
             lam = attention_mass_lam(attention_mass(grid), perm, cells, lam)
@@ -269,6 +285,10 @@ class RandomCells(AttentiveCutMix):
     def choose_cells(self, grid: torch.Tensor | None, params: dict[str, torch.Tensor]) -> torch.Tensor:
         return _ranking_keys(params["scores"]).topk(self.num_patches, dim=1, sorted=False).indices
 
+    @property
+    def reads_attention(self) -> bool:
+        return self.label_weight == "attention"
+
 
 # --------------------------------------------------------------------------- registration
 @dataclass(frozen=True)
@@ -316,9 +336,9 @@ register(Method("random-cells", "Random cells", CellOptions, build=_random_cells
                 needs_attention=lambda options: options.label_weight == "attention",
                 attention_condition="--label-weight attention",
                 comparisons=(("cutmix", "area part: random cells vs CutMix"),), variant_reference=True, demo=True,
-                order=40))
+                order=40, example={"num_patches": 3, "grid_size": 4}))
 register(Method("attentive-cutmix", "Attentive CutMix", AttentiveOptions, build=_attentive, mixer=AttentiveCutMix,
                 needs_attention=lambda options: True,
                 comparisons=(("cutmix", "Attentive CutMix vs CutMix"),
                              ("random-cells", "attention part: Attentive CutMix vs random cells")),
-                variant_reference=True, localizes=True, demo=True, order=50))
+                variant_reference=True, demo=True, order=50, example={"num_patches": 3, "grid_size": 4}))
