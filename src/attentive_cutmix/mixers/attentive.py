@@ -32,6 +32,7 @@ from .base import (
     mix_targets,
 )
 from .geometry import cell_area_fraction, cell_mask, cells_to_pixel_mask, check_grid_fits, paste_cells
+from .guidance import GUIDANCE_MODES, GuidedMixer
 
 __all__ = ["AttentiveCutMix", "RandomCells", "attention_to_grid", "top_cell_indices", "top_cells", "attention_mass",
            "attention_mass_lam", "LABEL_WEIGHTS", "CellOptions", "AttentiveOptions"]
@@ -121,7 +122,7 @@ def attention_mass_lam(mass: torch.Tensor, perm: torch.Tensor, cells: torch.Tens
 
 
 # --------------------------------------------------------------------------- mixers
-class AttentiveCutMix(Mixer):
+class AttentiveCutMix(GuidedMixer):
     """Attentive CutMix (Walawalkar et al., ICASSP 2020).
 
     Pastes the ``num_patches`` most attended cells of a ``grid_size x grid_size`` grid of the
@@ -134,15 +135,19 @@ class AttentiveCutMix(Mixer):
     area; ``temperature=tau > 0`` samples the cells without replacement with probability proportional to
     ``softmax(z / tau)``, ``z`` the image's standardised cell scores (Gumbel-top-k, noise from ``generator``):
     ``tau -> 0`` is the top-N choice, ``tau -> inf`` uniform subsets (the random-cells distribution).
+    ``guidance="shuffled"`` is the matched control: each image's cells are chosen on the map of another image of the
+    batch (an independent derangement), everything else unchanged.
     """
 
-    _repr_fields = ("num_patches", "grid_size", "label_weight", "temperature")
+    _repr_fields = ("num_patches", "grid_size", "label_weight", "temperature", "guidance")
+    guidance_source = "attention"
 
     def __init__(self, num_classes: int, extractor: Callable[[torch.Tensor], torch.Tensor] | None = None, *,
                  num_patches: int = 6, grid_size: int = 7, label_weight: str = "area", temperature: float = 0.0,
-                 prob: float = 1.0, label_smoothing: float = 0.0,
+                 guidance: str = "own", prob: float = 1.0, label_smoothing: float = 0.0,
                  labels_getter: str | LabelsGetter = "default") -> None:
         super().__init__(num_classes, prob=prob, label_smoothing=label_smoothing, labels_getter=labels_getter)
+        self.set_guidance(guidance)
         self.grid_size = check_int("grid_size", grid_size, minimum=1)
         self.num_patches = check_int("num_patches", num_patches, minimum=0, maximum=grid_size ** 2,
                                      want=f"an int in [0, grid_size**2] = [0, {grid_size ** 2}]")
@@ -182,12 +187,19 @@ class AttentiveCutMix(Mixer):
     def _needs_attention_why(self) -> str:
         return type(self).__name__
 
+    def guide(self, images: torch.Tensor, labels: torch.Tensor | None = None, *,
+              model: torch.nn.Module | None = None) -> torch.Tensor | None:
+        """The extractor's channel-mean map of ``images`` (``None`` without an extractor: pass maps yourself)."""
+        if self.extractor is None or not self.reads_attention:
+            return None
+        return channel_attention(self.extractor(images))
+
     def make_params(self, batch_size: int, height: int, width: int,
                     generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         params = super().make_params(batch_size, height, width, generator)
         if self.temperature > 0:  # tau = 0 draws nothing beyond the pairing: the paper's method, bit for bit
             params["gumbel"] = gumbel_noise((batch_size, self.grid_size ** 2), generator)
-        return params
+        return self.draw_guidance(params, batch_size, generator)
 
     def check_params(self, params: dict[str, torch.Tensor], height: int, width: int) -> None:
         super().check_params(params, height, width)
@@ -208,7 +220,8 @@ class AttentiveCutMix(Mixer):
         """``(grid scores (B, g*g) or None, cells (B, num_patches))``: the cells image ``i`` receives, which are its
         partner's chosen cells, at the same locations."""
         grid = None if attention is None else attention_to_grid(attention, self.grid_size).flatten(1)
-        return grid, self.choose_cells(grid, params).index_select(0, params["perm"])
+        guide = None if grid is None else self.guidance_of(grid, params)
+        return grid, self.choose_cells(guide, params).index_select(0, params["perm"])
 
     def region(self, params: dict[str, torch.Tensor], height: int, width: int,
                attention: torch.Tensor | None = None) -> torch.Tensor:
@@ -246,6 +259,10 @@ class RandomCells(AttentiveCutMix):
     """
 
     _repr_fields = ("num_patches", "grid_size", "label_weight")
+
+    @property
+    def guidance_source(self) -> str:  # type: ignore[override]
+        return "attention" if self.label_weight == "attention" else "none"
 
     def __init__(self, num_classes: int, *, num_patches: int = 6, grid_size: int = 7, label_weight: str = "area",
                  extractor: Callable[[torch.Tensor], torch.Tensor] | None = None, prob: float = 1.0,
@@ -319,11 +336,13 @@ class AttentiveOptions(CellOptions):
     cell_temperature: float = option(0.0, "0 pastes the top cells; > 0 samples them, with probability ~ "
                                           "softmax(standardised score / T) (Gumbel-top-k)", minimum=0.0,
                                      record_default=False)
+    guidance: str = option("own", "own: each image's own guidance map; shuffled: the map of another image of the "
+                                  "batch (the matched control)", choices=GUIDANCE_MODES, record_default=False)
 
 
 def _attentive(options: AttentiveOptions, *, num_classes: int, label_smoothing: float,
                extractor: Callable[[torch.Tensor], torch.Tensor] | None) -> AttentiveCutMix:
-    return AttentiveCutMix(num_classes, extractor, temperature=options.cell_temperature,
+    return AttentiveCutMix(num_classes, extractor, temperature=options.cell_temperature, guidance=options.guidance,
                            label_smoothing=label_smoothing, **options.cell_kwargs())
 
 

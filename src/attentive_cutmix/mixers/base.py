@@ -233,6 +233,11 @@ class Mixer(nn.Module):
     _repr_fields: tuple[str, ...] = ()
     _frozen_helpers: tuple[str, ...] = ("extractor",)
     accepts_masks = True
+    # Where the maps a call reads come from (``guidance_source``): "none" (CutMix, MixUp, Cutout, random cells),
+    # "attention" (a frozen extractor or a cache, passed as attention=), "image" (computed from the batch itself,
+    # e.g. saliency) or "model" (the model being trained: ``maps = guide(images, labels, model=model)``, then
+    # ``mixer(images, labels, maps)``).
+    guidance_source = "none"
 
     def __init__(self, num_classes: int, *, prob: float = 1.0, label_smoothing: float = 0.0,
                  labels_getter: str | LabelsGetter = "default") -> None:
@@ -305,6 +310,15 @@ class Mixer(nn.Module):
 
     def check_attention(self, attention: Any, images: torch.Tensor) -> torch.Tensor | None:
         """The attention a call uses (``None`` for mixers that do not read it)."""
+        return None
+
+    def guide(self, images: torch.Tensor, labels: torch.Tensor | None = None, *,
+              model: nn.Module | None = None) -> torch.Tensor | None:
+        """The guidance maps (B, h, w) a call on ``images`` reads, or ``None`` for a mixer that reads none.
+
+        For ``guidance_source == "model"`` the trainer (or your loop) calls this with the model being trained and
+        passes the result as ``attention=``; analyses (localisation, figures) call it to get the maps ``region`` needs.
+        """
         return None
 
     def forward(self, images: torch.Tensor | Mapping[str, Any], labels: torch.Tensor | None = None,
