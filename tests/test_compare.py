@@ -175,8 +175,9 @@ def test_attentive_cells_share_one_cache_from_a_trained_extractor_and_report_loc
     runs = json.loads((out / "results.json").read_text())["runs"]
     for run in runs:
         loc = run["localization"]
-        assert 0.0 <= loc["attentive"] <= 1.0 and 0.0 <= loc["random"] <= 1.0 and loc["images"] > 0
-    assert "hit attentive" in (out / "table.md").read_text()
+        assert 0.0 <= loc["hit"] <= 1.0 and 0.0 <= loc["random"] <= 1.0 and loc["images"] > 0
+    table = (out / "table.md").read_text()
+    assert "Localisation: fraction of each method's region" in table and "| Attentive CutMix |" in table
 
 
 # ------------------------------------------------------------------------------------------ tables by hand

@@ -32,6 +32,10 @@ class Blend(Mixer):
     """A toy: every image blended with its partner at one fixed weight."""
 
     accepts_masks = False
+    has_region = False  # a blend of whole images, as MixUp
+
+    def region(self, params, height, width, attention=None):
+        return None
 
     def __init__(self, num_classes: int, *, weight: float, prob: float = 1.0, label_smoothing: float = 0.0) -> None:
         super().__init__(num_classes, prob=prob, label_smoothing=label_smoothing)

@@ -9,6 +9,28 @@ SUPPRESS = argparse.SUPPRESS  # train: unset flags stay absent, so the config fi
 DATASET_HELP = "synthetic (default, embedded, offline), synthetic64, cifar10, cifar100, imagefolder, imagenet"
 
 
+def parse_bool(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {value!r}")
+
+
+_ARG_TYPES = {bool: parse_bool, int: int, float: float, str: str}
+
+
+def add_method_options(group: Any, *, suppress: bool = True) -> None:
+    """A flag per option of the registered methods (``num_patches`` -> ``--num-patches``), unset unless given."""
+    from .. import registry
+
+    for name in registry.option_names():
+        meta = registry.option_field(name).metadata
+        group.add_argument(f"--{name.replace('_', '-')}", type=_ARG_TYPES[registry.option_hint(name)],
+                           default=SUPPRESS if suppress else None, choices=meta.get("choices"),
+                           help=registry.help_text(name))
+
+
 def _default(value: Any, suppress: bool) -> Any:
     return SUPPRESS if suppress else value
 

@@ -15,26 +15,8 @@ from typing import Any
 from .. import registry
 from ..training.config import AMP_MODES, DATA_PATHS, INITS, OPTIMIZERS, PRESETS, SCHEDULES, make_config
 from ._common import SUPPRESS as _S
-from ._common import add_data_arguments, add_device_argument, add_extractor_arguments, fail
-
-
-def _bool(value: str) -> bool:
-    if value.lower() in ("1", "true", "yes", "on"):
-        return True
-    if value.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {value!r}")
-
-
-_ARG_TYPES = {bool: _bool, int: int, float: float, str: str}
-
-
-def add_method_options(group: Any) -> None:
-    """A flag per option of the registered methods (``num_patches`` -> ``--num-patches``), unset unless given."""
-    for name in registry.option_names():
-        meta = registry.option_field(name).metadata
-        group.add_argument(f"--{name.replace('_', '-')}", type=_ARG_TYPES[registry.option_hint(name)], default=_S,
-                           choices=meta.get("choices"), help=registry.help_text(name))
+from ._common import add_data_arguments, add_device_argument, add_extractor_arguments, add_method_options, fail
+from ._common import parse_bool as _bool
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

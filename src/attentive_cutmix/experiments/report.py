@@ -21,7 +21,6 @@ from ..serialization import atomic_write
 from .stats import PairedDifference, paired_difference
 
 ROW_AXES = ("dataset", "model")
-LOC_COLUMNS = ("hit attentive", "hit random")
 
 __all__ = ["Stat", "Table", "mean_std", "build_table", "table_markdown", "table_csv", "paper_value", "write_plots",
            "comparisons", "comparisons_for", "paired_comparisons", "paired_markdown", "MethodSummary",
@@ -40,7 +39,8 @@ class Table:
     row_axes: list[str]
     methods: list[str]
     rows: list[tuple[tuple[str, ...], dict[str, Stat]]]
-    localization: dict[tuple[str, ...], tuple[Stat, Stat]] = field(default_factory=dict)
+    # (row key, method) -> (the region's hit rate, the area-matched random boxes' hit rate), over seeds
+    localization: dict[tuple[tuple[str, ...], str], tuple[Stat, Stat]] = field(default_factory=dict)
 
     def best(self, cells: dict[str, Stat]) -> str | None:
         scored = [(s.mean, m) for m, s in cells.items() if not math.isnan(s.mean)]
@@ -73,15 +73,15 @@ def build_table(runs: list[dict[str, Any]], metric: str = "top1") -> Table:
     axes = row_axes_of(done)
     methods: list[str] = []
     groups: dict[tuple[str, ...], dict[str, list[float]]] = {}
-    loc: dict[tuple[str, ...], list[tuple[float, float]]] = {}
+    loc: dict[tuple[tuple[str, ...], str], list[tuple[float, float]]] = {}
     for run in done:
         key = tuple(_label(run["labels"].get(a)) for a in axes)
         method = _label(run["labels"]["method"])
         if method not in methods:
             methods.append(method)
         groups.setdefault(key, {}).setdefault(method, []).append(run[metric])
-        if run.get("localization"):
-            loc.setdefault(key, []).append((run["localization"]["attentive"], run["localization"]["random"]))
+        if run.get("localization") and "hit" in run["localization"]:
+            loc.setdefault((key, method), []).append((run["localization"]["hit"], run["localization"]["random"]))
     rows = [(key, {m: mean_std(v) for m, v in cells.items()}) for key, cells in groups.items()]
     localization = {k: (mean_std(a for a, _ in v), mean_std(r for _, r in v)) for k, v in loc.items()}
     return Table(row_axes=axes, methods=methods, rows=rows, localization=localization)
@@ -111,29 +111,30 @@ def _loc_fmt(stat: Stat) -> str:
 def table_markdown(table: Table, *, paper: dict[str, Any] | None = None, metric: str = "top1",
                    title: str | None = None) -> str:
     """A Markdown table: rows = datasets/models (+ swept axes), columns = methods (their display labels), best mean
-    per row in bold."""
-    has_loc = bool(table.localization)
+    per row in bold; then, where the grid measured localisation, each method's hit rate."""
     labels = method_labels(table.methods)
-    header = [*table.row_axes, *(labels[m] for m in table.methods), *(LOC_COLUMNS if has_loc else ())]
+    header = [*table.row_axes, *(labels[m] for m in table.methods)]
     lines = [f"### {title}", ""] if title else []
     lines += [f"Top-1 accuracy (%, {'final epoch' if metric == 'top1' else 'best epoch'}): "
               "mean ± std over seeds (n seeds); best per row in bold.", ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for key, cells in table.rows:
         best = table.best(cells)
-        row = [*key, *(_fmt(cells.get(m), m == best) for m in table.methods)]
-        if has_loc:
-            a, r = table.localization.get(key, (Stat(float("nan"), None, 0),) * 2)
-            row += [_loc_fmt(a), _loc_fmt(r)]
-        lines.append("| " + " | ".join(row) + " |")
+        lines.append("| " + " | ".join([*key, *(_fmt(cells.get(m), m == best) for m in table.methods)]) + " |")
         numbers = [paper_value(paper, key, table.row_axes, m) for m in table.methods]
         if any(v is not None for v in numbers):
             label = [*key[:-1], f"{key[-1]} (paper)"] if len(key) else ["paper"]
-            lines.append("| " + " | ".join([*label, *("" if v is None else f"{v:.2f}" for v in numbers),
-                                            *(("", "") if has_loc else ())]) + " |")
-    if has_loc:
-        lines += ["", "hit attentive / hit random: fraction of pasted pixels inside the partner's object box, for the "
-                  "attentive cells and for area-matched random (CutMix) boxes."]
+            lines.append("| " + " | ".join([*label, *("" if v is None else f"{v:.2f}" for v in numbers)]) + " |")
+    if table.localization:
+        located = [m for m in table.methods if any((key, m) in table.localization for key, _ in table.rows)]
+        lines += ["", "Localisation: fraction of each method's region (the pixels it took from the partner) inside the "
+                  "partner's object box, mean ± std over seeds; in brackets, area-matched random boxes.", "",
+                  "| " + " | ".join([*table.row_axes, *(labels[m] for m in located)]) + " |",
+                  "|" + "|".join("---" for _ in (*table.row_axes, *located)) + "|"]
+        for key, _ in table.rows:
+            rates = [table.localization.get((key, m)) for m in located]
+            lines.append("| " + " | ".join([*key, *("" if r is None else f"{_loc_fmt(r[0])} ({_loc_fmt(r[1])})"
+                                                    for r in rates)]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -142,7 +143,8 @@ def table_csv(table: Table, *, paper: dict[str, Any] | None = None) -> str:
     label, machine-readable, where the Markdown table shows the display label)."""
     buf = io.StringIO()
     writer = csv.writer(buf)
-    loc = ["hit_attentive", "hit_random"] if table.localization else []
+    located = [m for m in table.methods if any((key, m) in table.localization for key, _ in table.rows)]
+    loc = [f"{m}_{s}" for m in located for s in ("hit", "hit_random")]
     writer.writerow([*table.row_axes, "source", *(f"{m}_{s}" for m in table.methods for s in ("mean", "std", "n")),
                      *loc])
     for key, cells in table.rows:
@@ -151,9 +153,9 @@ def table_csv(table: Table, *, paper: dict[str, Any] | None = None) -> str:
             s = cells.get(m)
             values += ["", "", 0] if s is None else [f"{s.mean:.4f}", "" if s.std is None else f"{s.std:.4f}", s.n]
         extra = []
-        if loc:
-            a, r = table.localization.get(key, (Stat(float("nan"), None, 0),) * 2)
-            extra = ["" if a.n == 0 else f"{a.mean:.4f}", "" if r.n == 0 else f"{r.mean:.4f}"]
+        for m in located:
+            a, r = table.localization.get((key, m), (Stat(float("nan"), None, 0),) * 2)
+            extra += ["" if a.n == 0 else f"{a.mean:.4f}", "" if r.n == 0 else f"{r.mean:.4f}"]
         writer.writerow([*key, "ours", *values, *extra])
         numbers = [paper_value(paper, key, table.row_axes, m) for m in table.methods]
         if any(v is not None for v in numbers):

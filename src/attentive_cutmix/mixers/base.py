@@ -233,6 +233,7 @@ class Mixer(nn.Module):
     _repr_fields: tuple[str, ...] = ()
     _frozen_helpers: tuple[str, ...] = ("extractor",)
     accepts_masks = True
+    has_region = True  # False for a mixer that blends whole images (its region() is None)
     # Where the maps a call reads come from (``guidance_source``): "none" (CutMix, MixUp, Cutout, random cells),
     # "attention" (a frozen extractor or a cache, passed as attention=), "image" (computed from the batch itself,
     # e.g. saliency) or "model" (the model being trained: ``maps = guide(images, labels, model=model)``, then

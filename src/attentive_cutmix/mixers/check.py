@@ -107,6 +107,8 @@ def _check_call(mixer: Mixer, b: int, h: int, w: int, k: int) -> None:
     else:
         _expect(torch.equal(mixed, images), "a call that prob skipped changed the images", mixer)
     region = mixer.region(params, h, w, maps)
+    _expect((region is not None) == mixer.has_region, f"has_region is {mixer.has_region} but region() returned "
+            f"{'a mask' if region is not None else None}", mixer)
     if region is not None:
         _expect(region.shape == (b, h, w) and region.dtype == torch.bool,
                 f"region must be a (B, H, W) bool mask, got {tuple(region.shape)}/{region.dtype}", mixer)
