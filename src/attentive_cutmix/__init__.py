@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "AttentiveCutMix": "mixers.attentive", "RandomCells": "mixers.attentive",
     "CutMix": "mixers.cutmix", "MixUp": "mixers.mixup", "Cutout": "mixers.cutout",
+    "SaliencyMix": "mixers.saliencymix", "fine_grained_saliency": "mixers.saliencymix",
     "Mixer": "mixers.base", "check_mixer": "mixers.check",
     "FeatureExtractor": "attention", "channel_attention": "attention", "load_extractor": "attention",
 }
