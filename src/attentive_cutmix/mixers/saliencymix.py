@@ -100,10 +100,10 @@ def fine_grained_saliency(images: torch.Tensor) -> torch.Tensor:
         lower, upper = integral.index_select(1, y1), integral.index_select(1, y0)
         total = ((lower.index_select(2, x1) + upper.index_select(2, x0)) - lower.index_select(2, x0)
                  - upper.index_select(2, x1))
-        others = ((y1 - y0).view(h, 1) * (x1 - x0).view(1, w) - 1).clamp_min(1).to(torch.float32)
-        mean = (total - grey) / others
-        on += torch.trunc((grey - mean).clamp_min(0.0))
-        off += torch.trunc((mean - grey).clamp_min(0.0))
+        others = ((y1 - y0).view(h, 1) * (x1 - x0).view(1, w) - 1).to(torch.float32)
+        diff = grey - (total - grey) / others  # a 1 x 1 image has no others: 0/0, neither on nor off, as in C++
+        on += torch.where(diff > 0, diff.trunc(), 0.0)
+        off += torch.where(-diff > 0, (-diff).trunc(), 0.0)
     # mixScales divides in float32 and scales in double; float64 keeps that bit-exact (MPS has none: float32 there).
     wide = torch.float32 if grey.device.type == "mps" else torch.float64
     on, off = ((t / t.amax((1, 2), keepdim=True)).to(wide) * 255.0 for t in (on, off))
