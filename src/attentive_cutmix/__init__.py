@@ -15,6 +15,7 @@ _EXPORTS = {
     "AttentiveCutMix": "mixers.attentive", "RandomCells": "mixers.attentive",
     "CutMix": "mixers.cutmix", "MixUp": "mixers.mixup", "Cutout": "mixers.cutout",
     "ResizeMix": "mixers.resizemix", "FMix": "mixers.fmix",
+    "SaliencyMix": "mixers.saliencymix", "fine_grained_saliency": "mixers.saliencymix",
     "Mixer": "mixers.base", "check_mixer": "mixers.check",
     "FeatureExtractor": "attention", "channel_attention": "attention", "load_extractor": "attention",
 }

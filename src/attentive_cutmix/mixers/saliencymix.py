@@ -1,0 +1,222 @@
+"""SaliencyMix (Uddin et al., ICLR 2021): CutMix's box, centred at the peak of the partner's saliency map.
+
+Per sample, ``lam ~ Beta(alpha, alpha)`` (``alpha = 1``, the official ``--beta 1``: SaliencyMix/SaliencyMix,
+``SaliencyMix_CIFAR/command.sh``) is the fraction kept; the box has CutMix's size for area ``1 - lam``
+(``geometry.centred_boxes``), is centred at the most salient pixel of the partner ``perm[i]`` (the first maximum in
+row-major order, as ``np.argmax``), clipped at the border, and pasted from the partner at the same place; the label
+weight is the clipped box's exact area. The paper draws a box per image; ``shared_box=True`` is the official
+code's batch-level box instead: one ``lam`` and one box for the whole batch, centred at the saliency peak of image
+0's partner (``saliency_bbox(images[rand_index[0]], lam)`` there).
+
+The saliency is OpenCV's ``StaticSaliencyFineGrained`` (Montabone & Soto, 2010), what the official code calls,
+rebuilt batched in torch on the images' device (``fine_grained_saliency``) and tested against OpenCV's own
+output. Images are RGB in [0, 1] (what the trainer mixes); OpenCV's algorithm reads 8-bit grey, so they are
+quantised to 0..255 first. The official code passes the *normalised float32* tensor instead, and OpenCV's
+``calcIntensityChannel`` then reads its float grey image as bytes (``gray.at<uchar>``): that map is unrelated to
+the image (Pearson r ~ 0 with the 8-bit image's map on CIFAR-10); we compute the saliency the paper describes.
+
+``guidance="shuffled"`` is the matched control: the box is centred at the peak of another image's map (an
+independent derangement, drawn after ``perm`` and ``lam``), with the same ``lam`` draws and label rule.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..registry import Method, option, register
+from .base import (
+    BetaMixer,
+    BetaOptions,
+    LabelsGetter,
+    beta_sample,
+    channel_attention,
+    check_attention_maps,
+    check_rows,
+    mix_targets,
+)
+from .geometry import box_area_fraction, boxes_to_mask, centred_boxes, paste, paste_masks
+from .guidance import GUIDANCE_MODES, GuidedMixer
+
+__all__ = ["SaliencyMix", "SaliencyMixOptions", "fine_grained_saliency", "saliency_peaks"]
+
+# --------------------------------------------------------------------------- OpenCV's fine-grained saliency
+# Half-sizes of the centre-surround windows (staticSaliencyFineGrained.cpp, ``neighborhoods``).
+_NEIGHBOURHOODS = (12, 24, 48, 28, 56, 112)
+# cvtColor BGR2GRAY on 8-bit images: 15-bit fixed-point weights (bit-exact with OpenCV over all 2^24 colours).
+_GREY_WEIGHTS = (9798, 19235, 3735)  # R, G, B
+
+
+def _blur_121(grey: torch.Tensor) -> torch.Tensor:
+    """OpenCV's ``GaussianBlur(ksize=3, sigma=0)`` on 8-bit values: the [1, 2, 1]/4 kernel on each axis, borders
+    mirrored without the edge pixel (BORDER_REFLECT_101), the exact sum rounded half up (OpenCV's fixed point)."""
+    def axis(t: torch.Tensor, dim: int) -> torch.Tensor:
+        n = t.shape[dim]
+        if n == 1:  # every neighbour mirrors onto the pixel itself
+            return t * 4
+        idx = torch.arange(-1, n + 1, device=t.device).abs()
+        idx = torch.where(idx > n - 1, 2 * (n - 1) - idx, idx)
+        padded = t.index_select(dim, idx)
+        return padded.narrow(dim, 0, n) + 2 * padded.narrow(dim, 1, n) + padded.narrow(dim, 2, n)
+    return torch.floor((axis(axis(grey, 2), 1) + 8) / 16)
+
+
+def _to_byte(scaled: torch.Tensor) -> torch.Tensor:
+    """C++'s ``(uchar)`` of a non-negative value: truncation; 0/0 (a map with no contrast) gives 0, as on x86."""
+    return torch.trunc(scaled).nan_to_num(0.0).clamp_max(255.0)
+
+
+def fine_grained_saliency(images: torch.Tensor) -> torch.Tensor:
+    """OpenCV's ``StaticSaliencyFineGrained().computeSaliency`` of a batch: (B, H, W) float32 in [0, 1].
+
+    ``images``: (B, 3, H, W) RGB or (B, 1, H, W) grey, floats in [0, 1] (quantised to 8 bits, as OpenCV reads
+    them). Steps as in ``staticSaliencyFineGrained.cpp``: grey, two 3x3 Gaussian blurs, an integral image; at 6
+    scales, each pixel against the mean of its window without itself ("on": brighter than its surround, "off":
+    darker, each truncated to an integer); on and off summed over scales and each scaled to [0, 255] by its
+    maximum; their sum scaled by the larger maximum. Batched, on the images' device, no host sync.
+    """
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"saliency needs (B, 3, H, W) RGB or (B, 1, H, W) grey images, got shape "
+                         f"{tuple(images.shape)}")
+    x = (images.detach().to(torch.float32).clamp(0.0, 1.0) * 255.0).round()
+    if x.shape[1] == 3:
+        r, g, b = x.unbind(1)
+        wr, wg, wb = _GREY_WEIGHTS
+        grey = torch.floor((r * wr + g * wg + b * wb + 2 ** 14) / 2 ** 15)  # < 2^24: exact in float32
+    else:
+        grey = x[:, 0]
+    grey = _blur_121(_blur_121(grey))
+    _, h, w = grey.shape
+    # Sums of at most 255 * H * W: exact in float32 below 2^24 (256 x 256 images), as OpenCV's CV_32F integral.
+    integral = F.pad(grey.to(torch.float64).cumsum(1).cumsum(2), (1, 0, 1, 0)).to(torch.float32)
+    ys, xs = torch.arange(h, device=grey.device), torch.arange(w, device=grey.device)
+    on, off = torch.zeros_like(grey), torch.zeros_like(grey)
+    for n in _NEIGHBOURHOODS:
+        # The window [p - n + 1, p + n + 1) on each axis, clipped to the image (getMean).
+        y0, y1 = (ys - n + 1).clamp(0, h), (ys + n + 1).clamp(0, h)
+        x0, x1 = (xs - n + 1).clamp(0, w), (xs + n + 1).clamp(0, w)
+        lower, upper = integral.index_select(1, y1), integral.index_select(1, y0)
+        total = ((lower.index_select(2, x1) + upper.index_select(2, x0)) - lower.index_select(2, x0)
+                 - upper.index_select(2, x1))
+        others = ((y1 - y0).view(h, 1) * (x1 - x0).view(1, w) - 1).to(torch.float32)
+        diff = grey - (total - grey) / others  # a 1 x 1 image has no others: 0/0, neither on nor off, as in C++
+        on += torch.where(diff > 0, diff.trunc(), 0.0)
+        off += torch.where(-diff > 0, (-diff).trunc(), 0.0)
+    # mixScales divides in float32 and scales in double; float64 keeps that bit-exact (MPS has none: float32 there).
+    wide = torch.float32 if grey.device.type == "mps" else torch.float64
+    on, off = ((t / t.amax((1, 2), keepdim=True)).to(wide) * 255.0 for t in (on, off))
+    on, off = _to_byte(on), _to_byte(off)
+    top = torch.maximum(on.amax((1, 2), keepdim=True), off.amax((1, 2), keepdim=True))
+    # mixOnOff; on + off never exceeded the larger maximum on real images (OpenCV's cast is undefined there).
+    return (_to_byte(255.0 * (on + off) / top) / 255.0).to(torch.float32)
+
+
+def saliency_peaks(maps: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,) row and column of each (B, h, w) map's maximum (the first in row-major order, as ``np.argmax``), in
+    the pixels of an ``height x width`` image (a map of another size is mapped cell centre to pixel)."""
+    h, w = maps.shape[-2:]
+    flat = maps.flatten(1).argmax(1)
+    py, px = flat // w, flat % w
+    if (h, w) != (height, width):
+        py, px = (2 * py + 1) * height // (2 * h), (2 * px + 1) * width // (2 * w)
+    return py, px
+
+
+# --------------------------------------------------------------------------- the mixer
+class SaliencyMix(GuidedMixer, BetaMixer):
+    """SaliencyMix: per sample a CutMix box of area ``1 - lam`` centred at the partner's saliency peak.
+
+    The maps come from the batch itself (``guidance_source = "image"``): a call computes
+    ``fine_grained_saliency(images)`` unless ``attention=`` gives the (B, h, w) maps (e.g. from ``guide``).
+    ``lam`` per sample is the exact fraction of pixels pasted. ``shared_box=True``: one ``lam`` and one box for the
+    batch (the official code), centred at the peak of image 0's partner. ``guidance="shuffled"``: the peak of
+    another image's map (the matched control).
+    """
+
+    _repr_fields = ("alpha", "shared_box", "guidance")
+    guidance_source = "image"
+
+    def __init__(self, num_classes: int, *, alpha: float = 1.0, shared_box: bool = False, guidance: str = "own",
+                 prob: float = 1.0, label_smoothing: float = 0.0,
+                 labels_getter: str | LabelsGetter = "default") -> None:
+        super().__init__(num_classes, alpha=alpha, prob=prob, label_smoothing=label_smoothing,
+                         labels_getter=labels_getter)
+        if not isinstance(shared_box, bool):
+            raise TypeError(f"shared_box must be True (one box for the batch, the official code) or False (a box "
+                            f"per image, the paper), got shared_box={shared_box!r}")
+        self.shared_box = shared_box
+        self.set_guidance(guidance)
+
+    def guide(self, images: torch.Tensor, labels: torch.Tensor | None = None, *,
+              model: torch.nn.Module | None = None) -> torch.Tensor:
+        """The (B, H, W) saliency maps a call on ``images`` reads (``fine_grained_saliency``)."""
+        return fine_grained_saliency(images)
+
+    def check_attention(self, attention: Any, images: torch.Tensor) -> torch.Tensor:
+        if attention is None:
+            return self.guide(images)
+        return channel_attention(check_attention_maps(attention, images))
+
+    def make_params(self, batch_size: int, height: int, width: int,
+                    generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        params = super().make_params(batch_size, height, width, generator)
+        # The sampled lam is the fraction kept, as in the paper; shared: one draw for the batch, as the official code.
+        lam = beta_sample(self.alpha, 1 if self.shared_box else batch_size, generator)
+        params["lam"] = lam.expand(batch_size).clone()
+        return self.draw_guidance(params, batch_size, generator)
+
+    def check_params(self, params: dict[str, torch.Tensor], height: int, width: int) -> None:
+        super().check_params(params, height, width)
+        lam = params["lam"]
+        check_rows("lam", (lam >= 0) & (lam <= 1), lam, "must hold the kept fractions lam in [0, 1]")
+
+    def boxes(self, params: dict[str, torch.Tensor], height: int, width: int,
+              maps: torch.Tensor) -> torch.Tensor:
+        """(B, 4) the box each image receives: around the peak of its partner's (guiding) map, clipped."""
+        guide = self.guidance_of(maps, params).index_select(0, params["perm"])
+        if self.shared_box:
+            guide = guide[:1]
+        cy, cx = saliency_peaks(guide, height, width)
+        b = params["perm"].shape[0]
+        area = 1.0 - params["lam"]
+        return centred_boxes(area, cy.expand(b), cx.expand(b), height, width)
+
+    def region(self, params: dict[str, torch.Tensor], height: int, width: int,
+               attention: torch.Tensor | None = None) -> torch.Tensor:
+        if attention is None:
+            raise ValueError("SaliencyMix.region needs the saliency maps the call used: pass attention=mixer.guide("
+                             "images)")
+        return boxes_to_mask(self.boxes(params, height, width, channel_attention(attention)), height, width)
+
+    def apply(self, images: torch.Tensor, targets: torch.Tensor, params: dict[str, torch.Tensor],
+              attention: torch.Tensor | None, masks: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        _, _, h, w = images.shape
+        perm = params["perm"]
+        boxes = self.boxes(params, h, w, attention)
+        pixel_mask = boxes_to_mask(boxes, h, w)
+        out = (paste(images, perm, pixel_mask), mix_targets(targets, perm, box_area_fraction(boxes, h, w)))
+        return out + ((paste_masks(masks, perm, pixel_mask),) if masks is not None else ())
+
+
+# --------------------------------------------------------------------------- registration
+@dataclass(frozen=True)
+class SaliencyMixOptions(BetaOptions):
+    """SaliencyMix's options: ``--alpha`` (shared with CutMix, its control), ``--guidance``, ``--shared-box``."""
+
+    guidance: str = option("own", "own: each image's own guidance map; shuffled: the map of another image of the "
+                                  "batch (the matched control)", choices=GUIDANCE_MODES, record_default=False)
+    shared_box: bool = option(False, "one lam and one box for the whole batch, at the saliency peak of image 0's "
+                                     "partner (the official code); default: a box per image (the paper)",
+                              record_default=False)
+
+
+def _build(options: SaliencyMixOptions, *, num_classes: int, label_smoothing: float, extractor: Any) -> SaliencyMix:
+    return SaliencyMix(num_classes, alpha=options.alpha, shared_box=options.shared_box, guidance=options.guidance,
+                       prob=options.prob, label_smoothing=label_smoothing)
+
+
+register(Method("saliencymix", "SaliencyMix", SaliencyMixOptions, build=_build, mixer=SaliencyMix,
+                comparisons=(("cutmix", "saliency part: SaliencyMix vs CutMix"),), order=60,
+                example={"alpha": 1.0}))
