@@ -61,7 +61,7 @@ def _maps(mixer: Mixer, images: torch.Tensor, labels: torch.Tensor, seed: int) -
     if source == "model":
         torch.manual_seed(seed)
         return mixer.guide(images, labels, model=_TinyNet(mixer.num_classes).to(images.device))
-    return None  # "none", or "image": the mixer reads the batch itself
+    return mixer.guide(images, labels)  # "image": the maps the mixer makes from the batch itself; "none": None
 
 
 def _expect(ok: bool, what: str, mixer: Mixer) -> None:
@@ -80,7 +80,8 @@ def _check_call(mixer: Mixer, b: int, h: int, w: int, k: int) -> None:
     before = images.clone()
     maps = _maps(mixer, images, labels, seed=b)
     rng = torch.get_rng_state()
-    mixed, targets = _call(mixer, images, labels, maps, seed=7)
+    # A mixer guided by the batch itself makes its maps in the call; the region below reads the same maps.
+    mixed, targets = _call(mixer, images, labels, None if mixer.guidance_source == "image" else maps, seed=7)
     _expect(torch.equal(torch.get_rng_state(), rng), "a call changed torch's global RNG state (draw only from the "
             "generator)", mixer)
     torch.manual_seed(12345)
@@ -166,7 +167,7 @@ def _check_meta(mixer: Mixer, k: int) -> None:
     images, labels = torch.rand(4, 3, 12, 12, device="meta"), torch.randint(0, k, (4,), device="meta")
     maps = None
     if mixer.guidance_source in ("attention", "model"):
-        maps = torch.rand(4, 4, 4, device="meta")
+        maps = torch.rand(4, 4, 4, device="meta")  # an "image" mixer makes its own, on meta
     mixed, targets = _call(mixer, images, labels, maps, seed=0)
     _expect(mixed.device.type == "meta" and targets.shape == (4, k), "the call on meta tensors did not stay there",
             mixer)
