@@ -60,7 +60,9 @@ def mix_panels(images: torch.Tensor, labels: torch.Tensor, attention: torch.Tens
         params = mixer.make_params(b, h, w, gen)
         if "perm" in params:  # Cutout pairs no images, and its params are checked to hold only what it draws
             params["perm"] = perm
-        mixed, targets = mixer(images, labels, att if method.needs_attention(options) else None, params=params)
+        # A method guided by the model being trained has no model here: the extractor's map stands in for its maps.
+        reads = method.needs_attention(options) or mixer.guidance_source == "model"
+        mixed, targets = mixer(images, labels, att if reads else None, params=params)
         panels[method.name], panels[f"{method.name}_targets"] = mixed, targets
     return panels
 
