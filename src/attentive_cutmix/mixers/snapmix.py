@@ -136,7 +136,8 @@ class SnapMix(GuidedMixer):
     def make_params(self, batch_size: int, height: int, width: int,
                     generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         params = super().make_params(batch_size, height, width, generator)
-        for key in ("boxes", "cut_boxes"):  # λ (the paste box), then λ1 (the partner's cut box), as the official
+        # λ: image i's paste box ``boxes[i]``; then λ1: the box cut from its partner perm[i], ``cut_boxes[i]``.
+        for key in ("boxes", "cut_boxes"):
             area = 1.0 - beta_sample(self.alpha, batch_size, generator)
             params[key] = centred_boxes(area, *uniform_centres(batch_size, height, width, generator), height, width)
         return self.draw_guidance(params, batch_size, generator)
@@ -144,7 +145,7 @@ class SnapMix(GuidedMixer):
     def check_params(self, params: dict[str, torch.Tensor], height: int, width: int) -> None:
         super().check_params(params, height, width)
         check_boxes(params["boxes"], height, width)
-        check_boxes(params["cut_boxes"], height, width)
+        check_boxes(params["cut_boxes"], height, width, "cut_boxes")
 
     @staticmethod
     def _mixed_rows(params: dict[str, torch.Tensor], height: int, width: int) -> torch.Tensor:
@@ -162,15 +163,13 @@ class SnapMix(GuidedMixer):
         _, _, h, w = images.shape
         perm, paste, cut = params["perm"], params["boxes"], params["cut_boxes"]
         region = self.region(params, h, w)
-        cut_of_partner = cut.index_select(0, perm)  # image i receives the cut box of its partner perm[i]
-        partners = images.index_select(0, perm)
-        resized, resized_masks = resize_boxes(partners, cut_of_partner, paste,
+        resized, resized_masks = resize_boxes(images.index_select(0, perm), cut, paste,
                                               None if masks is None else masks.index_select(0, perm))
         mixed = torch.where(region.unsqueeze(1), resized, images)
         mass = normalised_maps(self.guidance_of(attention, params), h, w)
         same = (targets == targets.index_select(0, perm)).all(1)
-        w_a, w_b = snapmix_weights(mass, perm, boxes_to_mask(paste, h, w), boxes_to_mask(cut, h, w).index_select(
-            0, perm), same, box_area_fraction(paste, h, w), self._mixed_rows(params, h, w))
+        w_a, w_b = snapmix_weights(mass, perm, boxes_to_mask(paste, h, w), boxes_to_mask(cut, h, w), same,
+                                   box_area_fraction(paste, h, w), self._mixed_rows(params, h, w))
         out = (mixed, w_a.unsqueeze(1) * targets + w_b.unsqueeze(1) * targets.index_select(0, perm))
         return out + ((torch.where(region, resized_masks, masks),) if masks is not None else ())
 
