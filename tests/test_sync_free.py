@@ -22,7 +22,7 @@ import torch.nn.functional as F
 import torch.optim.optimizer as optim_mod
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from attentive_cutmix import AttentiveCutMix, CutMix, Cutout, MixUp, RandomCells
+from attentive_cutmix import AttentiveCutMix, CutMix, Cutout, MixUp, RandomCells, SnapMix
 from attentive_cutmix.cache import build_cache
 from attentive_cutmix.data import build_datasets
 from attentive_cutmix.training import make_config
@@ -38,7 +38,8 @@ def _mixers():
             "attentive-cutmix-even": AttentiveCutMix(K, num_patches=3, grid_size=2),  # the segment-gather path
             "random-cells": RandomCells(K, num_patches=6, grid_size=7),
             "cutmix": CutMix(K), "mixup": MixUp(K), "cutout": Cutout(K, size=8),
-            "cutmix-prob": CutMix(K, prob=0.5, label_smoothing=0.1)}
+            "cutmix-prob": CutMix(K, prob=0.5, label_smoothing=0.1),
+            "snapmix": SnapMix(K), "snapmix-shuffled": SnapMix(K, guidance="shuffled")}
 
 
 def _batch(device: str, b: int = 8, s: int = 32):
@@ -109,7 +110,8 @@ def _synthetic_cache(path: Path, synthetic_size: list[int]) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("method", ["none", "cutmix", "mixup", "cutout", "random-cells", "attentive-cutmix"])
+@pytest.mark.parametrize("method", ["none", "cutmix", "mixup", "cutout", "random-cells", "attentive-cutmix",
+                                    "snapmix"])
 def test_the_trainers_step_runs_on_meta(method, tmp_path, step_on_meta):
     extra = ({"attention_cache": _synthetic_cache(tmp_path / "att.safetensors", [32, 8])}
              if method == "attentive-cutmix" else {})
@@ -135,7 +137,8 @@ def test_the_trainers_step_runs_on_meta(method, tmp_path, step_on_meta):
 # --------------------------------------------------------------------------------------- with a GPU
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 SYNC_FREE_RUNS = pytest.mark.parametrize("amp,method", [(amp, method) for amp in ("off", "bf16")
-                                                         for method in ("none", "cutmix", "attentive-cutmix")])
+                                                         for method in ("none", "cutmix", "attentive-cutmix",
+                                                                        "snapmix")])
 
 
 def _sync_free_run(method: str, amp: str, tmp_path: Path, device: torch.device) -> _Run:
