@@ -55,8 +55,9 @@ def snapmix_weights(mass: torch.Tensor, perm: torch.Tensor, paste_mask: torch.Te
                     same: torch.Tensor, area: torch.Tensor, mixed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(w_a, w_b)``: the official label weights of each image and its partner.
 
-    ``mass`` (B, H, W) normalised maps; ``paste_mask``/``cut_mask`` (B, H, W): image ``i``'s paste box and its
-    partner ``perm[i]``'s cut box; ``same`` (B,) bool: same label as the partner; ``area`` (B,) the paste box's
+    ``mass`` (B, H, W) normalised maps; ``paste_mask``/``cut_mask`` (B, H, W): image ``i``'s paste box, and the box
+    cut from its partner ``perm[i]`` (in the partner's frame); ``same`` (B,) bool: same label as the partner;
+    ``area`` (B,) the paste box's
     area fraction; ``mixed`` (B,) bool: both boxes non-empty (otherwise ``(1, 0)``: nothing was pasted).
     """
     partner = mass.index_select(0, perm)
