@@ -22,7 +22,7 @@ import torch.nn.functional as F
 import torch.optim.optimizer as optim_mod
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from attentive_cutmix import AttentiveCutMix, CutMix, registry
+from attentive_cutmix import AttentiveCutMix, CutMix, SnapMix, registry
 from attentive_cutmix.cache import build_cache
 from attentive_cutmix.data import build_datasets
 from attentive_cutmix.mixers.check import example_mixer
@@ -39,6 +39,7 @@ def _mixers():
     mixers = {m.name: example_mixer(m, K) for m in registry.methods() if m.build is not None}
     mixers["attentive-cutmix-even"] = AttentiveCutMix(K, num_patches=3, grid_size=2)  # the segment-gather path
     mixers["cutmix-prob"] = CutMix(K, prob=0.5, label_smoothing=0.1)
+    mixers["snapmix-shuffled"] = SnapMix(K, guidance="shuffled")
     return mixers
 
 
@@ -115,7 +116,8 @@ def test_the_trainers_step_runs_on_meta(method, tmp_path, step_on_meta):
 # --------------------------------------------------------------------------------------- with a GPU
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 SYNC_FREE_RUNS = pytest.mark.parametrize("amp,method", [(amp, method) for amp in ("off", "bf16")
-                                                         for method in ("none", "cutmix", "attentive-cutmix")])
+                                                         for method in ("none", "cutmix", "attentive-cutmix",
+                                                                        "snapmix")])
 
 
 def _sync_free_run(method: str, amp: str, tmp_path: Path, device: torch.device) -> _Run:

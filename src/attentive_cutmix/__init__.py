@@ -1,6 +1,6 @@
 """attentive-cutmix: attention-guided mix augmentation for PyTorch.
 
-``AttentiveCutMix``, ``RandomCells``, ``CutMix``, ``MixUp`` and ``Cutout`` share one call:
+``AttentiveCutMix``, ``RandomCells``, ``CutMix``, ``MixUp``, ``Cutout`` and ``SnapMix`` share one call:
 ``mixed, targets = mixer(images, labels, attention=None, *, masks=None, generator=None)``.
 Names are imported on first use, so ``import attentive_cutmix`` stays light (no timm, no model zoo).
 """
@@ -16,6 +16,7 @@ _EXPORTS = {
     "CutMix": "mixers.cutmix", "MixUp": "mixers.mixup", "Cutout": "mixers.cutout",
     "ResizeMix": "mixers.resizemix", "FMix": "mixers.fmix",
     "SaliencyMix": "mixers.saliencymix", "fine_grained_saliency": "mixers.saliencymix",
+    "SnapMix": "mixers.snapmix",
     "Mixer": "mixers.base", "check_mixer": "mixers.check",
     "FeatureExtractor": "attention", "channel_attention": "attention", "load_extractor": "attention",
 }

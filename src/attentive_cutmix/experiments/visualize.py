@@ -62,8 +62,13 @@ def mix_panels(images: torch.Tensor, labels: torch.Tensor, mixers: dict[str, Mix
         params = mixer.make_params(b, h, w, gen)
         if "perm" in params:  # Cutout pairs no images, and its params are checked to hold only what it draws
             params["perm"] = perm
-        maps = mixer.guide(images, labels, model=model) if mixer.guidance_source in ("attention", "image", "model") \
-            else None
+        if mixer.guidance_source == "model" and model is None:
+            # No model being trained here: the extractor's map stands in for the model's own.
+            maps = None if heat is None else channel_attention(extractor(images))
+        elif mixer.guidance_source in ("attention", "image", "model"):
+            maps = mixer.guide(images, labels, model=model)
+        else:
+            maps = None
         mixed, targets = mixer(images, labels, maps, params=params)
         panels[name], panels[f"{name}_targets"] = mixed, targets
         panels[f"{name}_region"] = mixer.region(params, h, w, maps)
@@ -145,7 +150,8 @@ def figure_for_dataset(dataset: Any, info: Any, out: str, *, methods: Sequence[s
     images = torch.stack([it[0] for it in items]).to(device)
     labels = torch.tensor([int(it[1]) for it in items], device=device)
     mixers = figure_mixers(info.num_classes, options, methods=methods, extractor=extractor)
-    mixers = {k: m for k, m in mixers.items() if m.guidance_source != "model"}  # no model being trained here
+    if extractor is None:  # no model being trained here, and no extractor map to stand in for its own
+        mixers = {k: m for k, m in mixers.items() if m.guidance_source != "model"}
     panels = mix_panels(images, labels, mixers, extractor=extractor, seed=seed)
     draw_figure(panels, labels.cpu(), info.classes, out, labels_of={k: registry.get(k).label for k in mixers},
                 title=title)
