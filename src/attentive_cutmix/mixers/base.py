@@ -234,6 +234,7 @@ class Mixer(nn.Module):
     _frozen_helpers: tuple[str, ...] = ("extractor",)
     accepts_masks = True
     has_region = True  # False for a mixer that blends whole images (its region() is None)
+    targets_sum_to_one = True  # False for a label rule whose two weights need not sum to 1 (SnapMix)
     # Where the maps a call reads come from (``guidance_source``): "none" (CutMix, MixUp, Cutout, random cells),
     # "attention" (a frozen extractor or a cache, passed as attention=), "image" (computed from the batch itself,
     # e.g. saliency) or "model" (the model being trained: ``maps = guide(images, labels, model=model)``, then

@@ -94,7 +94,7 @@ def _check_call(mixer: Mixer, b: int, h: int, w: int, k: int) -> None:
             f"{tuple(mixed.shape)}/{mixed.dtype}, expected {tuple(images.shape)}/{images.dtype}", mixer)
     _expect(targets.shape == (b, k) and targets.dtype == torch.float32 and bool(torch.isfinite(targets).all()),
             f"targets must be finite float32 ({b}, {k}), got {tuple(targets.shape)}/{targets.dtype}", mixer)
-    if getattr(mixer, "targets_sum_to_one", True):
+    if mixer.targets_sum_to_one:
         _expect(torch.allclose(targets.sum(1), torch.ones(b), atol=1e-5), "target rows must sum to 1", mixer)
     # Replay: the same params give the same result; the same generator seed gives the same params.
     gen = torch.Generator().manual_seed(7)

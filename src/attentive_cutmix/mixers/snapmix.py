@@ -108,6 +108,7 @@ class SnapMix(GuidedMixer):
     """
 
     _repr_fields = ("alpha", "guidance")
+    targets_sum_to_one = False  # w_a + w_b need not be 1 (the official rule): check_mixer does not ask it
     guidance_source = "model"
 
     def __init__(self, num_classes: int, *, alpha: float = 5.0, guidance: str = "own", prob: float = 1.0,
