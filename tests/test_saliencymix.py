@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +155,17 @@ def test_bad_options_and_inputs_are_refused_with_the_fix():
         SaliencyMix(K)(torch.rand(2, 4, 8, 8), torch.arange(2))
     with pytest.raises(ValueError, match=r"attention has batch size 3 but images has 2"):
         SaliencyMix(K)(torch.rand(2, 3, 8, 8), torch.arange(2), torch.rand(3, 8, 8))
+
+
+def test_a_normalised_batch_gets_a_one_time_warning():
+    images = (torch.rand(4, 3, 16, 16, generator=_gen(1)) - 0.45) / 0.22
+    mixer = SaliencyMix(K)
+    with pytest.warns(UserWarning, match=r"reads images in \[0, 1\] .* got values in \[-2\.\d\d, 2\.\d\d\]"):
+        mixer(images, torch.arange(4), generator=_gen())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mixer(images, torch.arange(4), generator=_gen())  # once
+        SaliencyMix(K)(torch.rand(4, 3, 16, 16), torch.arange(4), generator=_gen())  # [0, 1]: quiet
 
 
 def test_it_runs_on_meta_tensors_so_it_never_reads_a_device_value():

@@ -20,6 +20,7 @@ independent derangement, drawn after ``perm`` and ``lam``), with the same ``lam`
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,7 @@ __all__ = ["SaliencyMix", "SaliencyMixOptions", "fine_grained_saliency", "salien
 _NEIGHBOURHOODS = (12, 24, 48, 28, 56, 112)
 # cvtColor BGR2GRAY on 8-bit images: 15-bit fixed-point weights (bit-exact with OpenCV over all 2^24 colours).
 _GREY_WEIGHTS = (9798, 19235, 3735)  # R, G, B
+_RANGE_SLACK = 0.5  # how far outside [0, 1] a batch may stray before it is taken for a normalised one
 
 
 def _blur_121(grey: torch.Tensor) -> torch.Tensor:
@@ -166,10 +168,19 @@ class SaliencyMix(GuidedMixer, BetaMixer):
                             f"per image, the paper), got shared_box={shared_box!r}")
         self.shared_box = shared_box
         self.set_guidance(guidance)
+        self._range_warned = False
 
     def guide(self, images: torch.Tensor, labels: torch.Tensor | None = None, *,
               model: torch.nn.Module | None = None) -> torch.Tensor:
         """The (B, H, W) saliency maps a call on ``images`` reads (``fine_grained_saliency``)."""
+        if images.device.type == "cpu" and not self._range_warned:  # free on the CPU; a GPU check would sync
+            lo, hi = (float(v) for v in torch.aminmax(images.detach()))
+            if lo < -_RANGE_SLACK or hi > 1 + _RANGE_SLACK:
+                self._range_warned = True
+                warnings.warn(f"SaliencyMix reads images in [0, 1] (8-bit, as OpenCV's saliency) but got values in "
+                              f"[{lo:.2f}, {hi:.2f}]: they are clipped, so the saliency peaks are not those of the "
+                              "images. Mix before normalising (as the trainer does), or pass your own maps as "
+                              "attention=", stacklevel=3)
         return fine_grained_saliency(images)
 
     def check_attention(self, attention: Any, images: torch.Tensor) -> torch.Tensor:
