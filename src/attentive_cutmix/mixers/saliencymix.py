@@ -6,7 +6,9 @@ Per sample, ``lam ~ Beta(alpha, alpha)`` (``alpha = 1``, the official ``--beta 1
 row-major order, as ``np.argmax``), clipped at the border, and pasted from the partner at the same place; the label
 weight is the clipped box's exact area. The paper draws a box per image; ``shared_box=True`` is the official
 code's batch-level box instead: one ``lam`` and one box for the whole batch, centred at the saliency peak of image
-0's partner (``saliency_bbox(images[rand_index[0]], lam)`` there).
+0's partner (``saliency_bbox(images[rand_index[0]], lam)`` there). The official CIFAR runs mix a batch with
+probability 0.5 (``--salmix_prob 0.5``); ``prob`` defaults to 1 here, as CutMix's does, so the pair stays matched:
+give both ``--prob 0.5`` for that schedule.
 
 The saliency is OpenCV's ``StaticSaliencyFineGrained`` (Montabone & Soto, 2010), what the official code calls,
 rebuilt batched in torch on the images' device (``fine_grained_saliency``) and tested against OpenCV's own
