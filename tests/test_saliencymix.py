@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -156,6 +157,17 @@ def test_bad_options_and_inputs_are_refused_with_the_fix():
         SaliencyMix(K)(torch.rand(2, 3, 8, 8), torch.arange(2), torch.rand(3, 8, 8))
 
 
+def test_a_normalised_batch_gets_a_one_time_warning():
+    images = (torch.rand(4, 3, 16, 16, generator=_gen(1)) - 0.45) / 0.22
+    mixer = SaliencyMix(K)
+    with pytest.warns(UserWarning, match=r"reads images in \[0, 1\] .* got values in \[-2\.\d\d, 2\.\d\d\]"):
+        mixer(images, torch.arange(4), generator=_gen())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mixer(images, torch.arange(4), generator=_gen())  # once
+        SaliencyMix(K)(torch.rand(4, 3, 16, 16), torch.arange(4), generator=_gen())  # [0, 1]: quiet
+
+
 def test_it_runs_on_meta_tensors_so_it_never_reads_a_device_value():
     for mixer in (SaliencyMix(K), SaliencyMix(K, shared_box=True, guidance="shuffled")):
         images = torch.rand(8, 3, 32, 32, device="meta")
@@ -240,7 +252,7 @@ def test_the_saliency_matches_opencv_on_real_cifar10_images():
         assert bad["peak"] < 0.5 and bad["r"] < 0.9 and bad["same_map"] < 0.5
 
 
-@pytest.mark.parametrize("size", [(32, 32), (7, 13), (1, 9), (9, 1), (2, 5), (1, 1), (96, 80)])
+@pytest.mark.parametrize("size", [(32, 32), (7, 13), (1, 9), (9, 1), (2, 5), (1, 1), (96, 80), (300, 40)])
 def test_the_saliency_matches_opencv_bit_for_bit_on_any_size(size):
     rng = np.random.default_rng(0)
     h, w = size
@@ -249,6 +261,7 @@ def test_the_saliency_matches_opencv_bit_for_bit_on_any_size(size):
     smooth = np.stack([128 + 100 * np.sin(yy / 3.0 + c) * np.cos(xx / 5.0) for c in range(3)], -1).astype(np.uint8)
     flat = np.full((h, w, 3), 77, np.uint8)  # no contrast: OpenCV's 0/0 gives an all-zero map
     rgb = np.concatenate([noise, smooth[None], flat[None]])
+    # (300, 40): a side over 256 px sums its windows in float64
     torch.testing.assert_close(torch.round(_ours(rgb) * 255), torch.round(_opencv(rgb) * 255), atol=0, rtol=0)
 
 

@@ -6,7 +6,9 @@ Per sample, ``lam ~ Beta(alpha, alpha)`` (``alpha = 1``, the official ``--beta 1
 row-major order, as ``np.argmax``), clipped at the border, and pasted from the partner at the same place; the label
 weight is the clipped box's exact area. The paper draws a box per image; ``shared_box=True`` is the official
 code's batch-level box instead: one ``lam`` and one box for the whole batch, centred at the saliency peak of image
-0's partner (``saliency_bbox(images[rand_index[0]], lam)`` there).
+0's partner (``saliency_bbox(images[rand_index[0]], lam)`` there). The official CIFAR runs mix a batch with
+probability 0.5 (``--salmix_prob 0.5``); ``prob`` defaults to 1 here, as CutMix's does, so the pair stays matched:
+give both ``--prob 0.5`` for that schedule.
 
 The saliency is OpenCV's ``StaticSaliencyFineGrained`` (Montabone & Soto, 2010), what the official code calls,
 rebuilt batched in torch on the images' device (``fine_grained_saliency``) and tested against OpenCV's own
@@ -14,17 +16,20 @@ output. Images are RGB in [0, 1] (what the trainer mixes); OpenCV's algorithm re
 quantised to 0..255 first. The official code passes the *normalised float32* tensor instead, and OpenCV's
 ``calcIntensityChannel`` then reads its float grey image as bytes (``gray.at<uchar>``): that map is unrelated to
 the image (Pearson r ~ 0 with the 8-bit image's map on CIFAR-10); we compute the saliency the paper describes.
+The map scales its "on" and "off" parts to 255 each, so every map has at least two maxima (1000 of 1000 CIFAR-10
+images; median 2), and the official ``np.argmax`` takes the first in row-major order: the peaks lean to the top
+(mean row 9.9 of 32, 27% in the top 4 rows). We keep that rule, so the control is of the method as it runs.
 
 ``guidance="shuffled"`` is the matched control: the box is centred at the peak of another image's map (an
 independent derangement, drawn after ``perm`` and ``lam``), with the same ``lam`` draws and label rule.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from ..registry import Method, option, register
 from .base import (
@@ -47,6 +52,7 @@ __all__ = ["SaliencyMix", "SaliencyMixOptions", "fine_grained_saliency", "salien
 _NEIGHBOURHOODS = (12, 24, 48, 28, 56, 112)
 # cvtColor BGR2GRAY on 8-bit images: 15-bit fixed-point weights (bit-exact with OpenCV over all 2^24 colours).
 _GREY_WEIGHTS = (9798, 19235, 3735)  # R, G, B
+_RANGE_SLACK = 0.5  # how far outside [0, 1] a batch may stray before it is taken for a normalised one
 
 
 def _blur_121(grey: torch.Tensor) -> torch.Tensor:
@@ -54,11 +60,8 @@ def _blur_121(grey: torch.Tensor) -> torch.Tensor:
     mirrored without the edge pixel (BORDER_REFLECT_101), the exact sum rounded half up (OpenCV's fixed point)."""
     def axis(t: torch.Tensor, dim: int) -> torch.Tensor:
         n = t.shape[dim]
-        if n == 1:  # every neighbour mirrors onto the pixel itself
-            return t * 4
-        idx = torch.arange(-1, n + 1, device=t.device).abs()
-        idx = torch.where(idx > n - 1, 2 * (n - 1) - idx, idx)
-        padded = t.index_select(dim, idx)
+        mirror = 1 if n > 1 else 0  # a 1-pixel axis mirrors onto itself
+        padded = torch.cat([t.narrow(dim, mirror, 1), t, t.narrow(dim, n - 1 - mirror, 1)], dim)
         return padded.narrow(dim, 0, n) + 2 * padded.narrow(dim, 1, n) + padded.narrow(dim, 2, n)
     return torch.floor((axis(axis(grey, 2), 1) + 8) / 16)
 
@@ -66,6 +69,28 @@ def _blur_121(grey: torch.Tensor) -> torch.Tensor:
 def _to_byte(scaled: torch.Tensor) -> torch.Tensor:
     """C++'s ``(uchar)`` of a non-negative value: truncation; 0/0 (a map with no contrast) gives 0, as on x86."""
     return torch.trunc(scaled).nan_to_num(0.0).clamp_max(255.0)
+
+
+def _windows(size: int, n: int, like: torch.Tensor) -> torch.Tensor:
+    """(size, size) 0/1: row ``i`` marks the window ``[i - n + 1, i + n + 1)`` clipped to ``[0, size)`` (getMean's)."""
+    i = torch.arange(size, device=like.device)
+    inside = (i.view(1, -1) >= i.view(-1, 1) - n + 1) & (i.view(1, -1) < i.view(-1, 1) + n + 1)
+    return inside.to(like.dtype)
+
+
+def _window_sums(grey: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """``rows @ grey @ cols.T``: each pixel's window sum, exact whatever the float32 matmul precision (TF32, bf16).
+
+    Every matmul input is an integer in [0, 255] (exact in TF32 and bf16) and every sum stays below 2^24 (exact in
+    their float32 accumulation): the column sums are split into 256 * high + low before the row pass. Needs
+    ``255 * H * W < 2^24`` and sides up to 256; larger images go through float64, where nothing is rounded.
+    """
+    b, h, w = grey.shape
+    across = (grey.reshape(-1, w) @ cols.T).view(b, h, w)
+    if grey.dtype == torch.float64:
+        return rows @ across
+    high = torch.floor(across / 256)
+    return 256 * (rows @ high) + rows @ (across - 256 * high)
 
 
 def fine_grained_saliency(images: torch.Tensor) -> torch.Tensor:
@@ -89,23 +114,23 @@ def fine_grained_saliency(images: torch.Tensor) -> torch.Tensor:
         grey = x[:, 0]
     grey = _blur_121(_blur_121(grey))
     _, h, w = grey.shape
-    # Sums of at most 255 * H * W: exact in float32 below 2^24 (256 x 256 images), as OpenCV's CV_32F integral.
-    integral = F.pad(grey.to(torch.float64).cumsum(1).cumsum(2), (1, 0, 1, 0)).to(torch.float32)
-    ys, xs = torch.arange(h, device=grey.device), torch.arange(w, device=grey.device)
     on, off = torch.zeros_like(grey), torch.zeros_like(grey)
-    for n in _NEIGHBOURHOODS:
-        # The window [p - n + 1, p + n + 1) on each axis, clipped to the image (getMean).
-        y0, y1 = (ys - n + 1).clamp(0, h), (ys + n + 1).clamp(0, h)
-        x0, x1 = (xs - n + 1).clamp(0, w), (xs + n + 1).clamp(0, w)
-        lower, upper = integral.index_select(1, y1), integral.index_select(1, y0)
-        total = ((lower.index_select(2, x1) + upper.index_select(2, x0)) - lower.index_select(2, x0)
-                 - upper.index_select(2, x1))
-        others = ((y1 - y0).view(h, 1) * (x1 - x0).view(1, w) - 1).to(torch.float32)
-        diff = grey - (total - grey) / others  # a 1 x 1 image has no others: 0/0, neither on nor off, as in C++
-        on += torch.where(diff > 0, diff.trunc(), 0.0)
-        off += torch.where(-diff > 0, (-diff).trunc(), 0.0)
+    if h * w == 1:  # no surround: OpenCV's 0/0 makes the pixel neither on nor off
+        return on
     # mixScales divides in float32 and scales in double; float64 keeps that bit-exact (MPS has none: float32 there).
     wide = torch.float32 if grey.device.type == "mps" else torch.float64
+    # Window sums in float32 up to 256 x 256 px (exact, see _window_sums); larger images in float64 (not on MPS).
+    small = 255 * h * w < 2 ** 24 and max(h, w) <= 256
+    summed = grey if small or wide == torch.float32 else grey.to(torch.float64)
+    for n in _NEIGHBOURHOODS:
+        # getMean: the window [p - n + 1, p + n + 1) on each axis clipped to the image, less the pixel itself; its sum
+        # exact, as OpenCV's float32 integral image gives it (exactly, up to 256 x 256 px), then in float32.
+        rows, cols = _windows(h, n, summed), _windows(w, n, summed)
+        window = _window_sums(summed, rows, cols).to(torch.float32)
+        others = (rows.sum(1).view(h, 1) * cols.sum(1).view(1, w) - 1).to(torch.float32)
+        diff = (grey - (window - grey) / others).trunc()  # (uchar) of grey - mean, or of mean - grey
+        on += diff.clamp_min(0.0)  # brighter than the surround
+        off -= diff.clamp_max(0.0)  # darker
     on, off = ((t / t.amax((1, 2), keepdim=True)).to(wide) * 255.0 for t in (on, off))
     on, off = _to_byte(on), _to_byte(off)
     top = torch.maximum(on.amax((1, 2), keepdim=True), off.amax((1, 2), keepdim=True))
@@ -148,10 +173,19 @@ class SaliencyMix(GuidedMixer, BetaMixer):
                             f"per image, the paper), got shared_box={shared_box!r}")
         self.shared_box = shared_box
         self.set_guidance(guidance)
+        self._range_warned = False
 
     def guide(self, images: torch.Tensor, labels: torch.Tensor | None = None, *,
               model: torch.nn.Module | None = None) -> torch.Tensor:
         """The (B, H, W) saliency maps a call on ``images`` reads (``fine_grained_saliency``)."""
+        if images.device.type == "cpu" and not self._range_warned:  # free on the CPU; a GPU check would sync
+            lo, hi = (float(v) for v in torch.aminmax(images.detach()))
+            if lo < -_RANGE_SLACK or hi > 1 + _RANGE_SLACK:
+                self._range_warned = True
+                warnings.warn(f"SaliencyMix reads images in [0, 1] (8-bit, as OpenCV's saliency) but got values in "
+                              f"[{lo:.2f}, {hi:.2f}]: they are clipped, so the saliency peaks are not those of the "
+                              "images. Mix before normalising (as the trainer does), or pass your own maps as "
+                              "attention=", stacklevel=3)
         return fine_grained_saliency(images)
 
     def check_attention(self, attention: Any, images: torch.Tensor) -> torch.Tensor:
