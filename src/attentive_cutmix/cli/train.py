@@ -100,8 +100,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="replace the outputs of an earlier run in --output-dir (checkpoint, results, metrics, "
                           "config, tb/); other files there are kept")
     run.add_argument("--resume", action="store_const", const=True, default=_S,
-                     help="continue the run in --output-dir from its checkpoint (exactly, even mid-epoch); no "
-                          "checkpoint there is an error")
+                     help="continue the run in --output-dir from its checkpoint (exactly, even mid-epoch), with the "
+                          "options in its config.yaml (flags given now override them, checked against the "
+                          "checkpoint); no checkpoint there is an error")
     run.add_argument("--auto-resume", action="store_const", const=True, default=_S,
                      help="continue the run in --output-dir if it has a checkpoint, else start it there (for job "
                           "scripts that a scheduler may requeue)")
@@ -124,11 +125,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> Any:
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
-    if args.config is not None and "output_dir" not in overrides:
-        _run_folder_from_config(args.config, overrides)
+    config_file = args.config
+    if config_file is not None and "output_dir" not in overrides:
+        _run_folder_from_config(config_file, overrides)
+    elif config_file is None and overrides.get("resume") and "output_dir" in overrides:
+        # `train --output-dir RUN --resume` continues RUN with the options it was started with (its config.yaml),
+        # as `--config RUN/config.yaml --resume` does; flags given now override them and are checked against the
+        # checkpoint in the same way. Without this, the defaults would stand in for the run's options.
+        own = Path(overrides["output_dir"]) / "config.yaml"
+        if own.is_file():
+            config_file = str(own)
     if isinstance(overrides.get("synthetic_size"), list) and len(overrides["synthetic_size"]) == 1:
         overrides["synthetic_size"] = overrides["synthetic_size"][0]
-    return make_config(overrides, config_file=args.config)
+    return make_config(overrides, config_file=config_file)
 
 
 def _run_folder_from_config(config_file: str, overrides: dict[str, Any]) -> None:
