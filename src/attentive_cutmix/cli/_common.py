@@ -38,7 +38,7 @@ def add_extractor_arguments(parser: argparse.ArgumentParser, *, suppress: bool =
     """Where Attentive CutMix's attention comes from: a model name and its weights, or one of our checkpoints."""
     ext = parser.add_argument_group(title)
     ext.add_argument("--extractor", required=required, default=_default(None, suppress),
-                     help="a model name (cifar_resnet56, resnet152, vit_small_patch16_224, ...) with "
+                     help="a model name (cifar_resnet56, resnet152, vit_small_patch16_224, timm:resnet50, ...) with "
                           "--extractor-weights FILE (or pretrained weights, downloaded), or a checkpoint.pt "
                           "written by `attentive-cutmix train`")
     ext.add_argument("--extractor-weights", default=_default(None, suppress),

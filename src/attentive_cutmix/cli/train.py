@@ -56,7 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "the folder's fingerprint), so later runs skip decoding")
     model = parser.add_argument_group("model")
     model.add_argument("--model", default=_S,
-                       help="architecture (default cifar_resnet20); e.g. resnet18, densenet121, efficientnet_b0")
+                       help="architecture (default cifar_resnet20); e.g. resnet18, densenet121, efficientnet_b0. "
+                            "A name both torchvision and timm define builds torchvision's (with a warning): "
+                            "timm:NAME or torchvision:NAME chooses")
     model.add_argument("--init", choices=INITS, default=_S,
                        help="weight initialisation; xavier = the paper's Xavier-normal")
     mix = parser.add_argument_group("mixing")
