@@ -22,7 +22,7 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, suppress: bool = Fals
     data.add_argument("--val-fraction", type=float, default=_default(0.0, suppress),
                       help="hold out this fraction of the train set for evaluation (deterministic; default 0)")
     data.add_argument("--val-data", default=_default(None, suppress), help="a separate evaluation folder")
-    data.add_argument("--image-size", type=int, default=_default(None, suppress),
+    data.add_argument("--image-size", "--img-size", type=int, default=_default(None, suppress),
                       help="image size (default: the dataset's)")
     data.add_argument("--synthetic-size", type=int, nargs="+", default=_default(None, suppress), metavar="N",
                       help="synthetic dataset: N training images, or N_TRAIN N_EVAL")

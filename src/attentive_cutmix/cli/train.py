@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "optimiser; we use Adam (lr 1e-3 is Adam's usual rate)")
     add_data_arguments(parser, suppress=True)
     data = parser.add_argument_group("data loading")
-    data.add_argument("--workers", type=int, default=_S, help="DataLoader worker processes (default 2)")
+    data.add_argument("--workers", "-j", type=int, default=_S, help="DataLoader worker processes (default 2)")
     data.add_argument("--data-path", choices=DATA_PATHS, default=_S,
                       help="device: the whole split decoded once, on the training device, crop/flip batched there; "
                            "loader: DataLoader workers; auto (default): device for images <= 64 px whose splits take "
@@ -71,24 +71,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_extractor_arguments(parser, suppress=True, title="attentive-cutmix: the extractor")
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=int, default=_S, help="default 10")
-    opt.add_argument("--batch-size", type=int, default=_S, help="per process (default 128)")
+    opt.add_argument("--batch-size", "-b", type=int, default=_S, help="per process (default 128)")
     opt.add_argument("--optimizer", choices=OPTIMIZERS, default=_S,
                      help="default adam (L2 weight decay); adamw: decoupled weight decay")
     opt.add_argument("--lr", type=float, default=_S, help="default 1e-3")
     opt.add_argument("--momentum", type=float, default=_S, help="sgd (default 0.9)")
     opt.add_argument("--nesterov", type=_bool, nargs="?", const=True, default=_S, help="sgd: Nesterov momentum")
     opt.add_argument("--weight-decay", type=float, default=_S, help="L2 weight decay (default 1e-5)")
-    opt.add_argument("--schedule", choices=SCHEDULES, default=_S,
+    opt.add_argument("--schedule", "--sched", choices=SCHEDULES, default=_S,
                      help="lr schedule, stepped per epoch (default constant)")
     opt.add_argument("--step-size", type=int, default=_S, help="step: decay every N epochs (default epochs // 3)")
     opt.add_argument("--milestones", type=int, nargs="+", default=_S, help="step: decay at these epochs instead")
     opt.add_argument("--gamma", type=float, default=_S, help="step: decay factor (default 0.1)")
-    opt.add_argument("--label-smoothing", type=float, default=_S, help="default 0")
+    opt.add_argument("--label-smoothing", "--smoothing", type=float, default=_S, help="default 0 (timm's: 0.1)")
     opt.add_argument("--warmup-epochs", type=int, default=_S, metavar="N",
                      help="raise the lr linearly over the first N epochs, then follow --schedule (default 0)")
     opt.add_argument("--clip-grad", type=float, default=_S, metavar="NORM",
                      help="clip the global gradient norm to NORM (default: no clipping)")
-    opt.add_argument("--ema-decay", type=float, default=_S, metavar="D",
+    opt.add_argument("--ema-decay", "--model-ema-decay", type=float, default=_S, metavar="D",
                      help="also keep an exponential moving average of the weights (e.g. 0.9998), updated every step, "
                           "evaluated each epoch (ema_top1) and saved as weights_ema.safetensors")
     mix.add_argument("--mix-off-epoch", type=int, default=_S, metavar="N",
@@ -123,6 +123,67 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--eval-batch-size", type=int, default=_S, help="default: --batch-size")
     run.add_argument("--no-progress", dest="progress", action="store_const", const=False, default=_S,
                      help="no progress bar or epoch lines")
+    add_timm_spellings(parser)
+
+
+# timm train.py's --opt values, as timm builds them: its "sgd" is SGD with Nesterov momentum.
+TIMM_OPTIMIZERS: dict[str, tuple[str, bool | None]] = {
+    "sgd": ("sgd", True), "nesterov": ("sgd", True), "momentum": ("sgd", False), "adam": ("adam", None),
+    "adamw": ("adamw", None)}
+TIMM_EMA_DECAY = 0.9998  # timm's --model-ema-decay default
+
+
+class _TimmOptimizer(argparse.Action):
+    """``--opt NAME``: timm's optimiser name as our ``--optimizer`` (and ``--nesterov`` for timm's SGD flavours)."""
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, value: Any, option: Any = None) -> None:
+        namespace.optimizer, nesterov = TIMM_OPTIMIZERS[value]
+        if nesterov is not None:
+            namespace.nesterov = nesterov
+
+
+class _TimmEma(argparse.Action):
+    """``--model-ema``: timm's switch; keeps a decay given with ``--model-ema-decay``/``--ema-decay``."""
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, value: Any, option: Any = None) -> None:
+        if getattr(namespace, "ema_decay", None) is None:
+            namespace.ema_decay = TIMM_EMA_DECAY
+
+
+class _Refused(argparse.Action):
+    """A timm flag we do not take: a usage error that says what to use instead, never silently ignored."""
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, value: Any, option: Any = None) -> None:
+        parser.error(f"{option} (timm's train.py) is not supported here: {TIMM_REFUSED[option][1]}")
+
+
+# The rest of timm's flags a timm user types, each with what to use instead.
+TIMM_REFUSED: dict[str, tuple[int | str, str]] = {
+    "--min-lr": ("?", "--schedule cosine decays the lr to 0 (there is no floor)"),
+    "--warmup-lr": ("?", "--warmup-epochs N starts at --lr/(N+1) and rises linearly to --lr"),
+    "--pretrained": (0, "train starts from --init default|xavier; to fine-tune pretrained weights call "
+                        "train(config, model=create_model(NAME, num_classes, pretrained=True)) in Python"),
+    "--initial-checkpoint": ("?", "to continue one of our runs use --resume; to start from other weights load them "
+                                  "into your model and call train(config, model=...) in Python"),
+    "--drop-path": ("?", "build the model with its drop-path rate (timm.create_model(NAME, drop_path_rate=R)) and "
+                         "call train(config, model=...) in Python"),
+    "--grad-accum-steps": ("?", "there is no gradient accumulation; a larger effective batch: --batch-size, or "
+                                "more processes with torchrun"),
+}
+
+
+def add_timm_spellings(parser: argparse.ArgumentParser) -> None:
+    """timm train.py's spellings: the same-meaning ones work (``-b``, ``-j``, ``--sched``, ``--smoothing``,
+    ``--model-ema-decay`` and ``--img-size`` are aliases above; ``--opt`` and ``--model-ema`` here), the others are
+    refused with what to use instead."""
+    timm = parser.add_argument_group("timm train.py spellings")
+    timm.add_argument("--opt", choices=tuple(TIMM_OPTIMIZERS), action=_TimmOptimizer, default=_S,
+                      help="timm's optimiser name: sgd/nesterov = --optimizer sgd --nesterov (timm's sgd is "
+                           "Nesterov), momentum = --optimizer sgd, adam, adamw")
+    timm.add_argument("--model-ema", nargs=0, action=_TimmEma, default=_S,
+                      help=f"keep an EMA of the weights: --ema-decay, {TIMM_EMA_DECAY} unless a decay is given")
+    for flag, (nargs, instead) in TIMM_REFUSED.items():
+        timm.add_argument(flag, nargs=nargs, action=_Refused, default=_S, metavar="X", help=f"not supported: {instead}")
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
