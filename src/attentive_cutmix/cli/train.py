@@ -1,7 +1,7 @@
 """``attentive-cutmix train``: flags and/or ``--config FILE.yaml`` (flags override the file).
 
 Exit codes: 0 finished, 1 a bad option/file or a non-finite loss (message on stderr), 128+signal
-(143 SIGTERM, 130 SIGINT) when stopped by a signal after writing a checkpoint.
+(143 SIGTERM, 130 SIGINT, 129 SIGHUP, 138 SIGUSR1) when stopped by a signal after writing a checkpoint.
 """
 from __future__ import annotations
 

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 from tqdm import tqdm
 
+from ..constants import STOP_SIGNALS
 from ..serialization import atomic_write
 from .checkpoint import CHECKPOINT_NAME
 from .config import BASE_DIR_KEY, ConfigError, config_keys
@@ -361,13 +362,14 @@ class RunWriter:
 
 
 class StopSignals:
-    """SIGTERM/SIGINT set ``requested``; the loop finishes its step, checkpoints and exits. A second Ctrl-C aborts."""
+    """SIGTERM, SIGHUP, SIGUSR1 (``STOP_SIGNALS``) and SIGINT set ``requested``; the loop finishes its step,
+    checkpoints and exits. A second Ctrl-C aborts."""
 
     def __init__(self) -> None:
         self.requested, self.name, self.stop_after_step = False, None, False
         self._previous: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (*STOP_SIGNALS, signal.SIGINT):
                 self._previous[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum: int, _frame: Any) -> None:
