@@ -45,28 +45,35 @@ class RunLockedError(ConfigError):
 class RunLock:
     """An exclusive ``flock`` on ``<folder>/.lock``: held while this object is, dropped by the OS if the process dies.
 
-    The lock file is never deleted (deleting it would let a third process lock a new file while a second still
-    waits on the old one); it holds the current holder's pid, host, start time and command, for the error message.
+    The file holds the current holder's pid, host, start time and command, for the error message. ``release()``
+    removes it (a finished run leaves no ``.lock``), while still holding it: a process that was waiting on the removed
+    file finds, once it gets the lock, that the path no longer leads to that file and locks the one there now, so two
+    processes never both hold the folder. A holder killed outright leaves the file behind, unlocked.
     """
 
     def __init__(self, folder: Path, *, wait: bool = False) -> None:
         self.path = Path(folder) / LOCK_NAME
-        self._fd: int | None = _open_lock_file(self.path)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            holder = _holder(self._fd)
-            self._close()
-            raise RunLockedError(f"{folder} is in use by another run ({holder}); nothing was changed. Wait for it to "
-                                 "finish, or choose another --output-dir (the lock is released as soon as that process "
-                                 "ends, even if it is killed)") from None
-        except OSError as err:
-            self._close()
-            if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
-                raise
-            warnings.warn(f"{folder}: this file system does not support file locks ({err.strerror}); a second run "
-                          "started in this folder would not be detected", stacklevel=3)
-            return
+        self._fd: int | None = None
+        while True:
+            self._fd = _open_lock_file(self.path)
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                holder = _holder(self._fd)
+                self._close()
+                raise RunLockedError(f"{folder} is in use by another run ({holder}); nothing was changed. Wait for it "
+                                     "to finish, or choose another --output-dir (the lock is released as soon as that "
+                                     "process ends, even if it is killed)") from None
+            except OSError as err:
+                self._close()
+                if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                    raise
+                warnings.warn(f"{folder}: this file system does not support file locks ({err.strerror}); a second "
+                              "run started in this folder would not be detected", stacklevel=3)
+                return
+            if _is_the_file_at(self._fd, self.path):
+                break
+            self._close()  # its holder removed it on release: lock the file at the path now
         info = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(map(shlex.quote, sys.argv)),
                 "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
         os.ftruncate(self._fd, 0)
@@ -79,7 +86,22 @@ class RunLock:
             self._fd = None
 
     def release(self) -> None:
+        if self._fd is not None and _is_the_file_at(self._fd, self.path):
+            try:
+                self.path.unlink()  # while still locked: see the class docstring
+            except OSError:
+                pass  # a read-only folder: the unlocked file stays, harmless
         self._close()
+
+
+def _is_the_file_at(fd: int, path: Path) -> bool:
+    """Whether ``path`` still leads to the open file ``fd`` (not removed, not replaced)."""
+    try:
+        there = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    here = os.fstat(fd)
+    return (there.st_dev, there.st_ino) == (here.st_dev, here.st_ino)
 
 
 def _open_lock_file(path: Path) -> int:
