@@ -145,6 +145,7 @@ def test_timm_train_flags_work_with_timms_meaning():
     (["--initial-checkpoint", "w.pth"], "--resume"),
     (["--drop-path", "0.1"], "drop_path_rate"),
     (["--grad-accum-steps", "4"], "--batch-size"),
+    (["--checkpoint-hist", "3"], "weights_best.safetensors"),
 ])
 def test_timm_train_flags_we_do_not_take_are_refused_with_what_to_use(argv, instead, capsys):
     with pytest.raises(SystemExit) as exit_:

@@ -169,6 +169,8 @@ TIMM_REFUSED: dict[str, tuple[int | str, str]] = {
                          "call train(config, model=...) in Python"),
     "--grad-accum-steps": ("?", "there is no gradient accumulation; a larger effective batch: --batch-size, or "
                                 "more processes with torchrun"),
+    "--checkpoint-hist": ("?", "a run keeps checkpoint.pt (the latest, for --resume) and weights_best.safetensors "
+                               "(the epoch with the best held-out top-1, timm's model_best)"),
 }
 
 

@@ -35,7 +35,7 @@ from .distributed import DistInfo
 LOCK_NAME = ".lock"
 # What a run writes into its folder; any of them there means the folder holds someone's run.
 OUTPUT_NAMES = (CHECKPOINT_NAME, "results.json", "metrics.jsonl", "config.yaml", "tb", "weights.safetensors",
-                "weights_ema.safetensors")
+                "weights_ema.safetensors", "weights_best.safetensors")
 
 
 class RunLockedError(ConfigError):
