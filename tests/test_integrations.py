@@ -1,5 +1,6 @@
-"""The recipes in examples/ run, at tiny size, offline, with random-init models: a timm-style loop, a torchvision v2
-collate_fn, a Lightning module and a Hugging Face Trainer with soft labels done right."""
+"""The recipes in attentive_cutmix.examples (shipped with the package) run, at tiny size, offline, with random-init
+models: a timm-style loop, a torchvision v2 collate_fn, a Lightning module and a Hugging Face Trainer with soft labels
+done right."""
 from __future__ import annotations
 
 import importlib.util
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 
 from attentive_cutmix import CutMix
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__import__("attentive_cutmix.examples").examples.__file__).parent
 
 
 def _needs(module: str) -> None:

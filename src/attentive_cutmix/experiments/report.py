@@ -12,6 +12,7 @@ import csv
 import io
 import math
 import statistics
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,8 +203,14 @@ def _numeric(values: list[str]) -> list[float] | None:
 
 def write_plots(runs: list[dict[str, Any]], out: Path, *, metric: str = "top1",
                 paper: dict[str, Any] | None = None) -> list[Path]:
-    """Accuracy curves per method, an ablation curve per numeric swept axis, and a bar chart per dataset."""
-    import matplotlib  # optional (the [train] extra), and slow to import: only where plots are drawn
+    """Accuracy curves per method, an ablation curve per numeric swept axis, and a bar chart per dataset; none (with
+    a warning) where matplotlib is not installed (the [train-light] extra): the tables are the results."""
+    try:
+        import matplotlib  # optional (the [train] extra), and slow to import: only where plots are drawn
+    except ImportError:
+        warnings.warn("plots skipped: matplotlib is not installed (pip install matplotlib); the tables and "
+                      "results.json are written", stacklevel=2)
+        return []
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

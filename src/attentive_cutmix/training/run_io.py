@@ -331,8 +331,12 @@ class RunWriter:
                         if k in keys and k not in ("resume", "auto_resume", "overwrite")}}
         atomic_write(out / "config.yaml", lambda tmp: Path(tmp).write_text(yaml.safe_dump(resumable, sort_keys=False)))
         atomic_write(out / "metrics.jsonl", lambda tmp: Path(tmp).write_text("".join(_json_line(r) for r in curve)))
-        from torch.utils.tensorboard import SummaryWriter
-
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # [train-light]: metrics.jsonl has every number TensorBoard would show
+            print("note: TensorBoard is not installed, so no tb/ logs (metrics.jsonl has every number); "
+                  "pip install tensorboard to get them", file=sys.stderr, flush=True)
+            return
         self.tb = SummaryWriter(str(out / "tb"), purge_step=len(curve) + 1)
 
     def progress(self, **kwargs: Any) -> tqdm:
@@ -352,10 +356,11 @@ class RunWriter:
             f.write(_json_line(row))
             f.flush()
             os.fsync(f.fileno())
-        for key, value in row.items():
-            if key != "epoch" and isinstance(value, (int, float)):
-                self.tb.add_scalar(key, value, row["epoch"])
-        self.tb.flush()
+        if self.tb is not None:
+            for key, value in row.items():
+                if key != "epoch" and isinstance(value, (int, float)):
+                    self.tb.add_scalar(key, value, row["epoch"])
+            self.tb.flush()
         if self.show_progress or self.config.get("progress"):
             top = "" if row["top1"] is None else f"  top1 {row['top1']:.2f}  top5 {row['top5']:.2f}"
             print(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}{top}  {row['images_per_s']:.0f} img/s  "

@@ -2,7 +2,7 @@
 moves to the module's device with its extractor, while the extractor stays frozen, in eval mode, and out of the
 checkpoint (no hand registration, no 100 MB of extractor weights in every ``.ckpt``).
 
-    python examples/lightning_module.py
+    python -m attentive_cutmix.examples.lightning_module
 """
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ extractor runs there (it is a frozen module of the mixer, moved once with ``mixe
 of the model's checkpoints). Any mixer works: ``main(mixer=CutMix(10))``. If your image processor normalises
 ``pixel_values``, pass its ``image_mean``/``image_std`` as ``input_mean``/``input_std`` to ``load_extractor``.
 
-    python examples/hf_trainer.py
+    python -m attentive_cutmix.examples.hf_trainer
 """
 from __future__ import annotations
 
