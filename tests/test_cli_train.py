@@ -138,6 +138,12 @@ def test_timm_train_flags_work_with_timms_meaning():
     assert _parse(["--model-ema-decay", "0.99", "--model-ema"]).ema_decay == 0.99
 
 
+def test_timm_model_ema_keeps_a_decay_from_the_config_file(tmp_path):
+    f = tmp_path / "run.yaml"
+    f.write_text("ema-decay: 0.95\n")
+    assert _parse(["--config", str(f), "--model-ema"]).ema_decay == 0.95
+
+
 @pytest.mark.parametrize("argv,instead", [
     (["--min-lr", "1e-5"], "cosine decays the lr to 0"),
     (["--warmup-lr", "1e-6"], "--warmup-epochs"),

@@ -142,12 +142,14 @@ class _TimmOptimizer(argparse.Action):
             namespace.nesterov = nesterov
 
 
-class _TimmEma(argparse.Action):
-    """``--model-ema``: timm's switch; keeps a decay given with ``--model-ema-decay``/``--ema-decay``."""
+def _timm_ema(overrides: dict[str, Any], config_file: str | None) -> None:
+    """``--model-ema``: timm's switch, with timm's decay unless one is given (on the command line or in the file)."""
+    if not overrides.pop("model_ema", False) or "ema_decay" in overrides:
+        return
+    from ..training.config import load_yaml
 
-    def __call__(self, parser: Any, namespace: argparse.Namespace, value: Any, option: Any = None) -> None:
-        if getattr(namespace, "ema_decay", None) is None:
-            namespace.ema_decay = TIMM_EMA_DECAY
+    if config_file is None or load_yaml(config_file).get("ema_decay") is None:
+        overrides["ema_decay"] = TIMM_EMA_DECAY
 
 
 class _Refused(argparse.Action):
@@ -182,7 +184,7 @@ def add_timm_spellings(parser: argparse.ArgumentParser) -> None:
     timm.add_argument("--opt", choices=tuple(TIMM_OPTIMIZERS), action=_TimmOptimizer, default=_S,
                       help="timm's optimiser name: sgd/nesterov = --optimizer sgd --nesterov (timm's sgd is "
                            "Nesterov), momentum = --optimizer sgd, adam, adamw")
-    timm.add_argument("--model-ema", nargs=0, action=_TimmEma, default=_S,
+    timm.add_argument("--model-ema", action="store_const", const=True, default=_S,
                       help=f"keep an EMA of the weights: --ema-decay, {TIMM_EMA_DECAY} unless a decay is given")
     for flag, (nargs, instead) in TIMM_REFUSED.items():
         timm.add_argument(flag, nargs=nargs, action=_Refused, default=_S, metavar="X", help=f"not supported: {instead}")
@@ -200,6 +202,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         own = Path(overrides["output_dir"]) / "config.yaml"
         if own.is_file():
             config_file = str(own)
+    _timm_ema(overrides, config_file)
     if isinstance(overrides.get("synthetic_size"), list) and len(overrides["synthetic_size"]) == 1:
         overrides["synthetic_size"] = overrides["synthetic_size"][0]
     return make_config(overrides, config_file=config_file)
