@@ -205,6 +205,6 @@ def test_a_module_with_input_size_none_keeps_the_batch_size_as_feature_extractor
 
 def test_the_lightning_example_extracts_at_the_batch_size():
     pytest.importorskip("lightning")
-    from tests.test_integrations import _example
+    from attentive_cutmix.examples.lightning_module import MixedClassifier
 
-    assert _example("lightning_module").MixedClassifier().mixer.extractor.input_size is None
+    assert MixedClassifier().mixer.extractor.input_size is None
