@@ -44,7 +44,7 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, suppress: bool = Fals
     data.add_argument("--val-fraction", type=float, default=_default(0.0, suppress),
                       help="hold out this fraction of the train set for evaluation (deterministic; default 0)")
     data.add_argument("--val-data", default=_default(None, suppress), help="a separate evaluation folder")
-    data.add_argument("--image-size", type=int, default=_default(None, suppress),
+    data.add_argument("--image-size", "--img-size", type=int, default=_default(None, suppress),
                       help="image size (default: the dataset's)")
     data.add_argument("--synthetic-size", type=int, nargs="+", default=_default(None, suppress), metavar="N",
                       help="synthetic dataset: N training images, or N_TRAIN N_EVAL")
@@ -60,7 +60,7 @@ def add_extractor_arguments(parser: argparse.ArgumentParser, *, suppress: bool =
     """Where Attentive CutMix's attention comes from: a model name and its weights, or one of our checkpoints."""
     ext = parser.add_argument_group(title)
     ext.add_argument("--extractor", required=required, default=_default(None, suppress),
-                     help="a model name (cifar_resnet56, resnet152, vit_small_patch16_224, ...) with "
+                     help="a model name (cifar_resnet56, resnet152, vit_small_patch16_224, timm:resnet50, ...) with "
                           "--extractor-weights FILE (or pretrained weights, downloaded), or a checkpoint.pt "
                           "written by `attentive-cutmix train`")
     ext.add_argument("--extractor-weights", default=_default(None, suppress),

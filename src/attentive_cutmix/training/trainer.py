@@ -46,6 +46,7 @@ from .run_io import (
 
 WEIGHTS_NAME = "weights.safetensors"
 EMA_WEIGHTS_NAME = "weights_ema.safetensors"
+BEST_WEIGHTS_NAME = "weights_best.safetensors"  # the weights of the epoch with the best held-out top-1 so far
 
 
 class NonFiniteLossError(RuntimeError):
@@ -473,6 +474,10 @@ class _Run:
             if cfg.eval_train:
                 m = self._evaluate(train=True)
                 row.update(train_top1=m["top1"], train_eval_loss=m["loss"])
+        best = max((c["top1"] for c in self.curve if c.get("top1") is not None), default=None)
+        if self.dist.is_main and row["top1"] is not None and (best is None or row["top1"] > best):
+            # Before the checkpoint: a run stopped in between redoes this epoch on resume and writes it again.
+            write_weights(self.model, self.out, BEST_WEIGHTS_NAME)
         self.scheduler.step()
         self.epoch, self.step = epoch, 0
         row["time_s"] = seconds / self.dist.world_size + time.perf_counter() - eval_start
@@ -482,4 +487,5 @@ class _Run:
         self._save()
 
 
-__all__ = ["train", "evaluate", "evaluation_sums", "NonFiniteLossError", "WEIGHTS_NAME", "EMA_WEIGHTS_NAME"]
+__all__ = ["train", "evaluate", "evaluation_sums", "NonFiniteLossError", "WEIGHTS_NAME", "EMA_WEIGHTS_NAME",
+           "BEST_WEIGHTS_NAME"]
