@@ -10,10 +10,11 @@ PKG = "attentive_cutmix"
 
 # The lowest modules: anything may import them.
 BASE = {"constants", "serialization"}
-METHOD_HELPERS = {"mixers.base", "mixers.geometry", "mixers.guidance"}
+METHOD_HELPERS = {"mixers.base", "mixers.geometry", "mixers.guidance", "mixers.model_tap"}
 # layer of a module -> the modules (or packages, as "x" for "x" and "x.*") it may import besides its own package
 RULES = {
     "cli": None,  # anything below
+    "examples": None,  # recipes, as a user writes them
     "experiments": {"training", "registry", "mixers.base", "mixers.geometry", "mixers.check", "attention", "cache",
                     "data", "models"},
     "training": {"registry", "mixers.base", "attention", "cache", "data", "models"},

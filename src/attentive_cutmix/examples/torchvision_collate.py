@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, default_collate
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from attentive_cutmix import CutMix, MixUp, RandomCells
+from attentive_cutmix import CutMix, FMix, MixUp
 
 
 class MixCollate:
@@ -27,7 +27,7 @@ def make_loader(num_classes: int = 10, size: int = 32, batch_size: int = 8, work
     transform = v2.Compose([v2.ToImage(), v2.RandomHorizontalFlip(), v2.ToDtype(torch.float32, scale=True)])
     data = datasets.FakeData(size=size, image_size=(3, 32, 32), num_classes=num_classes, transform=transform)
     # The mixers share torchvision's call on (images, labels); RandomChoice picks one per batch.
-    mix = v2.RandomChoice([CutMix(num_classes), MixUp(num_classes, alpha=0.2), RandomCells(num_classes, grid_size=4)])
+    mix = v2.RandomChoice([CutMix(num_classes), MixUp(num_classes, alpha=0.2), FMix(num_classes)])
     return DataLoader(data, batch_size=batch_size, shuffle=True, num_workers=workers, collate_fn=MixCollate(mix),
                       drop_last=True)
 
