@@ -26,6 +26,7 @@ SMALLEST = {
                       "--eval-images", "32"],
     "localization_extractors.py": ["--train-size", "64", "--eval-size", "32", "--epochs", "1"],
     "label_mass.py": ["--images", "64", "--untrained-weights", "untrained.safetensors"],  # and ../shared's data
+    "collision.py": ["--images", "64", "--batch-size", "32"],  # ../shared's data, else a synthetic stand-in
 }
 HEADLINE = {"engine_parts.py": "of a none step"}  # what each prints at the end (default: a markdown table)
 
