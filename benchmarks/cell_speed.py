@@ -25,10 +25,19 @@ has taken the same steps over the same batches from the same weights, so the lar
 shows the pairing holds.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/cell_speed.py [--recipe paper] [--rounds 8] [--steps 4]
+
+``--methods`` times each *mixing method's* step instead, on the same recipe (eager, or ``--compile``): every method
+in the registry at its defaults (the study's settings), and each other choice of its guidance options
+(``guidance=shuffled``, ``attention_source=...``), so methods registered later join the table by themselves.
+Attention-reading methods get a cache of the run's own images; the table gives each one's ms per step and the
+median of its per-round ratios to CutMix's.
+
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/cell_speed.py --methods [--rounds 5] [--steps 3]
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import random
@@ -37,10 +46,11 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
+from attentive_cutmix import registry
 from attentive_cutmix.training import make_config
 from attentive_cutmix.training.distributed import DistInfo
 from attentive_cutmix.training.trainer import _Run
@@ -67,14 +77,43 @@ CANDIDATES: dict[str, dict[str, Any]] = {
 }
 
 
+# Options whose other choices are rows of their own in --methods: the matched control and the maps' source.
+VARIANT_OPTIONS = ("guidance", "attention_source")
+METHOD_BASE = "cutmix"
+
+
+def method_rows() -> dict[str, dict[str, Any]]:
+    """Row label -> the run's method options: every registered method at its defaults, and each other choice of its
+    ``VARIANT_OPTIONS``."""
+    rows: dict[str, dict[str, Any]] = {}
+    for method in registry.methods():
+        defaults = {"method": method.name, **dataclasses.asdict(method.options())}
+        rows[method.name] = defaults
+        for f in dataclasses.fields(method.options):
+            if f.name in VARIANT_OPTIONS:
+                for choice in f.metadata.get("choices") or ():
+                    if choice != f.default:
+                        rows[f"{method.name} ({f.name}={choice})"] = {**defaults, f.name: choice}
+    return rows
+
+
 class _Candidate:
     """The trainer's ``_Run`` for the study's cell recipe, executed one way."""
 
     def __init__(self, args: argparse.Namespace, tmp: Path, name: str, cache: str, *, compile: bool = False,
-                 channels_last: bool = False, deterministic: bool = True) -> None:
+                 channels_last: bool = False, deterministic: bool = True,
+                 mixing: dict[str, Any] | None = None) -> None:
+        recipe = RECIPES[args.recipe][0]
+        if mixing is not None:  # another method: the recipe without the cell method's own options
+            recipe = {**{k: v for k, v in recipe.items() if k not in ("method", *CELL)}, "data_path": "device",
+                      **mixing}
+            name = "".join(ch if ch.isalnum() else "_" for ch in name)
+        method = registry.get(recipe["method"])
+        reads = method.needs_attention(method.options(**{k: v for k, v in recipe.items()
+                                                         if k in method.option_names()}))
         opts = _options(args, tmp / name.replace(" ", "_"), dataset="synthetic",
-                        synthetic_size=[args.images, args.eval_images], attention_cache=cache, compile=compile,
-                        **RECIPES[args.recipe][0])
+                        synthetic_size=[args.images, args.eval_images], compile=compile,
+                        **({"attention_cache": cache} if reads else {}), **recipe)  # a cache only where it is read
         self.run = _Run(make_config(opts), DistInfo(), torch.device("cpu"))
         if channels_last:  # in place: the optimiser keeps the same Parameter objects
             self.run.channels_last = True
@@ -96,11 +135,37 @@ class _Candidate:
         self._flag()
         return self.loop.block(n)
 
+    def mixer_calls(self, n: int) -> float:
+        """Seconds of ``n`` calls of the run's mixer alone (with its maps, as ``_step`` calls it) on one batch."""
+        mixer, batch = self.run.mixer, next(iter(self.run.batches.epoch(1)[0]))
+        if mixer is None:
+            return 0.0
+        images, labels, maps = batch[0], batch[1], (batch[2] if len(batch) > 2 else None)
+        start = time.perf_counter()
+        for _ in range(n):
+            if mixer.guidance_source == "model":  # the trainer's extra forward of the model being trained
+                maps = mixer.guide(images, labels, model=self.run.model)
+            mixer(images, labels, maps, generator=self.run.generator)
+        return time.perf_counter() - start
+
     def evaluation(self) -> float:
         self._flag()
         start = time.perf_counter()
         self.run._evaluate()
         return time.perf_counter() - start
+
+
+def _interleaved(found: dict[str, _Candidate], rounds: int,
+                 *measures: Callable[[_Candidate], float]) -> list[dict[str, list[float]]]:
+    """Per measure, each candidate's seconds per round; every round visits the candidates in a fresh random order."""
+    times: list[dict[str, list[float]]] = [{n: [] for n in found} for _ in measures]
+    order = random.Random(0)
+    for r in range(rounds):
+        for name in order.sample(list(found), len(found)):
+            for measure, seconds in zip(measures, times):
+                seconds[name].append(measure(found[name]))
+        print(f"round {r + 1}/{rounds} done", flush=True)
+    return times
 
 
 def _row(name: str, t: list[float], base: list[float], per: float) -> str:
@@ -120,12 +185,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--only", default=None, help="comma-separated candidate names (default: all)")
     p.add_argument("--warm-compile-cache", action="store_true",
                    help="use torch's on-disk compile cache as it is (default: an empty one, as a first cell has)")
+    p.add_argument("--methods", action="store_true",
+                   help="time every registered method's step (ratio to CutMix) instead of the execution candidates")
+    p.add_argument("--compile", action="store_true", help="with --methods: the model compiled, as the study trains")
+    p.add_argument("--mixer-calls", type=int, default=10, help="with --methods: timed mixer-only calls per round")
     args = p.parse_args(argv)
     args.model, args.workers, args.amp, args.device = "cifar_resnet20", 1, "off", "cpu"
     per_cell = RECIPES[args.recipe][1]
     args.batch_size = per_cell["batch_size"]
     args.channels_last = False  # the trainer ignores it on the CPU (with a warning); _Candidate sets it itself
     torch.set_num_threads(1)
+    if args.methods:
+        return method_costs(args)
     names = args.only.split(",") if args.only else list(CANDIDATES)
     print(f"# cell speed, {date.today()}, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} thread(s)", flush=True)
@@ -139,14 +210,7 @@ def main(argv: list[str] | None = None) -> None:
         for c in found.values():  # warm-up: allocator, lazy initialisation, the first evaluation
             c.steps(1)
             c.evaluation()
-        steps: dict[str, list[float]] = {n: [] for n in found}
-        evals: dict[str, list[float]] = {n: [] for n in found}
-        order = random.Random(0)
-        for r in range(args.rounds):
-            for name in order.sample(list(found), len(found)):
-                steps[name].append(found[name].steps(args.steps))
-                evals[name].append(found[name].evaluation())
-            print(f"round {r + 1}/{args.rounds} done", flush=True)
+        steps, evals = _interleaved(found, args.rounds, lambda c: c.steps(args.steps), _Candidate.evaluation)
         # Every candidate took the same steps over the same batches from the same weights: what is left between
         # their weights is floating-point reordering (compile's fusions, another memory format), not another draw.
         ref = found[names[0]].run.model.state_dict()
@@ -179,6 +243,40 @@ def main(argv: list[str] | None = None) -> None:
     best = min(cell, key=cell.get)
     print(f"\nfastest: {best}, {cell[base] / cell[best]:.2f}x eager over a cell "
           f"({'reaches' if cell[base] / cell[best] >= 1.2 else 'below'} the 1.2x bar)")
+
+
+def method_costs(args: argparse.Namespace) -> None:
+    """``--methods``: each registered method's training step on the recipe, as a ratio to CutMix's."""
+    rows = method_rows()
+    names = args.only.split(",") if args.only else list(rows)
+    unknown = sorted(set(names) - set(rows))
+    if unknown or METHOD_BASE not in names:
+        raise SystemExit(f"--only with --methods takes rows of {sorted(rows)}, {METHOD_BASE!r} among them; "
+                         f"got unknown {unknown}")
+    print(f"# method step cost, {date.today()}, torch {torch.__version__}, "
+          f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s)", flush=True)
+    with _as_train_does(torch.device("cpu")), tempfile.TemporaryDirectory() as tmp:
+        if not args.warm_compile_cache:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(tmp) / "inductor")
+        cache = _attention_cache(args, Path(tmp) / "attention.safetensors")
+        found = {n: _Candidate(args, Path(tmp), n, cache, compile=args.compile, mixing=rows[n]) for n in names}
+        for c in found.values():  # warm-up (and, compiled, tracing): not timed
+            c.first_step()
+            c.steps(1)
+        steps, calls = _interleaved(found, args.rounds, lambda c: c.steps(args.steps),
+                                    lambda c: c.mixer_calls(args.mixer_calls))
+    print(f"\n## each method's training step ({args.recipe} recipe: cifar_resnet20, batch {args.batch_size}, 32 px, "
+          f"device path, {'compiled' if args.compile else 'eager'}), 1 thread; {args.rounds} interleaved rounds x "
+          f"{args.steps} steps, medians (ratio: median of per-round ratios to {METHOD_BASE})")
+    print(f"| method | ms / step | min-max | step vs {METHOD_BASE} | mixer alone, ms / call | mixer's share of the "
+          f"step |\n|---|---:|---:|---:|---:|---:|")
+    for name in found:
+        t, base = steps[name], steps[METHOD_BASE]
+        ratio = statistics.median(c / b for b, c in zip(base, t))
+        mixer_ms = 1e3 * statistics.median(calls[name]) / args.mixer_calls
+        print(f"| {name} | {1e3 * statistics.median(t) / args.steps:.0f} | {1e3 * min(t) / args.steps:.0f}-"
+              f"{1e3 * max(t) / args.steps:.0f} | {ratio:.2f} | {mixer_ms:.1f} | "
+              f"{100 * mixer_ms / (1e3 * statistics.median(t) / args.steps):.1f}% |")
 
 
 if __name__ == "__main__":

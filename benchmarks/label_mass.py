@@ -47,6 +47,10 @@ METHODS: tuple[tuple[str, dict], ...] = (
     ("attentive-cutmix-r20", dict(method="attentive-cutmix", **CELLS, **{
         **R56, "extractor": "cifar_resnet20", "extractor_weights": "{shared}/models/cifar10-resnet20.safetensors"})),
     ("random-cells-mass", dict(method="random-cells", **CELLS, **R56, label_weight="attention")),
+    # issue 31's methods: the shuffled-guidance control, and the guidance-free peers with their defaults
+    ("attentive-cutmix-shuffled", dict(method="attentive-cutmix", **CELLS, **R56, guidance="shuffled")),
+    ("resizemix", dict(method="resizemix")),
+    ("fmix", dict(method="fmix", alpha=1.0)),
 )
 
 

@@ -26,6 +26,7 @@ SMALLEST = {
                       "--eval-images", "32"],
     "localization_extractors.py": ["--train-size", "64", "--eval-size", "32", "--epochs", "1"],
     "label_mass.py": ["--images", "64", "--untrained-weights", "untrained.safetensors"],  # and ../shared's data
+    "collision.py": ["--images", "64", "--batch-size", "32"],  # ../shared's data, else a synthetic stand-in
 }
 HEADLINE = {"engine_parts.py": "of a none step"}  # what each prints at the end (default: a markdown table)
 
@@ -49,3 +50,18 @@ def test_benchmark_runs_at_its_smallest_size_and_prints_its_figures(script, tmp_
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, f"{script} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
     assert HEADLINE.get(script, "|---") in done.stdout, f"{script} printed no figures:\n{done.stdout[-2000:]}"
+
+
+@pytest.mark.slow
+def test_cell_speed_methods_times_every_registered_method_against_cutmix(tmp_path):
+    # --methods reads the registry: every method (and each guided one's shuffled control) gets its row.
+    from attentive_cutmix import registry
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cell_speed.py"), "--methods", "--rounds", "1",
+                           "--steps", "1", "--images", "256", "--eval-images", "32", "--mixer-calls", "1"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    rows = [line.split(" | ")[0].lstrip("| ") for line in done.stdout.splitlines() if line.startswith("| ")]
+    assert set(registry.names()) | {"attentive-cutmix (guidance=shuffled)"} <= set(rows)
+    assert "| cutmix | " in done.stdout and " | 1.00 | " in done.stdout

@@ -1,12 +1,12 @@
 """FMix (Harris et al., 2020, arXiv:2002.12047): a binary mask cut from low-frequency Fourier noise.
 
-Per sample: a complex spectrum of i.i.d. normal coefficients, each frequency ``f`` scaled by
-``1 / max(f, 1 / max(H, W)) ** decay_power`` (``decay_power = 3``, the paper's and the official code's default),
-is inverted to a grey-scale image (``torch.fft.irfftn``); ``lam ~ Beta(alpha, alpha)`` (``alpha = 1``) and the
-``round(lam * H * W)`` brightest pixels (the official code's ``ceil`` or ``floor``, each with probability 1/2) form
-the mask. Output ``i`` is image ``i`` with its partner's pixels where the mask is 1, the same convention as CutMix
-here, and the partner's label weight is the mask's exact area fraction. ``lam`` is symmetric, so which side of the
-mask is called 1 does not change the distribution of the mix; the official code labels the *kept* side with lam.
+Per sample: a complex spectrum of i.i.d. normal coefficients, each frequency ``f`` scaled by ``1 / max(f, 1 / max(H,
+W)) ** decay_power`` (``decay_power = 3``, the paper's and the official code's default), is inverted to a grey-scale
+image (``torch.fft.irfftn``); ``lam ~ Beta(alpha, alpha)`` (``alpha = 1``) and the ``ceil(lam * H * W)`` or
+``floor(lam * H * W)`` brightest pixels (each with probability 1/2, as the official ``binarise_mask``) form the
+mask. Output ``i`` is image ``i`` with its partner's pixels where the mask is 1, the same convention as CutMix here,
+and the partner's label weight is the mask's exact area fraction. ``lam`` is symmetric, so which side of the mask is
+called 1 does not change the distribution of the mix; the official code labels the *kept* side with lam.
 
 As in the official code (ecs-vlc/FMix ``fmix.py``: ``fftfreqnd``, ``get_spectrum``, ``make_low_freq_image``,
 ``binarise_mask``) the mask is hard (its ``max_soft=0`` default); unlike it, every sample draws its own lam and mask
