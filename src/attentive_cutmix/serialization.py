@@ -6,8 +6,11 @@ renamed over the target, so a crash never leaves a half-written file behind.
 """
 from __future__ import annotations
 
+import errno
 import os
 import pickle
+import re
+import resource
 import tempfile
 import zipfile
 from pathlib import Path
@@ -43,9 +46,42 @@ def _new_file_mode() -> int:
     return 0o666 & ~umask
 
 
+# How the writers we call report a failed write without an OSError: torch.save's C++ stream loses the errno
+# ("basic_ios::clear", "unexpected pos 576 vs 534", "file write failed"); safetensors' Rust I/O error keeps it as text.
+_TORCH_WRITE_FAILED = ("basic_ios::clear", "unexpected pos", "file write failed", "PytorchStreamWriter failed")
+_OS_ERROR_TEXT = re.compile(r"\(os error (\d+)\)")
+
+
+def write_failure(err: BaseException, tmp: str | os.PathLike) -> OSError | None:
+    """The ``OSError`` behind a writer's failure to write ``tmp`` (``None`` if ``err`` is not a failed write).
+
+    On a full disk ``torch.save`` raises ``RuntimeError`` and safetensors ``SafetensorError``, never ``OSError``.
+    torch's message has no errno: a full file system (no block free) is ``ENOSPC``, a file at the process's size
+    limit (``RLIMIT_FSIZE``, quotas of batch systems) ``EFBIG``, anything else ``EIO`` with the writer's words.
+    """
+    if isinstance(err, OSError):
+        return err
+    text = str(err)
+    if (found := _OS_ERROR_TEXT.search(text)) is not None:
+        code = int(found.group(1))
+        return OSError(code, os.strerror(code))
+    if not isinstance(err, RuntimeError) or not any(s in text for s in _TORCH_WRITE_FAILED):
+        return None
+    code, why = errno.EIO, f"{os.strerror(errno.EIO)}: {_first_line(err)}"
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    try:
+        if os.statvfs(Path(tmp).parent).f_bavail == 0:
+            code = errno.ENOSPC
+        elif limit != resource.RLIM_INFINITY and os.path.getsize(tmp) >= limit:
+            code = errno.EFBIG
+    except OSError:  # the folder is gone: say what the writer said
+        pass
+    return OSError(code, why if code == errno.EIO else os.strerror(code))
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` then fsync and rename ``tmp_path`` over ``path``; ``OutputWriteError`` if the
-    disk or folder refuses it."""
+    disk or folder refuses it (whatever the writer raises for it: see ``write_failure``)."""
     path = Path(path)
     try:
         return _atomic_write(path, write)
@@ -60,7 +96,12 @@ def _atomic_write(path: Path, write: Callable[[str], None]) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        write(tmp)
+        try:
+            write(tmp)
+        except Exception as err:  # a full disk as the writer reports it, judged while the temp file still exists
+            if (failure := write_failure(err, tmp)) is None or failure is err:
+                raise
+            raise failure from err
         # mkstemp makes 0600, and writers that replace the file (safetensors' save_file) keep that: give the file
         # the permissions open() would, once it is written.
         os.chmod(tmp, _new_file_mode())

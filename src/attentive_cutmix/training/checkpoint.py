@@ -66,9 +66,10 @@ def save_checkpoint(state: dict[str, Any], output_dir: str | os.PathLike) -> Pat
     try:
         return atomic_torch_save({**state, "format_version": FORMAT_VERSION}, path)
     except OSError as err:  # disk full, quota, permissions: the old checkpoint is still whole, say so
-        raise CheckpointError(f"could not write the checkpoint {path} ({err.strerror or err}); the previous checkpoint "
-                              "there (if any) is intact. Free disk space or fix the folder's permissions, then "
-                              "continue with --resume") from err
+        kept = ("the previous checkpoint there is intact. Free disk space or fix the folder's permissions, then "
+                "continue with --resume" if path.exists() else "no earlier checkpoint exists. Free disk space or fix "
+                "the folder's permissions, then start the run again there with --auto-resume")
+        raise CheckpointError(f"could not write the checkpoint {path} ({err.strerror or err}); {kept}") from err
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

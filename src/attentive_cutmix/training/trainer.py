@@ -288,6 +288,22 @@ class _Run:
 
     # ----------------------------------------------------------------- loop
     def run(self) -> dict[str, Any]:
+        try:
+            return self._loop()
+        except OutputWriteError as err:  # config.yaml, metrics.jsonl, TensorBoard: a full disk mid-run
+            raise CheckpointError(f"{err}. {self._how_to_continue()}") from err
+
+    def _how_to_continue(self) -> str:
+        ckpt = self.out / CHECKPOINT_NAME
+        if ckpt.exists():
+            return (f"The run's last checkpoint {ckpt} is kept: once there is space, "
+                    f"`{resume_command(self.out, self.dist)}` continues from it")
+        if (self.out / "config.yaml").exists():
+            return ("No checkpoint was written yet: once there is space, `"
+                    f"{resume_command(self.out, self.dist).replace(' --resume', ' --auto-resume')}` starts it again")
+        return "No checkpoint was written yet: once there is space, run the same command again"
+
+    def _loop(self) -> dict[str, Any]:
         if self.cfg.overwrite and self.dist.is_main:  # everything was checked and built: now the old run may go
             clear_earlier_outputs(self.out)
         writer = RunWriter(self.out, self.config, self.curve, enabled=self.dist.is_main, progress=self.cfg.progress)
