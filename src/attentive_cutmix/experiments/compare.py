@@ -68,14 +68,22 @@ def _write_cell_file(run_dir: Path, cell: Cell) -> None:
     atomic_write(run_dir / CELL_FILE, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2, default=str)))
 
 
+# What the train split's images are (hence a decoded image cache and an attention cache of them): the data, its
+# held-out split and subset (split_seed, not the training seed: every seed of a cell sees the same split).
+DATA_IDENTITY_FIELDS = ("dataset", "data_dir", "image_size", "val_fraction", "val_data", "split_seed", "train_subset",
+                        "synthetic_size")
+
+
+def data_identity(cfg: Any) -> dict[str, Any]:
+    """The options that decide the training split's images; both shared caches are keyed on it."""
+    return {k: getattr(cfg, k) for k in DATA_IDENTITY_FIELDS}
+
+
 def _cache_path(out: Path, cfg: Any, extractor_identity: dict[str, Any] | None, label: Any = None) -> Path:
-    data = {k: getattr(cfg, k)
-            for k in ("dataset", "data_dir", "image_size", "val_fraction", "val_data", "synthetic_size")}
-    if cfg.val_fraction:  # the held-out split (hence the cached train split) depends on the seed
-        data["seed"] = cfg.seed
     extractor = extractor_identity or {k: getattr(cfg, k)
                                        for k in ("extractor", "extractor_weights", "extractor_input_size")}
-    name = f"{_slug(label or cfg.dataset)}-{_slug(Path(str(cfg.extractor)).stem)}-{_short_hash([data, extractor], 10)}"
+    name = (f"{_slug(label or cfg.dataset)}-{_slug(Path(str(cfg.extractor)).stem)}-"
+            f"{_short_hash([data_identity(cfg), extractor], 10)}")
     return out / "caches" / f"{name}.safetensors"
 
 
@@ -125,10 +133,9 @@ def resolved_config(grid: Grid, cell: Cell, out: Path, overrides: dict[str, Any]
         changes.update(attention_cache=str(cache), build_cache=True)
     if cfg.image_cache is None and cfg.dataset in ("imagefolder", "imagenet"):
         # The device path decodes a folder once; every cell of the same data shares the decoded file.
-        data = {k: getattr(cfg, k) for k in ("dataset", "data_dir", "image_size", "val_fraction", "val_data",
-                                             "split_seed", "train_subset")}
         label = _slug(cell.axes.get("dataset") or cfg.dataset)
-        changes["image_cache"] = str(out / "caches" / f"{label}-images-{_short_hash(data, 10)}.safetensors")
+        changes["image_cache"] = str(out / "caches" / f"{label}-images-{_short_hash(data_identity(cfg), 10)}"
+                                                      ".safetensors")
     return dataclasses.replace(cfg, **changes)
 
 
