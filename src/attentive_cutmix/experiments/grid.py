@@ -113,6 +113,8 @@ def _applies(key: str, values: dict[str, Any]) -> bool:
         return values.get("method", "none") in registry.applies_to(key)
     if key in ATTENTION_SOURCE:
         return _method_reads_attention(values)
+    if key == "mix_off_epoch":  # when to stop mixing: nothing to stop for the baseline
+        return values.get("method", "none") != "none"
     for table, selector, default in ((OPTIMIZER_OPTIONS, "optimizer", "adam"),
                                      (SCHEDULE_OPTIONS, "schedule", "constant")):
         if key in table:

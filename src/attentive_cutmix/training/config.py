@@ -492,7 +492,14 @@ def _check_attention_source(cfg: TrainConfig, method: registry.Method) -> None:
 def _check_recipe(cfg: TrainConfig) -> None:
     """warmup_epochs, clip_grad, ema_decay, mix_off_epoch: ranges."""
     _positive(cfg, "warmup_epochs", allow_none=False, zero_ok=True)
-    _positive(cfg, "mix_off_epoch", zero_ok=True)
+    if is_int(cfg.epochs) and cfg.warmup_epochs > cfg.epochs:
+        raise ConfigError(f"warmup_epochs={cfg.warmup_epochs} is beyond epochs={cfg.epochs}: the learning rate would "
+                          f"never reach --lr; give --warmup-epochs at most {cfg.epochs} (or more --epochs)")
+    if cfg.mix_off_epoch == 0:  # timm's --mixup-off-epoch 0 means "never"; ours would silently be --method none
+        raise ConfigError(f"mix_off_epoch=0 would train every epoch on plain images: a --method {cfg.method} run that "
+                          "mixes nothing. To mix in every epoch omit --mix-off-epoch (timm's --mixup-off-epoch 0 "
+                          "means that); to mix in epochs 1..N give N >= 1")
+    _positive(cfg, "mix_off_epoch")
     if cfg.clip_grad is not None and not cfg.clip_grad > 0:
         raise ConfigError(f"clip_grad must be > 0 (the largest gradient norm), got clip_grad={cfg.clip_grad!r}")
     if cfg.ema_decay is not None and not 0 < cfg.ema_decay < 1:
