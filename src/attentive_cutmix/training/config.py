@@ -154,6 +154,8 @@ PATH_FIELDS = ("data_dir", "val_data", "extractor", "extractor_weights", "attent
 # A run's config.yaml records the working directory it was started from, relative to the run folder, under this key:
 # the relative paths it holds count from there, wherever the file is read from (another working directory, a copy).
 BASE_DIR_KEY = "base_dir"
+# A method option named `epochs` would take --epochs away from the run: the config's keys are not for methods.
+registry.reserve([*(f.name for f in dataclasses.fields(TrainConfig)), BASE_DIR_KEY], "TrainConfig")
 _HINTS = {name: hint for name, hint in typing.get_type_hints(TrainConfig).items() if name in FIELDS}
 # Upper bounds on sizes: beyond them a typo (an extra 0) allocates tens of GB or starts thousands of processes.
 # grid_size and cutout_size are method options (the registry checks them too); they are here for the commands
