@@ -2,9 +2,14 @@
 code before its fix."""
 from __future__ import annotations
 
+import re
+
+import pytest
 import torch
 
 from attentive_cutmix import CutMix
+from attentive_cutmix.serialization import CheckpointError
+from attentive_cutmix.training import make_config, train
 
 
 def test_a_dict_batch_mixes_pixel_values_before_image_whatever_the_key_order():
@@ -17,3 +22,20 @@ def test_a_dict_batch_mixes_pixel_values_before_image_whatever_the_key_order():
     mixed, targets = CutMix(4, prob=1.0)(pixels, labels, generator=torch.Generator().manual_seed(1))
     assert torch.equal(out["pixel_values"], mixed) and torch.equal(out["labels"], targets)
     assert out["image"] is raw and not torch.equal(mixed, pixels)
+
+
+def test_nan_ema_weights_in_a_checkpoint_are_refused_at_resume(tmp_path):
+    """Item 5: the checkpoint's `ema` entry is checked like `model` (NaN EMA weights resumed with rc 0, were evaluated
+    and saved to weights_ema.safetensors without a word)."""
+    out = tmp_path / "run"
+    options = dict(dataset="synthetic", synthetic_size=[32, 16], image_size=16, epochs=1, batch_size=16,
+                   max_steps_per_epoch=1, workers=0, progress=False, ema_decay=0.9, output_dir=str(out))
+    train(make_config(options))
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    key = next(k for k, v in ckpt["ema"].items() if v.is_floating_point())
+    ckpt["ema"][key].view(-1)[0] = float("nan")
+    torch.save(ckpt, out / "checkpoint.pt")
+    before = (out / "weights_ema.safetensors").read_bytes()
+    with pytest.raises(CheckpointError, match=re.escape(f"ema[{key!r}]") + ".*NaN"):
+        train(make_config({**options, "epochs": 2, "resume": True}))
+    assert (out / "weights_ema.safetensors").read_bytes() == before

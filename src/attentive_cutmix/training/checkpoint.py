@@ -176,12 +176,14 @@ class _Checker:
             self.tensor(entry, value, shape=live.shape, dtype=live.dtype, finite=True)
 
 
-def _check_model(c: _Checker, saved: Any) -> None:
+def _check_model(c: _Checker, saved: Any, entry: str = "model") -> None:
+    if not isinstance(saved, dict):
+        c.fail(entry, saved, "a dict of tensors (a state dict)")
     for key, value in saved.items():
         if not isinstance(value, torch.Tensor):
-            c.fail(f"model[{key!r}]", value, "a tensor")
+            c.fail(f"{entry}[{key!r}]", value, "a tensor")
         # Unknown/missing keys and other shapes are reported all at once by load_weights_into.
-        c.tensor(f"model[{key!r}]", value, shape=value.shape, finite=True)
+        c.tensor(f"{entry}[{key!r}]", value, shape=value.shape, finite=True)
 
 
 def _check_optimizer(c: _Checker, saved: dict[str, Any], optimizer: torch.optim.Optimizer) -> None:
@@ -266,6 +268,8 @@ def validate_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike, *, optimi
     """
     c = _Checker(path)
     _check_model(c, ckpt["model"])
+    if ckpt.get("ema") is not None:  # --ema-decay: evaluated each epoch and saved as weights_ema.safetensors
+        _check_model(c, ckpt["ema"], "ema")
     _check_optimizer(c, ckpt["optimizer"], optimizer)
     # Every key of a schedule's state lands in its __dict__ (an extra 'optimizer' would replace the optimiser).
     c.like("scheduler", {k: v for k, v in ckpt["scheduler"].items() if k != "milestones"},
