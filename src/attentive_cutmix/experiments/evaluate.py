@@ -65,7 +65,7 @@ def read_run(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]
     """
     config, recorded = _read_record(Path(run_dir))
     base = config.get(BASE_DIR_KEY)
-    return (resolve_paths(config, Path(run_dir).absolute() / base) if isinstance(base, str) else config), recorded
+    return (resolve_paths(config, Path(run_dir).resolve() / base) if isinstance(base, str) else config), recorded
 
 
 def _read_record(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -356,7 +356,7 @@ def _located(config: dict[str, Any], folder: Path) -> dict[str, Any]:
     """``config`` with its relative paths made absolute: from its ``base_dir`` (relative to the run ``folder``)
     where it records one, else from the working directory."""
     base = config.get(BASE_DIR_KEY)
-    return resolve_paths(config, folder / base if isinstance(base, str) else Path.cwd())
+    return resolve_paths(config, Path(folder).resolve() / base if isinstance(base, str) else Path.cwd())
 
 
 __all__ = ["CHECKPOINT_NAME", "FORMAT_VERSION",

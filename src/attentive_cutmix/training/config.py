@@ -373,7 +373,9 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(base, str) or not base:
         raise ConfigError(f"{BASE_DIR_KEY} in {path} must be a folder path (where its relative paths count from), "
                           f"got {base!r}")
-    return resolve_paths(data, path.absolute().parent / os.path.expanduser(base))
+    # From the file's real folder: base_dir was measured between real paths (a symlinked runs/ folder, or the
+    # run read through the link's target, would otherwise count from the wrong place).
+    return resolve_paths(data, path.resolve().parent / os.path.expanduser(base))
 
 
 def make_config(overrides: Mapping[str, Any] | None = None, *,

@@ -177,8 +177,9 @@ class _Run:
                        "train_fingerprint": self.info.train_fingerprint, "world_size": dist.world_size,
                        "data_path_used": self.batches.path,
                        # where this config's relative paths count from, relative to the run folder (config.yaml,
-                       # results.json and the checkpoint stay readable from any working directory)
-                       BASE_DIR_KEY: os.path.relpath(os.getcwd(), self.out.absolute())}
+                       # results.json and the checkpoint stay readable from any working directory); real paths, so
+                       # a symlinked runs/ folder, or the run read through the link's target, counts from the same place
+                       BASE_DIR_KEY: os.path.relpath(os.path.realpath(os.getcwd()), self.out.resolve())}
         if given.get("train_dataset") is not None:
             self.config["dataset"] = self.info.name  # not cfg.dataset: the run did not use it
         torch.manual_seed(cfg.seed)  # model init: the same weights for every method of a seed (extractors drew before)
