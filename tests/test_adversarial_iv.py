@@ -5,11 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from _reliability_utils import image_folder
 from attentive_cutmix import CutMix
 from attentive_cutmix.experiments.evaluate import read_run
 from attentive_cutmix.serialization import CheckpointError
@@ -46,20 +45,12 @@ def test_nan_ema_weights_in_a_checkpoint_are_refused_at_resume(tmp_path):
     assert (out / "weights_ema.safetensors").read_bytes() == before
 
 
-def _image_folder(root: Path, n: int = 4) -> Path:
-    for cls in ("a", "b"):
-        (root / cls).mkdir(parents=True)
-        for i in range(n):
-            Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)).save(root / cls / f"{i}.png")
-    return root
-
-
 def test_a_run_under_a_symlinked_folder_finds_its_data_through_the_real_path(tmp_path, monkeypatch):
     """Item 7: base_dir is measured between real paths. With runs -> ../scratch/deep/runs, reading the run through
     the link's target used to count its relative paths from scratch/deep (where a same-named folder would be read)."""
     project, real_runs = tmp_path / "project", tmp_path / "scratch" / "deep" / "runs"
     real_runs.mkdir(parents=True)
-    _image_folder(project / "data")
+    image_folder(project / "data")
     (project / "runs").symlink_to(Path("..") / "scratch" / "deep" / "runs", target_is_directory=True)
     monkeypatch.chdir(project)
     train(make_config(dict(dataset="imagefolder", data_dir="data", image_size=16, epochs=1, batch_size=4,

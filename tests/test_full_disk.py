@@ -15,13 +15,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import save_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from _reliability_utils import image_folder
 from attentive_cutmix.cli import main
 from attentive_cutmix.models import create_model
 
@@ -133,16 +132,8 @@ def test_a_full_disk_at_config_tensorboard_or_metrics_is_one_line_and_the_named_
         assert json.loads((out / "results.json").read_text())["status"] == "finished"
 
 
-def _image_folder(root: Path, n: int = 6) -> Path:
-    for cls in ("a", "b"):
-        (root / cls).mkdir(parents=True)
-        for i in range(n):
-            Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)).save(root / cls / f"{i}.png")
-    return root
-
-
 def test_a_full_disk_at_the_image_cache_and_the_attention_cache_is_one_line(tmp_path, capsys):
-    data = _image_folder(tmp_path / "data")
+    data = image_folder(tmp_path / "data")
     weights = tmp_path / "extractor.safetensors"
     save_file(create_model("cifar_resnet20", num_classes=10).state_dict(), str(weights))
     with _tmpfs(tmp_path / "disk", 256 * 1024) as disk:
