@@ -2,18 +2,24 @@
 code before its fix."""
 from __future__ import annotations
 
+import os
 import re
+import signal
 from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from _reliability_utils import image_folder
 from attentive_cutmix import CutMix
+from attentive_cutmix.cache import CacheBuildInterrupted
+from attentive_cutmix.data import build_datasets
+from attentive_cutmix.data.device import device_split
 from attentive_cutmix.experiments.evaluate import read_run
 from attentive_cutmix.serialization import CheckpointError
 from attentive_cutmix.training import make_config, train
-from attentive_cutmix.training.config import load_yaml
+from attentive_cutmix.training.config import ConfigError, load_yaml
 
 
 def test_a_dict_batch_mixes_pixel_values_before_image_whatever_the_key_order():
@@ -60,3 +66,64 @@ def test_a_run_under_a_symlinked_folder_finds_its_data_through_the_real_path(tmp
     for folder in (real_runs / "r", project / "runs" / "r"):
         assert read_run(folder)[0]["data_dir"] == str(project / "data")
         assert load_yaml(folder / "config.yaml")["data_dir"] == str(project / "data")
+
+
+class _SignalAt:
+    """An image-folder source that delivers ``signum`` to this process when item ``at`` is decoded (a Ctrl-C or a
+    scheduler's SIGTERM arriving mid-decode)."""
+
+    def __init__(self, source, signum: int, at: int = 2) -> None:
+        self.source, self.signum, self.at, self.calls = source, signum, at, 0
+
+    def __getattr__(self, name):
+        return getattr(self.source, name)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i):
+        self.calls += 1
+        if self.calls == self.at:
+            os.kill(os.getpid(), self.signum)
+        return self.source[i]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_decoding_for_the_image_cache_is_one_line_and_leaves_no_file(tmp_path, signum):
+    """Item 10: Ctrl-C used to be a 40-line KeyboardInterrupt traceback, SIGTERM an exit 143 without a word."""
+    train_ds, _, info = build_datasets("imagefolder", data_dir=image_folder(tmp_path / "data"), image_size=16,
+                                       val_fraction=0.25)
+    train_ds.source = _SignalAt(train_ds.source, signum)
+    cache = tmp_path / "images.safetensors"
+
+    def unhandled(signum, _frame):  # what the code before the fix met: a traceback (SIGINT) or death (SIGTERM)
+        raise AssertionError(f"{signal.Signals(signum).name} reached the default handler")
+
+    before = signal.signal(signum, unhandled)
+    try:
+        with pytest.raises(CacheBuildInterrupted) as info_:
+            device_split(train_ds, 16, torch.device("cpu"), image_cache=cache)
+        assert signal.getsignal(signum) is unhandled  # restored after the decode
+    finally:
+        signal.signal(signum, before)
+    assert info_.value.signum == signum and 128 + info_.value.signum in (130, 143)
+    assert f"stopped by {signal.Signals(signum).name} while decoding the train split for the image cache {cache}" \
+        in str(info_.value)
+    assert list(tmp_path.glob("*.safetensors*")) == []
+
+
+def test_an_image_cache_where_the_device_path_cannot_apply_is_refused_and_unused_one_is_said(tmp_path, monkeypatch):
+    """Item 12: with --data-path auto, --image-cache was silently ignored whenever auto picked the loader."""
+    options = dict(dataset="imagefolder", image_size=16, epochs=1, batch_size=4, max_steps_per_epoch=1, workers=0,
+                   progress=False, val_fraction=0.25, image_cache=str(tmp_path / "images.safetensors"))
+    big = tmp_path / "big"
+    for cls in ("a", "b"):
+        (big / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (80, 80)).save(big / cls / f"{i}.png")
+    with pytest.raises(ConfigError, match="applies to the device path, which does not apply"):
+        train(make_config({**options, "data_dir": str(big), "image_size": 80, "output_dir": str(tmp_path / "a")}))
+    monkeypatch.setattr("attentive_cutmix.data.device.MEMORY_FRACTION", 0.0)  # as if memory were short
+    with pytest.warns(UserWarning, match=r"--image-cache .* is not used: --data-path auto chose the loader path"):
+        train(make_config({**options, "data_dir": str(image_folder(tmp_path / "data")),
+                           "output_dir": str(tmp_path / "b")}))

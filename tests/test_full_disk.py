@@ -154,6 +154,24 @@ def test_a_full_disk_at_the_image_cache_and_the_attention_cache_is_one_line(tmp_
         assert not _temp_files(disk) and not cache.exists() and not attention.exists()
 
 
+def test_a_stale_image_cache_on_a_full_disk_warns_and_the_run_trains_on_the_decoded_images(tmp_path):
+    """Item 11: the images are decoded and in memory; a cache that cannot be replaced must not end the run."""
+    data = image_folder(tmp_path / "data")
+    with _tmpfs(tmp_path / "disk", 256 * 1024) as disk:
+        cache = disk / "images.safetensors"
+        args = ["train", "--dataset", "imagefolder", "--data-dir", str(data), "--image-size", "16", "--epochs", "1",
+                "--batch-size", "4", "--max-steps-per-epoch", "1", "--workers", "0", "--no-progress",
+                "--val-fraction", "0.25", "--data-path", "device", "--image-cache", str(cache)]
+        assert main([*args, "--output-dir", str(tmp_path / "first")]) == 0
+        before = cache.read_bytes()
+        first = next(data.glob("a/*.png"))
+        os.utime(first, ns=(first.stat().st_atime_ns, first.stat().st_mtime_ns + 10**9))  # touched: stale
+        _leave_free(disk, 0)
+        with pytest.warns(UserWarning, match=rf"could not write {cache} \(No space left on device\).*trains on it"):
+            assert main([*args, "--output-dir", str(tmp_path / "second")]) == 0
+        assert cache.read_bytes() == before and not _temp_files(disk)
+
+
 def test_a_full_disk_at_the_compare_report_is_one_line(tmp_path, capsys):
     grid = tmp_path / "grid.yaml"
     grid.write_text("name: tiny\nsettings: {dataset: synthetic, synthetic_size: [32, 16], image_size: 16, epochs: 1}\n"

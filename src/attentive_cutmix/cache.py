@@ -353,10 +353,10 @@ class CacheBuildInterrupted(KeyboardInterrupt):
     A ``KeyboardInterrupt`` (no ``except Exception`` swallows it); ``signum`` gives the exit code, 128 + signum.
     """
 
-    def __init__(self, signum: int, path: str | os.PathLike) -> None:
+    def __init__(self, signum: int, path: str | os.PathLike, what: str = "building the attention cache") -> None:
         super().__init__(signum, str(path))
         self.signum = signum
-        self.message = (f"stopped by {signal.Signals(signum).name} while building the attention cache {path}; "
+        self.message = (f"stopped by {signal.Signals(signum).name} while {what} {path}; "
                         "nothing was written (the partial file was removed). Run the same command again to build it")
 
     def __str__(self) -> str:
@@ -364,9 +364,10 @@ class CacheBuildInterrupted(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def _signals_stop_the_build(path: str | os.PathLike):
+def signals_stop_the_build(path: str | os.PathLike, what: str = "building the attention cache"):
     """SIGTERM (a scheduler's stop, by default an instant death that left an orphan ``.tmp``) and Ctrl-C raise
-    ``CacheBuildInterrupted``, so the temporary file is removed on the way out; handlers are restored after."""
+    ``CacheBuildInterrupted`` (saying it stopped while ``what`` ``path``), so the temporary file is removed on the
+    way out; handlers are restored after."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -374,7 +375,7 @@ def _signals_stop_the_build(path: str | os.PathLike):
 
     def stop(signum: int, _frame: Any) -> None:
         received.append(signum)
-        raise CacheBuildInterrupted(signum, path)
+        raise CacheBuildInterrupted(signum, path, what)
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -383,7 +384,7 @@ def _signals_stop_the_build(path: str | os.PathLike):
         raise
     except BaseException as err:
         if received:  # the signal also ended a DataLoader worker, whose error came first: report the signal
-            raise CacheBuildInterrupted(received[0], path) from err
+            raise CacheBuildInterrupted(received[0], path, what) from err
         raise
     finally:
         for sig, handler in previous.items():
@@ -469,7 +470,7 @@ def build_cache(dataset: Dataset, extractor: Any, path: str | os.PathLike, *, me
     if home is not None:
         extractor.to(device)
     try:
-        with _signals_stop_the_build(path), tqdm(total=n, unit="img", desc="caching attention",
+        with signals_stop_the_build(path), tqdm(total=n, unit="img", desc="caching attention",
                                                  disable=not progress) as bar:
             atomic_write(path, lambda tmp: write(tmp, bar))
     finally:

@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from .. import cache as cache_mod
 from .. import data
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from ..data.datasets import DatasetInfo
-from ..data.device import device_split, fits_on_device
+from ..data.device import MEMORY_FRACTION, device_split, fits_on_device
 from ..data.transforms import eval_transform
 from ..data.wrapper import AugmentedDataset, frame_view, with_attention
 from .batches import BatchSource, DeviceBatches, LoaderBatches
@@ -153,7 +154,17 @@ def choose_data_path(cfg: TrainConfig, train_ds: Any, eval_ds: Any, info: Any, d
     need = sum(len(ds) for ds in splits) * 3 * size * size
     if needs_attention(cfg) and cfg.attention_cache is not None:
         need += len(train_ds) * size * size * 2
-    return "device" if supported and fits_on_device(need, device) else "loader"
+    chosen = "device" if supported and fits_on_device(need, device) else "loader"
+    if chosen == "loader" and "image_cache" in cfg.explicit and cfg.image_cache is not None:  # never silently unused
+        if not supported:
+            raise ConfigError(f"--image-cache {cfg.image_cache} applies to the device path, which does not apply to "
+                              f"dataset {info.name!r} (images of {size} px; it takes the CIFAR-style preset up to "
+                              "64 px): remove --image-cache")
+        warnings.warn(f"--image-cache {cfg.image_cache} is not used: --data-path auto chose the loader path (both "
+                      f"splits, {need / 2**20:.0f} MiB, take more than {MEMORY_FRACTION:.0%} of the free memory of "
+                      f"{device}); pass --data-path device to decode into memory anyway, or remove --image-cache",
+                      stacklevel=3)
+    return chosen
 
 
 def build_batches(cfg: TrainConfig, dist: DistInfo, device: torch.device, train_ds: Any, eval_ds: Any,
