@@ -127,3 +127,16 @@ def test_an_image_cache_where_the_device_path_cannot_apply_is_refused_and_unused
     with pytest.warns(UserWarning, match=r"--image-cache .* is not used: --data-path auto chose the loader path"):
         train(make_config({**options, "data_dir": str(image_folder(tmp_path / "data")),
                            "output_dir": str(tmp_path / "b")}))
+
+
+@pytest.mark.parametrize("before, after", [(0, 1), (1, 2)])
+def test_resuming_with_another_warmup_names_the_option(tmp_path, before, after):
+    """Item 13: adding --warmup-epochs at resume was refused as a "damaged or edited" checkpoint (and 1 -> 2 kept
+    the old warmup without a word)."""
+    options = dict(dataset="synthetic", synthetic_size=[32, 16], image_size=16, epochs=2, batch_size=16,
+                   max_steps_per_epoch=1, workers=0, progress=False, output_dir=str(tmp_path / "run"),
+                   warmup_epochs=before)
+    train(make_config({**options, "epochs": 1}))
+    with pytest.raises(CheckpointError, match=rf"with --warmup-epochs {after}: the run was started with "
+                                              rf"--warmup-epochs {before}"):
+        train(make_config({**options, "warmup_epochs": after, "resume": True}))

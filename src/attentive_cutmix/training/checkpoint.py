@@ -339,6 +339,14 @@ def check_compatible(ckpt: dict[str, Any], config: dict[str, Any], path: str | o
                               "Nothing was changed. Resume with the original options, or start a fresh run with "
                               "another --output-dir")
     _check_schedule_length(saved, config, path)
+    # The warmup is part of the schedule's saved state (its phase and length): another one would not load (it was
+    # refused as a damaged file) or would keep the old length without a word. Checkpoints before it had none.
+    warmup_saved, warmup_now = saved.get("warmup_epochs") or 0, config.get("warmup_epochs") or 0
+    if warmup_saved != warmup_now:
+        raise CheckpointError(f"cannot resume {path} with --warmup-epochs {warmup_now}: the run was started with "
+                              f"--warmup-epochs {warmup_saved}, and its learning-rate schedule (saved with the "
+                              "checkpoint) keeps that warmup. Nothing was changed. Resume with --warmup-epochs "
+                              f"{warmup_saved}, or start a new run (another --output-dir)")
     fp_saved, fp_now = ckpt.get("train_fingerprint"), config.get("train_fingerprint")
     if fp_saved is not None and fp_now is not None and fp_saved != fp_now:
         raise CheckpointError(f"cannot resume from {path}: the training data changed since it was written "
