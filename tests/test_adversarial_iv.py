@@ -2,21 +2,27 @@
 code before its fix."""
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import signal
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from _reliability_utils import image_folder
 from attentive_cutmix import CutMix
 from attentive_cutmix.cache import CacheBuildInterrupted
+from attentive_cutmix.cli import main
 from attentive_cutmix.data import build_datasets
 from attentive_cutmix.data.device import device_split
+from attentive_cutmix.experiments import compare as compare_mod
 from attentive_cutmix.experiments.evaluate import read_run
+from attentive_cutmix.experiments.grid import load_grid
 from attentive_cutmix.serialization import CheckpointError
 from attentive_cutmix.training import make_config, train
 from attentive_cutmix.training.config import ConfigError, load_yaml
@@ -140,3 +146,43 @@ def test_resuming_with_another_warmup_names_the_option(tmp_path, before, after):
     with pytest.raises(CheckpointError, match=rf"with --warmup-epochs {after}: the run was started with "
                                               rf"--warmup-epochs {before}"):
         train(make_config({**options, "warmup_epochs": after, "resume": True}))
+
+
+DAMAGED = {"a list": [], "a bad curve row": {"curve": [5, "x"]}, "a text top-1": {"top1": "high"}}
+
+
+def _damage(path: Path, how: str) -> None:
+    record = json.loads(path.read_text())
+    damage = DAMAGED[how]
+    path.write_text(json.dumps(damage if isinstance(damage, list) else {**record, **damage}))
+
+
+def test_a_damaged_results_json_is_one_line_in_evaluate_and_a_resumable_cell_in_compare(tmp_path, capsys):
+    """Item 14: a damaged results.json in a finished run gave 17-line tracebacks in `evaluate` and 33-36 in
+    `compare` (tables and plots read it)."""
+    out = tmp_path / "run"
+    train(make_config(dict(dataset="synthetic", synthetic_size=[32, 16], image_size=16, epochs=1, batch_size=16,
+                           max_steps_per_epoch=1, workers=0, progress=False, output_dir=str(out))))
+    good = (out / "results.json").read_text()
+    for how in DAMAGED:
+        (out / "results.json").write_text(good)
+        _damage(out / "results.json", how)
+        capsys.readouterr()
+        assert main(["evaluate", str(out)]) == 1, how
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert str(out / "results.json") in err and "--resume" in err
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text(yaml.safe_dump({"settings": {"dataset": "synthetic", "epochs": 1},
+                                         "axes": {"method": ["none"]}}))
+    grid = load_grid(grid_file)
+    cell = grid.cells[0]
+    run_dir = tmp_path / "cmp" / "runs" / cell.id
+    shutil.copytree(out, run_dir)
+    compare_mod._write_cell_file(run_dir, cell)
+    for how in DAMAGED:
+        (run_dir / "results.json").write_text(good)
+        _damage(run_dir / "results.json", how)
+        assert compare_mod.cell_status(run_dir, cell.identity) == "resumable", how  # resuming writes it again
+        compare_mod.write_report(grid, tmp_path / "cmp", log=lambda _: None)
+        assert json.loads((tmp_path / "cmp" / "results.json").read_text())["runs"][0]["status"] == "resumable"

@@ -28,6 +28,7 @@ from ..training.distributed import resolve_device
 from ..training.run_io import RunLockedError, existing_outputs, wait_for_run
 from .grid import RUN_FIELDS, Cell, Grid, GridError, _short_hash, _slug
 from .localization import localization_hit_rates
+from .records import read_results
 from .report import build_table, paired_markdown, table_csv, table_markdown, write_plots
 
 CELL_FILE = "cell.json"
@@ -45,6 +46,15 @@ def _read_json(path: Path) -> Any:
         return None
 
 
+def _results(run_dir: Path) -> dict[str, Any] | None:
+    """The cell's checked ``results.json``; None when missing or damaged (the cell then resumes from its checkpoint,
+    which writes the file again, instead of a traceback in the tables)."""
+    try:
+        return read_results(run_dir / "results.json")
+    except (OSError, ValueError):
+        return None
+
+
 def cell_status(run_dir: Path, identity: dict[str, Any]) -> str:
     """``finished`` / ``resumable`` / ``pending``; ``CellConflictError`` if the folder belongs to another config."""
     saved = _read_json(run_dir / CELL_FILE)
@@ -52,7 +62,7 @@ def cell_status(run_dir: Path, identity: dict[str, Any]) -> str:
         raise CellConflictError(f"{run_dir} holds a run of a different config than this grid's cell of the same id "
                                 f"(see {run_dir / CELL_FILE}); nothing was changed. Use another --output-dir, or move "
                                 "that folder away")
-    results = _read_json(run_dir / "results.json")
+    results = _results(run_dir)
     if saved is not None and results is not None and results.get("status") == "finished":
         return "finished"
     if (run_dir / "checkpoint.pt").exists():
@@ -213,7 +223,7 @@ def collect(grid: Grid, out: Path) -> list[dict[str, Any]]:
             status = cell_status(run_dir, cell.identity)
         except CellConflictError:
             status = "conflict"
-        results = _read_json(run_dir / "results.json") if status == "finished" else None
+        results = _results(run_dir) if status == "finished" else None
         if results:
             entry.update({k: results.get(k)
                           for k in ("top1", "top5", "best_top1", "best_top5", "epochs", "curve", "wall_time_s")})

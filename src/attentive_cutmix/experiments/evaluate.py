@@ -26,6 +26,7 @@ from ..training.checkpoint import load_checkpoint
 from ..training.config import BASE_DIR_KEY, resolve_paths
 from ..training.data_setup import unaugmented
 from ..training.trainer import WEIGHTS_NAME, evaluate
+from .records import read_results
 
 DATA_KEYS = ("dataset", "data_dir", "val_fraction", "val_data", "split_seed", "image_size", "synthetic_size",
              "train_subset")
@@ -71,11 +72,11 @@ def read_run(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]
 def _read_record(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     if (run / "results.json").is_file():
         try:
-            record = json.loads((run / "results.json").read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{run / 'results.json'} is not valid JSON ({err}); re-run the training") from err
-        if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
-            raise ValueError(f"{run / 'results.json'} has no 'config' mapping: not written by `attentive-cutmix train`")
+            record = read_results(run / "results.json")
+        except ValueError as err:
+            again = (f"; `attentive-cutmix train --config {run / 'config.yaml'} --resume` writes it again from the "
+                     "checkpoint" if (run / "checkpoint.pt").is_file() else "; re-run the training")
+            raise ValueError(f"{err}{again}") from err
         last = next((r for r in reversed(record.get("curve") or []) if r.get("top1") is not None), {})
         return record["config"], {"top1": record.get("top1"), "top5": record.get("top5"), "loss": last.get("eval_loss"),
                                   "train_top1": last.get("train_top1")}
