@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from attentive_cutmix.experiments.grid import load_grid
+from attentive_cutmix.experiments.grid import GridError, load_grid
 from attentive_cutmix.training.config import ConfigError, make_config
 
 
@@ -29,3 +29,15 @@ def test_a_grid_setting_mix_off_epoch_does_not_apply_to_its_none_cells(tmp_path)
                                     "axes": {"method": ["none", "cutmix"]}}))
     cells = {c.config.method: c.config for c in load_grid(path).cells}
     assert cells["none"].mix_off_epoch is None and cells["cutmix"].mix_off_epoch == 1
+
+
+def test_axis_values_that_give_one_config_are_refused_not_trained_twice(tmp_path):
+    """Item 16: `label_smoothing: [0, 0.0]` made two cells of one config hash, trained and reported twice."""
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump({"settings": {"dataset": "synthetic", "epochs": 1},
+                                    "axes": {"method": ["cutmix"], "label_smoothing": [0, 0.0, 0.1]}}))
+    with pytest.raises(GridError, match=r"cells .*label_smoothing0-.* and .*label_smoothing0.0-.* are the same config"):
+        load_grid(path)
+    path.write_text(yaml.safe_dump({"settings": {"dataset": "synthetic", "epochs": 1},
+                                    "axes": {"method": ["none", "cutmix"], "alpha": [0.5, 1.0]}}))
+    assert len(load_grid(path).cells) == 3  # an axis that does not apply to `none` still gives one none cell

@@ -312,6 +312,7 @@ def expand_grid(data: Any, path: str | os.PathLike) -> Grid:
 
     names = list(axes)
     cells: dict[str, Cell] = {}
+    by_config: dict[str, str] = {}  # identity hash -> the first cell id with it
     for combo in itertools.product(*(axes[n] for n in names)):
         values, labels = dict(settings), {}
         entries = [_axis_entry(n, v) for n, v in zip(names, combo)]
@@ -337,6 +338,10 @@ def expand_grid(data: Any, path: str | os.PathLike) -> Grid:
         extra = "-".join(f"{_slug(a)}{_slug(labels[a])}" for a in names
                          if a not in PREFIX_AXES and labels[a] is not None)
         cell_id = "-".join(p for p in (prefix, extra, _short_hash(ident)) if p)
+        twin = by_config.setdefault(_short_hash(ident, 64), cell_id)
+        if twin != cell_id:  # e.g. an axis listing 0 and 0.0: one config, trained and reported twice
+            raise GridError(f"cells {twin} and {cell_id} of {path} are the same config (axis values {labels} give "
+                            "the same settings as another cell's, e.g. 0 and 0.0): list each setting once")
         if cell_id not in cells:  # axes that don't apply to a cell make duplicates: keep one
             cells[cell_id] = Cell(id=cell_id, axes=labels, config=cfg, identity=ident, extractor_run=extractor_run)
     return Grid(name=str(data.get("name") or path.stem), axes=axes, cells=list(cells.values()), extractors=extractors,
