@@ -13,6 +13,8 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from torch import nn
+from torch.utils.data import TensorDataset
 
 from _reliability_utils import image_folder
 from attentive_cutmix import CutMix
@@ -186,3 +188,38 @@ def test_a_damaged_results_json_is_one_line_in_evaluate_and_a_resumable_cell_in_
         assert compare_mod.cell_status(run_dir, cell.identity) == "resumable", how  # resuming writes it again
         compare_mod.write_report(grid, tmp_path / "cmp", log=lambda _: None)
         assert json.loads((tmp_path / "cmp" / "results.json").read_text())["runs"][0]["status"] == "resumable"
+
+
+def _tensors(n: int = 32, *, top: float = 1.0, label: int | None = None) -> TensorDataset:
+    g = torch.Generator().manual_seed(n)
+    labels = torch.randint(0, 4, (n,), generator=g) if label is None else torch.full((n,), label)
+    return TensorDataset(torch.rand(n, 3, 16, 16, generator=g) * top, labels)
+
+
+def _net() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+
+
+def test_runs_of_python_objects_say_how_to_continue_and_their_data_is_checked(tmp_path, capsys):
+    """Item 18: runs of train(model=..., train_dataset=...) were dead ends for `evaluate` and CLI `--resume`; a
+    resume onto other data was silent; out-of-range labels with `none`, and classes=True, were raw tracebacks;
+    images in [0, 255] passed without a word."""
+    out = tmp_path / "run"
+    options = dict(epochs=1, batch_size=8, max_steps_per_epoch=1, workers=0, progress=False, output_dir=str(out))
+    train(make_config(options), model=_net(), train_dataset=_tensors(), eval_dataset=_tensors(16), classes=4)
+    capsys.readouterr()
+    for argv in (["evaluate", str(out)], ["train", "--config", str(out / "config.yaml"), "--resume"]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and "train(model=..., train_dataset=...) from Python" in err, err
+        assert "'resume': True" in err and "load_state_dict_file" in err
+    with pytest.raises(CheckpointError, match="the training data changed"):
+        train(make_config({**options, "epochs": 2, "resume": True}), model=_net(), train_dataset=_tensors(24),
+              eval_dataset=_tensors(16), classes=4)
+    fresh = {**options, "output_dir": str(tmp_path / "other")}
+    with pytest.raises(ValueError, match=r"labels outside \[0, 4\)"):
+        train(make_config(fresh), model=_net(), train_dataset=_tensors(label=7), classes=4)
+    with pytest.raises(ConfigError, match="classes must be the class names"):
+        train(make_config({**fresh, "overwrite": True}), model=_net(), train_dataset=_tensors(), classes=True)
+    with pytest.warns(UserWarning, match=r"values up to 2\d\d.*\[0, 1\]"):
+        train(make_config({**fresh, "overwrite": True}), model=_net(), train_dataset=_tensors(top=255.0), classes=4)

@@ -23,7 +23,7 @@ from ..data.loader import worker_safe_loader
 from ..models import create_model
 from ..serialization import load_state_dict_file, load_weights_into, non_finite_entries
 from ..training.checkpoint import load_checkpoint
-from ..training.config import BASE_DIR_KEY, resolve_paths
+from ..training.config import BASE_DIR_KEY, check_rebuildable, resolve_paths
 from ..training.data_setup import unaugmented
 from ..training.trainer import WEIGHTS_NAME, evaluate
 from .records import read_results
@@ -121,6 +121,7 @@ def _model(run: Path, config: Mapping[str, Any], weights: str,
         raise FileNotFoundError(f"{run} has no {' or '.join(names)}; "
                                 + ("the run did not finish: try weights='checkpoint'" if weights == "final"
                                    else "was it trained with this package?"))
+    check_rebuildable(config, str(run))
     missing = [k for k in ("model", "num_classes", "image_size", "mean", "std") if k not in config]
     if missing:
         raise ValueError(f"{run}'s config lacks {missing}: written by an older version? re-run the training")

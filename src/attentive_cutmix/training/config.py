@@ -384,6 +384,7 @@ def make_config(overrides: Mapping[str, Any] | None = None, *,
     overrides = dict(overrides or {})
     _check_keys(overrides, "the options")
     user = {**(load_yaml(config_file) if config_file is not None else {}), **check_types(overrides)}
+    check_rebuildable(user, str(config_file or "the options"))
     preset = user.get("preset")
     values: dict[str, Any] = {}
     if preset is not None:
@@ -510,10 +511,25 @@ def _check_recipe(cfg: TrainConfig) -> None:
         raise ConfigError(f"ema_decay must be in (0, 1), e.g. 0.9998, got ema_decay={cfg.ema_decay!r}")
 
 
+def check_rebuildable(config: Mapping[str, Any], where: str) -> None:
+    """``ConfigError`` if ``config`` is a run of ``train(model=..., train_dataset=...)``: only Python has those
+    objects, so a command (``--resume``, ``evaluate``) cannot rebuild it; the message says how to from Python."""
+    dataset, model = str(config.get("dataset")), str(config.get("model"))
+    if not (dataset.startswith("given:") or model.startswith("module:")):
+        return
+    raise ConfigError(f"{where} is a run of train(model=..., train_dataset=...) from Python (dataset {dataset}, "
+                      f"model {model}): no command can rebuild those objects. From Python, resume it with "
+                      "train(make_config({'output_dir': RUN, 'resume': True, <its options>}), model=..., "
+                      "train_dataset=..., eval_dataset=...), and evaluate it by loading RUN/weights.safetensors "
+                      "(serialization.load_state_dict_file) into your model and calling "
+                      "attentive_cutmix.training.evaluate(model, loader, info, device)")
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Check types, names and ranges, reject options that don't apply, and fill in the defaults."""
     for key, value in check_types({k: getattr(cfg, k) for k in FIELDS}, "the config").items():
         setattr(cfg, key, value)
+    check_rebuildable({"dataset": cfg.dataset, "model": cfg.model}, "this config")
     for key in PATH_FIELDS:  # `output_dir: ~/runs` in YAML means the home folder, as on a command line, not ./~/runs
         value = getattr(cfg, key)
         if isinstance(value, str) and value.startswith("~"):
@@ -584,4 +600,4 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 __all__ = ["TrainConfig", "ConfigError", "PRESETS", "DATA_PATHS", "OPTIMIZERS", "SCHEDULES", "AMP_MODES", "INITS",
            "make_config", "load_yaml", "validate", "check_types", "check_size_limits", "yaml_load", "SIZE_LIMITS",
            "needs_attention", "flat_options", "config_keys", "FIELDS", "PATH_FIELDS", "BASE_DIR_KEY",
-           "resolve_paths"]
+           "check_rebuildable", "resolve_paths"]

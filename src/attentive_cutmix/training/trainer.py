@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch.nn.parallel import DistributedDataParallel
 
+from .._mixer import check_values
 from ..models import create_model
 from ..serialization import CheckpointError, OutputWriteError, atomic_write, half_where_safe, load_weights_into
 from . import distributed as D
@@ -84,6 +85,7 @@ def evaluation_sums(model: torch.nn.Module, loader, info: Any, device: torch.dev
             with _autocast(device, amp):
                 logits = model(x)
             logits = logits.float()
+            _check_labels(labels, logits.shape[1])
             top = logits.topk(min(5, logits.shape[1]), dim=1).indices
             hit = top == labels.unsqueeze(1)
             sums += torch.stack([F.cross_entropy(logits, labels, reduction="sum").double(), hit[:, 0].sum().double(),
@@ -92,6 +94,13 @@ def evaluation_sums(model: torch.nn.Module, loader, info: Any, device: torch.dev
     finally:
         model.train(was_training)
     return [*sums.tolist(), float(count)]
+
+
+def _check_labels(labels: torch.Tensor, num_classes: int) -> None:
+    """Labels must be class indices of the model's ``num_classes`` outputs (no host sync off the CPU)."""
+    check_values(((labels >= 0) & (labels < num_classes)).all(),
+                 f"a batch holds labels outside [0, {num_classes}): the model has {num_classes} outputs (the run's "
+                 "classes: classes= or the dataset's .classes); check the dataset's labels or the classes given")
 
 
 def _metrics(sums: list[float]) -> dict[str, float]:
@@ -408,7 +417,8 @@ class _Run:
             x = x.contiguous(memory_format=torch.channels_last)
         with _autocast(device, cfg.amp):
             logits = self.step_model(x)
-        if not self.mixing:
+        if not self.mixing:  # the mixers check labels themselves; cross_entropy's own error is a raw traceback
+            _check_labels(labels, logits.shape[1])
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.label_smoothing)
         else:
             loss = F.cross_entropy(logits.float(), targets)
