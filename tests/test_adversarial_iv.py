@@ -223,3 +223,16 @@ def test_runs_of_python_objects_say_how_to_continue_and_their_data_is_checked(tm
         train(make_config({**fresh, "overwrite": True}), model=_net(), train_dataset=_tensors(), classes=True)
     with pytest.warns(UserWarning, match=r"values up to 2\d\d.*\[0, 1\]"):
         train(make_config({**fresh, "overwrite": True}), model=_net(), train_dataset=_tensors(top=255.0), classes=4)
+
+
+def test_resuming_a_run_with_fewer_epochs_than_it_has_done_is_refused(tmp_path):
+    """Item 20: `--auto-resume --epochs 1` on a finished 2-epoch run left results.json (2 epochs) and config.yaml
+    (1) disagreeing."""
+    out = tmp_path / "run"
+    options = dict(dataset="synthetic", synthetic_size=[32, 16], image_size=16, epochs=2, batch_size=16,
+                   max_steps_per_epoch=1, workers=0, progress=False, output_dir=str(out))
+    train(make_config(options))
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"}
+    with pytest.raises(CheckpointError, match=r"holds 2 finished epochs, more than --epochs 1.*--epochs 2 or more"):
+        train(make_config({**options, "epochs": 1, "auto_resume": True}))
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"} == before

@@ -232,6 +232,11 @@ class _Run:
     def _restore(self, path: Path) -> None:
         ckpt = load_checkpoint(path)
         changed = check_compatible(ckpt, self.config, path)
+        done = ckpt["epoch"]
+        if isinstance(done, int) and done > self.cfg.epochs:  # the run would "finish" at its old epoch, recorded as new
+            raise CheckpointError(f"{path} holds {done} finished epochs, more than --epochs {self.cfg.epochs}: a run "
+                                  f"cannot be shortened. Nothing was changed. Resume with --epochs {done} or more, or "
+                                  "evaluate the run as it is")
         if changed and self.dist.is_main:
             warnings.warn(f"resuming {path} with changed options: {changed}", stacklevel=2)
         validate_checkpoint(ckpt, path, optimizer=self.optimizer,
