@@ -291,8 +291,26 @@ def open_cache(path: str | os.PathLike, *, expect: Mapping[str, Any] | None = No
             f.seek(offset)
             if f.readinto(memoryview(data).cast("B")) != nbytes:
                 raise CacheError(f"{path} was truncated while it was being read; {_rebuild_hint(path, meta)}")
+            _check_finite(path, data, meta)
             return AttentionCache(path, meta, offset, shape, data=data)
-    return AttentionCache(path, meta, offset, shape)
+    cache = AttentionCache(path, meta, offset, shape)
+    _check_finite(path, cache.maps, meta)
+    return cache
+
+
+def _check_finite(path: Path, maps: np.ndarray, meta: Mapping[str, Any], chunk_bytes: int = 64 << 20) -> None:
+    """``CacheError`` naming the file and the first positions if any map holds NaN/Inf: found once, when the cache
+    opens, not when a mixer meets that sample mid-epoch. Mapped caches are read in chunks of ``chunk_bytes``."""
+    n, per_map = len(maps), 2 * int(np.prod(maps.shape[1:]))
+    rows = max(1, chunk_bytes // per_map)
+    bad: list[int] = []
+    for start in range(0, n, rows):
+        block = np.asarray(maps[start:start + rows]).reshape(min(rows, n - start), -1)
+        bad.extend((start + np.flatnonzero(~np.isfinite(block).all(axis=1))).tolist())
+    if bad:
+        raise CacheError(f"{path} holds non-finite (NaN/Inf) attention in {len(bad)} of {n} maps (train-split "
+                         f"positions {bad[:5]}{' ...' if len(bad) > 5 else ''}): a damaged file, or an extractor that "
+                         f"gave NaN; {_rebuild_hint(path, meta)}")
 
 
 def _validated(path: Path, header: dict[str, Any], offset: int, size: int, expect: Mapping[str, Any] | None
