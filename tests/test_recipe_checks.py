@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from attentive_cutmix.experiments.grid import GridError, load_grid
-from attentive_cutmix.training.config import ConfigError, make_config
+from attentive_cutmix.training.config import ConfigError, make_config, yaml_load
 
 
 def test_mix_off_epoch_zero_is_refused_not_a_run_that_mixes_nothing():
@@ -41,3 +41,42 @@ def test_axis_values_that_give_one_config_are_refused_not_trained_twice(tmp_path
     path.write_text(yaml.safe_dump({"settings": {"dataset": "synthetic", "epochs": 1},
                                     "axes": {"method": ["none", "cutmix"], "alpha": [0.5, 1.0]}}))
     assert len(load_grid(path).cells) == 3  # an axis that does not apply to `none` still gives one none cell
+
+
+def test_config_files_refuse_repeated_keys_two_spellings_of_one_option_and_name_a_non_utf8_file(tmp_path):
+    """Item 23: repeated keys and `ema_decay` beside `ema-decay` resolved last-wins without a word; a non-UTF-8
+    file's error had no file name."""
+    path = tmp_path / "run.yaml"
+    path.write_text("lr: 0.1\nepochs: 2\nlr: 0.01\n")
+    with pytest.raises(ConfigError, match=rf"(?s){path} is not valid YAML: .*the key 'lr' is given twice \(first"):
+        make_config(config_file=path)
+    path.write_text("ema_decay: 0.9\nema-decay: 0.99\n")
+    with pytest.raises(ConfigError, match=rf"{path} gives the option 'ema_decay' twice \('ema_decay' and 'ema-"):
+        make_config(config_file=path)
+    path.write_text("base: &base {lr: 0.1}\nrun:\n  <<: *base\n  lr: 0.2\n")  # a merge key may be overridden
+    assert load_yaml_text(path)["run"]["lr"] == 0.2
+    path.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=rf"config file {path} is not UTF-8 text"):
+        make_config(config_file=path)
+    grid = tmp_path / "grid.yaml"
+    grid.write_bytes("name: caf\xe9\naxes: {method: [none]}\n".encode("latin-1"))
+    with pytest.raises(GridError, match=rf"grid file {grid} is not UTF-8 text"):
+        load_grid(grid)
+    grid.write_text(yaml.safe_dump({"settings": {"epochs": 1, "alpha": 0.5}}) + "settings: {epochs: 2}\n")
+    with pytest.raises(GridError, match="'settings' is given twice"):
+        load_grid(grid)
+
+
+def test_a_data_folder_for_generated_images_is_refused_and_does_not_apply_in_a_grid(tmp_path):
+    """Item 23: `--data-dir` with a synthetic dataset was silently ignored."""
+    with pytest.raises(ConfigError, match="--data-dir does not apply to dataset 'synthetic'"):
+        make_config({"dataset": "synthetic", "data_dir": str(tmp_path)})
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump({"settings": {"epochs": 1, "data_dir": str(tmp_path)},
+                                    "axes": {"dataset": ["synthetic", "imagefolder"]}}))
+    cells = {c.config.dataset: c.config for c in load_grid(path).cells}
+    assert cells["synthetic"].data_dir is None and cells["imagefolder"].data_dir == str(tmp_path)
+
+
+def load_yaml_text(path):
+    return yaml_load(path.read_text())

@@ -214,6 +214,20 @@ def _expanded_size(root: yaml.Node) -> int:
 
 
 class _YamlLoader(yaml.SafeLoader):
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        # PyYAML keeps the last of repeated keys without a word: `lr: 0.1` ... `lr: 0.01` must not pass unseen.
+        # Merged keys (<<: *base) may be overridden, as YAML means them to be.
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                continue
+            if key_node.value in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark, f"the key {key_node.value!r} is given twice (first "
+                    f"on line {seen[key_node.value].line + 1}); give each key once", key_node.start_mark)
+            seen[key_node.value] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
     def get_single_node(self) -> yaml.Node | None:
         node = super().get_single_node()
         if node is not None and _expanded_size(node) > MAX_YAML_NODES:
@@ -347,6 +361,19 @@ def resolve_paths(values: Mapping[str, Any], base: str | os.PathLike) -> dict[st
     return resolved
 
 
+def option_keys(data: Mapping[Any, Any], where: str) -> dict[str, Any]:
+    """``data`` with option keys spelled with ``_``; ``ConfigError`` if two keys are one option (``ema_decay`` and
+    ``ema-decay``: the last used to win without a word)."""
+    out: dict[str, Any] = {}
+    spelled: dict[str, Any] = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name in out:
+            raise ConfigError(f"{where} gives the option {name!r} twice ({spelled[name]!r} and {key!r}); give it once")
+        out[name], spelled[name] = value, key
+    return out
+
+
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """Read a YAML mapping of options (keys may use ``-`` or ``_``); unknown keys raise ``ConfigError``.
 
@@ -357,14 +384,16 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml_load(path.read_text())
+        data = yaml_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({err}); save it as UTF-8") from err
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of option: value, got {type(data).__name__}")
-    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    data = option_keys(data, str(path))
     base = data.pop(BASE_DIR_KEY, None)
     _check_keys(data, str(path))
     data = check_types(data, str(path))
@@ -584,6 +613,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             not is_int(m) or m < 1 for m in cfg.milestones)):
         raise ConfigError(f"milestones must be a list of positive epoch numbers, got milestones={cfg.milestones!r}")
     _check_recipe(cfg)
+    for key in ("data_dir", "val_data"):  # the synthetic images are generated: a folder given for them is not read
+        if key in cfg.explicit and getattr(cfg, key) is not None and str(cfg.dataset).startswith("synthetic"):
+            raise ConfigError(f"--{key.replace('_', '-')} does not apply to dataset {cfg.dataset!r} (its images are "
+                              "generated, no folder is read); remove it, or choose --dataset imagefolder, cifar10 ...")
     if cfg.method == "none" and "mix_off_epoch" in cfg.explicit and cfg.mix_off_epoch is not None:
         raise ConfigError("--mix-off-epoch does not apply to --method none (nothing is mixed); remove it or choose a "
                           "mixing method")
@@ -600,4 +633,4 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 __all__ = ["TrainConfig", "ConfigError", "PRESETS", "DATA_PATHS", "OPTIMIZERS", "SCHEDULES", "AMP_MODES", "INITS",
            "make_config", "load_yaml", "validate", "check_types", "check_size_limits", "yaml_load", "SIZE_LIMITS",
            "needs_attention", "flat_options", "config_keys", "FIELDS", "PATH_FIELDS", "BASE_DIR_KEY",
-           "check_rebuildable", "resolve_paths"]
+           "check_rebuildable", "resolve_paths", "option_keys"]
