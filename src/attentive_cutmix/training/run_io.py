@@ -30,7 +30,6 @@ from ..serialization import OutputWriteError, atomic_write
 from .checkpoint import CHECKPOINT_NAME
 from .config import BASE_DIR_KEY, ConfigError, config_keys
 from .distributed import DistInfo
-from .events import ScalarEventFile
 
 LOCK_NAME = ".lock"
 # What a run writes into its folder; any of them there means the folder holds someone's run.
@@ -338,6 +337,8 @@ class RunWriter:
                         if k in keys and k not in ("resume", "auto_resume", "overwrite")}}
         atomic_write(out / "config.yaml", lambda tmp: Path(tmp).write_text(yaml.safe_dump(resumable, sort_keys=False)))
         atomic_write(out / "metrics.jsonl", lambda tmp: Path(tmp).write_text("".join(_json_line(r) for r in curve)))
+        from .events import ScalarEventFile  # tensorboard's protobufs: imported by runs that write, not by --help
+
         self.tb = _guarded(out / "tb", lambda: ScalarEventFile(out / "tb", purge_step=len(curve) + 1))
 
     def progress(self, **kwargs: Any) -> tqdm:
