@@ -228,3 +228,15 @@ def assert_same_as_baseline(out: Path, baseline: Path) -> None:
     assert strip_timing(got["curve"]) == strip_timing(want["curve"])
     assert (got["top1"], got["top5"], got["best_top1"]) == (want["top1"], want["top5"], want["best_top1"])
     assert_same_weights(model_weights(out), model_weights(baseline))
+
+
+def image_folder(root: Path, n: int = 6) -> Path:
+    """Two class folders of ``n`` 16 px PNGs each (greys 0, 40, 80 ...)."""
+    import numpy as np
+    from PIL import Image
+
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)).save(root / cls / f"{i}.png")
+    return root

@@ -10,16 +10,13 @@ only the header.
 """
 from __future__ import annotations
 
-import contextlib
 import datetime
 import itertools
 import json
 import operator
 import os
 import re
-import signal
 import struct
-import threading
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -29,9 +26,9 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .attention import ExtractorSource
-from .constants import STOP_SIGNALS, is_int
+from .constants import is_int
 from .mixers.base import channel_attention
-from .serialization import atomic_write
+from .serialization import atomic_write, signals_stop_the_build
 
 __all__ = ["AttentionCache", "CacheError", "CacheMismatchError", "build_cache", "open_cache", "cache_meta",
            "FORMAT_VERSION", "is_attention_cache", "check_cache_target", "IN_MEMORY_MAX_BYTES"]
@@ -291,8 +288,26 @@ def open_cache(path: str | os.PathLike, *, expect: Mapping[str, Any] | None = No
             f.seek(offset)
             if f.readinto(memoryview(data).cast("B")) != nbytes:
                 raise CacheError(f"{path} was truncated while it was being read; {_rebuild_hint(path, meta)}")
+            _check_finite(path, data, meta)
             return AttentionCache(path, meta, offset, shape, data=data)
-    return AttentionCache(path, meta, offset, shape)
+    cache = AttentionCache(path, meta, offset, shape)
+    _check_finite(path, cache.maps, meta)
+    return cache
+
+
+def _check_finite(path: Path, maps: np.ndarray, meta: Mapping[str, Any], chunk_bytes: int = 64 << 20) -> None:
+    """``CacheError`` naming the file and the first positions if any map holds NaN/Inf: found once, when the cache
+    opens, not when a mixer meets that sample mid-epoch. Mapped caches are read in chunks of ``chunk_bytes``."""
+    n, per_map = len(maps), 2 * int(np.prod(maps.shape[1:]))
+    rows = max(1, chunk_bytes // per_map)
+    bad: list[int] = []
+    for start in range(0, n, rows):
+        block = np.asarray(maps[start:start + rows]).reshape(min(rows, n - start), -1)
+        bad.extend((start + np.flatnonzero(~np.isfinite(block).all(axis=1))).tolist())
+    if bad:
+        raise CacheError(f"{path} holds non-finite (NaN/Inf) attention in {len(bad)} of {n} maps (train-split "
+                         f"positions {bad[:5]}{' ...' if len(bad) > 5 else ''}): a damaged file, or an extractor that "
+                         f"gave NaN; {_rebuild_hint(path, meta)}")
 
 
 def _validated(path: Path, header: dict[str, Any], offset: int, size: int, expect: Mapping[str, Any] | None
@@ -347,48 +362,6 @@ def _best_device(device: str | torch.device | None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-class CacheBuildInterrupted(KeyboardInterrupt):
-    """SIGTERM/SIGINT arrived while a cache was being built: the build stopped and its temporary file was removed.
-
-    A ``KeyboardInterrupt`` (no ``except Exception`` swallows it); ``signum`` gives the exit code, 128 + signum.
-    """
-
-    def __init__(self, signum: int, path: str | os.PathLike) -> None:
-        super().__init__(signum, str(path))
-        self.signum = signum
-        self.message = (f"stopped by {signal.Signals(signum).name} while building the attention cache {path}; "
-                        "nothing was written (the partial file was removed). Run the same command again to build it")
-
-    def __str__(self) -> str:
-        return self.message
-
-
-@contextlib.contextmanager
-def _signals_stop_the_build(path: str | os.PathLike):
-    """SIGTERM, SIGHUP, SIGUSR1 (a scheduler's stop, by default an instant death that left an orphan ``.tmp``) and
-    Ctrl-C raise ``CacheBuildInterrupted``, so the temporary file is removed on the way out; handlers are restored
-    after."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-
-    def stop(signum: int, _frame: Any) -> None:
-        received.append(signum)
-        raise CacheBuildInterrupted(signum, path)
-
-    previous = {sig: signal.signal(sig, stop) for sig in (*STOP_SIGNALS, signal.SIGINT)}
-    try:
-        yield
-    except CacheBuildInterrupted:
-        raise
-    except BaseException as err:
-        if received:  # the signal also ended a DataLoader worker, whose error came first: report the signal
-            raise CacheBuildInterrupted(received[0], path) from err
-        raise
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def build_cache(dataset: Dataset, extractor: Any, path: str | os.PathLike, *, meta: Mapping[str, Any],
@@ -470,7 +443,7 @@ def build_cache(dataset: Dataset, extractor: Any, path: str | os.PathLike, *, me
     if home is not None:
         extractor.to(device)
     try:
-        with _signals_stop_the_build(path), tqdm(total=n, unit="img", desc="caching attention",
+        with signals_stop_the_build(path), tqdm(total=n, unit="img", desc="caching attention",
                                                  disable=not progress) as bar:
             atomic_write(path, lambda tmp: write(tmp, bar))
     finally:

@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 __all__ = ["Method", "MixerOptions", "NoOptions", "option", "register", "unregister", "get", "names", "methods",
            "option_names", "option_hint", "option_field", "applies_to", "check_options", "reads_attention",
-           "make_mixer", "help_text", "BASELINE"]
+           "make_mixer", "help_text", "BASELINE", "reserve"]
 
 ENTRY_POINT_GROUP = "attentive_cutmix.mixers"  # third-party methods: modules that register theirs on import
 _MIXERS_PACKAGE = "attentive_cutmix.mixers"  # every module in it is imported on the first lookup
@@ -115,10 +115,34 @@ class Method:
 _REGISTRY: dict[str, Method] = {}
 
 
+# Keys that belong to someone else (the harness's own options, via ``reserve``): a method option of that name would
+# take the key's value away from its owner (`epochs` read as the method's option, --epochs refused elsewhere).
+_RESERVED: dict[str, str] = {}
+
+
+def reserve(names: typing.Iterable[str], owner: str) -> None:
+    """Make ``names`` unavailable as method options (``training.config`` reserves ``TrainConfig``'s fields)."""
+    names = tuple(names)
+    for method in _REGISTRY.values():
+        _refuse_reserved(method, {**_RESERVED, **dict.fromkeys(names, owner)})
+    _RESERVED.update(dict.fromkeys(names, owner))
+
+
+def _refuse_reserved(method: Method, reserved: dict[str, str]) -> None:
+    taken = [k for k in typing.get_type_hints(method.options) if k in reserved]
+    if taken:
+        raise TypeError(f"Method {method.name!r}: option {taken[0]!r} is a field of {reserved[taken[0]]}, whose "
+                        f"key it would take over; rename the option (e.g. {method.name.replace('-', '_')}_{taken[0]})")
+
+
 def register(method: Method) -> Method:
     """Add ``method`` (replacing one of the same name, so a module can be reloaded); returns it."""
     if not dataclasses.is_dataclass(method.options):
         raise TypeError(f"Method {method.name!r}: options must be a dataclass type, got {method.options!r}")
+    if method.name == BASELINE and BASELINE in _REGISTRY:
+        raise ValueError(f"the baseline {BASELINE!r} cannot be replaced: every comparison refers to it; register "
+                         "your method under another name")
+    _refuse_reserved(method, _RESERVED)
     hints = typing.get_type_hints(method.options)
     for other in _REGISTRY.values():
         if other.name == method.name:

@@ -6,14 +6,22 @@ renamed over the target, so a crash never leaves a half-written file behind.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import pickle
+import re
+import resource
+import signal
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+
+from .constants import STOP_SIGNALS
 
 
 class CheckpointError(ValueError):
@@ -43,9 +51,42 @@ def _new_file_mode() -> int:
     return 0o666 & ~umask
 
 
+# How the writers we call report a failed write without an OSError: torch.save's C++ stream loses the errno
+# ("basic_ios::clear", "unexpected pos 576 vs 534", "file write failed"); safetensors' Rust I/O error keeps it as text.
+_TORCH_WRITE_FAILED = ("basic_ios::clear", "unexpected pos", "file write failed", "PytorchStreamWriter failed")
+_OS_ERROR_TEXT = re.compile(r"\(os error (\d+)\)")
+
+
+def write_failure(err: BaseException, tmp: str | os.PathLike) -> OSError | None:
+    """The ``OSError`` behind a writer's failure to write ``tmp`` (``None`` if ``err`` is not a failed write).
+
+    On a full disk ``torch.save`` raises ``RuntimeError`` and safetensors ``SafetensorError``, never ``OSError``.
+    torch's message has no errno: a full file system (no block free) is ``ENOSPC``, a file at the process's size
+    limit (``RLIMIT_FSIZE``, quotas of batch systems) ``EFBIG``, anything else ``EIO`` with the writer's words.
+    """
+    if isinstance(err, OSError):
+        return err
+    text = str(err)
+    if (found := _OS_ERROR_TEXT.search(text)) is not None:
+        code = int(found.group(1))
+        return OSError(code, os.strerror(code))
+    if not isinstance(err, RuntimeError) or not any(s in text for s in _TORCH_WRITE_FAILED):
+        return None
+    code, why = errno.EIO, f"{os.strerror(errno.EIO)}: {_first_line(err)}"
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    try:
+        if os.statvfs(Path(tmp).parent).f_bavail == 0:
+            code = errno.ENOSPC
+        elif limit != resource.RLIM_INFINITY and os.path.getsize(tmp) >= limit:
+            code = errno.EFBIG
+    except OSError:  # the folder is gone: say what the writer said
+        pass
+    return OSError(code, why if code == errno.EIO else os.strerror(code))
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` then fsync and rename ``tmp_path`` over ``path``; ``OutputWriteError`` if the
-    disk or folder refuses it."""
+    disk or folder refuses it (whatever the writer raises for it: see ``write_failure``)."""
     path = Path(path)
     try:
         return _atomic_write(path, write)
@@ -60,7 +101,12 @@ def _atomic_write(path: Path, write: Callable[[str], None]) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        write(tmp)
+        try:
+            write(tmp)
+        except Exception as err:  # a full disk as the writer reports it, judged while the temp file still exists
+            if (failure := write_failure(err, tmp)) is None or failure is err:
+                raise
+            raise failure from err
         # mkstemp makes 0600, and writers that replace the file (safetensors' save_file) keep that: give the file
         # the permissions open() would, once it is written.
         os.chmod(tmp, _new_file_mode())
@@ -187,3 +233,48 @@ def load_weights_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor
         raise CheckpointError(f"{source} does not fit {type(model).__name__}: " + "; ".join(parts) +
                               ". Is it a checkpoint of another model or number of classes?")
     model.load_state_dict(state_dict, strict=True)
+
+
+# --------------------------------------------------------------------------- writes a signal may stop
+class CacheBuildInterrupted(KeyboardInterrupt):
+    """SIGTERM/SIGINT arrived while a cache was being built: the build stopped and its temporary file was removed.
+
+    A ``KeyboardInterrupt`` (no ``except Exception`` swallows it); ``signum`` gives the exit code, 128 + signum.
+    """
+
+    def __init__(self, signum: int, path: str | os.PathLike, what: str = "building the attention cache") -> None:
+        super().__init__(signum, str(path))
+        self.signum = signum
+        self.message = (f"stopped by {signal.Signals(signum).name} while {what} {path}; "
+                        "nothing was written (the partial file was removed). Run the same command again to build it")
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@contextlib.contextmanager
+def signals_stop_the_build(path: str | os.PathLike, what: str = "building the attention cache"):
+    """SIGTERM, SIGHUP, SIGUSR1 (a scheduler's stop, by default an instant death that left an orphan ``.tmp``) and
+    Ctrl-C raise ``CacheBuildInterrupted`` (saying it stopped while ``what`` ``path``), so the temporary file is
+    removed on the way out; handlers are restored after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def stop(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        raise CacheBuildInterrupted(signum, path, what)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (*STOP_SIGNALS, signal.SIGINT)}
+    try:
+        yield
+    except CacheBuildInterrupted:
+        raise
+    except BaseException as err:
+        if received:  # the signal also ended a DataLoader worker, whose error came first: report the signal
+            raise CacheBuildInterrupted(received[0], path, what) from err
+        raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

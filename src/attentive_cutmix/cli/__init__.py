@@ -86,6 +86,13 @@ def main(argv: list[str] | None = None) -> int:
         # traceback. Point stdout at /dev/null so the interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by a closed pipe
+    except OSError as err:  # a full disk at a report, a table, a JSON file: one line naming it (torch is loaded now)
+        from ..serialization import OutputWriteError
+        from ._common import fail
+
+        if not isinstance(err, OutputWriteError):
+            raise
+        return fail(name, err)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 from torchvision.transforms.v2 import functional as TF
 
 from ..mixers.base import to_device
-from ..serialization import atomic_write
+from ..serialization import OutputWriteError, atomic_write, signals_stop_the_build
 from .loader import worker_safe_loader  # worker errors end the run with one line, never a hang
 
 __all__ = ["DeviceSplit", "ImageCacheError", "decode_split", "device_split", "crop_flip", "fits_on_device",
@@ -188,10 +188,20 @@ def _cached_frames(dataset: Any, size: int, path: Path | None, workers: int, nam
                       f"{saved.get('fingerprint', '?')[:12]} vs {fingerprint[:12]} now: files were added, removed, "
                       "replaced or touched, or the image size differs); decoding it again and replacing it",
                       stacklevel=4)
-    frames = decode_split(dataset, size, workers=workers)
-    # Keep the other split already stored beside this one.
-    tensors, meta = {**tensors, name: frames}, {**meta, name: {"fingerprint": fingerprint, "shape": list(frames.shape)}}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={_META: json.dumps(meta)}))
+    # Ctrl-C or SIGTERM while decoding (minutes for a large folder): one line and 128 + signal, no temp file.
+    with signals_stop_the_build(path, f"decoding the {name} split for the image cache"):
+        frames = decode_split(dataset, size, workers=workers)
+        # Keep the other split already stored beside this one.
+        tensors = {**tensors, name: frames}
+        meta = {**meta, name: {"fingerprint": fingerprint, "shape": list(frames.shape)}}
+        try:
+            atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={_META: json.dumps(meta)}))
+        except OutputWriteError as err:
+            if saved is None:  # asked for a cache that cannot be written: say so rather than decode every run
+                raise
+            # A stale cache on a full or read-only disk: the frames are decoded and in memory, train on them.
+            warnings.warn(f"{err}; the {name} split was decoded again and this run trains on it, but the next run "
+                          "decodes it again", stacklevel=4)
     return frames
 
 

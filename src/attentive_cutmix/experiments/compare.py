@@ -28,6 +28,7 @@ from ..training.distributed import resolve_device
 from ..training.run_io import RunLockedError, existing_outputs, wait_for_run
 from .grid import RUN_FIELDS, Cell, Grid, GridError, _short_hash, _slug
 from .localization import region_hit_rates
+from .records import read_results
 from .report import build_table, paired_markdown, table_csv, table_markdown, write_plots
 
 CELL_FILE = "cell.json"
@@ -45,6 +46,15 @@ def _read_json(path: Path) -> Any:
         return None
 
 
+def _results(run_dir: Path) -> dict[str, Any] | None:
+    """The cell's checked ``results.json``; None when missing or damaged (the cell then resumes from its checkpoint,
+    which writes the file again, instead of a traceback in the tables)."""
+    try:
+        return read_results(run_dir / "results.json")
+    except (OSError, ValueError):
+        return None
+
+
 def cell_status(run_dir: Path, identity: dict[str, Any]) -> str:
     """``finished`` / ``resumable`` / ``pending``; ``CellConflictError`` if the folder belongs to another config."""
     saved = _read_json(run_dir / CELL_FILE)
@@ -52,7 +62,7 @@ def cell_status(run_dir: Path, identity: dict[str, Any]) -> str:
         raise CellConflictError(f"{run_dir} holds a run of a different config than this grid's cell of the same id "
                                 f"(see {run_dir / CELL_FILE}); nothing was changed. Use another --output-dir, or move "
                                 "that folder away")
-    results = _read_json(run_dir / "results.json")
+    results = _results(run_dir)
     if saved is not None and results is not None and results.get("status") == "finished":
         return "finished"
     if (run_dir / "checkpoint.pt").exists():
@@ -68,14 +78,22 @@ def _write_cell_file(run_dir: Path, cell: Cell) -> None:
     atomic_write(run_dir / CELL_FILE, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2, default=str)))
 
 
+# What the train split's images are (hence a decoded image cache and an attention cache of them): the data, its
+# held-out split and subset (split_seed, not the training seed: every seed of a cell sees the same split).
+DATA_IDENTITY_FIELDS = ("dataset", "data_dir", "image_size", "val_fraction", "val_data", "split_seed", "train_subset",
+                        "synthetic_size")
+
+
+def data_identity(cfg: Any) -> dict[str, Any]:
+    """The options that decide the training split's images; both shared caches are keyed on it."""
+    return {k: getattr(cfg, k) for k in DATA_IDENTITY_FIELDS}
+
+
 def _cache_path(out: Path, cfg: Any, extractor_identity: dict[str, Any] | None, label: Any = None) -> Path:
-    data = {k: getattr(cfg, k)
-            for k in ("dataset", "data_dir", "image_size", "val_fraction", "val_data", "synthetic_size")}
-    if cfg.val_fraction:  # the held-out split (hence the cached train split) depends on the seed
-        data["seed"] = cfg.seed
     extractor = extractor_identity or {k: getattr(cfg, k)
                                        for k in ("extractor", "extractor_weights", "extractor_input_size")}
-    name = f"{_slug(label or cfg.dataset)}-{_slug(Path(str(cfg.extractor)).stem)}-{_short_hash([data, extractor], 10)}"
+    name = (f"{_slug(label or cfg.dataset)}-{_slug(Path(str(cfg.extractor)).stem)}-"
+            f"{_short_hash([data_identity(cfg), extractor], 10)}")
     return out / "caches" / f"{name}.safetensors"
 
 
@@ -125,10 +143,9 @@ def resolved_config(grid: Grid, cell: Cell, out: Path, overrides: dict[str, Any]
         changes.update(attention_cache=str(cache), build_cache=True)
     if cfg.image_cache is None and cfg.dataset in ("imagefolder", "imagenet"):
         # The device path decodes a folder once; every cell of the same data shares the decoded file.
-        data = {k: getattr(cfg, k) for k in ("dataset", "data_dir", "image_size", "val_fraction", "val_data",
-                                             "split_seed", "train_subset")}
         label = _slug(cell.axes.get("dataset") or cfg.dataset)
-        changes["image_cache"] = str(out / "caches" / f"{label}-images-{_short_hash(data, 10)}.safetensors")
+        changes["image_cache"] = str(out / "caches" / f"{label}-images-{_short_hash(data_identity(cfg), 10)}"
+                                                      ".safetensors")
     return dataclasses.replace(cfg, **changes)
 
 
@@ -211,7 +228,7 @@ def collect(grid: Grid, out: Path) -> list[dict[str, Any]]:
             status = cell_status(run_dir, cell.identity)
         except CellConflictError:
             status = "conflict"
-        results = _read_json(run_dir / "results.json") if status == "finished" else None
+        results = _results(run_dir) if status == "finished" else None
         if results:
             entry.update({k: results.get(k)
                           for k in ("top1", "top5", "best_top1", "best_top5", "epochs", "curve", "wall_time_s")})

@@ -23,9 +23,10 @@ from ..data.loader import worker_safe_loader
 from ..models import create_model
 from ..serialization import load_state_dict_file, load_weights_into, non_finite_entries
 from ..training.checkpoint import load_checkpoint
-from ..training.config import BASE_DIR_KEY, resolve_paths
+from ..training.config import BASE_DIR_KEY, check_rebuildable, resolve_paths
 from ..training.data_setup import unaugmented
 from ..training.trainer import WEIGHTS_NAME, evaluate
+from .records import read_results
 
 DATA_KEYS = ("dataset", "data_dir", "val_fraction", "val_data", "split_seed", "image_size", "synthetic_size",
              "train_subset")
@@ -65,17 +66,17 @@ def read_run(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]
     """
     config, recorded = _read_record(Path(run_dir))
     base = config.get(BASE_DIR_KEY)
-    return (resolve_paths(config, Path(run_dir).absolute() / base) if isinstance(base, str) else config), recorded
+    return (resolve_paths(config, Path(run_dir).resolve() / base) if isinstance(base, str) else config), recorded
 
 
 def _read_record(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     if (run / "results.json").is_file():
         try:
-            record = json.loads((run / "results.json").read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{run / 'results.json'} is not valid JSON ({err}); re-run the training") from err
-        if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
-            raise ValueError(f"{run / 'results.json'} has no 'config' mapping: not written by `attentive-cutmix train`")
+            record = read_results(run / "results.json")
+        except ValueError as err:
+            again = (f"; `attentive-cutmix train --config {run / 'config.yaml'} --resume` writes it again from the "
+                     "checkpoint" if (run / "checkpoint.pt").is_file() else "; re-run the training")
+            raise ValueError(f"{err}{again}") from err
         last = next((r for r in reversed(record.get("curve") or []) if r.get("top1") is not None), {})
         return record["config"], {"top1": record.get("top1"), "top5": record.get("top5"), "loss": last.get("eval_loss"),
                                   "train_top1": last.get("train_top1")}
@@ -120,6 +121,7 @@ def _model(run: Path, config: Mapping[str, Any], weights: str,
         raise FileNotFoundError(f"{run} has no {' or '.join(names)}; "
                                 + ("the run did not finish: try weights='checkpoint'" if weights == "final"
                                    else "was it trained with this package?"))
+    check_rebuildable(config, str(run))
     missing = [k for k in ("model", "num_classes", "image_size", "mean", "std") if k not in config]
     if missing:
         raise ValueError(f"{run}'s config lacks {missing}: written by an older version? re-run the training")

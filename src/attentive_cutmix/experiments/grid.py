@@ -46,6 +46,7 @@ from ..training.config import (
     config_keys,
     make_config,
     needs_attention,
+    option_keys,
     yaml_load,
 )
 
@@ -113,6 +114,10 @@ def _applies(key: str, values: dict[str, Any]) -> bool:
         return values.get("method", "none") in registry.applies_to(key)
     if key in ATTENTION_SOURCE:
         return _method_reads_attention(values)
+    if key == "mix_off_epoch":  # when to stop mixing: nothing to stop for the baseline
+        return values.get("method", "none") != "none"
+    if key in ("data_dir", "val_data"):  # generated images read no folder
+        return not str(values.get("dataset", "synthetic")).startswith("synthetic")
     for table, selector, default in ((OPTIMIZER_OPTIONS, "optimizer", "adam"),
                                      (SCHEDULE_OPTIONS, "schedule", "constant")):
         if key in table:
@@ -172,17 +177,19 @@ def _load(path: Path) -> dict[str, Any]:
         raise GridError(f"grid file {path} {what}; give the path of a YAML grid, or the name of one that ships with "
                         f"the package: {', '.join(packaged_grids())}")
     try:
-        data = yaml_load(path.read_text())
+        data = yaml_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise GridError(f"grid file {path} is not valid YAML: {err}") from err
+    except UnicodeDecodeError as err:
+        raise GridError(f"grid file {path} is not UTF-8 text ({err}); save it as UTF-8") from err
     return data
 
 
-def _mapping(data: dict[str, Any], key: str, path: Path, *, option_keys: bool = True) -> dict[str, Any]:
+def _mapping(data: dict[str, Any], key: str, path: Path, *, options: bool = True) -> dict[str, Any]:
     value = data.get(key) or {}
     if not isinstance(value, dict):
         raise GridError(f"`{key}:` in {path} must be a mapping, got {type(value).__name__}")
-    return {(str(k).replace("-", "_") if option_keys else str(k)): v for k, v in value.items()}
+    return option_keys(value, f"`{key}:` in {path}") if options else {str(k): v for k, v in value.items()}
 
 
 def _check_top_level(data: dict[str, Any], path: Path) -> None:
@@ -296,7 +303,7 @@ def expand_grid(data: Any, path: str | os.PathLike) -> Grid:
     cache = bool(data.get("attention_cache", True))
 
     extractors: dict[str, Cell] = {}
-    for name, spec in _mapping(data, "extractors", path, option_keys=False).items():
+    for name, spec in _mapping(data, "extractors", path, options=False).items():
         if not isinstance(spec, dict):
             raise GridError(f"extractor {name!r} in {path} must be a mapping of training options")
         values = {**{k: v for k, v in settings.items() if k in ("dataset", "data_dir", "val_fraction", "val_data",
@@ -310,6 +317,7 @@ def expand_grid(data: Any, path: str | os.PathLike) -> Grid:
 
     names = list(axes)
     cells: dict[str, Cell] = {}
+    by_config: dict[str, str] = {}  # identity hash -> the first cell id with it
     for combo in itertools.product(*(axes[n] for n in names)):
         values, labels = dict(settings), {}
         entries = [_axis_entry(n, v) for n, v in zip(names, combo)]
@@ -335,6 +343,10 @@ def expand_grid(data: Any, path: str | os.PathLike) -> Grid:
         extra = "-".join(f"{_slug(a)}{_slug(labels[a])}" for a in names
                          if a not in PREFIX_AXES and labels[a] is not None)
         cell_id = "-".join(p for p in (prefix, extra, _short_hash(ident)) if p)
+        twin = by_config.setdefault(_short_hash(ident, 64), cell_id)
+        if twin != cell_id:  # e.g. an axis listing 0 and 0.0: one config, trained and reported twice
+            raise GridError(f"cells {twin} and {cell_id} of {path} are the same config (axis values {labels} give "
+                            "the same settings as another cell's, e.g. 0 and 0.0): list each setting once")
         if cell_id not in cells:  # axes that don't apply to a cell make duplicates: keep one
             cells[cell_id] = Cell(id=cell_id, axes=labels, config=cfg, identity=ident, extractor_run=extractor_run)
     return Grid(name=str(data.get("name") or path.stem), axes=axes, cells=list(cells.values()), extractors=extractors,

@@ -208,7 +208,10 @@ _IMAGE_KEYS = ("pixel_values", "images", "image")
 def _image_key(batch: Mapping, labels: torch.Tensor) -> Any:
     """The entry holding the images: ``pixel_values``/``images``/``image`` (any case), else the only floating
     4-D tensor."""
-    named = [k for k in batch if isinstance(k, str) and k.lower() in _IMAGE_KEYS]
+    # By the names' priority, not the batch's order: {"image": raw, "pixel_values": normalised} feeds the model
+    # pixel_values, so that is what must be mixed to match the soft targets.
+    named = sorted((k for k in batch if isinstance(k, str) and k.lower() in _IMAGE_KEYS),
+                   key=lambda k: _IMAGE_KEYS.index(k.lower()))
     if named:
         return named[0]
     found = [k for k, v in batch.items() if isinstance(v, torch.Tensor) and v is not labels and v.ndim == 4

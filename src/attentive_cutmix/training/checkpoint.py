@@ -66,9 +66,10 @@ def save_checkpoint(state: dict[str, Any], output_dir: str | os.PathLike) -> Pat
     try:
         return atomic_torch_save({**state, "format_version": FORMAT_VERSION}, path)
     except OSError as err:  # disk full, quota, permissions: the old checkpoint is still whole, say so
-        raise CheckpointError(f"could not write the checkpoint {path} ({err.strerror or err}); the previous checkpoint "
-                              "there (if any) is intact. Free disk space or fix the folder's permissions, then "
-                              "continue with --resume") from err
+        kept = ("the previous checkpoint there is intact. Free disk space or fix the folder's permissions, then "
+                "continue with --resume" if path.exists() else "no earlier checkpoint exists. Free disk space or fix "
+                "the folder's permissions, then start the run again there with --auto-resume")
+        raise CheckpointError(f"could not write the checkpoint {path} ({err.strerror or err}); {kept}") from err
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -175,12 +176,14 @@ class _Checker:
             self.tensor(entry, value, shape=live.shape, dtype=live.dtype, finite=True)
 
 
-def _check_model(c: _Checker, saved: Any) -> None:
+def _check_model(c: _Checker, saved: Any, entry: str = "model") -> None:
+    if not isinstance(saved, dict):
+        c.fail(entry, saved, "a dict of tensors (a state dict)")
     for key, value in saved.items():
         if not isinstance(value, torch.Tensor):
-            c.fail(f"model[{key!r}]", value, "a tensor")
+            c.fail(f"{entry}[{key!r}]", value, "a tensor")
         # Unknown/missing keys and other shapes are reported all at once by load_weights_into.
-        c.tensor(f"model[{key!r}]", value, shape=value.shape, finite=True)
+        c.tensor(f"{entry}[{key!r}]", value, shape=value.shape, finite=True)
 
 
 def _check_optimizer(c: _Checker, saved: dict[str, Any], optimizer: torch.optim.Optimizer) -> None:
@@ -265,6 +268,8 @@ def validate_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike, *, optimi
     """
     c = _Checker(path)
     _check_model(c, ckpt["model"])
+    if ckpt.get("ema") is not None:  # --ema-decay: evaluated each epoch and saved as weights_ema.safetensors
+        _check_model(c, ckpt["ema"], "ema")
     _check_optimizer(c, ckpt["optimizer"], optimizer)
     # Every key of a schedule's state lands in its __dict__ (an extra 'optimizer' would replace the optimiser).
     c.like("scheduler", {k: v for k, v in ckpt["scheduler"].items() if k != "milestones"},
@@ -334,6 +339,14 @@ def check_compatible(ckpt: dict[str, Any], config: dict[str, Any], path: str | o
                               "Nothing was changed. Resume with the original options, or start a fresh run with "
                               "another --output-dir")
     _check_schedule_length(saved, config, path)
+    # The warmup is part of the schedule's saved state (its phase and length): another one would not load (it was
+    # refused as a damaged file) or would keep the old length without a word. Checkpoints before it had none.
+    warmup_saved, warmup_now = saved.get("warmup_epochs") or 0, config.get("warmup_epochs") or 0
+    if warmup_saved != warmup_now:
+        raise CheckpointError(f"cannot resume {path} with --warmup-epochs {warmup_now}: the run was started with "
+                              f"--warmup-epochs {warmup_saved}, and its learning-rate schedule (saved with the "
+                              "checkpoint) keeps that warmup. Nothing was changed. Resume with --warmup-epochs "
+                              f"{warmup_saved}, or start a new run (another --output-dir)")
     fp_saved, fp_now = ckpt.get("train_fingerprint"), config.get("train_fingerprint")
     if fp_saved is not None and fp_now is not None and fp_saved != fp_now:
         raise CheckpointError(f"cannot resume from {path}: the training data changed since it was written "
@@ -351,7 +364,7 @@ def _located(config: dict[str, Any], folder: Path) -> dict[str, Any]:
     """``config`` with its relative paths made absolute: from its ``base_dir`` (relative to the run ``folder``)
     where it records one, else from the working directory."""
     base = config.get(BASE_DIR_KEY)
-    return resolve_paths(config, folder / base if isinstance(base, str) else Path.cwd())
+    return resolve_paths(config, Path(folder).resolve() / base if isinstance(base, str) else Path.cwd())
 
 
 __all__ = ["CHECKPOINT_NAME", "FORMAT_VERSION",

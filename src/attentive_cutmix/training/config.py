@@ -154,6 +154,8 @@ PATH_FIELDS = ("data_dir", "val_data", "extractor", "extractor_weights", "attent
 # A run's config.yaml records the working directory it was started from, relative to the run folder, under this key:
 # the relative paths it holds count from there, wherever the file is read from (another working directory, a copy).
 BASE_DIR_KEY = "base_dir"
+# A method option named `epochs` would take --epochs away from the run: the config's keys are not for methods.
+registry.reserve([*(f.name for f in dataclasses.fields(TrainConfig)), BASE_DIR_KEY], "TrainConfig")
 _HINTS = {name: hint for name, hint in typing.get_type_hints(TrainConfig).items() if name in FIELDS}
 # Upper bounds on sizes: beyond them a typo (an extra 0) allocates tens of GB or starts thousands of processes.
 # grid_size and cutout_size are method options (the registry checks them too); they are here for the commands
@@ -212,6 +214,20 @@ def _expanded_size(root: yaml.Node) -> int:
 
 
 class _YamlLoader(yaml.SafeLoader):
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        # PyYAML keeps the last of repeated keys without a word: `lr: 0.1` ... `lr: 0.01` must not pass unseen.
+        # Merged keys (<<: *base) may be overridden, as YAML means them to be.
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                continue
+            if key_node.value in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark, f"the key {key_node.value!r} is given twice (first "
+                    f"on line {seen[key_node.value].line + 1}); give each key once", key_node.start_mark)
+            seen[key_node.value] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
     def get_single_node(self) -> yaml.Node | None:
         node = super().get_single_node()
         if node is not None and _expanded_size(node) > MAX_YAML_NODES:
@@ -345,6 +361,19 @@ def resolve_paths(values: Mapping[str, Any], base: str | os.PathLike) -> dict[st
     return resolved
 
 
+def option_keys(data: Mapping[Any, Any], where: str) -> dict[str, Any]:
+    """``data`` with option keys spelled with ``_``; ``ConfigError`` if two keys are one option (``ema_decay`` and
+    ``ema-decay``: the last used to win without a word)."""
+    out: dict[str, Any] = {}
+    spelled: dict[str, Any] = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name in out:
+            raise ConfigError(f"{where} gives the option {name!r} twice ({spelled[name]!r} and {key!r}); give it once")
+        out[name], spelled[name] = value, key
+    return out
+
+
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """Read a YAML mapping of options (keys may use ``-`` or ``_``); unknown keys raise ``ConfigError``.
 
@@ -355,14 +384,16 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml_load(path.read_text())
+        data = yaml_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({err}); save it as UTF-8") from err
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of option: value, got {type(data).__name__}")
-    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    data = option_keys(data, str(path))
     base = data.pop(BASE_DIR_KEY, None)
     _check_keys(data, str(path))
     data = check_types(data, str(path))
@@ -371,7 +402,9 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(base, str) or not base:
         raise ConfigError(f"{BASE_DIR_KEY} in {path} must be a folder path (where its relative paths count from), "
                           f"got {base!r}")
-    return resolve_paths(data, path.absolute().parent / os.path.expanduser(base))
+    # From the file's real folder: base_dir was measured between real paths (a symlinked runs/ folder, or the
+    # run read through the link's target, would otherwise count from the wrong place).
+    return resolve_paths(data, path.resolve().parent / os.path.expanduser(base))
 
 
 def make_config(overrides: Mapping[str, Any] | None = None, *,
@@ -380,6 +413,7 @@ def make_config(overrides: Mapping[str, Any] | None = None, *,
     overrides = dict(overrides or {})
     _check_keys(overrides, "the options")
     user = {**(load_yaml(config_file) if config_file is not None else {}), **check_types(overrides)}
+    check_rebuildable(user, str(config_file or "the options"))
     preset = user.get("preset")
     values: dict[str, Any] = {}
     if preset is not None:
@@ -492,17 +526,39 @@ def _check_attention_source(cfg: TrainConfig, method: registry.Method) -> None:
 def _check_recipe(cfg: TrainConfig) -> None:
     """warmup_epochs, clip_grad, ema_decay, mix_off_epoch: ranges."""
     _positive(cfg, "warmup_epochs", allow_none=False, zero_ok=True)
-    _positive(cfg, "mix_off_epoch", zero_ok=True)
+    if is_int(cfg.epochs) and cfg.warmup_epochs > cfg.epochs:
+        raise ConfigError(f"warmup_epochs={cfg.warmup_epochs} is beyond epochs={cfg.epochs}: the learning rate would "
+                          f"never reach --lr; give --warmup-epochs at most {cfg.epochs} (or more --epochs)")
+    if cfg.mix_off_epoch == 0:  # timm's --mixup-off-epoch 0 means "never"; ours would silently be --method none
+        raise ConfigError(f"mix_off_epoch=0 would train every epoch on plain images: a --method {cfg.method} run that "
+                          "mixes nothing. To mix in every epoch omit --mix-off-epoch (timm's --mixup-off-epoch 0 "
+                          "means that); to mix in epochs 1..N give N >= 1")
+    _positive(cfg, "mix_off_epoch")
     if cfg.clip_grad is not None and not cfg.clip_grad > 0:
         raise ConfigError(f"clip_grad must be > 0 (the largest gradient norm), got clip_grad={cfg.clip_grad!r}")
     if cfg.ema_decay is not None and not 0 < cfg.ema_decay < 1:
         raise ConfigError(f"ema_decay must be in (0, 1), e.g. 0.9998, got ema_decay={cfg.ema_decay!r}")
 
 
+def check_rebuildable(config: Mapping[str, Any], where: str) -> None:
+    """``ConfigError`` if ``config`` is a run of ``train(model=..., train_dataset=...)``: only Python has those
+    objects, so a command (``--resume``, ``evaluate``) cannot rebuild it; the message says how to from Python."""
+    dataset, model = str(config.get("dataset")), str(config.get("model"))
+    if not (dataset.startswith("given:") or model.startswith("module:")):
+        return
+    raise ConfigError(f"{where} is a run of train(model=..., train_dataset=...) from Python (dataset {dataset}, "
+                      f"model {model}): no command can rebuild those objects. From Python, resume it with "
+                      "train(make_config({'output_dir': RUN, 'resume': True, <its options>}), model=..., "
+                      "train_dataset=..., eval_dataset=...), and evaluate it by loading RUN/weights.safetensors "
+                      "(serialization.load_state_dict_file) into your model and calling "
+                      "attentive_cutmix.training.evaluate(model, loader, info, device)")
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Check types, names and ranges, reject options that don't apply, and fill in the defaults."""
     for key, value in check_types({k: getattr(cfg, k) for k in FIELDS}, "the config").items():
         setattr(cfg, key, value)
+    check_rebuildable({"dataset": cfg.dataset, "model": cfg.model}, "this config")
     for key in PATH_FIELDS:  # `output_dir: ~/runs` in YAML means the home folder, as on a command line, not ./~/runs
         value = getattr(cfg, key)
         if isinstance(value, str) and value.startswith("~"):
@@ -557,6 +613,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             not is_int(m) or m < 1 for m in cfg.milestones)):
         raise ConfigError(f"milestones must be a list of positive epoch numbers, got milestones={cfg.milestones!r}")
     _check_recipe(cfg)
+    for key in ("data_dir", "val_data"):  # the synthetic images are generated: a folder given for them is not read
+        if key in cfg.explicit and getattr(cfg, key) is not None and str(cfg.dataset).startswith("synthetic"):
+            raise ConfigError(f"--{key.replace('_', '-')} does not apply to dataset {cfg.dataset!r} (its images are "
+                              "generated, no folder is read); remove it, or choose --dataset imagefolder, cifar10 ...")
     if cfg.method == "none" and "mix_off_epoch" in cfg.explicit and cfg.mix_off_epoch is not None:
         raise ConfigError("--mix-off-epoch does not apply to --method none (nothing is mixed); remove it or choose a "
                           "mixing method")
@@ -573,4 +633,4 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 __all__ = ["TrainConfig", "ConfigError", "PRESETS", "DATA_PATHS", "OPTIMIZERS", "SCHEDULES", "AMP_MODES", "INITS",
            "make_config", "load_yaml", "validate", "check_types", "check_size_limits", "yaml_load", "SIZE_LIMITS",
            "needs_attention", "flat_options", "config_keys", "FIELDS", "PATH_FIELDS", "BASE_DIR_KEY",
-           "resolve_paths"]
+           "check_rebuildable", "resolve_paths", "option_keys"]

@@ -4,6 +4,9 @@
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +16,7 @@ from .. import cache as cache_mod
 from .. import data
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from ..data.datasets import DatasetInfo
-from ..data.device import device_split, fits_on_device
+from ..data.device import MEMORY_FRACTION, device_split, fits_on_device
 from ..data.transforms import eval_transform
 from ..data.wrapper import AugmentedDataset, frame_view, with_attention
 from .batches import BatchSource, DeviceBatches, LoaderBatches
@@ -106,9 +109,15 @@ def given_data(cfg: TrainConfig, given: dict[str, Any], device: torch.device) ->
         raise ConfigError("train_dataset items must be (image, label) with a float (C, H, W) image tensor in [0, 1] "
                           "(e.g. torchvision v2's ToImage() + ToDtype(torch.float32, scale=True)), got "
                           f"{type(train_ds[0]).__name__} holding {type(image).__name__}")
+    if image.numel() and float(image.amax()) > 1.5:  # one item, once: a cheap look, not a scan of the data
+        warnings.warn(f"train_dataset's first image has values up to {float(image.amax()):g}: the trainer expects "
+                      "images in [0, 1] (it normalises them with mean/std after mixing); convert with torchvision "
+                      "v2's ToDtype(torch.float32, scale=True) or divide by 255", stacklevel=4)
     classes = given.get("classes")
     classes = classes if classes is not None else getattr(train_ds, "classes", None)
-    if isinstance(classes, int) and not isinstance(classes, bool):
+    if isinstance(classes, bool) or not (classes is None or isinstance(classes, (int, list, tuple))):
+        raise ConfigError(f"classes must be the class names (a list) or their count (an int), got {classes!r}")
+    if isinstance(classes, int):
         classes = [str(i) for i in range(classes)]
     if not classes:
         raise ConfigError(f"cannot tell the number of classes of {type(train_ds).__name__} (it has no .classes); pass "
@@ -119,9 +128,13 @@ def given_data(cfg: TrainConfig, given: dict[str, Any], device: torch.device) ->
     channels = image.shape[0]
     mean = tuple(given.get("mean") or IMAGENET_MEAN[:channels])
     std = tuple(given.get("std") or IMAGENET_STD[:channels])
-    # No fingerprint: the trainer cannot identify arbitrary data, so a resume trusts that it is the same.
+    # What can be told of arbitrary data without reading it all (items may be randomly augmented): its sizes and
+    # classes, so a resume onto other data is refused; the same sizes with other images are not detected.
+    shape = {"train": len(train_ds), "eval": None if eval_ds is None else len(eval_ds), "image": list(image.shape),
+             "classes": [str(c) for c in classes], "type": type(train_ds).__name__}
+    fingerprint = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
     info = DatasetInfo(name=f"given:{type(train_ds).__name__}", num_classes=len(classes), image_size=image.shape[-1],
-                       mean=mean, std=std, classes=[str(c) for c in classes], train_fingerprint=None,
+                       mean=mean, std=std, classes=[str(c) for c in classes], train_fingerprint=fingerprint,
                        num_train=len(train_ds), preset="given")
     extractor = build_extractor(cfg, info, device) if needs_attention(cfg) and cfg.extractor is not None else None
     return train_ds, eval_ds, info, extractor
@@ -153,7 +166,17 @@ def choose_data_path(cfg: TrainConfig, train_ds: Any, eval_ds: Any, info: Any, d
     need = sum(len(ds) for ds in splits) * 3 * size * size
     if needs_attention(cfg) and cfg.attention_cache is not None:
         need += len(train_ds) * size * size * 2
-    return "device" if supported and fits_on_device(need, device) else "loader"
+    chosen = "device" if supported and fits_on_device(need, device) else "loader"
+    if chosen == "loader" and "image_cache" in cfg.explicit and cfg.image_cache is not None:  # never silently unused
+        if not supported:
+            raise ConfigError(f"--image-cache {cfg.image_cache} applies to the device path, which does not apply to "
+                              f"dataset {info.name!r} (images of {size} px; it takes the CIFAR-style preset up to "
+                              "64 px): remove --image-cache")
+        warnings.warn(f"--image-cache {cfg.image_cache} is not used: --data-path auto chose the loader path (both "
+                      f"splits, {need / 2**20:.0f} MiB, take more than {MEMORY_FRACTION:.0%} of the free memory of "
+                      f"{device}); pass --data-path device to decode into memory anyway, or remove --image-cache",
+                      stacklevel=3)
+    return chosen
 
 
 def build_batches(cfg: TrainConfig, dist: DistInfo, device: torch.device, train_ds: Any, eval_ds: Any,

@@ -27,7 +27,7 @@ import yaml
 from tqdm import tqdm
 
 from ..constants import STOP_SIGNALS
-from ..serialization import atomic_write
+from ..serialization import OutputWriteError, atomic_write
 from .checkpoint import CHECKPOINT_NAME
 from .config import BASE_DIR_KEY, ConfigError, config_keys
 from .distributed import DistInfo
@@ -313,6 +313,35 @@ def _mark_extending(out: Path, epochs: int) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2)))
 
 
+def _guarded(path: Path, write: Any) -> Any:
+    """``write()``, with a failed write (full disk, quota) as ``OutputWriteError`` naming ``path``."""
+    try:
+        return write()
+    except OSError as err:
+        if isinstance(err, OutputWriteError):
+            raise
+        raise OutputWriteError(path, err) from err
+
+
+def _append(path: Path, text: str) -> None:
+    """Append ``text`` durably; on failure cut the file back, so no half line is left (resume rewrites it anyway)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    size = os.fstat(fd).st_size
+    try:
+        data = text.encode()
+        while data:
+            data = data[os.write(fd, data):]
+        os.fsync(fd)
+    except OSError:
+        try:
+            os.ftruncate(fd, size)
+        except OSError:
+            pass
+        raise
+    finally:
+        os.close(fd)
+
+
 class RunWriter:
     def __init__(self, out: Path, config: dict[str, Any], curve: list[dict[str, Any]], *, enabled: bool,
                  progress: bool = True) -> None:
@@ -331,13 +360,13 @@ class RunWriter:
                         if k in keys and k not in ("resume", "auto_resume", "overwrite")}}
         atomic_write(out / "config.yaml", lambda tmp: Path(tmp).write_text(yaml.safe_dump(resumable, sort_keys=False)))
         atomic_write(out / "metrics.jsonl", lambda tmp: Path(tmp).write_text("".join(_json_line(r) for r in curve)))
-        try:
-            from torch.utils.tensorboard import SummaryWriter
+        try:  # tensorboard's protobufs: imported by runs that write, not by --help
+            from .events import ScalarEventFile
         except ImportError:  # [train-light]: metrics.jsonl has every number TensorBoard would show
             print("note: TensorBoard is not installed, so no tb/ logs (metrics.jsonl has every number); "
                   "pip install tensorboard to get them", file=sys.stderr, flush=True)
             return
-        self.tb = SummaryWriter(str(out / "tb"), purge_step=len(curve) + 1)
+        self.tb = _guarded(out / "tb", lambda: ScalarEventFile(out / "tb", purge_step=len(curve) + 1))
 
     def progress(self, **kwargs: Any) -> tqdm:
         return tqdm(disable=not self.show_progress, leave=False, dynamic_ncols=True, **kwargs)
@@ -352,15 +381,10 @@ class RunWriter:
         self.epochs_logged += 1
         if not self.enabled:
             return
-        with open(self.out / "metrics.jsonl", "a") as f:
-            f.write(_json_line(row))
-            f.flush()
-            os.fsync(f.fileno())
+        _guarded(self.out / "metrics.jsonl", lambda: _append(self.out / "metrics.jsonl", _json_line(row)))
         if self.tb is not None:
-            for key, value in row.items():
-                if key != "epoch" and isinstance(value, (int, float)):
-                    self.tb.add_scalar(key, value, row["epoch"])
-            self.tb.flush()
+            scalars = {k: v for k, v in row.items() if k != "epoch" and isinstance(v, (int, float))}
+            _guarded(self.tb.path, lambda: (self.tb.add_scalars(scalars, row["epoch"]), self.tb.flush()))
         if self.show_progress or self.config.get("progress"):
             top = "" if row["top1"] is None else f"  top1 {row['top1']:.2f}  top5 {row['top5']:.2f}"
             print(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}{top}  {row['images_per_s']:.0f} img/s  "

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch.nn.parallel import DistributedDataParallel
 
+from ..mixers.base import check_values
 from ..models import create_model
 from ..serialization import CheckpointError, OutputWriteError, atomic_write, half_where_safe, load_weights_into
 from . import distributed as D
@@ -85,6 +86,7 @@ def evaluation_sums(model: torch.nn.Module, loader, info: Any, device: torch.dev
             with _autocast(device, amp):
                 logits = model(x)
             logits = logits.float()
+            _check_labels(labels, logits.shape[1])
             top = logits.topk(min(5, logits.shape[1]), dim=1).indices
             hit = top == labels.unsqueeze(1)
             sums += torch.stack([F.cross_entropy(logits, labels, reduction="sum").double(), hit[:, 0].sum().double(),
@@ -93,6 +95,13 @@ def evaluation_sums(model: torch.nn.Module, loader, info: Any, device: torch.dev
     finally:
         model.train(was_training)
     return [*sums.tolist(), float(count)]
+
+
+def _check_labels(labels: torch.Tensor, num_classes: int) -> None:
+    """Labels must be class indices of the model's ``num_classes`` outputs (no host sync off the CPU)."""
+    check_values(((labels >= 0) & (labels < num_classes)).all(),
+                 f"a batch holds labels outside [0, {num_classes}): the model has {num_classes} outputs (the run's "
+                 "classes: classes= or the dataset's .classes); check the dataset's labels or the classes given")
 
 
 def _metrics(sums: list[float]) -> dict[str, float]:
@@ -178,8 +187,9 @@ class _Run:
                        "train_fingerprint": self.info.train_fingerprint, "world_size": dist.world_size,
                        "data_path_used": self.batches.path,
                        # where this config's relative paths count from, relative to the run folder (config.yaml,
-                       # results.json and the checkpoint stay readable from any working directory)
-                       BASE_DIR_KEY: os.path.relpath(os.getcwd(), self.out.absolute())}
+                       # results.json and the checkpoint stay readable from any working directory); real paths, so
+                       # a symlinked runs/ folder, or the run read through the link's target, counts from the same place
+                       BASE_DIR_KEY: os.path.relpath(os.path.realpath(os.getcwd()), self.out.resolve())}
         if given.get("train_dataset") is not None:
             self.config["dataset"] = self.info.name  # not cfg.dataset: the run did not use it
         torch.manual_seed(cfg.seed)  # model init: the same weights for every method of a seed (extractors drew before)
@@ -223,6 +233,11 @@ class _Run:
     def _restore(self, path: Path) -> None:
         ckpt = load_checkpoint(path)
         changed = check_compatible(ckpt, self.config, path)
+        done = ckpt["epoch"]
+        if isinstance(done, int) and done > self.cfg.epochs:  # the run would "finish" at its old epoch, recorded as new
+            raise CheckpointError(f"{path} holds {done} finished epochs, more than --epochs {self.cfg.epochs}: a run "
+                                  f"cannot be shortened. Nothing was changed. Resume with --epochs {done} or more, or "
+                                  "evaluate the run as it is")
         if changed and self.dist.is_main:
             warnings.warn(f"resuming {path} with changed options: {changed}", stacklevel=2)
         validate_checkpoint(ckpt, path, optimizer=self.optimizer,
@@ -289,6 +304,22 @@ class _Run:
 
     # ----------------------------------------------------------------- loop
     def run(self) -> dict[str, Any]:
+        try:
+            return self._loop()
+        except OutputWriteError as err:  # config.yaml, metrics.jsonl, TensorBoard: a full disk mid-run
+            raise CheckpointError(f"{err}. {self._how_to_continue()}") from err
+
+    def _how_to_continue(self) -> str:
+        ckpt = self.out / CHECKPOINT_NAME
+        if ckpt.exists():
+            return (f"The run's last checkpoint {ckpt} is kept: once there is space, "
+                    f"`{resume_command(self.out, self.dist)}` continues from it")
+        if (self.out / "config.yaml").exists():
+            return ("No checkpoint was written yet: once there is space, `"
+                    f"{resume_command(self.out, self.dist).replace(' --resume', ' --auto-resume')}` starts it again")
+        return "No checkpoint was written yet: once there is space, run the same command again"
+
+    def _loop(self) -> dict[str, Any]:
         if self.cfg.overwrite and self.dist.is_main:  # everything was checked and built: now the old run may go
             clear_earlier_outputs(self.out)
         writer = RunWriter(self.out, self.config, self.curve, enabled=self.dist.is_main, progress=self.cfg.progress)
@@ -392,7 +423,8 @@ class _Run:
         x = self._model_input(images)
         with _autocast(device, cfg.amp):
             logits = self.step_model(x)
-        if not self.mixing:
+        if not self.mixing:  # the mixers check labels themselves; cross_entropy's own error is a raw traceback
+            _check_labels(labels, logits.shape[1])
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.label_smoothing)
         else:
             loss = F.cross_entropy(logits.float(), targets)
