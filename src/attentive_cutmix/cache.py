@@ -28,10 +28,11 @@ from tqdm.auto import tqdm
 from .attention import ExtractorSource
 from .constants import is_int
 from .mixers.base import channel_attention
-from .serialization import atomic_write, signals_stop_the_build
+from .serialization import CacheBuildInterrupted, atomic_write, signals_stop_the_build
 
 __all__ = ["AttentionCache", "CacheError", "CacheMismatchError", "build_cache", "open_cache", "cache_meta",
-           "FORMAT_VERSION", "is_attention_cache", "check_cache_target", "IN_MEMORY_MAX_BYTES"]
+           "FORMAT_VERSION", "is_attention_cache", "check_cache_target", "IN_MEMORY_MAX_BYTES",
+           "CacheBuildInterrupted", "signals_stop_the_build"]
 
 FORMAT_VERSION = 1
 TENSOR = "attention"
