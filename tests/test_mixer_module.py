@@ -77,6 +77,29 @@ def test_to_moves_the_extractor_but_never_changes_its_dtype():
     assert next(extractor.parameters()).device.type == "meta" and extractor.mean.device.type == "meta"
 
 
+@pytest.mark.parametrize("convert", [lambda m: m.half(), lambda m: m.bfloat16(), lambda m: m.to(torch.float16),
+                                     lambda m: m.double(), lambda m: m.float()],
+                         ids=["half", "bfloat16", "to-dtype", "double", "float"])
+def test_a_dtype_only_conversion_leaves_the_extractor_where_it_is(convert):
+    # model.cuda().bfloat16(): the dtype step must not send the extractor back to the CPU. The meta device stands
+    # in for the GPU (an extractor there cannot be copied to the CPU, so a wrong move raises).
+    extractor = FeatureExtractor(_net(), input_size=None).to("meta")
+    parent = _Model(AttentiveCutMix(10, extractor, grid_size=8))
+    convert(parent)
+    param = next(extractor.parameters())
+    assert param.device.type == "meta" and extractor.mean.device.type == "meta"
+    assert param.dtype == torch.float32
+
+
+def test_a_device_move_with_a_dtype_moves_the_extractor_and_keeps_its_dtype():
+    extractor = FeatureExtractor(_net(), input_size=None)
+    parent = _Model(AttentiveCutMix(10, extractor, grid_size=8))
+    parent.to("meta", torch.bfloat16)
+    param = next(extractor.parameters())
+    assert param.device.type == "meta" and param.dtype == torch.float32
+    assert parent.net.weight.device.type == "meta" and parent.net.weight.dtype == torch.bfloat16
+
+
 def test_dict_batches_with_the_default_labels_getter_match_the_tuple_call():
     images, labels = _batch()
     ids = torch.arange(4)

@@ -11,6 +11,7 @@ exactly on the CPU and as ``torch._assert_async`` elsewhere, so a training step 
 """
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -261,11 +262,17 @@ class Mixer(nn.Module):
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Mixer:
         super()._apply(fn, recurse)
         # Follow the mixer's device, never its dtype (a .half() of the whole model must not reach the extractor).
-        device = fn(torch.empty(0)).device
         for name in self._frozen_helpers:
             helper = self.__dict__.get(name)
             if isinstance(helper, nn.Module):
-                helper.to(device)
+                current = next(itertools.chain(helper.parameters(), helper.buffers()), None)
+                if current is None:
+                    continue  # no tensors: nothing to move
+                # Probe on the extractor's own device: a dtype-only fn (.half(), .to(torch.bfloat16)) leaves it
+                # there, while .cuda()/.to(device) moves it. A probe on the CPU would send a GPU extractor back.
+                device = fn(torch.empty(0, device=current.device)).device
+                if device != current.device:
+                    helper.to(device)
         return self
 
     def __repr__(self) -> str:
