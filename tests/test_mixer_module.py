@@ -100,6 +100,26 @@ def test_a_device_move_with_a_dtype_moves_the_extractor_and_keeps_its_dtype():
     assert parent.net.weight.device.type == "meta" and parent.net.weight.dtype == torch.bfloat16
 
 
+@pytest.mark.parametrize("copier", ["deepcopy", "AveragedModel", "ModelEmaV3"])
+def test_a_copy_of_the_model_shares_the_frozen_extractor(copier):
+    extractor = FeatureExtractor(_net(), input_size=None)
+    parent = _Model(AttentiveCutMix(10, extractor, grid_size=8))
+    if copier == "deepcopy":
+        copied = copy.deepcopy(parent)
+    elif copier == "AveragedModel":
+        copied = torch.optim.swa_utils.AveragedModel(parent).module
+    else:
+        copied = pytest.importorskip("timm.utils").ModelEmaV3(parent, decay=0.9).module
+    assert copied.mixer is not parent.mixer and copied.mixer.extractor is extractor
+    assert copied.net.weight is not parent.net.weight  # the rest is a real copy
+    images, labels = _batch()
+    a = parent.mixer(images, labels, generator=torch.Generator().manual_seed(3))
+    b = copied.mixer(images, labels, generator=torch.Generator().manual_seed(3))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    copied.mixer.prob = 0.5  # the mixer's own settings are copied, not shared
+    assert parent.mixer.prob == 1.0
+
+
 def test_dict_batches_with_the_default_labels_getter_match_the_tuple_call():
     images, labels = _batch()
     ids = torch.arange(4)
