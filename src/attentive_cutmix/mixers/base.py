@@ -14,6 +14,8 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import sys
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -210,15 +212,35 @@ _IMAGE_KEYS = ("pixel_values", "images", "image")
 def _image_key(batch: Mapping, labels: torch.Tensor) -> Any:
     """The entry holding the images: ``pixel_values``/``images``/``image`` (any case), else the only floating
     4-D tensor."""
-    named = [k for k in batch if isinstance(k, str) and k.lower() in _IMAGE_KEYS]
-    if named:
-        return named[0]
+    for name in _IMAGE_KEYS:  # torchvision's priority, whatever the batch's order
+        named = [k for k in batch if isinstance(k, str) and k.lower() == name]
+        if named:
+            return named[0]
     found = [k for k, v in batch.items() if isinstance(v, torch.Tensor) and v is not labels and v.ndim == 4
              and v.is_floating_point()]
     if len(found) != 1:
         raise ValueError(f"cannot tell which entry of the batch holds the images (keys {list(batch)}): name it "
                          f"one of {_IMAGE_KEYS}, or call mixer(images, labels)")
     return found[0]
+
+
+def _tv_wrapper(images: Any, masks: Any) -> Callable[[tuple[torch.Tensor, ...]], tuple[torch.Tensor, ...]] | None:
+    """For ``tv_tensors`` inputs, the function that wraps a call's output like them; ``None`` for plain tensors.
+
+    torchvision is looked up only where the input is one of its tensors (then it is already imported): the library
+    itself never needs it.
+    """
+    tv = sys.modules.get("torchvision.tv_tensors")
+    if tv is None or not any(isinstance(t, tv.TVTensor) for t in (images, masks)):
+        return None
+
+    def wrap(out: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        mixed = tv.wrap(out[0], like=images) if isinstance(images, tv.TVTensor) else out[0]
+        if len(out) == 3 and isinstance(masks, tv.TVTensor):
+            return mixed, out[1], tv.wrap(out[2], like=masks)
+        return (mixed, *out[1:])
+
+    return wrap
 
 
 class Mixer(nn.Module):
@@ -240,19 +262,31 @@ class Mixer(nn.Module):
     # e.g. saliency) or "model" (the model being trained: ``maps = guide(images, labels, model=model)``, then
     # ``mixer(images, labels, maps)``).
     guidance_source = "none"
+    # Whether a call pairs each image with a partner of the batch (not Cutout): a batch of one then has none.
+    needs_partner = True
+    # The options checked on every assignment, not only in __init__ (subclasses extend the dict).
+    _checked_fields: dict[str, Callable[[Any], Any]] = {
+        "num_classes": lambda v: check_int("num_classes", v, minimum=1),
+        "prob": lambda v: check_unit("prob", v),
+        "label_smoothing": lambda v: check_unit("label_smoothing", v, closed=False),
+    }
 
     def __init__(self, num_classes: int, *, prob: float = 1.0, label_smoothing: float = 0.0,
                  labels_getter: str | LabelsGetter = "default") -> None:
         super().__init__()
-        self.num_classes = check_int("num_classes", num_classes, minimum=1)
-        self.prob = check_unit("prob", prob)
-        self.label_smoothing = check_unit("label_smoothing", label_smoothing, closed=False)
+        self.num_classes = num_classes  # checked by __setattr__, here and on any later assignment
+        self.prob = prob
+        self.label_smoothing = label_smoothing
+        self._warned_single = False
         if labels_getter != "default" and not callable(labels_getter):
             raise TypeError(f"labels_getter must be 'default' or a callable(batch) -> labels, got "
                             f"{type(labels_getter).__name__}")
         self.labels_getter = default_labels_getter if labels_getter == "default" else labels_getter
 
     def __setattr__(self, name: str, value: Any) -> None:
+        check = self._checked_fields.get(name)
+        if check is not None:  # `mixer.prob = 2.0` after construction is refused as the constructor would
+            value = check(value)
         if name in self._frozen_helpers:
             if isinstance(value, nn.Module):
                 value.requires_grad_(False).eval()  # an extractor is frozen, whatever module it is
@@ -270,7 +304,7 @@ class Mixer(nn.Module):
                 if current is None:
                     continue  # no tensors: nothing to move
                 # Probe on the extractor's own device: a dtype-only fn (.half(), .to(torch.bfloat16)) leaves it
-                # there, while .cuda()/.to(device) moves it. A probe on the CPU would send a GPU extractor back.
+                # there, while a move to a device moves it. A probe on the CPU would send a GPU extractor back.
                 device = fn(torch.empty(0, device=current.device)).device
                 if device != current.device:
                     helper.to(device)
@@ -354,6 +388,17 @@ class Mixer(nn.Module):
         """
         if isinstance(images, Mapping):
             return self._forward_dict(images, labels, attention, masks=masks, generator=generator, params=params)
+        if isinstance(images, (tuple, list)) and labels is None:  # a packed batch, as torchvision v2 takes it
+            if len(images) != 2:
+                raise TypeError(f"a packed batch is mixer((images, labels)), a tuple or list of two; got a "
+                                f"{type(images).__name__} of {len(images)}")
+            return tuple(self.forward(images[0], images[1], attention, masks=masks, generator=generator,
+                                      params=params))
+        wrap = _tv_wrapper(images, masks)
+        if wrap is not None:  # tv_tensors in, tv_tensors out (torchvision v2's behaviour); plain tensors inside
+            images = images.as_subclass(torch.Tensor)
+            masks = None if masks is None else masks.as_subclass(torch.Tensor)
+            return wrap(self.forward(images, labels, attention, masks=masks, generator=generator, params=params))
         if labels is None:
             raise TypeError(f"{type(self).__name__} needs labels: call mixer(images, labels), or mixer(batch) on a "
                             "dict batch")
@@ -366,6 +411,9 @@ class Mixer(nn.Module):
             self._check_masks(masks, images)
         attention = self.check_attention(attention, images)
         if params is None:
+            if b == 1 and self.needs_partner:
+                self._warn_single()
+                return (images.clone(), targets) + ((masks.clone(),) if masks is not None else ())
             if not self.draw_applies(generator):
                 return (images.clone(), targets) + ((masks.clone(),) if masks is not None else ())
             params = self.make_params(b, h, w, generator)
@@ -376,6 +424,13 @@ class Mixer(nn.Module):
         if not images.is_contiguous() and images.is_contiguous(memory_format=torch.channels_last):
             out = (out[0].contiguous(memory_format=torch.channels_last), *out[1:])
         return out
+
+    def _warn_single(self) -> None:
+        if not self._warned_single:
+            self._warned_single = True
+            warnings.warn(f"{type(self).__name__} got a batch of one image: it has no partner to mix with, so it comes "
+                          "back unmixed (with its one-hot targets). Drop the last incomplete batch "
+                          "(DataLoader(drop_last=True)) or use batches of 2 or more", stacklevel=4)
 
     def _forward_dict(self, batch: Mapping[str, Any], labels: Any, attention: torch.Tensor | None,
                       **kwargs: Any) -> dict[str, Any]:
@@ -458,11 +513,12 @@ class BetaMixer(Mixer):
     """A mixer whose per-sample ``lam`` is drawn from Beta(alpha, alpha) (CutMix, MixUp, ...)."""
 
     _repr_fields = ("alpha",)
+    _checked_fields = {**Mixer._checked_fields, "alpha": check_alpha}
 
     def __init__(self, num_classes: int, *, alpha: float = 1.0, prob: float = 1.0, label_smoothing: float = 0.0,
                  labels_getter: str | LabelsGetter = "default") -> None:
         super().__init__(num_classes, prob=prob, label_smoothing=label_smoothing, labels_getter=labels_getter)
-        self.alpha = check_alpha(alpha)
+        self.alpha = alpha  # checked by __setattr__
 
     @classmethod
     def from_options(cls, options: BetaOptions, *, num_classes: int, label_smoothing: float = 0.0,

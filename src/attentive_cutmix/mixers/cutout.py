@@ -23,6 +23,7 @@ class Cutout(Mixer):
     """Cutout: erases a square per sample; its ``region`` is the erased square (nothing comes from a partner)."""
 
     _repr_fields = ("size", "fill")
+    needs_partner = False  # it erases: a batch of one is cut out like any other
 
     def __init__(self, num_classes: int, *, size: int = 16, fill: float = 0.0, prob: float = 1.0,
                  label_smoothing: float = 0.0, ignore_index: int = -100,
