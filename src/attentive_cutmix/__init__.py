@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "AttentiveCutMix": "mixers.attentive", "RandomCells": "mixers.attentive",
     "CutMix": "mixers.cutmix", "MixUp": "mixers.mixup", "Cutout": "mixers.cutout",
-    "Mixer": "mixers.base", "check_mixer": "mixers.check",
+    "Mix": "mixers.mix", "Mixer": "mixers.base", "check_mixer": "mixers.check",
     "FeatureExtractor": "attention", "channel_attention": "attention", "load_extractor": "attention",
 }
 __all__ = [*_EXPORTS, "__version__"]

@@ -37,6 +37,32 @@ def add_method_options(group: Any) -> None:
                            choices=meta.get("choices"), help=registry.help_text(name))
 
 
+# timm train.py's mixing flags: a run here mixes with one --method, so each names what to use instead (a timm user
+# typing one must never have it silently ignored). attentive_cutmix.Mix has all of them, for your own loop.
+TIMM_MIXING_FLAGS = {
+    "--mixup": "use --method mixup --alpha A (a lam per image: timm's --mixup-mode elem)",
+    "--cutmix": "use --method cutmix --alpha A",
+    "--cutmix-minmax": "CutMix sizes its box from --alpha here; for min-max boxes use attentive_cutmix.Mix("
+                       "cutmix_minmax=(MIN, MAX)) in your own loop",
+    "--mixup-prob": "use --prob P (the probability of mixing a batch)",
+    "--mixup-switch-prob": "a run mixes with one --method; to switch between MixUp and CutMix use attentive_cutmix."
+                           "Mix(mixup_alpha=..., cutmix_alpha=..., switch_prob=P) in your own loop",
+    "--mixup-mode": "the methods here draw per image (timm's elem); for batch or pair use attentive_cutmix.Mix("
+                    "mode=...) in your own loop",
+    "--mixup-off-epoch": "use --mix-off-epoch N (mix in epochs 1..N only)",
+}
+
+
+class _RefusedTimmMixing(argparse.Action):
+    def __call__(self, parser: Any, namespace: argparse.Namespace, value: Any, option: Any = None) -> None:
+        parser.error(f"{option} (timm's train.py) is not a flag here: {TIMM_MIXING_FLAGS[option]}")
+
+
+def add_timm_mixing_flags(group: Any) -> None:
+    for flag in TIMM_MIXING_FLAGS:
+        group.add_argument(flag, nargs="*", action=_RefusedTimmMixing, default=_S, help=argparse.SUPPRESS)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, metavar="FILE.yaml",
                         help="YAML file of options (keys like the flags); flags override it")
@@ -62,6 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mix = parser.add_argument_group("mixing")
     mix.add_argument("--method", choices=registry.names(), default=_S, help="augmentation method (default none)")
     add_method_options(mix)
+    add_timm_mixing_flags(mix)
     mix.add_argument("--attention-cache", default=_S,
                      help="precomputed attention maps (`attentive-cutmix cache-attention`)")
     mix.add_argument("--build-cache", action="store_const", const=True, default=_S,
