@@ -16,6 +16,7 @@ _EXPORTS = {
     "CutMix": "mixers.cutmix", "MixUp": "mixers.mixup", "Cutout": "mixers.cutout",
     "Mix": "mixers.mix", "Mixer": "mixers.base", "check_mixer": "mixers.check",
     "FeatureExtractor": "attention", "channel_attention": "attention", "load_extractor": "attention",
+    "mixed_cross_entropy": "losses",
 }
 __all__ = [*_EXPORTS, "__version__"]
 

@@ -145,8 +145,9 @@ class AttentiveCutMix(GuidedMixer):
     def __init__(self, num_classes: int, extractor: Callable[[torch.Tensor], torch.Tensor] | None = None, *,
                  num_patches: int = 6, grid_size: int = 7, label_weight: str = "area", temperature: float = 0.0,
                  guidance: str = "own", prob: float = 1.0, label_smoothing: float = 0.0,
-                 labels_getter: str | LabelsGetter = "default") -> None:
-        super().__init__(num_classes, prob=prob, label_smoothing=label_smoothing, labels_getter=labels_getter)
+                 labels_getter: str | LabelsGetter = "default", target_format: str = "dense") -> None:
+        super().__init__(num_classes, prob=prob, label_smoothing=label_smoothing, labels_getter=labels_getter,
+                         target_format=target_format)
         self.set_guidance(guidance)
         self.grid_size = check_int("grid_size", grid_size, minimum=1)
         self.num_patches = check_int("num_patches", num_patches, minimum=0, maximum=grid_size ** 2,
@@ -266,10 +267,11 @@ class RandomCells(AttentiveCutMix):
 
     def __init__(self, num_classes: int, *, num_patches: int = 6, grid_size: int = 7, label_weight: str = "area",
                  extractor: Callable[[torch.Tensor], torch.Tensor] | None = None, prob: float = 1.0,
-                 label_smoothing: float = 0.0, labels_getter: str | LabelsGetter = "default") -> None:
+                 label_smoothing: float = 0.0, labels_getter: str | LabelsGetter = "default",
+                 target_format: str = "dense") -> None:
         super().__init__(num_classes, extractor, num_patches=num_patches, grid_size=grid_size,
                          label_weight=label_weight, prob=prob, label_smoothing=label_smoothing,
-                         labels_getter=labels_getter)
+                         labels_getter=labels_getter, target_format=target_format)
         if extractor is not None and label_weight != "attention":
             raise ValueError("RandomCells reads attention only for label_weight='attention'; drop extractor= or set "
                              "label_weight='attention'")

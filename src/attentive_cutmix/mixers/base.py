@@ -26,9 +26,9 @@ from torch import nn
 from ..constants import is_int, is_number
 from ..registry import MixerOptions, option
 
-__all__ = ["Mixer", "BetaMixer", "check_int", "check_unit", "check_alpha", "one_hot_targets", "mix_targets",
-           "pair_permutation", "beta_sample", "check_generator", "check_rows", "check_values", "check_attention_maps",
-           "channel_attention", "to_device", "LabelsGetter"]
+__all__ = ["Mixer", "BetaMixer", "check_int", "check_choice", "check_unit", "check_alpha", "one_hot_targets",
+           "check_index_labels", "mix_targets", "pair_permutation", "beta_sample", "check_generator", "check_rows",
+           "check_values", "check_attention_maps", "channel_attention", "to_device", "LabelsGetter", "TARGET_FORMATS"]
 
 
 # --------------------------------------------------------------------------- argument checks
@@ -99,6 +99,25 @@ def check_rows(name: str, ok: torch.Tensor, value: torch.Tensor, rule: str) -> N
         check_values(ok.all(), message)
 
 
+def check_index_labels(labels: torch.Tensor, num_classes: int, batch_size: int,
+                       device: torch.device | str) -> torch.Tensor:
+    """(B,) integer class indices in [0, num_classes), as int64 on ``device`` (no host sync off the CPU)."""
+    if labels.is_floating_point() or labels.dtype == torch.bool:
+        raise TypeError(f"class-index labels must be an integer tensor, got dtype {labels.dtype}")
+    if labels.shape[0] != batch_size:
+        raise ValueError(f"labels has {labels.shape[0]} entries but images has batch size {batch_size}")
+    labels = labels.to(device=device, dtype=torch.long, non_blocking=True)
+    if labels.device.type == "cpu":  # exact, and the message can say which values
+        lo, hi = (int(v) for v in torch.aminmax(labels))
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(f"labels must lie in [0, {num_classes}) (num_classes={num_classes}), got values "
+                             f"in [{lo}, {hi}]")
+    else:
+        check_values(((labels >= 0) & (labels < num_classes)).all(),
+                     f"labels must lie in [0, {num_classes}) (num_classes={num_classes})")
+    return labels
+
+
 def one_hot_targets(labels: torch.Tensor, num_classes: int, batch_size: int, *,
                     label_smoothing: float = 0.0, device: torch.device | None = None) -> torch.Tensor:
     """Validate ``labels`` (int64 (B,) or probabilities (B, num_classes)) and return float32 (B, num_classes)."""
@@ -109,19 +128,7 @@ def one_hot_targets(labels: torch.Tensor, num_classes: int, batch_size: int, *,
         raise ValueError(f"labels are on the meta device (no values) but the images are on {device}; give labels "
                          "with values, on the images' device")
     if labels.ndim == 1:
-        if labels.is_floating_point() or labels.dtype == torch.bool:
-            raise TypeError(f"class-index labels must be an integer tensor, got dtype {labels.dtype}")
-        if labels.shape[0] != batch_size:
-            raise ValueError(f"labels has {labels.shape[0]} entries but images has batch size {batch_size}")
-        labels = labels.to(device=device, dtype=torch.long, non_blocking=True)
-        if labels.device.type == "cpu":  # exact, and the message can say which values
-            lo, hi = (int(v) for v in torch.aminmax(labels))
-            if lo < 0 or hi >= num_classes:
-                raise ValueError(f"labels must lie in [0, {num_classes}) (num_classes={num_classes}), got values "
-                                 f"in [{lo}, {hi}]")
-        else:
-            check_values(((labels >= 0) & (labels < num_classes)).all(),
-                         f"labels must lie in [0, {num_classes}) (num_classes={num_classes})")
+        labels = check_index_labels(labels, num_classes, batch_size, device)
         # one_hot reads the maximum label to size its output: scatter into a known width instead (no sync).
         targets = torch.zeros(batch_size, num_classes, device=device).scatter_(
             1, labels.clamp(0, num_classes - 1).unsqueeze(1), 1.0)
@@ -243,6 +250,21 @@ def _tv_wrapper(images: Any, masks: Any) -> Callable[[tuple[torch.Tensor, ...]],
     return wrap
 
 
+TARGET_FORMATS = ("dense", "pair")
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...], meaning: str = "") -> str:
+    """``value`` if it is one of ``choices``; a ``ValueError`` naming ``name``, the choices (and ``meaning``)."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}{meaning}, got {name}={value!r}")
+    return value
+
+
+def _check_target_format(value: Any) -> str:
+    return check_choice("target_format", value, TARGET_FORMATS, " (dense: (B, num_classes) soft targets; pair: "
+                                                                "(labels_a, labels_b, lam) for mixed_cross_entropy)")
+
+
 class Mixer(nn.Module):
     """Base of the mixers: the common options, ``__repr__``, the call preamble, ``prob`` and the draw step.
 
@@ -269,14 +291,17 @@ class Mixer(nn.Module):
         "num_classes": lambda v: check_int("num_classes", v, minimum=1),
         "prob": lambda v: check_unit("prob", v),
         "label_smoothing": lambda v: check_unit("label_smoothing", v, closed=False),
+        "target_format": lambda v: _check_target_format(v),
     }
 
     def __init__(self, num_classes: int, *, prob: float = 1.0, label_smoothing: float = 0.0,
-                 labels_getter: str | LabelsGetter = "default") -> None:
+                 labels_getter: str | LabelsGetter = "default", target_format: str = "dense") -> None:
         super().__init__()
         self.num_classes = num_classes  # checked by __setattr__, here and on any later assignment
         self.prob = prob
         self.label_smoothing = label_smoothing
+        self.target_format = target_format
+        self._check_pair_smoothing()
         self._warned_single = False
         if labels_getter != "default" and not callable(labels_getter):
             raise TypeError(f"labels_getter must be 'default' or a callable(batch) -> labels, got "
@@ -405,17 +430,26 @@ class Mixer(nn.Module):
         _check_images(images)
         check_generator(generator)
         b, _, h, w = images.shape
+        if self.target_format == "pair":
+            return self._forward_pairs(images, labels, attention, masks=masks, generator=generator, params=params)
         targets = one_hot_targets(labels, self.num_classes, b, label_smoothing=self.label_smoothing,
                                   device=images.device)
+        return self._mix(images, targets, attention, masks, generator, params)[0]
+
+    def _mix(self, images: torch.Tensor, targets: torch.Tensor, attention: Any, masks: Any,
+             generator: torch.Generator | None,
+             params: Any) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor] | None]:
+        """The call after its labels: ``(output, the params it used or None when it did not mix)``."""
+        b, _, h, w = images.shape
         if masks is not None:
             self._check_masks(masks, images)
         attention = self.check_attention(attention, images)
         if params is None:
             if b == 1 and self.needs_partner:
                 self._warn_single()
-                return (images.clone(), targets) + ((masks.clone(),) if masks is not None else ())
+                return (images.clone(), targets) + ((masks.clone(),) if masks is not None else ()), None
             if not self.draw_applies(generator):
-                return (images.clone(), targets) + ((masks.clone(),) if masks is not None else ())
+                return (images.clone(), targets) + ((masks.clone(),) if masks is not None else ()), None
             params = self.make_params(b, h, w, generator)
         else:
             self._check_params(params, b, h, w)
@@ -423,7 +457,32 @@ class Mixer(nn.Module):
         out = self.apply(images, targets, params, attention, masks)
         if not images.is_contiguous() and images.is_contiguous(memory_format=torch.channels_last):
             out = (out[0].contiguous(memory_format=torch.channels_last), *out[1:])
-        return out
+        return out, params
+
+    def _check_pair_smoothing(self) -> None:
+        if self.target_format == "pair" and self.label_smoothing > 0:
+            raise ValueError(f"target_format='pair' returns class indices, which carry no smoothing: set "
+                             f"label_smoothing=0 on the mixer and give label_smoothing={self.label_smoothing} to "
+                             "mixed_cross_entropy (or the loss) instead")
+
+    def _forward_pairs(self, images: torch.Tensor, labels: Any, attention: Any, *, masks: Any,
+                       generator: torch.Generator | None, params: Any) -> tuple[Any, ...]:
+        """``target_format="pair"``: ``(mixed, (labels_a, labels_b, lam)[, mixed_masks])``, never (B, K) targets.
+
+        The call mixes a (B, B) identity instead of one-hot targets (every method's label rule is a per-sample
+        blend of its image's and its partner's targets), so row ``i`` holds the weight image ``i`` kept,
+        ``1 - lam_i``, on its diagonal: exact, and independent of the number of classes.
+        """
+        self._check_pair_smoothing()
+        if not isinstance(labels, torch.Tensor) or labels.ndim != 1:
+            raise ValueError("target_format='pair' needs class-index labels of shape (B,); probability labels "
+                             "(B, num_classes) need target_format='dense'")
+        b = images.shape[0]
+        labels = check_index_labels(labels, self.num_classes, b, images.device)
+        out, used = self._mix(images, torch.eye(b, device=images.device), attention, masks, generator, params)
+        partner = used["perm"] if used is not None and "perm" in used else torch.arange(b, device=images.device)
+        pairs = (labels, labels.index_select(0, partner), 1.0 - out[1].diagonal())
+        return (out[0], pairs, *out[2:])
 
     def _warn_single(self) -> None:
         if not self._warned_single:
@@ -516,8 +575,9 @@ class BetaMixer(Mixer):
     _checked_fields = {**Mixer._checked_fields, "alpha": check_alpha}
 
     def __init__(self, num_classes: int, *, alpha: float = 1.0, prob: float = 1.0, label_smoothing: float = 0.0,
-                 labels_getter: str | LabelsGetter = "default") -> None:
-        super().__init__(num_classes, prob=prob, label_smoothing=label_smoothing, labels_getter=labels_getter)
+                 labels_getter: str | LabelsGetter = "default", target_format: str = "dense") -> None:
+        super().__init__(num_classes, prob=prob, label_smoothing=label_smoothing, labels_getter=labels_getter,
+                         target_format=target_format)
         self.alpha = alpha  # checked by __setattr__
 
     @classmethod

@@ -27,8 +27,9 @@ class Cutout(Mixer):
 
     def __init__(self, num_classes: int, *, size: int = 16, fill: float = 0.0, prob: float = 1.0,
                  label_smoothing: float = 0.0, ignore_index: int = -100,
-                 labels_getter: str | LabelsGetter = "default") -> None:
-        super().__init__(num_classes, prob=prob, label_smoothing=label_smoothing, labels_getter=labels_getter)
+                 labels_getter: str | LabelsGetter = "default", target_format: str = "dense") -> None:
+        super().__init__(num_classes, prob=prob, label_smoothing=label_smoothing, labels_getter=labels_getter,
+                         target_format=target_format)
         self.size = check_int("size", size, minimum=1, hint=" (side of the square in pixels)")
         if not is_number(fill) or not math.isfinite(fill):
             raise ValueError(f"fill must be a finite number (the value of the cut-out pixels), got fill={fill!r}")

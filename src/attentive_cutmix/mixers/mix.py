@@ -33,7 +33,7 @@ import torch
 
 from .. import registry
 from ..constants import is_number
-from .base import Mixer, beta_sample, check_rows, check_unit, mix_targets
+from .base import Mixer, beta_sample, check_choice, check_rows, check_unit, mix_targets
 from .geometry import box_area_fraction, boxes_to_mask, check_boxes, paste, paste_masks
 
 __all__ = ["Mix", "MIX_MODES", "ARMS"]
@@ -69,17 +69,15 @@ class Mix(Mixer):
                  cutmix_minmax: tuple[float, float] | None = None, prob: float = 1.0, switch_prob: float = 0.5,
                  mode: str = "batch", correct_lam: bool = True, label_smoothing: float = 0.1,
                  num_classes: int = 1000, arms: Mapping[str, Mixer | str] | None = None,
-                 generator: torch.Generator | None = None) -> None:
-        super().__init__(num_classes, prob=prob, label_smoothing=label_smoothing)
+                 generator: torch.Generator | None = None, target_format: str = "dense") -> None:
+        super().__init__(num_classes, prob=prob, label_smoothing=label_smoothing, target_format=target_format)
         self.mixup_alpha = _arm_alpha("mixup_alpha", mixup_alpha)
         self.cutmix_minmax = _check_minmax(cutmix_minmax)
         # timm forces cutmix_alpha = 1 with a min-max box: its lam then only picks the arm, the box sets the weight.
         self.cutmix_alpha = 1.0 if self.cutmix_minmax is not None else _arm_alpha("cutmix_alpha", cutmix_alpha)
         self.switch_prob = check_unit("switch_prob", switch_prob)
-        if mode not in MIX_MODES:
-            raise ValueError(f"mode must be one of {MIX_MODES} (timm's: one draw per batch, per mirrored pair or "
-                             f"per image), got mode={mode!r}")
-        self.mode = mode
+        self.mode = check_choice("mode", mode, MIX_MODES, " (timm's: one draw per batch, per mirrored pair or per "
+                                                          "image)")
         if not isinstance(correct_lam, bool):
             raise TypeError(f"correct_lam must be a bool, got correct_lam={correct_lam!r}")
         self.correct_lam = correct_lam
