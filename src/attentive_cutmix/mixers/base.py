@@ -216,7 +216,7 @@ def default_labels_getter(batch: Any) -> torch.Tensor:
 _IMAGE_KEYS = ("pixel_values", "images", "image")
 
 
-def _image_key(batch: Mapping, labels: torch.Tensor) -> Any:
+def _image_key(batch: Mapping, labels: torch.Tensor | None) -> Any:
     """The entry holding the images: ``pixel_values``/``images``/``image`` (any case), else the only floating
     4-D tensor."""
     for name in _IMAGE_KEYS:  # torchvision's priority, whatever the batch's order
@@ -263,6 +263,31 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...], meaning: str =
 def _check_target_format(value: Any) -> str:
     return check_choice("target_format", value, TARGET_FORMATS, " (dense: (B, num_classes) soft targets; pair: "
                                                                 "(labels_a, labels_b, lam) for mixed_cross_entropy)")
+
+
+_MASK_KEYS = ("mask", "masks")
+
+
+def _mask_key(batch: Mapping) -> Any:
+    """The entry holding per-pixel label maps: ``mask``/``masks`` (any case), else the only ``tv_tensors.Mask``."""
+    named = [k for k in batch if isinstance(k, str) and k.lower() in _MASK_KEYS]
+    tv = sys.modules.get("torchvision.tv_tensors")
+    typed = [] if tv is None else [k for k, v in batch.items() if isinstance(v, tv.Mask)]
+    found = list(dict.fromkeys(named + typed))
+    if len(found) > 1:
+        raise ValueError(f"the batch has several per-pixel label maps ({found}); a mixer mixes one: keep one, or "
+                         "call mixer(images, labels, masks=masks)")
+    return found[0] if found else None
+
+
+def _has_labels(batch: Mapping) -> bool:
+    return any(isinstance(k, str) and "label" in k.lower() for k in batch)
+
+
+def _is_mask_like(labels: torch.Tensor, images: Any) -> bool:
+    """Whether ``labels`` are per-pixel maps of ``images`` (B, H, W) rather than per-image labels."""
+    return (isinstance(images, torch.Tensor) and images.ndim == 4 and labels.ndim == 3
+            and labels.shape == (images.shape[0], *images.shape[-2:]) and not labels.is_floating_point())
 
 
 class Mixer(nn.Module):
@@ -404,12 +429,15 @@ class Mixer(nn.Module):
                 attention: torch.Tensor | None = None, *, masks: torch.Tensor | None = None,
                 generator: torch.Generator | None = None,
                 params: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, ...] | dict[str, Any]:
-        """Mix a batch. Returns ``(mixed, targets)``, or ``(mixed, targets, mixed_masks)`` when ``masks`` is given.
+        """Mix a batch. Returns ``(mixed, targets)``, or ``(mixed, targets, mixed_masks)`` when ``masks`` is given
+        (``targets`` is ``None`` for ``mixer(images, masks=masks)``, segmentation without image labels).
 
         ``params`` (from ``make_params``) replaces the draws, e.g. to give several mixers the same partners.
         A dict batch (``mixer(batch)``) comes back as a dict with its images mixed and its labels replaced by the
         soft targets; its labels are found by ``labels_getter``, its images under ``pixel_values``, ``images`` or
-        ``image`` (or as its only floating 4-D tensor); every other entry passes through.
+        ``image`` (or as its only floating 4-D tensor), its per-pixel label maps under ``mask``/``masks`` (or as a
+        ``tv_tensors.Mask``) or as ``labels`` of shape (B, H, W) (Hugging Face segmentation batches); the maps are
+        mixed with the images' pixel mask. Every other entry passes through.
         """
         if isinstance(images, Mapping):
             return self._forward_dict(images, labels, attention, masks=masks, generator=generator, params=params)
@@ -424,12 +452,15 @@ class Mixer(nn.Module):
             images = images.as_subclass(torch.Tensor)
             masks = None if masks is None else masks.as_subclass(torch.Tensor)
             return wrap(self.forward(images, labels, attention, masks=masks, generator=generator, params=params))
-        if labels is None:
-            raise TypeError(f"{type(self).__name__} needs labels: call mixer(images, labels), or mixer(batch) on a "
-                            "dict batch")
+        if labels is None and masks is None:
+            raise TypeError(f"{type(self).__name__} needs labels: call mixer(images, labels), mixer(images, "
+                            "masks=masks) for segmentation without image labels, or mixer(batch) on a dict batch")
         _check_images(images)
         check_generator(generator)
         b, _, h, w = images.shape
+        if labels is None:  # segmentation alone: the masks carry the labels; targets come back as None
+            out = self._mix(images, torch.zeros(b, 1, device=images.device), attention, masks, generator, params)[0]
+            return (out[0], None, *out[2:])
         if self.target_format == "pair":
             return self._forward_pairs(images, labels, attention, masks=masks, generator=generator, params=params)
         targets = one_hot_targets(labels, self.num_classes, b, label_smoothing=self.label_smoothing,
@@ -496,16 +527,33 @@ class Mixer(nn.Module):
         if labels is not None:
             raise TypeError("a dict batch carries its own labels: call mixer(batch) (labels_getter finds them), "
                             "not mixer(batch, labels)")
-        if kwargs.get("masks") is not None:
-            raise ValueError("masks= is for mixer(images, labels, masks=masks); a dict batch's masks are not read")
-        found = self.labels_getter(batch)
+        if kwargs.pop("masks", None) is not None:
+            raise ValueError("masks= is for mixer(images, labels, masks=masks); a dict batch carries its masks under "
+                             "'mask' or 'masks' (or as a tv_tensors.Mask)")
+        mask_key = _mask_key(batch)
+        if mask_key is not None and self.labels_getter is default_labels_getter and not _has_labels(batch):
+            found = None  # segmentation alone: no image labels
+        else:
+            found = self.labels_getter(batch)
         label_keys = [k for k, v in batch.items() if v is found]
-        if not isinstance(found, torch.Tensor) or not label_keys:
+        if found is not None and (not isinstance(found, torch.Tensor) or not label_keys):
             raise ValueError("labels_getter must return one of the batch's own tensors (the mixer writes the soft "
                              f"targets back in its place), got {type(found).__name__}")
         image_key = _image_key(batch, found)
-        mixed, targets = self.forward(batch[image_key], found, attention, **kwargs)
-        return {**batch, image_key: mixed, label_keys[0]: targets}
+        images = batch[image_key]
+        if found is not None and _is_mask_like(found, images):  # HF segmentation: `labels` is the (B, H, W) map
+            if mask_key is not None:
+                raise ValueError(f"the batch has per-pixel maps under both {label_keys[0]!r} and {mask_key!r}; "
+                                 "keep one")
+            mask_key, found = label_keys[0], None
+        masks = None if mask_key is None else batch[mask_key]
+        out = self.forward(images, found, attention, masks=masks, **kwargs)
+        result = {**batch, image_key: out[0]}
+        if found is not None:
+            result[label_keys[0]] = out[1]
+        if mask_key is not None:
+            result[mask_key] = out[2]
+        return result
 
     def _check_params(self, params: Any, batch_size: int, height: int, width: int) -> None:
         # What make_params draws for this very call: the keys, shapes and kinds of dtype a replay must have.
