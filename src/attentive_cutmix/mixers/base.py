@@ -78,9 +78,15 @@ def _check_images(images: Any) -> None:
         raise ValueError(f"images has no pixels (shape {tuple(images.shape)}); every image needs C, H and W >= 1")
 
 
+def host_checks(device: torch.device) -> bool:
+    """Whether a check may read values on the host: on the CPU, outside ``torch.compile`` (where reading a value is
+    a graph break; the check then runs as ``torch._assert_async``, as on a GPU)."""
+    return device.type == "cpu" and not torch.compiler.is_compiling()
+
+
 def check_values(ok: torch.Tensor, message: str) -> None:
     """Raise ``ValueError(message)`` unless the 0-d bool ``ok`` holds; without a host sync off the CPU."""
-    if ok.device.type == "cpu":
+    if host_checks(ok.device):
         if not bool(ok):
             raise ValueError(message)
     elif ok.device.type != "meta":  # a meta tensor has no values to check
@@ -91,7 +97,7 @@ def check_rows(name: str, ok: torch.Tensor, value: torch.Tensor, rule: str) -> N
     """``ValueError`` unless every entry of the (B,) bool ``ok`` holds; on the CPU it names the first bad row of
     ``params[name]`` (``value``), elsewhere it is checked without a host sync."""
     message = f"params[{name!r}] {rule}"
-    if ok.device.type == "cpu":
+    if host_checks(ok.device):
         if bad := (~ok).nonzero().flatten()[:1].tolist():
             raise ValueError(f"{message}; row {bad[0]} is {value[bad[0]].tolist()} (drawn for another batch, image "
                              "size or mixer?)")
@@ -107,7 +113,7 @@ def check_index_labels(labels: torch.Tensor, num_classes: int, batch_size: int,
     if labels.shape[0] != batch_size:
         raise ValueError(f"labels has {labels.shape[0]} entries but images has batch size {batch_size}")
     labels = labels.to(device=device, dtype=torch.long, non_blocking=True)
-    if labels.device.type == "cpu":  # exact, and the message can say which values
+    if host_checks(labels.device):  # exact, and the message can say which values
         lo, hi = (int(v) for v in torch.aminmax(labels))
         if lo < 0 or hi >= num_classes:
             raise ValueError(f"labels must lie in [0, {num_classes}) (num_classes={num_classes}), got values "
@@ -393,6 +399,12 @@ class Mixer(nn.Module):
             generator.set_offset(offset + 4)
             host = torch.Generator().manual_seed((seed * 0x9E3779B97F4A7C15 + offset) % 2**63)  # no numpy needed
             return bool(torch.rand((), generator=host) < self.prob)
+        return self._draw_on(generator)
+
+    @torch.compiler.disable
+    def _draw_on(self, generator: torch.Generator | None) -> bool:
+        # A Python decision from a drawn value: under torch.compile one clean graph break (eager here) instead of a
+        # traced .item() and its warning.
         return bool(torch.rand((), generator=generator, device=_gen_device(generator)) < self.prob)
 
     def make_params(self, batch_size: int, height: int, width: int,
