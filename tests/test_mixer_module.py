@@ -120,6 +120,18 @@ def test_a_copy_of_the_model_shares_the_frozen_extractor(copier):
     assert parent.mixer.prob == 1.0
 
 
+@pytest.mark.parametrize("make", ALL, ids=["cutmix", "mixup", "cutout", "random-cells", "attentive"])
+def test_a_parents_module_apply_reaches_the_mixer_unharmed(make):
+    # Mixer.apply (the contract's hook) shadows nn.Module.apply(fn), which a parent calls on every child.
+    parent = _Model(make())
+    visited = []
+    parent.apply(visited.append)
+    assert parent.mixer in visited and parent.net in visited and parent in visited
+    images, labels = _batch()
+    mixed, targets = parent.mixer(images, labels)  # the mixing hook still works
+    assert mixed.shape == images.shape
+
+
 def test_dict_batches_with_the_default_labels_getter_match_the_tuple_call():
     images, labels = _batch()
     ids = torch.arange(4)

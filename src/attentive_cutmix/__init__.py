@@ -7,7 +7,17 @@ Names are imported on first use, so ``import attentive_cutmix`` stays light (no 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the real classes for type checkers and IDEs; at run time __getattr__ imports them on first use
+    from .attention import FeatureExtractor, channel_attention, load_extractor
+    from .losses import mixed_cross_entropy
+    from .mixers.attentive import AttentiveCutMix, RandomCells
+    from .mixers.base import Mixer
+    from .mixers.cutmix import CutMix
+    from .mixers.cutout import Cutout
+    from .mixers.mix import Mix
+    from .mixers.mixup import MixUp
 
 __version__ = "0.1.0"
 
@@ -18,7 +28,8 @@ _EXPORTS = {
     "FeatureExtractor": "attention", "channel_attention": "attention", "load_extractor": "attention",
     "mixed_cross_entropy": "losses",
 }
-__all__ = [*_EXPORTS, "__version__"]
+__all__ = ["AttentiveCutMix", "RandomCells", "CutMix", "MixUp", "Cutout", "Mix", "Mixer", "check_mixer",
+           "FeatureExtractor", "channel_attention", "load_extractor", "mixed_cross_entropy", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

@@ -139,7 +139,7 @@ class AttentiveCutMix(GuidedMixer):
     batch (an independent derangement), everything else unchanged.
     """
 
-    _repr_fields = ("num_patches", "grid_size", "label_weight", "temperature", "guidance")
+    _repr_fields: tuple[str, ...] = ("num_patches", "grid_size", "label_weight", "temperature", "guidance")
     guidance_source = "attention"
 
     def __init__(self, num_classes: int, extractor: Callable[[torch.Tensor], torch.Tensor] | None = None, *,
@@ -173,7 +173,7 @@ class AttentiveCutMix(GuidedMixer):
         return cells_to_pixel_mask(top_cells(attention_to_grid(attention, self.grid_size), self.num_patches),
                                    height, width)
 
-    def check_attention(self, attention: Any, images: torch.Tensor) -> torch.Tensor:
+    def check_attention(self, attention: Any, images: torch.Tensor) -> torch.Tensor | None:
         check_grid_fits(self.grid_size, *images.shape[-2:])
         if attention is None:
             if self.extractor is None:
@@ -210,11 +210,17 @@ class AttentiveCutMix(GuidedMixer):
 
     def choose_cells(self, grid: torch.Tensor | None, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, num_patches) cells of each sample's own (B, g*g) grid scores: the top ones, or sampled."""
+        grid = self._scores(grid)
         if self.temperature > 0:
             # Gumbel-top-k: the top k of log-weights plus Gumbel noise are k draws without replacement.
             keys = _standardised(grid) / self.temperature + params["gumbel"].to(grid.dtype)
             return keys.topk(self.num_patches, dim=1, sorted=False).indices
         return _ranking_keys(grid).topk(self.num_patches, dim=1, sorted=False).indices
+
+    def _scores(self, grid: torch.Tensor | None) -> torch.Tensor:
+        if grid is None:  # check_attention gives every call that reads maps its maps; a direct call may not
+            raise ValueError(f"{self._needs_attention_why()} needs attention maps here: pass attention=(B, h, w) maps")
+        return grid
 
     def partner_cells(self, params: dict[str, torch.Tensor],
                       attention: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor]:
@@ -237,17 +243,20 @@ class AttentiveCutMix(GuidedMixer):
         """Whether a call reads attention maps (for its cells or its labels)."""
         return True
 
-    def apply(self, images: torch.Tensor, targets: torch.Tensor, params: dict[str, torch.Tensor],
-              attention: torch.Tensor | None, masks: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    def apply(self, images: torch.Tensor, targets: torch.Tensor,  # type: ignore[override]
+              params: dict[str, torch.Tensor], attention: torch.Tensor | None,
+              masks: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         g, perm = self.grid_size, params["perm"]
         if self.num_patches == 0:
             return (images.clone(), targets) + ((masks.clone(),) if masks is not None else ())
         grid, cells = self.partner_cells(params, attention)
-        lam = cell_area_fraction(cells, *images.shape[-2:], g)
+        h, w = images.shape[-2:]
+        lam = cell_area_fraction(cells, h, w, g)
         if self.label_weight == "attention":
-            lam = attention_mass_lam(attention_mass(grid), perm, cells, lam)
+            lam = attention_mass_lam(attention_mass(self._scores(grid)), perm, cells, lam)
         mixed, mixed_masks = paste_cells(images, perm, cells, g, masks)
-        return (mixed, mix_targets(targets, perm, lam)) + ((mixed_masks,) if masks is not None else ())
+        out = (mixed, mix_targets(targets, perm, lam))
+        return out if mixed_masks is None else (*out, mixed_masks)
 
 
 class RandomCells(AttentiveCutMix):

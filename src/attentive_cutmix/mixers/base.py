@@ -12,13 +12,14 @@ exactly on the CPU and as ``torch._assert_async`` elsewhere, so a training step 
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import math
 import sys
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -39,7 +40,7 @@ def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int
     ``want`` replaces the generated description of what is expected (e.g. "an int in [0, grid_size**2]").
     """
     if is_int(value) and (minimum is None or value >= minimum) and (maximum is None or value <= maximum):
-        return value
+        return int(value)
     if want is not None:
         pass
     elif minimum == 1 and maximum is None:
@@ -216,13 +217,14 @@ def default_labels_getter(batch: Any) -> torch.Tensor:
     if key is None:
         raise ValueError(f"no labels in the batch: none of its keys {list(batch)} is or contains 'labels'; pass "
                          "labels_getter=lambda batch: batch[...] to the mixer")
-    return batch[key]
+    found: torch.Tensor = batch[key]
+    return found
 
 
 _IMAGE_KEYS = ("pixel_values", "images", "image")
 
 
-def _image_key(batch: Mapping, labels: torch.Tensor | None) -> Any:
+def _image_key(batch: Mapping[Any, Any], labels: torch.Tensor | None) -> Any:
     """The entry holding the images: ``pixel_values``/``images``/``image`` (any case), else the only floating
     4-D tensor."""
     for name in _IMAGE_KEYS:  # torchvision's priority, whatever the batch's order
@@ -263,7 +265,7 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...], meaning: str =
     """``value`` if it is one of ``choices``; a ``ValueError`` naming ``name``, the choices (and ``meaning``)."""
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}{meaning}, got {name}={value!r}")
-    return value
+    return str(value)
 
 
 def _check_target_format(value: Any) -> str:
@@ -274,7 +276,7 @@ def _check_target_format(value: Any) -> str:
 _MASK_KEYS = ("mask", "masks")
 
 
-def _mask_key(batch: Mapping) -> Any:
+def _mask_key(batch: Mapping[Any, Any]) -> Any:
     """The entry holding per-pixel label maps: ``mask``/``masks`` (any case), else the only ``tv_tensors.Mask``."""
     named = [k for k in batch if isinstance(k, str) and k.lower() in _MASK_KEYS]
     tv = sys.modules.get("torchvision.tv_tensors")
@@ -286,7 +288,7 @@ def _mask_key(batch: Mapping) -> Any:
     return found[0] if found else None
 
 
-def _has_labels(batch: Mapping) -> bool:
+def _has_labels(batch: Mapping[Any, Any]) -> bool:
     return any(isinstance(k, str) and "label" in k.lower() for k in batch)
 
 
@@ -294,6 +296,31 @@ def _is_mask_like(labels: torch.Tensor, images: Any) -> bool:
     """Whether ``labels`` are per-pixel maps of ``images`` (B, H, W) rather than per-image labels."""
     return (isinstance(images, torch.Tensor) and images.ndim == 4 and labels.ndim == 3
             and labels.shape == (images.shape[0], *images.shape[-2:]) and not labels.is_floating_point())
+
+
+def _draw_below_traced(prob: float, generator: torch.Generator | None) -> bool:
+    return bool(torch.rand((), generator=generator, device=_gen_device(generator)) < prob)
+
+
+# A Python decision from a drawn value: under torch.compile one clean graph break (run eagerly) instead of a traced
+# .item() and its warning.
+_draw_below = cast(Callable[[float, "torch.Generator | None"], bool], torch.compiler.disable(_draw_below_traced))
+
+
+def _dispatch_module_apply(hook: Callable[..., Any]) -> Callable[..., Any]:
+    """A mixer's ``apply(images, targets, params, attention, masks)`` that still answers ``nn.Module.apply(fn)``.
+
+    The contract's ``apply`` shadows ``nn.Module.apply``, which a parent module calls on every child (e.g.
+    ``model.apply(init_weights)`` on a LightningModule holding a mixer): one callable argument is that call.
+    """
+    @functools.wraps(hook)
+    def apply(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        if len(args) == 1 and not kwargs and callable(args[0]) and not isinstance(args[0], torch.Tensor):
+            return nn.Module.apply(self, args[0])
+        return hook(self, *args, **kwargs)
+
+    apply.__dict__["_dispatches"] = True
+    return apply
 
 
 class Mixer(nn.Module):
@@ -337,7 +364,13 @@ class Mixer(nn.Module):
         if labels_getter != "default" and not callable(labels_getter):
             raise TypeError(f"labels_getter must be 'default' or a callable(batch) -> labels, got "
                             f"{type(labels_getter).__name__}")
-        self.labels_getter = default_labels_getter if labels_getter == "default" else labels_getter
+        self.labels_getter: LabelsGetter = default_labels_getter if isinstance(labels_getter, str) else labels_getter
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        hook = cls.__dict__.get("apply")
+        if hook is not None and not getattr(hook, "_dispatches", False):
+            cls.apply = _dispatch_module_apply(hook)  # type: ignore[method-assign]
 
     def __setattr__(self, name: str, value: Any) -> None:
         check = self._checked_fields.get(name)
@@ -391,7 +424,7 @@ class Mixer(nn.Module):
             return True
         if self.prob <= 0.0:
             return False
-        if _gen_device(generator).type == "cuda":
+        if generator is not None and generator.device.type == "cuda":
             # A CUDA (Philox) generator's state, its seed and offset, lives on the host: decide from it there, and
             # move the offset on one Philox round (4) so the next call differs, instead of reading back a GPU draw
             # (a wait for the GPU on every call).
@@ -399,22 +432,21 @@ class Mixer(nn.Module):
             generator.set_offset(offset + 4)
             host = torch.Generator().manual_seed((seed * 0x9E3779B97F4A7C15 + offset) % 2**63)  # no numpy needed
             return bool(torch.rand((), generator=host) < self.prob)
-        return self._draw_on(generator)
-
-    @torch.compiler.disable
-    def _draw_on(self, generator: torch.Generator | None) -> bool:
-        # A Python decision from a drawn value: under torch.compile one clean graph break (eager here) instead of a
-        # traced .item() and its warning.
-        return bool(torch.rand((), generator=generator, device=_gen_device(generator)) < self.prob)
+        return _draw_below(self.prob, generator)
 
     def make_params(self, batch_size: int, height: int, width: int,
                     generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Every random draw of one call: at least ``perm``; subclasses add their own."""
         return {"perm": pair_permutation(batch_size, generator)}
 
-    def apply(self, images: torch.Tensor, targets: torch.Tensor, params: dict[str, torch.Tensor],
-              attention: torch.Tensor | None, masks: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
-        """Mix with the drawn ``params``: ``(mixed, targets[, mixed masks])``."""
+    def apply(self, images: torch.Tensor, targets: torch.Tensor,  # type: ignore[override]
+              params: dict[str, torch.Tensor], attention: torch.Tensor | None,
+              masks: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        """Mix with the drawn ``params``: ``(mixed, targets[, mixed masks])``.
+
+        The contract's hook shadows ``nn.Module.apply(fn)`` (hence the type-ignore on every definition); a call with
+        one callable still does what ``nn.Module.apply`` does (``__init_subclass__`` dispatches), so a parent's
+        ``model.apply(init_weights)`` reaches its mixer unharmed."""
         raise NotImplementedError(f"{type(self).__name__} must implement apply()")
 
     def region(self, params: dict[str, torch.Tensor], height: int, width: int,
@@ -440,7 +472,7 @@ class Mixer(nn.Module):
     def forward(self, images: torch.Tensor | Mapping[str, Any], labels: torch.Tensor | None = None,
                 attention: torch.Tensor | None = None, *, masks: torch.Tensor | None = None,
                 generator: torch.Generator | None = None,
-                params: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, ...] | dict[str, Any]:
+                params: dict[str, torch.Tensor] | None = None) -> tuple[Any, ...] | dict[str, Any]:
         """Mix a batch. Returns ``(mixed, targets)``, or ``(mixed, targets, mixed_masks)`` when ``masks`` is given
         (``targets`` is ``None`` for ``mixer(images, masks=masks)``, segmentation without image labels).
 
@@ -463,7 +495,8 @@ class Mixer(nn.Module):
         if wrap is not None:  # tv_tensors in, tv_tensors out (torchvision v2's behaviour); plain tensors inside
             images = images.as_subclass(torch.Tensor)
             masks = None if masks is None else masks.as_subclass(torch.Tensor)
-            return wrap(self.forward(images, labels, attention, masks=masks, generator=generator, params=params))
+            return wrap(cast(tuple[torch.Tensor, ...], self.forward(images, labels, attention, masks=masks,
+                                                                   generator=generator, params=params)))
         if labels is None and masks is None:
             raise TypeError(f"{type(self).__name__} needs labels: call mixer(images, labels), mixer(images, "
                             "masks=masks) for segmentation without image labels, or mixer(batch) on a dict batch")
@@ -559,8 +592,8 @@ class Mixer(nn.Module):
                                  "keep one")
             mask_key, found = label_keys[0], None
         masks = None if mask_key is None else batch[mask_key]
-        out = self.forward(images, found, attention, masks=masks, **kwargs)
-        result = {**batch, image_key: out[0]}
+        out = cast(tuple[Any, ...], self.forward(images, found, attention, masks=masks, **kwargs))
+        result: dict[Any, Any] = {**batch, image_key: out[0]}
         if found is not None:
             result[label_keys[0]] = out[1]
         if mask_key is not None:

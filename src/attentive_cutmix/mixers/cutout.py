@@ -65,8 +65,9 @@ class Cutout(Mixer):
                                  f"([{info.min}, {info.max}]); give masks.long(), or an ignore_index in that range "
                                  f"(e.g. {info.max} for {masks.dtype})")
 
-    def apply(self, images: torch.Tensor, targets: torch.Tensor, params: dict[str, torch.Tensor],
-              attention: torch.Tensor | None, masks: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    def apply(self, images: torch.Tensor, targets: torch.Tensor,  # type: ignore[override]
+              params: dict[str, torch.Tensor], attention: torch.Tensor | None,
+              masks: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         _, _, h, w = images.shape
         self._check_fits(images, masks)
         pixel_mask = boxes_to_mask(params["boxes"], h, w)

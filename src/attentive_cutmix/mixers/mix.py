@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -90,7 +90,7 @@ class Mix(Mixer):
         self.generator = generator  # the default draws of a call that passes none
         self.mixup_enabled = True  # timm's switch, set False by a loop at its mixup-off epoch
         # Per-pixel label maps can follow a paste, never a blend.
-        self.accepts_masks = all(self.arms[k].accepts_masks if k in self.arms else k == "cutmix" for k in self.active)
+        self.accepts_masks = all(self._arm(k).accepts_masks if k in self.arms else k == "cutmix" for k in self.active)
 
     def _build_arms(self, arms: Mapping[str, Mixer | str] | None) -> dict[str, Mixer]:
         if arms is None:
@@ -112,17 +112,28 @@ class Mix(Mixer):
             built[key] = arm
         return built
 
+    def _arm(self, key: str) -> Mixer:
+        return cast(Mixer, self.arms[key])
+
+    def _arm_items(self) -> list[tuple[str, Mixer]]:
+        return [(key, self._arm(key)) for key in self.arms]
+
+    def _reader(self) -> Mixer | None:
+        """The arm that reads guidance maps (the first one), if any: it gets and checks the maps of a call."""
+        return next((a for _, a in self._arm_items() if a.guidance_source != "none"), None)
+
     @property
     def guidance_source(self) -> str:  # type: ignore[override]
-        return next((a.guidance_source for a in self.arms.values() if a.guidance_source != "none"), "none")
+        reader = self._reader()
+        return "none" if reader is None else reader.guidance_source
 
     def check_attention(self, attention: Any, images: torch.Tensor) -> torch.Tensor | None:
-        reader = next((a for a in self.arms.values() if a.guidance_source != "none"), None)
+        reader = self._reader()
         return None if reader is None else reader.check_attention(attention, images)
 
     def guide(self, images: torch.Tensor, labels: torch.Tensor | None = None, *,
               model: torch.nn.Module | None = None) -> torch.Tensor | None:
-        reader = next((a for a in self.arms.values() if a.guidance_source != "none"), None)
+        reader = self._reader()
         return None if reader is None else reader.guide(images, labels, model=model)
 
     def draw_applies(self, generator: torch.Generator | None) -> bool:
@@ -160,7 +171,7 @@ class Mix(Mixer):
         if self.mode == "pair" and b % 2:
             params["arm"][b // 2] = 0  # the middle image of an odd batch has no pair
         params["perm"] = torch.arange(b - 1, -1, -1, device=device)  # timm's partner: x.flip(0)
-        for key, sub in self.arms.items():
+        for key, sub in self._arm_items():
             drawn = sub.make_params(b, height, width, generator)
             drawn["perm"] = params["perm"]
             params.update({f"{key}.{k}": v for k, v in drawn.items()})
@@ -197,7 +208,7 @@ class Mix(Mixer):
         check_rows("lam", (lam >= 0) & (lam <= 1), lam, "must hold weights in [0, 1]")
         if "boxes" in params:
             check_boxes(params["boxes"], height, width)
-        for key, sub in self.arms.items():
+        for key, sub in self._arm_items():
             sub.check_params({k[len(key) + 1:]: v for k, v in params.items() if k.startswith(f"{key}.")},
                              height, width)
 
@@ -213,7 +224,7 @@ class Mix(Mixer):
     def _run_arm(self, key: str, images: torch.Tensor, targets: torch.Tensor, params: dict[str, torch.Tensor],
                  attention: torch.Tensor | None, masks: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         if key in self.arms:
-            return self.arms[key].apply(images, targets, self._arm_params(key, params), attention, masks)
+            return self._arm(key).apply(images, targets, self._arm_params(key, params), attention, masks)
         perm, (h, w) = params["perm"], images.shape[-2:]
         if key == "mixup":
             weight = 1.0 - params["lam"]
@@ -223,8 +234,9 @@ class Mix(Mixer):
         out = (paste(images, perm, pixel_mask), mix_targets(targets, perm, self._cut_weight(params, h, w)))
         return out + ((paste_masks(masks, perm, pixel_mask),) if masks is not None else ())
 
-    def apply(self, images: torch.Tensor, targets: torch.Tensor, params: dict[str, torch.Tensor],
-              attention: torch.Tensor | None, masks: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    def apply(self, images: torch.Tensor, targets: torch.Tensor,  # type: ignore[override]
+              params: dict[str, torch.Tensor], attention: torch.Tensor | None,
+              masks: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         out: tuple[torch.Tensor, ...] = (images, targets) + ((masks,) if masks is not None else ())
         arm = params["arm"]
         for key in self.active:
@@ -235,18 +247,21 @@ class Mix(Mixer):
 
     def region(self, params: dict[str, torch.Tensor], height: int, width: int,
                attention: torch.Tensor | None = None) -> torch.Tensor | None:
-        """The pixels taken from the partner by a pasting arm; rows mixed by a blend (or unmixed) have none."""
-        if "cutmix" not in self.active:
-            return None if "mixup" not in self.arms else self.arms["mixup"].region(
-                self._arm_params("mixup", params), height, width, attention)
-        if "cutmix" in self.arms:
-            cut = self.arms["cutmix"].region(self._arm_params("cutmix", params), height, width, attention)
-        else:
-            cut = boxes_to_mask(params["boxes"], height, width)
-        return cut & (params["arm"] == 2).view(-1, 1, 1).to(cut.device)
+        """The pixels each image took from its partner (the chosen arm's region); rows that a blend mixed, or that
+        stayed unmixed, have none. ``None`` when no active arm has a region (MixUp alone)."""
+        found: torch.Tensor | None = None
+        for key in self.active:
+            if key in self.arms:
+                region = self._arm(key).region(self._arm_params(key, params), height, width, attention)
+            else:
+                region = boxes_to_mask(params["boxes"], height, width) if key == "cutmix" else None
+            if region is not None:
+                region = region & (params["arm"] == ARMS.index(key) + 1).view(-1, 1, 1).to(region.device)
+                found = region if found is None else found | region
+        return found
 
     def _repr_value(self, key: str) -> str:
         if key == "arms":
-            return "{" + ", ".join(f"{k!r}: {type(v).__name__}" for k, v in self.arms.items()) + "}"
+            return "{" + ", ".join(f"{k!r}: {type(v).__name__}" for k, v in self._arm_items()) + "}"
         return super()._repr_value(key)
 
