@@ -80,8 +80,21 @@ def top_cells(scores: torch.Tensor, num_patches: int) -> torch.Tensor:
     return cell_mask(top_cell_indices(scores, num_patches), scores.shape[-1])
 
 
+def _unit_scale(scores: torch.Tensor) -> torch.Tensor:
+    """(B, n) scores divided per row by the power of two at or above their largest magnitude, into [-1, 1].
+
+    The rules that read a map's cells (top-N, standardising, attention mass) do not depend on its scale, but their
+    sums overflow float32 for maps above ~1e19 (squares) or ~1e37 (sums). A power of two scales exactly: for every
+    map that did not overflow before, the results are bit for bit the same.
+    """
+    _, exponent = torch.frexp(scores.abs().amax(1, keepdim=True))
+    return torch.ldexp(scores, -exponent)
+
+
 def _standardised(scores: torch.Tensor) -> torch.Tensor:
-    """Per-row (x - mean) / std of (B, n) scores; 0 where a row is constant (no preference, no NaN)."""
+    """Per-row (x - mean) / std of (B, n) scores; 0 where a row is constant (no preference, no NaN). Scale-free:
+    maps of any magnitude give the same result."""
+    scores = _unit_scale(scores)
     centred = scores - scores.mean(1, keepdim=True)
     std = centred.square().mean(1, keepdim=True).sqrt()
     return torch.where(std > 0, centred / std.clamp_min(torch.finfo(scores.dtype).tiny), torch.zeros_like(centred))
@@ -98,8 +111,10 @@ def attention_mass(grid_scores: torch.Tensor) -> torch.Tensor:
     """(B, n) grid scores -> each image's attention as a distribution over its cells.
 
     ``p = (s - min s) / sum(s - min s)``: shifting by the minimum makes any map (negative means included) a
-    mass, and the least attended cell carries none; a constant map has no preference, so it is uniform.
+    mass, and the least attended cell carries none; a constant map has no preference, so it is uniform. Scale-free:
+    maps of any magnitude give the same mass.
     """
+    grid_scores = _unit_scale(grid_scores)
     shifted = grid_scores - grid_scores.amin(1, keepdim=True)
     total = shifted.sum(1, keepdim=True)
     uniform = torch.full_like(shifted, 1.0 / shifted.shape[1])
