@@ -22,7 +22,7 @@ import torch
 from timm.data.mixup import Mixup
 from torchvision.transforms import v2
 
-from attentive_cutmix import AttentiveCutMix, CutMix, Cutout, MixUp
+from attentive_cutmix import registry
 
 
 def _sync(device: torch.device) -> None:
@@ -33,12 +33,9 @@ def _sync(device: torch.device) -> None:
 def _candidates(images: torch.Tensor, labels: torch.Tensor, k: int) -> dict:
     attention = torch.rand(images.shape[0], 7, 7, device=images.device)
     g = torch.Generator().manual_seed(0)
-    ours = {
-        "AttentiveCutMix (given attention)": AttentiveCutMix(num_classes=k, num_patches=6, grid_size=7),
-        "CutMix (ours)": CutMix(num_classes=k),
-        "MixUp (ours)": MixUp(num_classes=k),
-        "Cutout (ours)": Cutout(num_classes=k, size=images.shape[-1] // 2),
-    }
+    # Every registered method at its defaults (the paper's settings), given maps where it reads them.
+    ours = {f"{m.label} (ours)": m.make_mixer(m.options(), num_classes=k) for m in registry.methods()
+            if m.build is not None}
     timm_cutmix = Mixup(mixup_alpha=0.0, cutmix_alpha=1.0, mode="batch", correct_lam=True, label_smoothing=0.0,
                         num_classes=k)
     tv_cutmix = v2.CutMix(num_classes=k, alpha=1.0)

@@ -1,6 +1,8 @@
 """Shared test set-up."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -17,3 +19,19 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def run_toy_grid(tmp_path, capsys):
+    """``run_toy_grid(methods, extra="")``: a 1-epoch synthetic ``compare`` grid of ``methods`` run in-process; returns
+    its output folder (the tests of a method's row in the report use it)."""
+    from attentive_cutmix.cli import main
+
+    def run(axes: str, extra: str = "") -> Path:
+        grid = tmp_path / "grid.yaml"
+        grid.write_text("name: toy\nsettings: {dataset: synthetic, synthetic_size: [64, 16], epochs: 1, batch_size: "
+                        f"32, workers: 0, progress: false}}\n{extra}axes: {axes}\n")
+        out = tmp_path / "out"
+        assert main(["compare", str(grid), "--output-dir", str(out)]) == 0, capsys.readouterr().err
+        return out
+    return run

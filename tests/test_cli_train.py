@@ -126,3 +126,35 @@ def test_a_reader_that_leaves_early_gets_no_traceback():
     proc.stderr.close()
     assert proc.wait(timeout=120) == 141, err
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_timm_train_flags_work_with_timms_meaning():
+    cfg = _parse(["--opt", "sgd", "--sched", "cosine", "--model-ema-decay", "0.999", "-b", "8", "-j", "0",
+                  "--img-size", "24", "--smoothing", "0.1"])
+    assert (cfg.optimizer, cfg.nesterov, cfg.schedule, cfg.ema_decay, cfg.batch_size, cfg.workers, cfg.image_size,
+            cfg.label_smoothing) == ("sgd", True, "cosine", 0.999, 8, 0, 24, 0.1)  # timm's sgd is Nesterov
+    assert (_parse(["--opt", "momentum"]).nesterov, _parse(["--opt", "adamw"]).optimizer) == (False, "adamw")
+    assert _parse(["--model-ema"]).ema_decay == 0.9998  # timm's default decay
+    assert _parse(["--model-ema-decay", "0.99", "--model-ema"]).ema_decay == 0.99
+
+
+def test_timm_model_ema_keeps_a_decay_from_the_config_file(tmp_path):
+    f = tmp_path / "run.yaml"
+    f.write_text("ema-decay: 0.95\n")
+    assert _parse(["--config", str(f), "--model-ema"]).ema_decay == 0.95
+
+
+@pytest.mark.parametrize("argv,instead", [
+    (["--min-lr", "1e-5"], "cosine decays the lr to 0"),
+    (["--warmup-lr", "1e-6"], "--warmup-epochs"),
+    (["--pretrained"], "pretrained=True"),
+    (["--initial-checkpoint", "w.pth"], "--resume"),
+    (["--drop-path", "0.1"], "drop_path_rate"),
+    (["--grad-accum-steps", "4"], "--batch-size"),
+    (["--checkpoint-hist", "3"], "weights_best.safetensors"),
+])
+def test_timm_train_flags_we_do_not_take_are_refused_with_what_to_use(argv, instead, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        _parse(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"{argv[0]} (timm's train.py) is not supported here" in err and instead in err

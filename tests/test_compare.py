@@ -12,7 +12,7 @@ import yaml
 from attentive_cutmix.cli import main
 from attentive_cutmix.experiments import compare as compare_mod
 from attentive_cutmix.experiments.grid import RUN_FIELDS, GridError, load_grid
-from attentive_cutmix.experiments.report import build_table, mean_std, table_csv, table_markdown
+from attentive_cutmix.experiments.report import build_table, interval95, mean_std, table_csv, table_markdown
 
 TINY = dict(dataset="synthetic", synthetic_size=48, model="cifar_resnet20", epochs=1, batch_size=16,
             max_steps_per_epoch=2, workers=0, progress=False)
@@ -87,7 +87,7 @@ def test_bad_grid_files_name_the_problem(tmp_path):
         load_grid(_grid(tmp_path, settings={**TINY, "lr": -1.0}, axes={"seed": [0]}))
 
 
-def test_compare_runs_a_2x2_grid_writes_tables_and_plots_then_skips_finished_cells(tmp_path, monkeypatch):
+def test_compare_runs_a_2x2_grid_writes_tables_and_plots_then_skips_finished_cells(tmp_path, monkeypatch, capsys):
     grid = _grid(tmp_path, name="tiny", settings=TINY, axes={"method": ["none", "cutmix"], "seed": [0, 1]},
                  paper_results={"synthetic": {"cifar_resnet20": {"none": 50.0, "cutmix": 60.0}}})
     out = tmp_path / "out"
@@ -99,7 +99,9 @@ def test_compare_runs_a_2x2_grid_writes_tables_and_plots_then_skips_finished_cel
     assert run["curve"] and run["top1"] is not None and run["wall_time_s"] > 0 and run["config"]["method"] == "none"
     table = (out / "table.md").read_text()
     assert "| synthetic | cifar_resnet20 |" in table and "(n=2)" in table and "cifar_resnet20 (paper)" in table
-    assert "**" in table  # a best entry per row
+    printed = capsys.readouterr().out  # the table, at the end, on stdout (it was only written to table.md)
+    assert printed.rstrip().endswith(table.rstrip())
+    assert "bold: the best of its row, where its 95% interval" in table
     rows = list((out / "table.csv").read_text().splitlines())
     assert rows[0].startswith("dataset,model,source,none_mean,none_std,none_n,cutmix_mean")
     for png in ("curves-synthetic.png", "bars-synthetic.png"):
@@ -175,8 +177,9 @@ def test_attentive_cells_share_one_cache_from_a_trained_extractor_and_report_loc
     runs = json.loads((out / "results.json").read_text())["runs"]
     for run in runs:
         loc = run["localization"]
-        assert 0.0 <= loc["attentive"] <= 1.0 and 0.0 <= loc["random"] <= 1.0 and loc["images"] > 0
-    assert "hit attentive" in (out / "table.md").read_text()
+        assert 0.0 <= loc["hit"] <= 1.0 and 0.0 <= loc["random"] <= 1.0 and loc["images"] > 0
+    table = (out / "table.md").read_text()
+    assert "Localisation: fraction of each method's region" in table and "| Attentive CutMix |" in table
 
 
 # ------------------------------------------------------------------------------------------ tables by hand
@@ -202,10 +205,10 @@ def test_mean_std_bold_best_and_paper_row_on_hand_made_results():
     md = table_markdown(table, paper={"d": {"m": {"none": 71.25, "cutmix": 77.0}}})
     lines = md.splitlines()
     m_row = next(line for line in lines if line.startswith("| d | m |"))
-    assert "72.00 ± 2.00 (n=3)" in m_row and "**72.00" not in m_row
-    assert "**76.00 ± 0.71** (n=2)" in m_row
+    # 76.00 is the best mean, but its 95% interval (76 ± 6.35, n=2) overlaps none's (72 ± 4.97): no bold claim.
+    assert "72.00 ± 2.00 (n=3)" in m_row and "76.00 ± 0.71 (n=2)" in m_row and "**" not in m_row
     k_row = next(line for line in lines if line.startswith("| d | k |"))
-    assert "**90.00** (n=1)" in k_row and "**80.00" not in k_row
+    assert "90.00 (n=1)" in k_row and "**" not in k_row  # one seed each: no interval to tell them apart
     assert "| d | m (paper) | 71.25 | 77.00 |" in md
     assert not any("k (paper)" in line for line in lines)
 
@@ -244,3 +247,44 @@ def test_ablation_plot_when_num_patches_is_an_axis(tmp_path):
     assert (tmp_path / "ablation-num_patches.png").stat().st_size > 5000
     table = build_table(runs)
     assert [k for k, _ in table.rows] == [("d", "m", "1"), ("d", "m", "4"), ("d", "m", "6"), ("d", "m", "15")]
+
+
+def test_the_best_entry_is_bold_only_where_its_95_percent_interval_clears_every_other():
+    # The table used to bold the highest mean whatever the spread over seeds.
+    runs = [_run("none", s, v) for s, v in enumerate((70.0, 70.5, 71.0))]
+    runs += [_run("cutmix", s, v) for s, v in enumerate((75.0, 75.5, 76.0))]  # 75.5 ± 1.24 vs 70.5 ± 1.24
+    runs += [_run("mixup", s, v) for s, v in enumerate((60.0, 80.0, 70.0))]   # 70 ± 24.8: overlaps everything
+    table = build_table(runs)
+    assert interval95(dict(table.rows)[("d", "m")]["cutmix"]) == pytest.approx((75.5 - 1.242, 75.5 + 1.242), abs=1e-3)
+    md = table_markdown(table)
+    assert "**" not in md.splitlines()[-1]  # mixup's wide interval reaches above cutmix's lower end
+    clear = table_markdown(build_table(runs[:6]))
+    assert "**75.50 ± 0.50** (n=3)" in clear and "**70.50" not in clear
+
+
+def test_the_curves_plot_has_one_legend_beside_the_panels_colours_per_method_and_whole_epoch_ticks(tmp_path,
+                                                                                                   monkeypatch):
+    # Each panel carried its own legend over its curves, the ticks read 1.5, 2.5 epochs, and a method absent from
+    # one panel shifted the colours of the others there.
+    from attentive_cutmix.experiments import report
+
+    figures = {}
+    real_save = report._save
+    monkeypatch.setattr(report, "_save", lambda fig, path, plt: figures.setdefault(path.name, fig) and
+                        real_save(fig, path, plt))
+    runs = [{**_run(method, seed, 70.0 + seed, model),
+             "curve": [{"epoch": e, "top1": 60.0 + e + seed, "train_top1": 70.0 + e} for e in (1, 2, 3)]}
+            for model in ("m", "k") for method in ("none", "cutmix", "mixup") for seed in (0, 1)
+            if not (model == "k" and method == "cutmix")]
+    report.write_plots(runs, tmp_path)
+    fig = figures["curves-d.png"]
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert len(panels) == 2 and all(ax.get_legend() is None for ax in panels)
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["Baseline (no mixing)", "CutMix", "MixUp", "held-out split",
+                                                          "training split (un-augmented)"]
+    for ax in panels:
+        low, high = ax.get_xlim()
+        assert [t for t in ax.get_xticks() if low <= t <= high] == [1, 2, 3]
+    mixup_colours = {ax.get_lines()[-2].get_color() for ax in panels}  # mixup's held-out line, the last but its dashed
+    assert len(mixup_colours) == 1

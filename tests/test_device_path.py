@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
 import attentive_cutmix.data.device as device_mod
+from _guided_training import assert_mid_epoch_resume_is_exact
 from attentive_cutmix.cache import build_cache
 from attentive_cutmix.data import build_datasets
 from attentive_cutmix.data.device import PADDING, DeviceSplit, ImageCacheError, crop_flip, decode_split, device_split
@@ -28,7 +29,6 @@ from attentive_cutmix.training.distributed import DistInfo
 
 SIZE = 8  # >= PADDING, so every crop keeps image pixels from which its offset can be read
 POSITIONS = 2 * PADDING + 1
-TIMING = ("images_per_s", "time_s")
 
 
 def _chi2_bound(dof: int, z: float = 3.72) -> float:
@@ -142,34 +142,14 @@ def _opts(out: Path, **kw):
     return {**base, **kw}
 
 
-def _strip(curve):
-    return [{k: v for k, v in row.items() if k not in TIMING} for row in curve]
-
-
 def _checkpoint(out: Path):
     return safe_torch_load(out / "checkpoint.pt")
 
 
 def test_mid_epoch_resume_on_the_device_path_is_exact(tmp_path, monkeypatch):
-    straight = train(make_config(_opts(tmp_path / "straight", method="cutmix")))
-    real_step = trainer_mod._Run._step
-
-    def step_then_signal(self, batch):
-        if self.epoch == 1 and self.step == 1:  # the second of three steps of epoch 2
-            self.signals.requested, self.signals.name = True, "SIGTERM"  # as the handler does
-        return real_step(self, batch)
-
-    monkeypatch.setattr(trainer_mod._Run, "_step", step_then_signal)
-    stopped = train(make_config(_opts(tmp_path / "resumed", method="cutmix")))
-    assert stopped["status"] == "interrupted" and (stopped["epoch"], stopped["step"]) == (1, 2)
-    monkeypatch.setattr(trainer_mod._Run, "_step", real_step)
-    resumed = train(make_config(_opts(tmp_path / "resumed", method="cutmix", resume=True)))
-    assert _strip(resumed["curve"]) == _strip(straight["curve"])
-    a, b = _checkpoint(tmp_path / "straight"), _checkpoint(tmp_path / "resumed")
+    opts = {k: v for k, v in _opts(tmp_path, method="cutmix").items() if k != "output_dir"}
+    a, b = assert_mid_epoch_resume_is_exact(tmp_path, monkeypatch, opts)
     assert a["config"]["data_path_used"] == b["config"]["data_path_used"] == "device"
-    assert a["model"].keys() == b["model"].keys()
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
 
 
 def _write_folder(root: Path, per_class: int = 4, seed: int = 0) -> None:

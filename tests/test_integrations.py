@@ -1,5 +1,6 @@
-"""The recipes in examples/ run, at tiny size, offline, with random-init models: a timm-style loop, a torchvision v2
-collate_fn, a Lightning module and a Hugging Face Trainer with soft labels done right."""
+"""The recipes in attentive_cutmix.examples (shipped with the package) run, at tiny size, offline, with random-init
+models: a timm-style loop, a torchvision v2 collate_fn, a Lightning module and a Hugging Face Trainer with soft labels
+done right."""
 from __future__ import annotations
 
 import importlib.util
@@ -11,7 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+from attentive_cutmix import CutMix
+
+EXAMPLES = Path(__import__("attentive_cutmix.examples").examples.__file__).parent
 
 
 def _needs(module: str) -> None:
@@ -61,17 +64,45 @@ def test_lightning_module_needs_no_registration_and_keeps_the_extractor_out_of_t
 def test_hugging_face_trainer_trains_with_soft_target_cross_entropy(tmp_path):
     _needs("transformers")
     example = _example("hf_trainer")
-    trainer = example.main(output_dir=str(tmp_path), max_steps=2)
+    calls = []
+    mixer = example.attentive_mixer(10)
+    mixer.register_forward_hook(lambda _m, args, out: calls.append((args[0].device, out[1].shape)))
+    trainer = example.main(output_dir=str(tmp_path), max_steps=2, mixer=mixer)
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
     assert len(losses) == 2 and all(0 < v < 10 for v in losses)
-    model = trainer.model.eval()
-    assert model.config.problem_type == "single_label_classification"
-    batch = example.MixCollator(example.CutMix(10))([example.RandomImages()[i] for i in range(8)])
-    assert batch["labels"].shape == (8, 10) and batch["labels"].dtype == torch.float32
+    assert calls == [(trainer.args.device, (8, 10))] * 2  # mixed on the device, in the training step, soft targets
+    model = trainer.model.train()
+    batch = {"pixel_values": torch.rand(8, 3, 32, 32), "labels": torch.randint(0, 10, (8,))}
+    trainer.mixer = CutMix(10, prob=0.0)  # training path, soft one-hot targets: the plain cross-entropy
     with torch.no_grad():
         loss = trainer.compute_loss(model, dict(batch))
         expected = F.cross_entropy(model(pixel_values=batch["pixel_values"]).logits, batch["labels"])
     torch.testing.assert_close(loss, expected)
+
+
+def test_hugging_face_trainer_evaluates_unmixed_images_with_hard_labels_and_honours_label_smoothing(tmp_path):
+    # Trainer runs data_collator for evaluation too: a mixer there mixed the eval set and compute_metrics got
+    # soft (B, num_labels) labels; label_smoothing_factor was ignored by the custom compute_loss.
+    _needs("transformers")
+    example = _example("hf_trainer")
+    eval_set, seen = example.RandomImages(16, seed=1), []
+    trainer = example.main(output_dir=str(tmp_path), max_steps=2, eval_dataset=eval_set,
+                           compute_metrics=lambda p: seen.append(p) or {}, include_for_metrics=["inputs"],
+                           label_smoothing_factor=0.1)
+    (prediction,) = seen
+    assert prediction.label_ids.dtype.kind == "i" and prediction.label_ids.shape == (16,)
+    torch.testing.assert_close(torch.from_numpy(prediction.label_ids), eval_set.labels)
+    torch.testing.assert_close(torch.from_numpy(prediction.inputs), eval_set.images)  # un-mixed
+    model = trainer.model.eval()
+    with torch.no_grad():
+        logits = model(pixel_values=eval_set.images.to(trainer.args.device)).logits.cpu()
+    smoothed = F.cross_entropy(logits, eval_set.labels, label_smoothing=0.1)
+    eval_loss = trainer.state.log_history[-1]["eval_loss"]
+    assert eval_loss == pytest.approx(smoothed.item(), rel=1e-4)
+    assert eval_loss != pytest.approx(F.cross_entropy(logits, eval_set.labels).item(), rel=1e-3)
+    with pytest.raises(ValueError, match="label smoothing set twice"):
+        example.main(output_dir=str(tmp_path), mixer=CutMix(10, label_smoothing=0.1),
+                     label_smoothing_factor=0.1)
 
 
 def test_the_problem_type_trap_is_real():

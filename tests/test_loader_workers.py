@@ -91,3 +91,24 @@ def test_a_worker_outlives_a_sigterm_by_the_grace_period_only():
     worker.join(WORKER_TERM_GRACE_S + 10)
     assert not worker.is_alive(), "the worker ignored SIGTERM for ever"
     assert worker.exitcode == -signal.SIGALRM
+
+
+class _SignalsItself(torch.utils.data.Dataset):
+    """Each item sends its worker process a signal, as a cluster's preemption notice reaches the process group."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        os.kill(os.getpid(), self.signum)
+        return torch.tensor(i)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGUSR1], ids=lambda s: signal.Signals(s).name)
+def test_workers_outlive_sighup_and_sigusr1_as_they_do_sigterm(signum):
+    # Their default action ended the worker at once: the run died with a DataLoader error instead of checkpointing.
+    loader = worker_safe_loader(_SignalsItself(signum), workers=1, batch_size=2)
+    assert [b.tolist() for b in loader] == [[0, 1], [2, 3]]

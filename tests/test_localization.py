@@ -6,13 +6,8 @@ import math
 import pytest
 import torch
 
-from attentive_cutmix.experiments.localization import (
-    attentive_masks,
-    box_mask,
-    localization_hit_rates,
-    pasted_hit_rate,
-    random_box_masks,
-)
+from attentive_cutmix import registry
+from attentive_cutmix.experiments.localization import box_mask, pasted_hit_rate, random_box_masks, region_hit_rates
 
 
 def test_hit_rate_on_hand_made_masks_and_boxes():
@@ -39,15 +34,7 @@ def test_box_mask_uses_pixel_centres():
     assert torch.equal(m[1], centres)
 
 
-def test_attentive_masks_are_the_top_cells_and_random_boxes_match_their_area():
-    att = torch.zeros(2, 4, 4)
-    att[0, 0, 0], att[0, 3, 3] = 5.0, 4.0
-    att[1, 1, 2], att[1, 2, 1] = 3.0, 2.0
-    mask = attentive_masks(att, num_patches=2, grid_size=4, height=16, width=16)
-    assert torch.equal(mask[0, :4, :4], torch.ones(4, 4, dtype=torch.bool)) and mask[0, 12:, 12:].all()
-    assert mask[1, 4:8, 8:12].all() and mask[1, 8:12, 4:8].all()
-    assert mask.flatten(1).sum(1).tolist() == [32, 32]
-
+def test_random_boxes_match_their_area():
     areas = torch.tensor([32, 100, 9, 256])
     boxes = random_box_masks(areas, 16, 16, generator=torch.Generator().manual_seed(0))
     got = boxes.flatten(1).sum(1)
@@ -83,37 +70,47 @@ def test_trained_extractor_pastes_the_object_far_more_often_than_random_boxes(tr
     _, eval_ds, info = build_datasets("synthetic", synthetic_size=600)  # 120 held-out images, un-augmented
     trained_extractor.mean.copy_(torch.tensor(info.mean).view(1, -1, 1, 1))
     trained_extractor.std.copy_(torch.tensor(info.std).view(1, -1, 1, 1))
-    rates = localization_hit_rates(trained_extractor, eval_ds, num_patches=6, grid_size=8, seed=0)
+    method = registry.get("attentive-cutmix")
+    mixer = method.make_mixer(method.options(grid_size=8), num_classes=info.num_classes)
+    rates = region_hit_rates(mixer, eval_ds, extractor=trained_extractor, seed=0)
     assert rates["images"] == len(eval_ds)
-    assert rates["attentive"] > rates["random"] + 0.15, rates
+    assert rates["hit"] > rates["random"] + 0.15, rates
 
 
-def test_random_cells_are_uniform_whole_cells_and_every_extractor_sees_the_same_draws():
-    from attentive_cutmix.experiments.localization import compare_extractors, random_cell_masks
-
-    masks = random_cell_masks(400, num_patches=3, grid_size=4, height=16, width=16,
-                              generator=torch.Generator().manual_seed(0))
-    cells = masks[:, ::4, ::4]  # one pixel per 4x4 cell
-    assert torch.equal(masks, cells.repeat_interleave(4, 1).repeat_interleave(4, 2))  # whole cells only
-    assert cells.flatten(1).sum(1).eq(3).all()
-    frequency = cells.float().mean(0)  # each cell is drawn with probability 3/16
-    assert (frequency - 3 / 16).abs().max() < 0.07, frequency
-
-    # On a dataset whose object sits in the top-left quarter, a map peaked there hits, a map peaked elsewhere misses,
-    # and the random baselines are the same draws in both rows.
+def _quarter_dataset():
+    """Images whose object sits in the top-left quarter."""
     images = torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     dataset = torch.utils.data.TensorDataset(images, torch.zeros(8, dtype=torch.long))
     dataset.boxes = torch.tensor([[0.0, 0.0, 8.0, 8.0]]).repeat(8, 1)
+    return dataset
 
-    def peaked(row: int, col: int):
-        def extractor(x):
-            att = torch.zeros(len(x), 4, 4)
-            att[:, row, col] = 1.0
-            return att
-        return extractor
 
-    rows = compare_extractors({"on": peaked(0, 1), "off": peaked(3, 3)}, dataset, num_patches=1, grid_size=4)
-    assert [r["extractor"] for r in rows] == ["on", "off"]
-    assert rows[0]["attentive"] == 1.0 and rows[1]["attentive"] == 0.0
-    assert rows[0]["random"] == rows[1]["random"] and rows[0]["random_cells"] == rows[1]["random_cells"]
-    assert 0.0 < rows[0]["random_cells"] < 1.0 and rows[0]["attentive_se"] == 0.0
+def _peaked(row: int, col: int):
+    def extractor(x):
+        att = torch.zeros(len(x), 1, 4, 4)
+        att[:, :, row, col] = 1.0
+        return att
+    return extractor
+
+
+def test_one_hit_rate_for_every_method_with_a_region():
+    # A map peaked in the object's quarter hits, one peaked elsewhere misses; the random reference is the same draw.
+    dataset = _quarter_dataset()
+    method = registry.get("attentive-cutmix")
+    mixer = method.make_mixer(method.options(num_patches=1, grid_size=4), num_classes=2)
+    on = region_hit_rates(mixer, dataset, extractor=_peaked(0, 1))
+    off = region_hit_rates(mixer, dataset, extractor=_peaked(3, 3))
+    assert on["hit"] == 1.0 and off["hit"] == 0.0 and on["hit_se"] == 0.0
+    assert on["random"] == off["random"] and on["area"] == pytest.approx(1 / 16)
+    for name in registry.names():  # every registered method: a rate in [0, 1], or None without a region
+        m = registry.get(name)
+        if m.build is None:
+            continue
+        options = m.example_options()
+        mixer = m.make_mixer(options, num_classes=2, extractor=_peaked(0, 0) if m.needs_attention(options) else None)
+        rates = region_hit_rates(mixer, dataset, extractor=_peaked(0, 0)) if mixer.guidance_source != "model" \
+            else None
+        if rates is not None:
+            assert 0.0 <= rates["hit"] <= 1.0 and rates["images"] == 8, name
+    assert region_hit_rates(registry.make_mixer("mixup", registry.get("mixup").options(), num_classes=2),
+                            dataset) is None

@@ -32,6 +32,10 @@ class Blend(Mixer):
     """A toy: every image blended with its partner at one fixed weight."""
 
     accepts_masks = False
+    has_region = False  # a blend of whole images, as MixUp
+
+    def region(self, params, height, width, attention=None):
+        return None
 
     def __init__(self, num_classes: int, *, weight: float, prob: float = 1.0, label_smoothing: float = 0.0) -> None:
         super().__init__(num_classes, prob=prob, label_smoothing=label_smoothing)
@@ -69,14 +73,9 @@ def test_a_registered_method_trains_through_the_train_command(blend, tmp_path, c
     assert not blend.dense_labels and not blend.needs_attention(BlendOptions())
 
 
-def test_a_registered_method_runs_in_a_compare_grid_with_its_row_in_the_report(blend, tmp_path, capsys):
-    grid = tmp_path / "grid.yaml"
-    grid.write_text("name: toy\nsettings: {dataset: synthetic, synthetic_size: [64, 16], epochs: 1, batch_size: 32, "
-                    "workers: 0, progress: false}\nmethod_settings: {blend: {blend_weight: 0.5}}\n"
-                    "axes: {method: [none, blend], seed: [0, 1]}\n")
-    out = tmp_path / "out"
-    assert main(["compare", str(grid), "--output-dir", str(out)]) == 0, capsys.readouterr().err
-    cells = load_grid(grid).cells
+def test_a_registered_method_runs_in_a_compare_grid_with_its_row_in_the_report(blend, run_toy_grid):
+    out = run_toy_grid("{method: [none, blend], seed: [0, 1]}", "method_settings: {blend: {blend_weight: 0.5}}\n")
+    cells = load_grid(out.parent / "grid.yaml").cells
     assert [c.config.mixing.blend_weight for c in cells if c.config.method == "blend"] == [0.5, 0.5]
     assert "| dataset | model | Baseline (no mixing) | Blend |" in (out / "table.md").read_text()
     assert "| Blend vs baseline |" in (out / "paired.md").read_text()

@@ -180,4 +180,4 @@ def test_timms_mixing_flags_are_refused_naming_ours(argv, ours, capsys):
         main(["train", "--epochs", "1", *argv])
     assert stop.value.code == 2
     err = capsys.readouterr().err
-    assert f"{argv[0]} (timm's train.py) is not a flag here" in err and ours in err
+    assert f"{argv[0]} (timm's train.py) is not supported here" in err and ours in err

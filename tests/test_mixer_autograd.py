@@ -68,21 +68,6 @@ def _same_call(mixer, x, attention):
     return mixer(x, labels, attention, generator=torch.Generator().manual_seed(3))
 
 
-@pytest.mark.parametrize("name", list(SHAPES))
-def test_a_channels_last_batch_comes_back_channels_last(name):
-    s, g = 16, SHAPES[name][1]
-    mixer = _mixer(name, g)
-    x = torch.rand(4, 3, s, s, generator=torch.Generator().manual_seed(2))
-    attention = torch.rand(4, g, g)
-    cl = x.contiguous(memory_format=torch.channels_last)
-    assert not cl.is_contiguous()
-    out_cl, targets_cl = _same_call(mixer, cl, attention)
-    out, targets = _same_call(mixer, x, attention)
-    assert out_cl.is_contiguous(memory_format=torch.channels_last) and not out_cl.is_contiguous()
-    assert torch.equal(out_cl, out) and torch.equal(targets_cl, targets)
-    assert out.is_contiguous()  # and a contiguous batch stays contiguous
-
-
 # --------------------------------------------------------------------------------------- masks=
 def _index_batch(b: int = 6, s: int = 12):
     """Images whose every pixel is its image index + 1 (0 stays free for Cutout's fill), masks the index."""

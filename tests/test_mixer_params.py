@@ -74,44 +74,6 @@ def test_random_cells_non_finite_scores_are_refused():
         _unchanged_call(mixer, images, labels, params=params)
 
 
-MIXERS = {"cutmix": lambda: CutMix(K), "mixup": lambda: MixUp(K),
-          "cells": lambda: RandomCells(K, grid_size=4, num_patches=2),
-          "attentive": lambda: AttentiveCutMix(K, grid_size=4, num_patches=2)}
-
-
-@pytest.mark.parametrize("name", list(MIXERS))
-@pytest.mark.parametrize("perm", [[1, 2, 3, 4], [1, -1, 3, 0]], ids=["too-large", "negative"])
-def test_a_tampered_perm_out_of_range_is_refused(name, perm):
-    images, labels = _batch()
-    mixer = MIXERS[name]()
-    params = {**mixer.make_params(B, S, S, _gen()), "perm": torch.tensor(perm)}
-    with pytest.raises(ValueError, match=r"params\['perm'\] must hold partner indices in \[0, 4\)"):
-        _unchanged_call(mixer, images, labels, attention=torch.rand(B, 4, 4), params=params)
-
-
-@pytest.mark.parametrize("name", list(MIXERS))
-def test_a_float_perm_is_a_type_error(name):
-    images, labels = _batch()
-    mixer = MIXERS[name]()
-    params = mixer.make_params(B, S, S, _gen())
-    params["perm"] = params["perm"].float()
-    with pytest.raises(TypeError, match=r"params\['perm'\] must be an integer tensor like make_params' torch.int64, "
-                                        "got torch.float32"):
-        _unchanged_call(mixer, images, labels, attention=torch.rand(B, 4, 4), params=params)
-
-
-@pytest.mark.parametrize("name", list(MIXERS))
-def test_valid_replays_still_give_the_drawn_result(name):
-    images, labels = _batch()
-    mixer = MIXERS[name]()
-    attention = torch.rand(B, 4, 4, generator=_gen(2))
-    drawn = mixer(images, labels, attention, generator=_gen(3))
-    replayed = mixer(images, labels, attention, params=mixer.make_params(B, S, S, _gen(3)))
-    assert all(torch.equal(a, b) for a, b in zip(drawn, replayed))
-    assert (replayed[1] >= 0).all()
-
-
-# ----------------------------------------------------------------------------------------------- item 9: masks
 def test_cutout_refuses_uint8_masks_that_cannot_hold_the_default_ignore_index():
     images, labels = _batch()
     masks = torch.zeros(B, S, S, dtype=torch.uint8)

@@ -1,6 +1,8 @@
 """create_model builds every paper architecture and the CIFAR ResNets, and each runs a forward pass."""
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -54,3 +56,28 @@ def test_bad_arguments_name_the_problem(kwargs, needle):
     args.update(kwargs)
     with pytest.raises(ValueError, match=needle):
         create_model(args.pop("name"), **args)
+
+
+def test_a_name_both_libraries_define_is_never_resolved_silently():
+    # resnet50 / convnext_tiny / efficientnet_b0 used to build torchvision's without a word, whatever a timm user
+    # meant. A bare name keeps that meaning (recorded runs must not change), but says so and names timm's spelling.
+    import timm
+    import torchvision
+
+    from attentive_cutmix.attention import load_extractor
+
+    with pytest.warns(UserWarning, match="both torchvision and timm.*'timm:efficientnet_b0'"):
+        bare = create_model("efficientnet_b0", num_classes=3, image_size=32)
+    assert isinstance(bare, torchvision.models.EfficientNet)
+    assert isinstance(create_model("timm:efficientnet_b0", num_classes=3, image_size=32), timm.models.EfficientNet)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an explicit library, a timm-only name, a tag, a CIFAR name: no warning
+        assert isinstance(create_model("torchvision:resnet18", num_classes=3), torchvision.models.ResNet)
+        assert isinstance(create_model("resnet10t", num_classes=3), timm.models.ResNet)
+        assert isinstance(create_model("resnet18.a1_in1k", num_classes=3), timm.models.ResNet)
+        create_model("cifar_resnet20", num_classes=3, image_size=32)
+        assert isinstance(load_extractor("timm:resnet18", input_size=64).model, timm.models.ResNet)
+    with pytest.raises(ValueError, match="unknown model 'timm:resnet_nope': timm has no model 'resnet_nope'"):
+        create_model("timm:resnet_nope", num_classes=3)
+    with pytest.raises(ValueError, match="torchvision has no model 'resnet10t'"):
+        create_model("torchvision:resnet10t", num_classes=3)

@@ -109,8 +109,10 @@ def test_metadata_declares_ranges_only_and_torch_alone_for_the_library():
     pinned = [r for r in _requirements() if re.search(r"===?|~=", r)]
     assert pinned == [], f"exact pins belong in constraints.txt, not the package metadata: {pinned}"
     extras = project["optional-dependencies"]
-    train = {re.split(r"[<>=!~ \[]", r)[0].lower() for r in extras["train"]}
-    assert {"torchvision", "timm", "safetensors", "pyyaml", "tqdm", "matplotlib", "tensorboard", "pillow"} <= train
+    light = {re.split(r"[<>=!~ \[]", r)[0].lower() for r in extras["train-light"]}
+    assert {"torchvision", "timm", "safetensors", "pyyaml", "tqdm", "pillow", "numpy"} <= light
+    assert not light & {"matplotlib", "tensorboard"}  # the light harness: the CLI runs without them
+    assert sorted(extras["train"]) == sorted(["attentive-cutmix[train-light]", "matplotlib>=3.7", "tensorboard>=2.14"])
     assert any(r.startswith("attentive-cutmix[") and "train" in r and "integrations" in r for r in extras["test"])
 
 
@@ -153,6 +155,8 @@ def test_wheel_declares_licence_classifiers_ranges_and_ships_types_and_grids(whe
         (meta_name,) = [n for n in names if n.endswith(".dist-info/METADATA")]
         meta = zf.read(meta_name).decode()
     assert "attentive_cutmix/py.typed" in names
+    assert {f"attentive_cutmix/examples/{n}" for n in RECIPES} <= names
+    assert "Project-URL: Paper, https://arxiv.org/abs/2003.13048" in meta
     assert {"attentive_cutmix/configs/examples/synthetic-tiny.yaml", "attentive_cutmix/configs/paper/cifar10.yaml"} \
         <= names
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
@@ -188,3 +192,63 @@ def test_installed_wheel_finds_its_packaged_grids_from_any_folder(wheel, tmp_pat
     assert missing.returncode != 0
     assert "examples/synthetic-tiny.yaml" in missing.stderr and "paper/cifar10.yaml" in missing.stderr
     assert cli("--version").stdout.startswith("attentive-cutmix ")
+    recipe = subprocess.run([sys.executable, "-m", "attentive_cutmix.examples.torchvision_collate"], cwd=elsewhere,
+                            env=env, capture_output=True, text=True, timeout=300)  # a recipe, from the installed copy
+    assert recipe.returncode == 0 and "(8, 10)" in recipe.stdout, recipe.stderr
+
+
+RECIPES = ("README.md", "timm_loop.py", "torchvision_collate.py", "lightning_module.py", "hf_trainer.py")
+
+
+def test_the_recipes_ship_inside_the_package_and_the_metadata_links_the_paper():
+    from importlib.resources import files
+
+    assert set(RECIPES) <= {p.name for p in files("attentive_cutmix.examples").iterdir()}
+    assert "examples/README.md" in _pyproject()["tool"]["setuptools"]["package-data"]["attentive_cutmix"]
+    assert _pyproject()["project"]["urls"]["Paper"] == "https://arxiv.org/abs/2003.13048"
+
+
+def test_packaged_grids_point_at_nothing_outside_the_folder_they_are_run_from():
+    # Two shipped grids read ../shared/..., a folder of this project's machines that no installed copy has.
+    from attentive_cutmix.experiments.grid import PACKAGED_GRIDS, packaged_grids
+
+    for name in packaged_grids():
+        text = (PACKAGED_GRIDS / name).read_text()
+        assert "../" not in text and "shared/" not in text, name
+
+
+@pytest.fixture
+def light(monkeypatch):
+    """The [train-light] extra: TensorBoard and matplotlib as if not installed (importing them raises)."""
+    import sys as _sys
+
+    for module in ("torch.utils.tensorboard", "tensorboard", "matplotlib", "matplotlib.pyplot"):
+        monkeypatch.setitem(_sys.modules, module, None)
+
+
+def test_train_runs_without_tensorboard_and_says_so(light, tmp_path, capsys):
+    from attentive_cutmix.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--synthetic-size", "32", "16", "--image-size", "16", "--epochs", "1", "--batch-size", "16",
+                 "--max-steps-per-epoch", "1", "--workers", "0", "--output-dir", str(out)]) == 0
+    assert "TensorBoard is not installed" in capsys.readouterr().err
+    assert (out / "metrics.jsonl").read_text().count("\n") == 1 and not (out / "tb").exists()
+
+
+def test_reports_skip_plots_and_figure_commands_name_matplotlib_without_it(light, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from attentive_cutmix.cli import main
+    from attentive_cutmix.experiments.report import write_plots
+    from attentive_cutmix.models import create_model
+
+    run = {"status": "finished", "top1": 50.0, "labels": {"dataset": "d", "model": "m", "method": "none", "seed": 0},
+           "curve": [{"epoch": 1, "top1": 50.0}]}
+    with pytest.warns(UserWarning, match="plots skipped: matplotlib is not installed"):
+        assert write_plots([run], tmp_path) == []
+    weights = tmp_path / "w.safetensors"
+    save_file(create_model("cifar_resnet20", num_classes=10, image_size=32).state_dict(), str(weights))
+    assert main(["visualize", "--synthetic-size", "8", "4", "--extractor", "cifar_resnet20", "--extractor-weights",
+                 str(weights), "--num-images", "2", "--out", str(tmp_path / "fig.png")]) == 2
+    assert "needs 'matplotlib'" in capsys.readouterr().err and not (tmp_path / "fig.png").exists()

@@ -82,3 +82,13 @@ def test_pairs_refuse_smoothing_on_the_mixer_and_probability_labels():
     mixer = CutMix(K)
     with pytest.raises(ValueError, match="target_format must be one of"):
         mixer.target_format = "pairs"
+
+
+def test_a_label_rule_whose_weights_need_not_sum_to_one_refuses_pairs():
+    from attentive_cutmix import SnapMix
+
+    images, labels, maps = _batch()
+    mixer = SnapMix(K)
+    mixer.target_format = "pair"
+    with pytest.raises(ValueError, match="need not sum to 1"):
+        mixer(images, labels, torch.rand(7, 8, 8))

@@ -44,6 +44,19 @@ def test_a_copied_run_folder_resumes_the_copy_and_never_touches_the_original(bas
     assert f"records output_dir {base}" in capsys.readouterr().err
 
 
+def test_resume_by_output_dir_alone_continues_with_the_runs_own_options(base, tmp_path, capsys):
+    # The README's `train --output-dir runs/x --resume` used to compare the defaults (image_size 32, 10 epochs...)
+    # with the checkpoint and refuse; it now reads the run's config.yaml, as `--config RUN/config.yaml` does.
+    copy = tmp_path / "copy"
+    shutil.copytree(base, copy)
+    assert main(["train", "--output-dir", str(copy), "--resume", "--epochs", "2"]) == 0
+    assert '"epochs": 2' in (copy / "results.json").read_text()
+    assert load_yaml(copy / "config.yaml")["image_size"] == 16
+    before = _bytes(copy)  # a flag given now is checked against the checkpoint as with --config
+    assert main(["train", "--output-dir", str(copy), "--resume", "--epochs", "3", "--image-size", "32"]) == 1
+    assert "image_size: checkpoint 16 vs now 32" in capsys.readouterr().err and _bytes(copy) == before
+
+
 def test_resume_from_another_working_directory_continues_the_run_not_a_new_one(tmp_path, monkeypatch):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

@@ -5,6 +5,7 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -59,8 +60,9 @@ def test_a_second_process_is_refused_with_the_holders_pid_host_and_start_and_the
     finally:
         holder.kill()  # SIGKILL: no clean-up code runs; the OS drops the flock
         holder.wait()
+    assert (tmp_path / "run" / LOCK_NAME).exists()  # a killed holder leaves the file, unlocked
     RunLock(tmp_path / "run").release()
-    assert (tmp_path / "run" / LOCK_NAME).exists()
+    assert not (tmp_path / "run" / LOCK_NAME).exists()
 
 
 @pytest.mark.slow
@@ -152,3 +154,21 @@ def test_two_compare_jobs_sharing_an_extractor_train_it_once_and_both_finish(tmp
     assert json.loads((extractor / "results.json").read_text())["epochs"] == 3
     for i in ids:
         assert json.loads((out / "runs" / i / "results.json").read_text())["status"] == "finished"
+
+
+def test_a_finished_run_leaves_no_lock_file_and_removing_it_never_lets_two_processes_hold_the_folder(tmp_path):
+    out = tmp_path / "run"
+    assert train(make_config({**TINY, "output_dir": str(out)}))["status"] == "finished"
+    assert not (out / LOCK_NAME).exists()  # timm users find a stray .lock in every finished run folder
+    first = RunLock(out)
+    got: list[RunLock] = []
+    waiter = threading.Thread(target=lambda: got.append(RunLock(out, wait=True)))  # its own open file: flock blocks
+    waiter.start()
+    time.sleep(0.3)  # the waiter has opened the file and blocks on it
+    first.release()  # removes the file it is waiting on
+    waiter.join(10)
+    (second,) = got
+    with pytest.raises(RunLockedError):  # the waiter holds the file at the path, not the removed one
+        RunLock(out)
+    second.release()
+    RunLock(out).release()

@@ -61,13 +61,13 @@ def test_sigterm_subprocess_checkpoints_exits_143_and_resumes_exactly(tmp_path, 
     assert_same_as_baseline(out, baseline)
 
 
-def _signal_at(monkeypatch, epoch: int, step: int, times: int = 1):
+def _signal_at(monkeypatch, epoch: int, step: int, times: int = 1, signum: int = signal.SIGINT):
     real_step = trainer_mod._Run._step
 
     def step_with_signal(self, batch):
         if (self.epoch + 1, self.step) == (epoch, step):
             for _ in range(times):
-                os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, delivered to this (main) thread
+                os.kill(os.getpid(), signum)  # a real signal (Ctrl-C by default), delivered to this (main) thread
         return real_step(self, batch)
 
     monkeypatch.setattr(trainer_mod._Run, "_step", step_with_signal)
@@ -88,6 +88,19 @@ def test_ctrl_c_checkpoints_mid_epoch_exits_130_and_resumes_exactly(tmp_path, mo
     got, want = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("run", "straight"))
     assert strip_timing(got["curve"]) == strip_timing(want["curve"])
     assert_same_weights(model_weights(tmp_path / "run"), model_weights(tmp_path / "straight"))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGUSR1], ids=lambda s: signal.Signals(s).name)
+def test_sighup_and_sigusr1_checkpoint_and_exit_like_sigterm(signum, tmp_path, monkeypatch, capsys):
+    # A closed ssh session (SIGHUP) or a cluster's preemption notice (SIGUSR1) used to end the run at once.
+    _signal_at(monkeypatch, epoch=1, step=1, signum=signum)
+    handler_before = signal.getsignal(signum)
+    assert cli_main(_argv(tmp_path / "run", epochs=1)) == 128 + signum
+    name = signal.Signals(signum).name
+    captured = capsys.readouterr()
+    assert f"received {name}" in captured.err and f"Stopped by {name} at epoch 1, step 2" in captured.out
+    assert checkpoint_position(tmp_path / "run") == 2 and not (tmp_path / "run" / "results.json").exists()
+    assert signal.getsignal(signum) is handler_before
 
 
 def test_second_ctrl_c_aborts_at_once_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):

@@ -22,9 +22,10 @@ import torch.nn.functional as F
 import torch.optim.optimizer as optim_mod
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from attentive_cutmix import AttentiveCutMix, CutMix, Cutout, MixUp, RandomCells
+from attentive_cutmix import AttentiveCutMix, CutMix, SnapMix, registry
 from attentive_cutmix.cache import build_cache
 from attentive_cutmix.data import build_datasets
+from attentive_cutmix.mixers.check import example_mixer
 from attentive_cutmix.training import make_config
 from attentive_cutmix.training import trainer as trainer_mod
 from attentive_cutmix.training.distributed import DistInfo
@@ -34,11 +35,12 @@ K = 10
 
 
 def _mixers():
-    return {"attentive-cutmix": AttentiveCutMix(K, num_patches=6, grid_size=7),
-            "attentive-cutmix-even": AttentiveCutMix(K, num_patches=3, grid_size=2),  # the segment-gather path
-            "random-cells": RandomCells(K, num_patches=6, grid_size=7),
-            "cutmix": CutMix(K), "mixup": MixUp(K), "cutout": Cutout(K, size=8),
-            "cutmix-prob": CutMix(K, prob=0.5, label_smoothing=0.1)}
+    """Every registered method's example mixer, and two variants with their own code paths."""
+    mixers = {m.name: example_mixer(m, K) for m in registry.methods() if m.build is not None}
+    mixers["attentive-cutmix-even"] = AttentiveCutMix(K, num_patches=3, grid_size=2)  # the segment-gather path
+    mixers["cutmix-prob"] = CutMix(K, prob=0.5, label_smoothing=0.1)
+    mixers["snapmix-shuffled"] = SnapMix(K, guidance="shuffled")
+    return mixers
 
 
 def _batch(device: str, b: int = 8, s: int = 32):
@@ -52,27 +54,6 @@ def test_meta_tensors_refuse_every_host_read():
     for read in (lambda: t.item(), lambda: bool(t), lambda: int(t.long()), lambda: float(t), lambda: t.tolist()):
         with pytest.raises(RuntimeError, match="meta"):
             read()
-
-
-@pytest.mark.parametrize("name", list(_mixers()))
-@pytest.mark.parametrize("labels_kind", ["index", "probabilities"])
-def test_every_mixer_runs_on_meta(name, labels_kind):
-    mixer = _mixers()[name]
-    images, labels, attention = _batch("meta")
-    if labels_kind == "probabilities":
-        labels = torch.rand(8, K, device="meta").softmax(1)
-    mixed, targets = mixer(images, labels, attention, generator=torch.Generator().manual_seed(0))
-    assert mixed.device.type == "meta" and mixed.shape == images.shape
-    assert targets.device.type == "meta" and targets.shape == (8, K)
-
-
-@pytest.mark.parametrize("name", ["attentive-cutmix", "random-cells", "cutmix", "cutout"])
-def test_mixers_with_dense_masks_run_on_meta(name):
-    images, labels, attention = _batch("meta")
-    masks = torch.randint(0, K, (8, 32, 32), device="meta")
-    _, _, mixed_masks = _mixers()[name](images, labels, attention, masks=masks,
-                                        generator=torch.Generator().manual_seed(0))
-    assert mixed_masks.device.type == "meta" and mixed_masks.shape == masks.shape
 
 
 def test_mixing_loss_backward_and_skip_check_run_on_meta():
@@ -109,10 +90,10 @@ def _synthetic_cache(path: Path, synthetic_size: list[int]) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("method", ["none", "cutmix", "mixup", "cutout", "random-cells", "attentive-cutmix"])
+@pytest.mark.parametrize("method", registry.names())
 def test_the_trainers_step_runs_on_meta(method, tmp_path, step_on_meta):
-    extra = ({"attention_cache": _synthetic_cache(tmp_path / "att.safetensors", [32, 8])}
-             if method == "attentive-cutmix" else {})
+    reads = registry.reads_attention(method)  # an extractor's maps: from a cache here
+    extra = {"attention_cache": _synthetic_cache(tmp_path / "att.safetensors", [32, 8])} if reads else {}
     cfg = make_config(dict(dataset="synthetic", synthetic_size=[32, 8], model="cifar_resnet20", method=method,
                            batch_size=16, workers=0, output_dir=str(tmp_path / "run"), progress=False,
                            data_path="device", **extra))
@@ -122,7 +103,7 @@ def test_the_trainers_step_runs_on_meta(method, tmp_path, step_on_meta):
     assert steps == 2
     for batch in batches:  # the device path's real batches: index, crop, flip (and maps) on meta
         assert all(t.device.type == "meta" for t in batch)
-        assert len(batch) == (3 if method == "attentive-cutmix" else 2)
+        assert len(batch) == (3 if reads else 2)
         run._step(batch)
     params = list(run.model.parameters())
     # The fused step ran (it creates the state) and consumed the on-device skip flag.
@@ -135,7 +116,8 @@ def test_the_trainers_step_runs_on_meta(method, tmp_path, step_on_meta):
 # --------------------------------------------------------------------------------------- with a GPU
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 SYNC_FREE_RUNS = pytest.mark.parametrize("amp,method", [(amp, method) for amp in ("off", "bf16")
-                                                         for method in ("none", "cutmix", "attentive-cutmix")])
+                                                         for method in ("none", "cutmix", "attentive-cutmix",
+                                                                        "snapmix")])
 
 
 def _sync_free_run(method: str, amp: str, tmp_path: Path, device: torch.device) -> _Run:

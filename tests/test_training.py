@@ -204,3 +204,25 @@ def test_non_finite_loss_stops_at_once_and_keeps_last_checkpoint(toy, baseline_c
         train(make_config(_opts(out, epochs=2, resume=True)))
     after = _snapshot(out)
     assert after["checkpoint.pt"] == before["checkpoint.pt"]
+
+
+def test_weights_best_holds_the_epoch_with_the_best_held_out_top1(tmp_path, monkeypatch):
+    # timm writes model_best; our runs kept only the last epoch's weights.
+    from safetensors.torch import load_file
+
+    opts = dict(dataset="synthetic", synthetic_size=[32, 16], image_size=16, model="cifar_resnet20", batch_size=16,
+                max_steps_per_epoch=1, workers=0, progress=False)
+    real_evaluate, scripted = trainer_mod._Run._evaluate, iter([60.0, 55.0])
+
+    def evaluate_scripted(self, **kw):
+        return {**real_evaluate(self, **kw), "top1": next(scripted)}
+
+    monkeypatch.setattr(trainer_mod._Run, "_evaluate", evaluate_scripted)
+    result = train(make_config({**opts, "epochs": 2, "output_dir": str(tmp_path / "two")}))
+    assert [row["top1"] for row in result["curve"]] == [60.0, 55.0]
+    monkeypatch.setattr(trainer_mod._Run, "_evaluate", real_evaluate)
+    train(make_config({**opts, "epochs": 1, "output_dir": str(tmp_path / "one")}))  # epoch 1 of the same run
+    best, epoch1, last = (load_file(str(tmp_path / folder / name)) for folder, name in (
+        ("two", "weights_best.safetensors"), ("one", "weights.safetensors"), ("two", "weights.safetensors")))
+    assert best.keys() == epoch1.keys() and all(torch.equal(best[k], epoch1[k]) for k in best)
+    assert not all(torch.equal(best[k], last[k]) for k in best)

@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import save_file
 
 from attentive_cutmix.cli import main
-from attentive_cutmix.experiments.visualize import label_text, mix_panels
+from attentive_cutmix.experiments.visualize import figure_mixers, label_text, mix_panels
 from attentive_cutmix.mixers.geometry import cells_to_pixel_mask
 
 
@@ -23,19 +23,25 @@ def _inputs():
 
 def test_panels_change_exactly_what_each_method_changes():
     images, labels, att = _inputs()
-    p = mix_panels(images, labels, att, num_classes=3, num_patches=2, grid_size=4, seed=1)
+    extractor = lambda x: att.unsqueeze(1)  # noqa: E731  (B, 1, 4, 4) features: the planted maps
+    mixers = figure_mixers(3, {"num_patches": 2, "grid_size": 4, "cutout_size": 8}, extractor=extractor)
+    assert set(mixers) == {"mixup", "cutmix", "cutout", "random-cells", "attentive-cutmix"}
+    p = mix_panels(images, labels, mixers, extractor=extractor, seed=1)
     expected_cells = torch.zeros(3, 4, 4, dtype=torch.bool)
     for i, cells in enumerate([[(0, 0), (3, 3)], [(1, 2), (2, 1)], [(0, 3), (3, 0)]]):
         for r, c in cells:
             expected_cells[i, r, c] = True
-    assert torch.equal(p["cells"], expected_cells)
     assert p["heatmap"].shape == (3, 16, 16) and p["heatmap"].min() >= 0 and p["heatmap"].max() <= 1
     partner = p["partner"]
     assert (partner != torch.arange(3)).all()
 
-    pasted = cells_to_pixel_mask(expected_cells[partner], 16, 16).unsqueeze(1)
-    want = torch.where(pasted, images[partner], images)
+    pasted = cells_to_pixel_mask(expected_cells[partner], 16, 16)
+    assert torch.equal(p["attentive-cutmix_region"], pasted)  # the region outlined is the partner's top cells
+    want = torch.where(pasted.unsqueeze(1), images[partner], images)
     assert torch.equal(p["attentive-cutmix"], want)  # partner's top cells pasted, the original everywhere else
+    assert p["mixup_region"] is None
+    for name in ("cutmix", "cutout", "random-cells"):  # every region is exactly where the image changed
+        assert torch.equal(p[f"{name}_region"], (p[name] != images).any(1)), name
     lam = 2 * 16 / 256
     assert torch.allclose(p["attentive-cutmix_targets"][torch.arange(3), partner], torch.full((3,), lam))
     assert torch.allclose(p["attentive-cutmix_targets"][torch.arange(3), labels], torch.full((3,), 1 - lam))
@@ -81,6 +87,12 @@ def test_cli_writes_a_png(tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20000
+    # Any method, and no extractor for one that reads none; one that does says what it needs.
+    assert main(["visualize", "--dataset", "synthetic", "--method", "cutmix", "--method", "random-cells",
+                 "--num-images", "2", "--out", str(tmp_path / "cut.png")]) == 0, capsys.readouterr().err
+    assert (tmp_path / "cut.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["visualize", "--method", "attentive-cutmix", "--out", str(tmp_path / "a.png")]) == 1
+    assert "reads an extractor's attention maps: give --extractor" in capsys.readouterr().err
     assert main(["visualize", "--extractor", "cifar_resnet20", "--extractor-weights", str(weights), "--num-images", "1",
                  "--out", str(tmp_path / "x.png")]) == 1
     assert "--num-images must be at least 2" in capsys.readouterr().err

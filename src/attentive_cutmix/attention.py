@@ -533,7 +533,8 @@ def load_extractor(spec: str | os.PathLike | nn.Module, *, weights: str | os.Pat
     ``spec`` ending in ``.pt``/``.pth``/``.ckpt`` is a checkpoint of ``attentive-cutmix train``: its config
     gives the model, classes, image size and normalisation, and it is read once. A model name takes
     ``weights=FILE`` or ``pretrained=True`` (else random weights). ``input_size=None`` means the
-    checkpoint's image size, 32 for ``cifar_*`` names, else 224. ``extractor.source`` says which of these
+    checkpoint's image size, 32 for ``cifar_*`` names, 224 for other names, and for a module the batches' own
+    size (no resize, as ``FeatureExtractor(module, input_size=None)``). ``extractor.source`` says which of these
     it was (an ``ExtractorSource``); attention caches compare it field by field. ``input_mean``/``input_std``:
     the normalisation already applied to the batches it will see (see ``FeatureExtractor``).
     """
@@ -555,7 +556,9 @@ def load_extractor(spec: str | os.PathLike | nn.Module, *, weights: str | os.Pat
     else:
         raise TypeError(f"spec must be a model name, a checkpoint path or an nn.Module, got {type(spec).__name__}")
     extractor = FeatureExtractor(net, source=source, name=name,
-                                 input_size=input_size or int(saved.get("image_size", 224)),
+                                 # a module's None stays None: resizing a user's batches is their call, not ours
+                                 input_size=input_size if input_size is not None or isinstance(spec, nn.Module)
+                                 else int(saved.get("image_size", 224)),
                                  mean=mean if mean is not None else saved.get("mean"),
                                  std=std if std is not None else saved.get("std"), layer=layer, attention=attention,
                                  amp_dtype=amp_dtype, input_mean=input_mean, input_std=input_std)

@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .attention import ExtractorSource
-from .constants import is_int
+from .constants import STOP_SIGNALS, is_int
 from .mixers.base import channel_attention
 from .serialization import atomic_write
 
@@ -365,8 +365,9 @@ class CacheBuildInterrupted(KeyboardInterrupt):
 
 @contextlib.contextmanager
 def _signals_stop_the_build(path: str | os.PathLike):
-    """SIGTERM (a scheduler's stop, by default an instant death that left an orphan ``.tmp``) and Ctrl-C raise
-    ``CacheBuildInterrupted``, so the temporary file is removed on the way out; handlers are restored after."""
+    """SIGTERM, SIGHUP, SIGUSR1 (a scheduler's stop, by default an instant death that left an orphan ``.tmp``) and
+    Ctrl-C raise ``CacheBuildInterrupted``, so the temporary file is removed on the way out; handlers are restored
+    after."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -376,7 +377,7 @@ def _signals_stop_the_build(path: str | os.PathLike):
         received.append(signum)
         raise CacheBuildInterrupted(signum, path)
 
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, stop) for sig in (*STOP_SIGNALS, signal.SIGINT)}
     try:
         yield
     except CacheBuildInterrupted:

@@ -1,6 +1,8 @@
 """Constants shared across the package, defined once."""
 from __future__ import annotations
 
+import signal
+
 # ImageNet channel statistics: what published ImageNet (and most CIFAR) weights expect, and the default
 # normalisation for image folders.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -16,6 +18,10 @@ INITS = ("default", "xavier")
 # The largest image side a run accepts (an explicit --image-size or a folder's own size): beyond it one batch needs
 # tens of GB; a typo or one stray photo, not a plan.
 MAX_IMAGE_SIZE = 2048
+# Signals that stop a run as SIGTERM does (finish the step, checkpoint, exit 128 + signal): SIGHUP (the terminal or
+# ssh session went away) and SIGUSR1 (a cluster's preemption warning, e.g. Slurm's --signal=USR1@60). SIGINT (Ctrl-C)
+# is handled beside them, with a second Ctrl-C aborting.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP", "SIGUSR1") if hasattr(signal, name))
 # What `evaluate` measures (experiments/evaluate.py), named by its command line before the library is loaded.
 EVAL_SPLITS = ("eval", "train")
 EVAL_WEIGHTS = ("auto", "final", "checkpoint")

@@ -265,4 +265,10 @@ def make_mixer(name: str, options: Any, *, num_classes: int, label_smoothing: fl
 def help_text(name: str) -> str:
     """The ``--flag`` help of option ``name``: the methods it applies to, what it does, its default."""
     f = option_field(name)
-    return f"{', '.join(applies_to(name))}: {f.metadata['help']} (default {f.default})"
+    defaults = {m.name: next(g.default for g in dataclasses.fields(m.options) if g.name == name)
+                for m in methods() if name in m.option_names()}
+    if len(set(map(repr, defaults.values()))) > 1:  # a shared flag whose methods default differently
+        default = "defaults " + ", ".join(f"{m} {d}" for m, d in defaults.items())
+    else:
+        default = f"default {f.default}"
+    return f"{', '.join(applies_to(name))}: {f.metadata['help']} ({default})"

@@ -28,6 +28,22 @@ COMMANDS: dict[str, tuple[str, str]] = {
 # Top-level modules of the [train] extra (pyproject.toml): a missing one means the extra is not installed.
 TRAIN_EXTRA_MODULES = ("torchvision", "timm", "safetensors", "numpy", "PIL", "yaml", "tqdm", "matplotlib",
                        "tensorboard")
+# What [train-light] leaves out: the commands run without them (no TensorBoard logs, no plots) except where a figure
+# is the product (visualize).
+HEAVY_EXTRA_MODULES = ("matplotlib", "tensorboard")
+
+
+def _missing_extra(command: str, err: ModuleNotFoundError) -> int | None:
+    """Exit code 2 and one line naming what to install, if ``err`` is a module of the [train] extra; else None."""
+    top = (err.name or "").split(".")[0]
+    if top not in TRAIN_EXTRA_MODULES:
+        return None
+    how = (f"pip install {top} (the [train] extra has it; [train-light] leaves it out)" if top in HEAVY_EXTRA_MODULES
+           else "pip install 'attentive-cutmix[train]'")
+    # The library needs torch alone; the subcommands need the harness's dependencies.
+    print(f"attentive-cutmix {command}: needs {err.name!r}, which is not installed; install the harness with "
+          f"{how}", file=sys.stderr)
+    return 2
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
@@ -52,16 +68,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         module = importlib.import_module(COMMANDS[name][0])
     except ModuleNotFoundError as err:
-        if err.name is None or err.name.split(".")[0] not in TRAIN_EXTRA_MODULES:
+        code = _missing_extra(name, err)
+        if code is None:
             raise
-        # The library needs torch alone; the subcommands need the harness's dependencies.
-        print(f"attentive-cutmix {name}: needs {err.name!r}, which is not installed; install the harness with "
-              "pip install 'attentive-cutmix[train]'", file=sys.stderr)
-        return 2
+        return code
     module.add_arguments(subparsers[name])
     args = parser.parse_args(argv)
     try:
         return int(module.run(args) or 0)
+    except ModuleNotFoundError as err:  # imported where it is used (matplotlib for a figure, ...)
+        code = _missing_extra(name, err)
+        if code is None:
+            raise
+        return code
     except BrokenPipeError:
         # The reader left early (`compare --list | head`): as for any Unix tool, that is not an error worth a
         # traceback. Point stdout at /dev/null so the interpreter's final flush does not raise again.

@@ -9,6 +9,28 @@ SUPPRESS = argparse.SUPPRESS  # train: unset flags stay absent, so the config fi
 DATASET_HELP = "synthetic (default, embedded, offline), synthetic64, cifar10, cifar100, imagefolder, imagenet"
 
 
+def parse_bool(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {value!r}")
+
+
+_ARG_TYPES = {bool: parse_bool, int: int, float: float, str: str}
+
+
+def add_method_options(group: Any, *, suppress: bool = True) -> None:
+    """A flag per option of the registered methods (``num_patches`` -> ``--num-patches``), unset unless given."""
+    from .. import registry
+
+    for name in registry.option_names():
+        meta = registry.option_field(name).metadata
+        group.add_argument(f"--{name.replace('_', '-')}", type=_ARG_TYPES[registry.option_hint(name)],
+                           default=SUPPRESS if suppress else None, choices=meta.get("choices"),
+                           help=registry.help_text(name))
+
+
 def _default(value: Any, suppress: bool) -> Any:
     return SUPPRESS if suppress else value
 
@@ -22,7 +44,7 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, suppress: bool = Fals
     data.add_argument("--val-fraction", type=float, default=_default(0.0, suppress),
                       help="hold out this fraction of the train set for evaluation (deterministic; default 0)")
     data.add_argument("--val-data", default=_default(None, suppress), help="a separate evaluation folder")
-    data.add_argument("--image-size", type=int, default=_default(None, suppress),
+    data.add_argument("--image-size", "--img-size", type=int, default=_default(None, suppress),
                       help="image size (default: the dataset's)")
     data.add_argument("--synthetic-size", type=int, nargs="+", default=_default(None, suppress), metavar="N",
                       help="synthetic dataset: N training images, or N_TRAIN N_EVAL")
@@ -38,7 +60,7 @@ def add_extractor_arguments(parser: argparse.ArgumentParser, *, suppress: bool =
     """Where Attentive CutMix's attention comes from: a model name and its weights, or one of our checkpoints."""
     ext = parser.add_argument_group(title)
     ext.add_argument("--extractor", required=required, default=_default(None, suppress),
-                     help="a model name (cifar_resnet56, resnet152, vit_small_patch16_224, ...) with "
+                     help="a model name (cifar_resnet56, resnet152, vit_small_patch16_224, timm:resnet50, ...) with "
                           "--extractor-weights FILE (or pretrained weights, downloaded), or a checkpoint.pt "
                           "written by `attentive-cutmix train`")
     ext.add_argument("--extractor-weights", default=_default(None, suppress),

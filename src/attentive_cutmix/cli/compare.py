@@ -38,6 +38,11 @@ def run(args: argparse.Namespace) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
+    def report() -> None:
+        """Write the report and print its table last, on stdout (progress went to stderr), as timm's runs end."""
+        paths = write_report(grid, out, log)
+        print("\n" + Path(paths["table_md"]).read_text().rstrip(), flush=True)
+
     try:
         grid = load_grid(args.grid)
     except (GridError, ValueError) as err:
@@ -60,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return dry_run(grid, cells, out)
     if args.report_only:
-        write_report(grid, out, log)
+        report()
         return 0
     failed, busy, start = [], [], time.perf_counter()
 
@@ -84,9 +89,9 @@ def run(args: argparse.Namespace) -> int:
             attempt(cell, wait=True)
     except Interrupted as stop:
         log(f"stopped by {stop.result.get('signal')}; rerun the same command to resume")
-        write_report(grid, out, log)
+        report()
         return 128 + int(getattr(signal, str(stop.result.get("signal")), 15))
-    write_report(grid, out, log)
+    report()
     log(f"{len(cells) - len(failed)}/{len(cells)} cell(s) done in {time.perf_counter() - start:.0f} s -> {out}")
     if failed:
         log(f"failed: {', '.join(failed)}")

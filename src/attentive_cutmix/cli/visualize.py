@@ -1,25 +1,36 @@
-"""``attentive-cutmix visualize``: a figure like the paper's Fig. 1/2 for a few images
+"""``attentive-cutmix visualize``: a figure like the paper's Fig. 1/2 for a few images, for any registered method
 (see experiments/visualize.py)."""
 from __future__ import annotations
 
 import argparse
 
-from ._common import add_data_arguments, add_device_argument, add_extractor_arguments, fail, synthetic_size
+from ._common import (
+    add_data_arguments,
+    add_device_argument,
+    add_extractor_arguments,
+    add_method_options,
+    fail,
+    synthetic_size,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_arguments(parser)
-    add_extractor_arguments(parser, required=True)
+    add_extractor_arguments(parser)
     fig = parser.add_argument_group("figure")
+    fig.add_argument("--method", action="append", default=None, metavar="NAME",
+                     help="a method to show (repeat for several; default: every registered mixing method, those that "
+                          "read an extractor's maps only with --extractor)")
     fig.add_argument("--num-images", type=int, default=4, help="rows of the figure (default 4, at least 2)")
-    fig.add_argument("--num-patches", type=int, default=6, help="cells pasted by Attentive CutMix (default 6)")
-    fig.add_argument("--grid-size", type=int, default=7, help="grid side (default 7; 8 for CIFAR ResNets at 32 px)")
     fig.add_argument("--seed", type=int, default=0, help="which images and which mixing draws (default 0)")
     add_device_argument(fig)
     fig.add_argument("--out", required=True, metavar="FIG.png", help="where to write the figure")
+    add_method_options(parser.add_argument_group("method options (each applies to the methods that have it)"),
+                       suppress=False)
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import registry
     from ..data import build_datasets
     from ..experiments.visualize import figure_for_dataset
     from ..training.components import build_extractor
@@ -32,6 +43,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.num_images < 2:
             raise ValueError(f"--num-images must be at least 2 (mixing pairs images), got {args.num_images}")
+        for name in args.method or ():
+            if registry.get(name).build is None:
+                raise ValueError(f"--method {name} does not mix: nothing to show")
+        options = {k: v for k in registry.option_names() if (v := getattr(args, k, None)) is not None}
         device = resolve_device(args.device)
         # An image folder has no eval split of its own; holding some out only satisfies build_datasets here.
         held_out = args.val_fraction or (0.1 if args.dataset == "imagefolder" and args.val_data is None else 0.0)
@@ -41,15 +56,17 @@ def run(args: argparse.Namespace) -> int:
                                           train_subset=args.train_subset)
         if args.num_images > len(dataset):
             raise ValueError(f"--num-images {args.num_images} exceeds the dataset's {len(dataset)} images")
-        cfg = TrainConfig(dataset=args.dataset, method="attentive-cutmix", extractor=args.extractor,
-                          extractor_weights=args.extractor_weights, extractor_input_size=args.extractor_input_size,
-                          extractor_attention=args.extractor_attention)
-        extractor = build_extractor(cfg, info, device)
-        figure_for_dataset(dataset, extractor, info, args.out, num_images=args.num_images, num_patches=args.num_patches,
-                           grid_size=args.grid_size, seed=args.seed, device=device,
-                           title=f"{info.name}: extractor {args.extractor}, top {args.num_patches} of "
-                                 f"{args.grid_size}x{args.grid_size} cells")
-    except (ValueError, TypeError, OSError) as err:
+        extractor = None
+        if args.extractor is not None:
+            spec = TrainConfig(dataset=args.dataset, extractor=args.extractor, extractor_weights=args.extractor_weights,
+                               extractor_input_size=args.extractor_input_size,
+                               extractor_attention=args.extractor_attention)
+            extractor = build_extractor(spec, info, device)
+        shown = ", ".join(args.method) if args.method else "every method"
+        figure_for_dataset(dataset, info, args.out, methods=args.method, options=options, extractor=extractor,
+                           num_images=args.num_images, seed=args.seed, device=device,
+                           title=f"{info.name}: {shown}" + (f", extractor {args.extractor}" if extractor else ""))
+    except (ValueError, TypeError, OSError, KeyError) as err:
         return fail("visualize", err)
     print(f"wrote {args.out}")
     return 0

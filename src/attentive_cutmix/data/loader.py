@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from ..constants import STOP_SIGNALS
+
 __all__ = ["worker_safe_loader", "WORKER_TERM_GRACE_S"]
 
 # A worker gives up on a SIGTERM this long after it arrives. Long enough for the main process, which got the same
@@ -34,7 +36,8 @@ def _seed_worker(worker_id: int) -> None:
     # SIGTERM only starts the grace period above, after which the default SIGALRM action ends the worker.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, _stop_soon)
+    for sig in STOP_SIGNALS:  # SIGHUP, SIGUSR1 too: their default action would end the worker under the main process
+        signal.signal(sig, _stop_soon)
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)

@@ -9,6 +9,6 @@
 - ``visualize.py``: the ``visualize`` subcommand (heat maps, chosen cells, mixed images).
 """
 from .grid import Cell, Grid, GridError, load_grid
-from .localization import localization_hit_rates, pasted_hit_rate
+from .localization import pasted_hit_rate, region_hit_rates
 
-__all__ = ["Cell", "Grid", "GridError", "load_grid", "pasted_hit_rate", "localization_hit_rates"]
+__all__ = ["Cell", "Grid", "GridError", "load_grid", "pasted_hit_rate", "region_hit_rates"]

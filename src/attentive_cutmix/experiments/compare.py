@@ -20,14 +20,14 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from .. import training
+from .. import registry, training
 from ..serialization import atomic_write
-from ..training.components import build_extractor
-from ..training.config import validate
+from ..training.components import build_extractor, build_mixer
+from ..training.config import needs_attention, validate
 from ..training.distributed import resolve_device
 from ..training.run_io import RunLockedError, existing_outputs, wait_for_run
 from .grid import RUN_FIELDS, Cell, Grid, GridError, _short_hash, _slug
-from .localization import localization_hit_rates
+from .localization import region_hit_rates
 from .report import build_table, paired_markdown, table_csv, table_markdown, write_plots
 
 CELL_FILE = "cell.json"
@@ -133,7 +133,8 @@ def resolved_config(grid: Grid, cell: Cell, out: Path, overrides: dict[str, Any]
 
 
 def _localize(cfg: Any, run_dir: Path) -> dict[str, Any] | None:
-    """Hit rates for an attentive cell on the synthetic data (cached in ``localization.json``)."""
+    """The hit rate of the cell's mixer's region on the synthetic data's object boxes (cached in
+    ``localization.json``), whatever the method; ``None`` for a method without a region (MixUp)."""
     path = run_dir / "localization.json"
     saved = _read_json(path)
     if saved is not None:
@@ -144,18 +145,22 @@ def _localize(cfg: Any, run_dir: Path) -> dict[str, Any] | None:
     _, eval_ds, info = build_datasets(cfg.dataset, image_size=cfg.image_size, val_fraction=cfg.val_fraction,
                                       seed=cfg.split_seed, synthetic_size=cfg.synthetic_size,
                                       train_subset=cfg.train_subset)
-    extractor = build_extractor(cfg, info, device)
-    rates = localization_hit_rates(extractor, eval_ds, num_patches=cfg.mixing.num_patches,
-                                   grid_size=cfg.mixing.grid_size,
-                                   seed=cfg.seed, device=device)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(rates, indent=2)))
+    extractor = build_extractor(cfg, info, device) if needs_attention(cfg) and cfg.extractor is not None else None
+    mixer = build_mixer(cfg, info.num_classes, extractor)
+    if mixer is None or mixer.guidance_source == "model":  # the model's own maps: not measured from a finished run
+        return None
+    rates = region_hit_rates(mixer, eval_ds, extractor=extractor, seed=cfg.seed, device=device)
+    if rates is not None:
+        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(rates, indent=2)))
     return rates
 
 
 def wants_localization(grid: Grid, cell: Cell) -> bool:
+    """Whether the grid measures localisation and the cell's data has object boxes (the synthetic data)."""
     cfg = cell.config
-    return grid.localization and cfg.method == 'attentive-cutmix' and cfg.extractor is not None \
-        and str(cfg.dataset).startswith("synthetic")
+    method = registry.get(cfg.method)
+    return (grid.localization and method.build is not None and getattr(method.mixer, "has_region", False)
+            and (cfg.extractor is not None or not needs_attention(cfg)) and str(cfg.dataset).startswith("synthetic"))
 
 
 def run_cell(grid: Grid, cell: Cell, out: Path, *, overrides: dict[str, Any] | None = None,

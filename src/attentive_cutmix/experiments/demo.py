@@ -368,9 +368,16 @@ def _end_workers() -> None:
         child.join()
 
 
-def _figure(attentive_cfg: Any, path: Path) -> Path:
-    """What each method does to a batch of the demo's training images, with the extractor's attention."""
+def _figure(attentive_cfg: Any, path: Path) -> Path | None:
+    """What each method does to a batch of the demo's training images, with the extractor's attention; None (with a
+    note) where matplotlib is not installed."""
     from ..data import build_datasets
+
+    try:
+        import matplotlib  # noqa: F401  (the figure's only need beyond the training)
+    except ImportError:
+        print("note: no figure, matplotlib is not installed (pip install matplotlib)", flush=True)
+        return None
 
     device = resolve_device(attentive_cfg.device)
     dataset, _, info = build_datasets("synthetic", image_size=IMAGE_SIZE, augment=False, seed=attentive_cfg.split_seed,

@@ -1,35 +1,25 @@
-"""Attention localisation: how much of what a mixer pastes lies on the partner's object.
+"""Localisation: how much of what a mixer takes from its partner lies on the partner's object, for any method.
 
-Attentive CutMix pastes a partner's most attended cells; CutMix pastes a random box. On a dataset with
-ground-truth boxes (the embedded synthetic one) we measure, per pasted region, the fraction of its pixels
-inside the partner's object box. The pasted pixels come from the partner at the *same* location, so the
-region is compared with the partner's own box in the partner's un-augmented frame. The random baseline
-pastes a box of the same area as the attentive region (CutMix's shape: the image's aspect ratio, placed
-uniformly and fully inside the image), so both rates are at the same lambda per sample. A second baseline
-pastes ``num_patches`` cells of the same grid drawn uniformly (the random cells of the control method).
-``compare_extractors`` puts several extractors (a CNN's channel mean, a ViT's channel mean or class-token
-attention) side by side.
+Every mixer answers ``region(params, H, W, maps)``: the pixels of each output it replaced. On a dataset with
+ground-truth boxes (the embedded synthetic one) we measure, per image, the fraction of those pixels inside the
+partner's object box (the box of the image it took them from; for Cutout, which takes nothing, the image's own box).
+A paste at the same location (CutMix, Attentive CutMix, random cells, SaliencyMix, FMix) compares like with like; a
+method that resizes what it pastes (ResizeMix, SnapMix) is measured where the paste lands, not what it carries. The
+reference is a box of the same area as each region (the image's aspect ratio, placed uniformly and fully inside the
+image): what chance placement of that much area would hit. The maps a guided mixer reads come from ``extractor``
+(``guidance_source == "attention"``), the images themselves (``"image"``) or ``model`` (``"model"``).
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..mixers.attentive import attention_to_grid, top_cells
-from ..mixers.geometry import boxes_to_mask, cells_to_pixel_mask
+from ..mixers.base import Mixer, channel_attention
+from ..mixers.geometry import boxes_to_mask
 
-__all__ = [
-    "attentive_masks",
-    "box_mask",
-    "compare_extractors",
-    "localization_hit_rates",
-    "pasted_hit_rate",
-    "random_box_masks",
-    "random_cell_masks",
-]
+__all__ = ["box_mask", "pasted_hit_rate", "random_box_masks", "region_hit_rates"]
 
 
 def _check_boxes(boxes: torch.Tensor, batch: int | None = None) -> None:
@@ -66,12 +56,6 @@ def pasted_hit_rate(mask: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     return torch.where(pasted > 0, hits / pasted.clamp_min(1), torch.full_like(pasted, float("nan")))
 
 
-def attentive_masks(attention: torch.Tensor, *, num_patches: int, grid_size: int, height: int,
-                    width: int) -> torch.Tensor:
-    """(B, H, W) bool: the ``num_patches`` most attended cells of each map, as Attentive CutMix pastes them."""
-    return cells_to_pixel_mask(top_cells(attention_to_grid(attention, grid_size), num_patches), height, width)
-
-
 def random_box_masks(areas: torch.Tensor, height: int, width: int, *,
                      generator: torch.Generator | None = None) -> torch.Tensor:
     """(B, H, W) bool: one box per sample of about ``areas[i]`` pixels, the image's aspect ratio, fully inside."""
@@ -82,13 +66,6 @@ def random_box_masks(areas: torch.Tensor, height: int, width: int, *,
     y0 = (torch.rand(areas.shape, generator=generator, dtype=torch.float64) * (height - h + 1)).floor().long()
     x0 = (torch.rand(areas.shape, generator=generator, dtype=torch.float64) * (width - w + 1)).floor().long()
     return boxes_to_mask(torch.stack([y0, y0 + h, x0, x0 + w], 1), height, width)
-
-
-def random_cell_masks(batch: int, *, num_patches: int, grid_size: int, height: int, width: int,
-                      generator: torch.Generator | None = None) -> torch.Tensor:
-    """(B, H, W) bool: ``num_patches`` cells of the grid per sample, drawn uniformly without replacement."""
-    scores = torch.rand(batch, grid_size, grid_size, generator=generator)
-    return cells_to_pixel_mask(top_cells(scores, num_patches), height, width)
 
 
 def _nanmean(values: torch.Tensor) -> float:
@@ -102,19 +79,34 @@ def _nansem(values: torch.Tensor) -> float:
     return float(kept.std() / kept.numel() ** 0.5) if kept.numel() > 1 else float("nan")
 
 
+def _maps(mixer: Mixer, images: torch.Tensor, labels: torch.Tensor,
+          extractor: Callable[[torch.Tensor], torch.Tensor] | None, model: torch.nn.Module | None) -> Any:
+    source = mixer.guidance_source
+    if source == "attention":
+        if extractor is None and getattr(mixer, "extractor", None) is None:
+            raise ValueError(f"{type(mixer).__name__} reads attention maps: pass extractor= (the run's extractor)")
+        return channel_attention(extractor(images)) if extractor is not None else mixer.guide(images, labels)
+    if source == "model":
+        if model is None:
+            raise ValueError(f"{type(mixer).__name__} reads the model being trained: pass model= (e.g. the run's "
+                             "final weights loaded into its architecture)")
+        return mixer.guide(images, labels, model=model)
+    return mixer.guide(images, labels)  # "image": from the batch itself; "none": None
+
+
 @torch.no_grad()
-def localization_hit_rates(extractor: Callable[[torch.Tensor], torch.Tensor], dataset: Dataset, *, num_patches: int = 6,
-                           grid_size: int = 7, batch_size: int = 256, seed: int = 0,
-                           device: torch.device | str | None = None,
-                           boxes: torch.Tensor | None = None) -> dict[str, Any]:
-    """Mean pasted-pixel hit rate of Attentive CutMix (``extractor``'s top cells), area-matched random boxes and
-    random cells.
+def region_hit_rates(mixer: Mixer, dataset: Dataset, *, extractor: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                     model: torch.nn.Module | None = None, boxes: torch.Tensor | None = None, batch_size: int = 256,
+                     seed: int = 0, device: torch.device | str | None = None) -> dict[str, Any] | None:
+    """Mean hit rate of ``mixer``'s region on the partner's object box, and of area-matched random boxes.
 
     ``dataset`` yields un-augmented ``(image, label, ...)`` in [0, 1] with ground-truth boxes (``boxes``, or
-    ``dataset_boxes(dataset)``) in the same frame. Rates are means over images of the per-image fraction;
-    ``*_se`` are their standard errors over images. ``extractor`` returns (B, C, h, w) features (channel mean
-    taken) or (B, h, w) maps.
+    ``dataset_boxes(dataset)``) in the same frame. Returns ``{"hit", "hit_se", "random", "random_se", "area",
+    "images"}`` (means over images of the per-image fraction, their standard errors, the mean region area fraction),
+    or ``None`` for a mixer without a region (MixUp). Draws come from ``seed`` alone.
     """
+    if not isinstance(mixer, Mixer):
+        raise TypeError(f"mixer must be a Mixer (e.g. registry.make_mixer(...)), got {type(mixer).__name__}")
     if boxes is None:
         # Imported here: data loads torchvision, and this package is imported by `attentive-cutmix demo --help`.
         from ..data import dataset_boxes
@@ -122,45 +114,24 @@ def localization_hit_rates(extractor: Callable[[torch.Tensor], torch.Tensor], da
         boxes = dataset_boxes(dataset)
     if len(boxes) != len(dataset):
         raise ValueError(f"boxes has {len(boxes)} rows but the dataset has {len(dataset)} images")
-    device = torch.device(device) if device is not None else next(
-        (p.device for p in getattr(extractor, "parameters", lambda: iter(()))()), torch.device("cpu"))
-    generator = torch.Generator().manual_seed(seed)
-    # Its own stream, so the random boxes stay what they were before this baseline existed.
-    cell_generator = torch.Generator().manual_seed(seed + 1)
-    attentive, random, cells, start = [], [], [], 0
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    generator, box_generator = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
+    hits, random, areas, start = [], [], [], 0
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        images = batch[0].to(device)
+        images, labels = batch[0].to(device), batch[1].to(device)
         n, _, height, width = images.shape
-        box = boxes[start:start + n].to(device)
+        params = {k: v.to(device) for k, v in mixer.make_params(n, height, width, generator).items()}
+        region = mixer.region(params, height, width, _maps(mixer, images, labels, extractor, model))
+        if region is None:
+            return None
+        own = boxes[start:start + n].to(device)
         start += n
-        mask = attentive_masks(extractor(images), num_patches=num_patches, grid_size=grid_size, height=height,
-                               width=width)
-        attentive.append(pasted_hit_rate(mask, box).cpu())
-        areas = mask.flatten(1).sum(1)
-        boxed = random_box_masks(areas, height, width, generator=generator)
-        random.append(pasted_hit_rate(boxed.to(device), box).cpu())
-        drawn = random_cell_masks(n, num_patches=num_patches, grid_size=grid_size, height=height, width=width,
-                                  generator=cell_generator)
-        cells.append(pasted_hit_rate(drawn.to(device), box).cpu())
-    att, rnd, cel = torch.cat(attentive), torch.cat(random), torch.cat(cells)
-    return {"attentive": _nanmean(att), "random": _nanmean(rnd), "random_cells": _nanmean(cel),
-            "attentive_se": _nansem(att), "random_se": _nansem(rnd), "random_cells_se": _nansem(cel),
-            "images": int(att.numel()), "num_patches": num_patches, "grid_size": grid_size}
-
-
-def compare_extractors(extractors: Mapping[str, Callable[[torch.Tensor], torch.Tensor]], dataset: Dataset, *,
-                       num_patches: int = 6, grid_size: int = 7, batch_size: int = 256, seed: int = 0,
-                       device: torch.device | str | None = None) -> list[dict[str, Any]]:
-    """``localization_hit_rates`` of each named extractor on the same images, boxes and random draws.
-
-    Returns one row per extractor (``{"extractor": name, **rates}``), in the mapping's order; the random
-    baselines use the same ``seed`` in every row, so they are the same draws throughout.
-    """
-    if not isinstance(extractors, Mapping) or not extractors:
-        raise ValueError(f"extractors must be a non-empty mapping of name -> extractor, got {extractors!r}")
-    from ..data import dataset_boxes
-
-    boxes = dataset_boxes(dataset)
-    return [{"extractor": name, **localization_hit_rates(ext, dataset, num_patches=num_patches, grid_size=grid_size,
-                                                          batch_size=batch_size, seed=seed, device=device, boxes=boxes)}
-            for name, ext in extractors.items()]
+        partner = own.index_select(0, params["perm"]) if "perm" in params else own
+        hits.append(pasted_hit_rate(region, partner).cpu())
+        area = region.flatten(1).sum(1)
+        areas.append(area.cpu().double() / (height * width))
+        boxed = random_box_masks(area, height, width, generator=box_generator)
+        random.append(pasted_hit_rate(boxed.to(device), partner).cpu())
+    hit, rnd = torch.cat(hits), torch.cat(random)
+    return {"hit": _nanmean(hit), "hit_se": _nansem(hit), "random": _nanmean(rnd), "random_se": _nansem(rnd),
+            "area": float(torch.cat(areas).mean()), "images": int(hit.numel())}

@@ -2,8 +2,9 @@
 
 A table has one row per (dataset, model, other swept axes) and one column per method; each entry is the
 mean ± sample standard deviation over seeds with the number of seeds n, and the best mean of a row is
-bold. The paper's numbers (``paper_results:`` in the grid: ``{dataset: {model: {method: top1}}}``) follow
-their row as an extra "paper" row.
+bold only where it is clearly best: its 95% interval (Student t over seeds) lies above every other entry's. The
+paper's numbers (``paper_results:`` in the grid: ``{dataset: {model: {method: top1}}}``) follow their row as an
+extra "paper" row.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import csv
 import io
 import math
 import statistics
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,14 +20,13 @@ from typing import Any, Iterable
 
 from .. import registry
 from ..serialization import atomic_write
-from .stats import PairedDifference, paired_difference
+from .stats import PairedDifference, paired_difference, t_quantile
 
 ROW_AXES = ("dataset", "model")
-LOC_COLUMNS = ("hit attentive", "hit random")
 
 __all__ = ["Stat", "Table", "mean_std", "build_table", "table_markdown", "table_csv", "paper_value", "write_plots",
            "comparisons", "comparisons_for", "paired_comparisons", "paired_markdown", "MethodSummary",
-           "baseline_summary", "baseline_markdown", "method_label", "method_labels"]
+           "baseline_summary", "baseline_markdown", "method_label", "method_labels", "interval95"]
 
 
 @dataclass
@@ -40,11 +41,29 @@ class Table:
     row_axes: list[str]
     methods: list[str]
     rows: list[tuple[tuple[str, ...], dict[str, Stat]]]
-    localization: dict[tuple[str, ...], tuple[Stat, Stat]] = field(default_factory=dict)
+    # (row key, method) -> (the region's hit rate, the area-matched random boxes' hit rate), over seeds
+    localization: dict[tuple[tuple[str, ...], str], tuple[Stat, Stat]] = field(default_factory=dict)
 
     def best(self, cells: dict[str, Stat]) -> str | None:
+        """The method with the best mean, if its 95% interval lies above every other method's; else ``None`` (no
+        entry is bold where seeds cannot tell the methods apart, nor where an entry has fewer than two seeds)."""
         scored = [(s.mean, m) for m, s in cells.items() if not math.isnan(s.mean)]
-        return max(scored)[1] if scored else None
+        if not scored:
+            return None
+        top = max(scored)[1]
+        top_interval = interval95(cells[top])
+        others = [interval95(cells[m]) for _, m in scored if m != top]
+        if top_interval is None or any(other is None or other[1] >= top_interval[0] for other in others):
+            return None
+        return top
+
+
+def interval95(stat: Stat) -> tuple[float, float] | None:
+    """The Student-t 95% confidence interval of the mean over seeds; ``None`` with fewer than two seeds."""
+    if stat.std is None or stat.n < 2:
+        return None
+    half = t_quantile(0.975, stat.n - 1) * stat.std / math.sqrt(stat.n)
+    return stat.mean - half, stat.mean + half
 
 
 def mean_std(values: Iterable[float]) -> Stat:
@@ -73,15 +92,15 @@ def build_table(runs: list[dict[str, Any]], metric: str = "top1") -> Table:
     axes = row_axes_of(done)
     methods: list[str] = []
     groups: dict[tuple[str, ...], dict[str, list[float]]] = {}
-    loc: dict[tuple[str, ...], list[tuple[float, float]]] = {}
+    loc: dict[tuple[tuple[str, ...], str], list[tuple[float, float]]] = {}
     for run in done:
         key = tuple(_label(run["labels"].get(a)) for a in axes)
         method = _label(run["labels"]["method"])
         if method not in methods:
             methods.append(method)
         groups.setdefault(key, {}).setdefault(method, []).append(run[metric])
-        if run.get("localization"):
-            loc.setdefault(key, []).append((run["localization"]["attentive"], run["localization"]["random"]))
+        if run.get("localization") and "hit" in run["localization"]:
+            loc.setdefault((key, method), []).append((run["localization"]["hit"], run["localization"]["random"]))
     rows = [(key, {m: mean_std(v) for m, v in cells.items()}) for key, cells in groups.items()]
     localization = {k: (mean_std(a for a, _ in v), mean_std(r for _, r in v)) for k, v in loc.items()}
     return Table(row_axes=axes, methods=methods, rows=rows, localization=localization)
@@ -110,30 +129,33 @@ def _loc_fmt(stat: Stat) -> str:
 
 def table_markdown(table: Table, *, paper: dict[str, Any] | None = None, metric: str = "top1",
                    title: str | None = None) -> str:
-    """A Markdown table: rows = datasets/models (+ swept axes), columns = methods (their display labels), best mean
-    per row in bold."""
-    has_loc = bool(table.localization)
+    """A Markdown table: rows = datasets/models (+ swept axes), columns = methods (their display labels), the best
+    mean of a row in bold where its 95% interval lies above every other entry's (``Table.best``); then, where the grid
+    measured localisation, each method's hit rate."""
     labels = method_labels(table.methods)
-    header = [*table.row_axes, *(labels[m] for m in table.methods), *(LOC_COLUMNS if has_loc else ())]
+    header = [*table.row_axes, *(labels[m] for m in table.methods)]
     lines = [f"### {title}", ""] if title else []
     lines += [f"Top-1 accuracy (%, {'final epoch' if metric == 'top1' else 'best epoch'}): "
-              "mean ± std over seeds (n seeds); best per row in bold.", ""]
+              "mean ± std over seeds (n seeds); bold: the best of its row, where its 95% interval (t over seeds) "
+              "lies above every other entry's.", ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for key, cells in table.rows:
         best = table.best(cells)
-        row = [*key, *(_fmt(cells.get(m), m == best) for m in table.methods)]
-        if has_loc:
-            a, r = table.localization.get(key, (Stat(float("nan"), None, 0),) * 2)
-            row += [_loc_fmt(a), _loc_fmt(r)]
-        lines.append("| " + " | ".join(row) + " |")
+        lines.append("| " + " | ".join([*key, *(_fmt(cells.get(m), m == best) for m in table.methods)]) + " |")
         numbers = [paper_value(paper, key, table.row_axes, m) for m in table.methods]
         if any(v is not None for v in numbers):
             label = [*key[:-1], f"{key[-1]} (paper)"] if len(key) else ["paper"]
-            lines.append("| " + " | ".join([*label, *("" if v is None else f"{v:.2f}" for v in numbers),
-                                            *(("", "") if has_loc else ())]) + " |")
-    if has_loc:
-        lines += ["", "hit attentive / hit random: fraction of pasted pixels inside the partner's object box, for the "
-                  "attentive cells and for area-matched random (CutMix) boxes."]
+            lines.append("| " + " | ".join([*label, *("" if v is None else f"{v:.2f}" for v in numbers)]) + " |")
+    if table.localization:
+        located = [m for m in table.methods if any((key, m) in table.localization for key, _ in table.rows)]
+        lines += ["", "Localisation: fraction of each method's region (the pixels it took from the partner) inside the "
+                  "partner's object box, mean ± std over seeds; in brackets, area-matched random boxes.", "",
+                  "| " + " | ".join([*table.row_axes, *(labels[m] for m in located)]) + " |",
+                  "|" + "|".join("---" for _ in (*table.row_axes, *located)) + "|"]
+        for key, _ in table.rows:
+            rates = [table.localization.get((key, m)) for m in located]
+            lines.append("| " + " | ".join([*key, *("" if r is None else f"{_loc_fmt(r[0])} ({_loc_fmt(r[1])})"
+                                                    for r in rates)]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -142,7 +164,8 @@ def table_csv(table: Table, *, paper: dict[str, Any] | None = None) -> str:
     label, machine-readable, where the Markdown table shows the display label)."""
     buf = io.StringIO()
     writer = csv.writer(buf)
-    loc = ["hit_attentive", "hit_random"] if table.localization else []
+    located = [m for m in table.methods if any((key, m) in table.localization for key, _ in table.rows)]
+    loc = [f"{m}_{s}" for m in located for s in ("hit", "hit_random")]
     writer.writerow([*table.row_axes, "source", *(f"{m}_{s}" for m in table.methods for s in ("mean", "std", "n")),
                      *loc])
     for key, cells in table.rows:
@@ -151,9 +174,9 @@ def table_csv(table: Table, *, paper: dict[str, Any] | None = None) -> str:
             s = cells.get(m)
             values += ["", "", 0] if s is None else [f"{s.mean:.4f}", "" if s.std is None else f"{s.std:.4f}", s.n]
         extra = []
-        if loc:
-            a, r = table.localization.get(key, (Stat(float("nan"), None, 0),) * 2)
-            extra = ["" if a.n == 0 else f"{a.mean:.4f}", "" if r.n == 0 else f"{r.mean:.4f}"]
+        for m in located:
+            a, r = table.localization.get((key, m), (Stat(float("nan"), None, 0),) * 2)
+            extra += ["" if a.n == 0 else f"{a.mean:.4f}", "" if r.n == 0 else f"{r.mean:.4f}"]
         writer.writerow([*key, "ours", *values, *extra])
         numbers = [paper_value(paper, key, table.row_axes, m) for m in table.methods]
         if any(v is not None for v in numbers):
@@ -183,11 +206,19 @@ def _numeric(values: list[str]) -> list[float] | None:
 
 def write_plots(runs: list[dict[str, Any]], out: Path, *, metric: str = "top1",
                 paper: dict[str, Any] | None = None) -> list[Path]:
-    """Accuracy curves per method, an ablation curve per numeric swept axis, and a bar chart per dataset."""
-    import matplotlib  # optional (the [train] extra), and slow to import: only where plots are drawn
+    """Accuracy curves per method, an ablation curve per numeric swept axis, and a bar chart per dataset; none (with
+    a warning) where matplotlib is not installed (the [train-light] extra): the tables are the results."""
+    try:
+        import matplotlib  # optional (the [train] extra), and slow to import: only where plots are drawn
+    except ImportError:
+        warnings.warn("plots skipped: matplotlib is not installed (pip install matplotlib); the tables and "
+                      "results.json are written", stacklevel=2)
+        return []
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
 
     done = [r for r in runs if r.get("status") == "finished"]
     if not done:
@@ -202,29 +233,39 @@ def write_plots(runs: list[dict[str, Any]], out: Path, *, metric: str = "top1",
         cols = min(3, len(rows))
         nrows = math.ceil(len(rows) / cols)
         fig, grid = plt.subplots(nrows, cols, figsize=(4.5 * cols, 3.2 * nrows), squeeze=False)
+        # One legend for the figure, beside the panels: a legend in each panel covered its curves. A method keeps
+        # its colour in every panel (the property cycle would restart per panel, skipping absent methods).
+        colours = {m: f"C{i % 10}" for i, m in enumerate(table.methods)}
+        handles: dict[str, Any] = {}
+        dashed = False
         for ax, (key, _) in zip(grid.flat, rows):
             for method in table.methods:
                 members = [r for r in done if tuple(_label(r["labels"].get(a)) for a in axes) == key
                            and _label(r["labels"]["method"]) == method]
                 epochs, mean, std = _curve(members)
                 if epochs:
-                    line, = ax.plot(epochs, mean, marker="o" if len(epochs) < 15 else None, ms=3,
-                                    label=labels[method])
+                    handles[labels[method]], = ax.plot(epochs, mean, marker="o" if len(epochs) < 15 else None, ms=3,
+                                                       color=colours[method])
                     ax.fill_between(epochs, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
-                                    alpha=0.15)
+                                    alpha=0.15, color=colours[method])
                     t_epochs, t_mean, _ = _curve(members, "train_top1")
                     if t_epochs:  # --eval-train: the un-augmented training split, dashed in the same colour
-                        ax.plot(t_epochs, t_mean, ls="--", lw=1, color=line.get_color())
+                        ax.plot(t_epochs, t_mean, ls="--", lw=1, color=colours[method])
+                        dashed = True
             ax.set_title(" / ".join(f"{a}={v}" if a not in ROW_AXES else v for a, v in zip(axes[1:], key[1:])),
                          fontsize=9)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no 1.5 ticks
             ax.set_xlabel("epoch")
             ax.set_ylabel("top-1 (%)")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
         for ax in list(grid.flat)[len(rows):]:
             ax.axis("off")
-        fig.suptitle(f"{dataset}: top-1 per epoch, mean over seeds\n(solid: held-out; dashed: training split)",
-                     fontsize=9)
+        if dashed:
+            handles["held-out split"] = Line2D([], [], color="grey")
+            handles["training split (un-augmented)"] = Line2D([], [], color="grey", ls="--", lw=1)
+        fig.legend(list(handles.values()), list(handles), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7,
+                   frameon=False)
+        fig.suptitle(f"{dataset}: top-1 per epoch, mean over seeds (band: ± std)", fontsize=9)
         fig.tight_layout()
         written.append(_save(fig, out / f"curves-{_file(dataset)}.png", plt))
 
@@ -287,7 +328,8 @@ def _file(name: str) -> str:
 
 
 def _save(fig: Any, path: Path, plt: Any) -> Path:
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    # bbox "tight": a figure legend placed beside the panels is inside the image, not cut off.
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png", bbox_inches="tight"))
     plt.close(fig)
     return path
 

@@ -1,8 +1,8 @@
 """``attentive-cutmix visualize``: a figure like the paper's Fig. 1/2 for a few images.
 
-One row per image: the original, the extractor's heat map (channel mean) with its top-N grid cells outlined,
-then the result of every registered mixing method (MixUp, CutMix, Cutout, random cells, Attentive CutMix, ...),
-with the label weights under each. All mixers pair image i with the same partner (the same seeded pairing), so
+One row per image: the original, the extractor's heat map (channel mean) when there is an extractor, then the
+result of every registered mixing method (or those named), with its ``region`` outlined (the pixels it replaced)
+and the label weights under each. All mixers pair image i with the same partner (the same seeded pairing), so
 the row compares like with like.
 """
 from __future__ import annotations
@@ -13,55 +13,65 @@ import torch
 import torch.nn.functional as F
 
 from .. import registry
-from ..mixers.attentive import attention_to_grid, top_cells
-from ..mixers.base import channel_attention, pair_permutation
-from ..mixers.geometry import cell_bounds
+from ..mixers.base import Mixer, channel_attention, pair_permutation
 from ..serialization import atomic_write
 
 
-def _mixing_methods() -> list[registry.Method]:
-    return [m for m in registry.methods() if m.build is not None]
+def figure_mixers(num_classes: int, options: dict[str, Any] | None = None, *, methods: Sequence[str] | None = None,
+                  extractor: Any = None) -> dict[str, Mixer]:
+    """Each named method's mixer (default: every registered mixing method) with ``options`` where it has them (its
+    defaults elsewhere); a method that reads an extractor's maps is left out when no ``extractor`` is given."""
+    chosen = [registry.get(m) for m in methods] if methods else [m for m in registry.methods() if m.build is not None]
+    mixers = {}
+    for method in chosen:
+        names = method.option_names()
+        opts = method.options(**{k: v for k, v in (options or {}).items() if k in names})
+        registry.check_options(opts)
+        reads = method.needs_attention(opts)
+        if reads and extractor is None:
+            if methods:
+                raise ValueError(f"method {method.name!r} reads an extractor's attention maps: give --extractor")
+            continue
+        mixers[method.name] = method.make_mixer(opts, num_classes=num_classes, extractor=extractor if reads else None)
+    return mixers
 
 
-def _figure_options(method: registry.Method, settings: dict[str, Any]) -> Any:
-    """The method's default options, with the figure's grid and Cutout square where the method has them."""
-    names = method.option_names()
-    return method.options(**{k: v for k, v in settings.items() if k in names})
-
-
-def mix_panels(images: torch.Tensor, labels: torch.Tensor, attention: torch.Tensor, *, num_classes: int,
-               num_patches: int = 6, grid_size: int = 7, cutout_size: int | None = None,
-               seed: int = 0) -> dict[str, torch.Tensor]:
+def mix_panels(images: torch.Tensor, labels: torch.Tensor, mixers: dict[str, Mixer], *, extractor: Any = None,
+               model: torch.nn.Module | None = None, seed: int = 0) -> dict[str, Any]:
     """Everything the figure shows, as tensors (for tests and other plots).
 
-    ``images`` (B, C, H, W) in [0, 1], ``labels`` (B,), ``attention`` (B, h, w) or (B, C, h, w) in the images'
-    frame. Returns ``original``, ``heatmap`` (B, H, W) in [0, 1], ``cells`` (B, g, g) bool (each image's own
-    top cells), ``partner`` (B,), and per registered mixing method (by name) the mixed images and
-    ``<method>_targets`` (B, K).
+    ``images`` (B, C, H, W) in [0, 1], ``labels`` (B,). Returns ``original``, ``partner`` (B,), ``heatmap``
+    (B, H, W) in [0, 1] of ``extractor``'s channel mean (``None`` without one), and per mixer name the mixed
+    images, ``<name>_targets`` (B, K) and ``<name>_region`` ((B, H, W) bool, or ``None``). Every mixer pairs image
+    i with the same partner, so a row compares like with like.
     """
     if images.shape[0] < 2:
         raise ValueError(f"mixing needs at least 2 images, got {images.shape[0]}; use --num-images 2 or more")
     b, _, h, w = images.shape
-    att = channel_attention(attention)
-    heat = F.interpolate(att.unsqueeze(1), size=(h, w), mode="bilinear", align_corners=False).squeeze(1)
-    lo, hi = heat.flatten(1).min(1).values.view(b, 1, 1), heat.flatten(1).max(1).values.view(b, 1, 1)
-    heat = (heat - lo) / (hi - lo).clamp_min(1e-12)
-    settings = dict(num_patches=num_patches, grid_size=grid_size, cutout_size=cutout_size or max(1, h // 2))
+    heat = None
+    if extractor is not None:
+        att = channel_attention(extractor(images))
+        heat = F.interpolate(att.unsqueeze(1), size=(h, w), mode="bilinear", align_corners=False).squeeze(1)
+        lo, hi = heat.flatten(1).min(1).values.view(b, 1, 1), heat.flatten(1).max(1).values.view(b, 1, 1)
+        heat = (heat - lo) / (hi - lo).clamp_min(1e-12)
     gen = torch.Generator().manual_seed(seed)
     perm = pair_permutation(b, gen)
-    panels: dict[str, torch.Tensor] = {
-        "original": images, "heatmap": heat, "cells": top_cells(attention_to_grid(att, grid_size), num_patches),
-        "partner": perm,
-    }
-    for method in _mixing_methods():
-        options = _figure_options(method, settings)
-        mixer = method.make_mixer(options, num_classes=num_classes)
-        # Each mixer draws its own parameters, then all of them use the same partners, so a row compares like with like.
+    panels: dict[str, Any] = {"original": images, "heatmap": heat, "partner": perm}
+    for name, mixer in mixers.items():
+        # Each mixer draws its own parameters, then all of them use the same partners.
         params = mixer.make_params(b, h, w, gen)
         if "perm" in params:  # Cutout pairs no images, and its params are checked to hold only what it draws
             params["perm"] = perm
-        mixed, targets = mixer(images, labels, att if method.needs_attention(options) else None, params=params)
-        panels[method.name], panels[f"{method.name}_targets"] = mixed, targets
+        if mixer.guidance_source == "model" and model is None:
+            # No model being trained here: the extractor's map stands in for the model's own.
+            maps = None if heat is None else channel_attention(extractor(images))
+        elif mixer.guidance_source in ("attention", "image", "model"):
+            maps = mixer.guide(images, labels, model=model)
+        else:
+            maps = None
+        mixed, targets = mixer(images, labels, maps, params=params)
+        panels[name], panels[f"{name}_targets"] = mixed, targets
+        panels[f"{name}_region"] = mixer.region(params, h, w, maps)
     return panels
 
 
@@ -72,30 +82,28 @@ def label_text(targets: torch.Tensor, classes: Sequence[str], top: int = 2) -> s
     return " / ".join(parts)
 
 
-def _outline(ax: Any, cells: torch.Tensor, h: int, w: int, color: str) -> None:
-    from matplotlib.patches import Rectangle
+def _outline(ax: Any, region: torch.Tensor, color: str) -> None:
+    """Outline a (H, W) bool region: its boundary, on pixel edges."""
+    if region.any():
+        padded = F.pad(region.float(), (1, 1, 1, 1)).cpu().numpy()
+        h, w = region.shape
+        xs, ys = [x - 1 for x in range(w + 2)], [y - 1 for y in range(h + 2)]
+        ax.contour(xs, ys, padded, levels=[0.5], colors=color, linewidths=1.2)
 
-    g = cells.shape[-1]
-    ys, xs = cell_bounds(h, g).tolist(), cell_bounds(w, g).tolist()
-    for r, c in cells.nonzero().tolist():
-        ax.add_patch(Rectangle((xs[c] - 0.5, ys[r] - 0.5), xs[c + 1] - xs[c], ys[r + 1] - ys[r], fill=False, ec=color,
-                               lw=1.5))
 
-
-def draw_figure(panels: dict[str, torch.Tensor], labels: torch.Tensor, classes: Sequence[str], path: str, *,
-                num_patches: int, grid_size: int, title: str | None = None) -> None:
-    """Write the PNG: rows = images; columns = original, heat map + cells, each method's result."""
+def draw_figure(panels: dict[str, Any], labels: torch.Tensor, classes: Sequence[str], path: str, *,
+                labels_of: dict[str, str], title: str | None = None) -> None:
+    """Write the PNG: rows = images; columns = original, heat map (with an extractor), each method's result with its
+    region outlined. ``labels_of``: mixer name -> column title."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     images = panels["original"]
-    b, _, h, w = images.shape
-    methods = [m for m in _mixing_methods() if m.name in panels]
-    cols = ["original", "heatmap", *(m.name for m in methods)]
-    titles = {"original": "original", "heatmap": "attention + chosen cells", **{m.name: m.label for m in methods}}
-    outlined = {m.name for m in methods if m.name == 'attentive-cutmix'}  # methods that paste the partner's top cells
+    b = images.shape[0]
+    cols = ["original", *(["heatmap"] if panels["heatmap"] is not None else []), *labels_of]
+    titles = {"original": "original", "heatmap": "extractor attention", **labels_of}
     fig, axes = plt.subplots(b, len(cols), figsize=(2.1 * len(cols), 2.35 * b + 0.5), squeeze=False)
     show = lambda t: t.permute(1, 2, 0).clamp(0, 1).cpu().numpy()  # noqa: E731
     for i in range(b):
@@ -110,12 +118,12 @@ def draw_figure(panels: dict[str, torch.Tensor], labels: torch.Tensor, classes: 
             elif col == "heatmap":
                 ax.imshow(show(images[i]), interpolation="nearest")
                 ax.imshow(panels["heatmap"][i].cpu().numpy(), cmap="jet", alpha=0.5, interpolation="bilinear")
-                _outline(ax, panels["cells"][i], h, w, "white")
-                text = f"top {num_patches} of {grid_size}x{grid_size}"
+                text = "channel mean"
             else:
                 ax.imshow(show(panels[col][i]), interpolation="nearest")
-                if col in outlined:
-                    _outline(ax, panels["cells"][partner], h, w, "yellow")  # the partner's cells, pasted here
+                region = panels.get(f"{col}_region")
+                if region is not None:
+                    _outline(ax, region[i], "yellow")  # the pixels this method replaced
                 text = label_text(panels[f"{col}_targets"][i], classes)
             ax.set_xlabel(text, fontsize=8)
             if i == 0:
@@ -128,10 +136,11 @@ def draw_figure(panels: dict[str, torch.Tensor], labels: torch.Tensor, classes: 
     plt.close(fig)
 
 
-def figure_for_dataset(dataset: Any, extractor: Any, info: Any, out: str, *, num_images: int = 4, num_patches: int = 6,
-                       grid_size: int = 7, seed: int = 0, device: Any = "cpu", title: str | None = None) -> str:
-    """Draw ``num_images`` images of ``dataset`` (un-augmented, items ``(image, label, ...)``) with
-    ``extractor``'s maps."""
+def figure_for_dataset(dataset: Any, info: Any, out: str, *, methods: Sequence[str] | None = None,
+                       options: dict[str, Any] | None = None, extractor: Any = None, num_images: int = 4,
+                       seed: int = 0, device: Any = "cpu", title: str | None = None) -> str:
+    """Draw ``num_images`` images of ``dataset`` (un-augmented, items ``(image, label, ...)``) mixed by each method
+    (``figure_mixers``)."""
     if num_images < 2:
         raise ValueError(f"num_images must be at least 2 (mixing pairs images), got num_images={num_images}")
     if num_images > len(dataset):
@@ -140,11 +149,13 @@ def figure_for_dataset(dataset: Any, extractor: Any, info: Any, out: str, *, num
     items = [dataset[int(i)] for i in index]
     images = torch.stack([it[0] for it in items]).to(device)
     labels = torch.tensor([int(it[1]) for it in items], device=device)
-    attention = channel_attention(extractor(images))
-    panels = mix_panels(images, labels, attention, num_classes=info.num_classes, num_patches=num_patches,
-                        grid_size=grid_size, seed=seed)
-    draw_figure(panels, labels.cpu(), info.classes, out, num_patches=num_patches, grid_size=grid_size, title=title)
+    mixers = figure_mixers(info.num_classes, options, methods=methods, extractor=extractor)
+    if extractor is None:  # no model being trained here, and no extractor map to stand in for its own
+        mixers = {k: m for k, m in mixers.items() if m.guidance_source != "model"}
+    panels = mix_panels(images, labels, mixers, extractor=extractor, seed=seed)
+    draw_figure(panels, labels.cpu(), info.classes, out, labels_of={k: registry.get(k).label for k in mixers},
+                title=title)
     return out
 
 
-__all__ = ["mix_panels", "label_text", "draw_figure", "figure_for_dataset"]
+__all__ = ["figure_mixers", "mix_panels", "label_text", "draw_figure", "figure_for_dataset"]

@@ -32,12 +32,13 @@ from .base import (
     mix_targets,
 )
 from .geometry import cell_area_fraction, cell_mask, cells_to_pixel_mask, check_grid_fits, paste_cells
-from .guidance import GUIDANCE_MODES, GuidedMixer
+from .guidance import GUIDANCE_MODES, GuidedMixer, model_feature_map, require_model
 
 __all__ = ["AttentiveCutMix", "RandomCells", "attention_to_grid", "top_cell_indices", "top_cells", "attention_mass",
-           "attention_mass_lam", "LABEL_WEIGHTS", "CellOptions", "AttentiveOptions"]
+           "attention_mass_lam", "LABEL_WEIGHTS", "ATTENTION_SOURCES", "CellOptions", "AttentiveOptions"]
 
 LABEL_WEIGHTS = ("area", "attention")
+ATTENTION_SOURCES = ("extractor", "self")
 
 
 # --------------------------------------------------------------------------- choosing cells
@@ -152,18 +153,34 @@ class AttentiveCutMix(GuidedMixer):
     ``tau -> 0`` is the top-N choice, ``tau -> inf`` uniform subsets (the random-cells distribution).
     ``guidance="shuffled"`` is the matched control: each image's cells are chosen on the map of another image of the
     batch (an independent derangement), everything else unchanged.
+    ``attention_source="self"`` takes the maps from the model being trained instead of a frozen extractor: the
+    channel mean of its own last feature map on the unmixed batch (one extra forward, no grad, eval mode), got with
+    ``maps = mixer.guide(images, labels, model=model)`` and passed as ``mixer(images, labels, maps)``.
     """
 
     _repr_fields: tuple[str, ...] = ("num_patches", "grid_size", "label_weight", "temperature", "guidance")
-    guidance_source = "attention"
+    attention_source = "extractor"
+
+    @property
+    def guidance_source(self) -> str:  # type: ignore[override]
+        return "model" if self.attention_source == "self" else "attention"
 
     def __init__(self, num_classes: int, extractor: Callable[[torch.Tensor], torch.Tensor] | None = None, *,
                  num_patches: int = 6, grid_size: int = 7, label_weight: str = "area", temperature: float = 0.0,
-                 guidance: str = "own", prob: float = 1.0, label_smoothing: float = 0.0,
-                 labels_getter: str | LabelsGetter = "default", target_format: str = "dense") -> None:
+                 guidance: str = "own", attention_source: str = "extractor", prob: float = 1.0,
+                 label_smoothing: float = 0.0, labels_getter: str | LabelsGetter = "default",
+                 target_format: str = "dense") -> None:
         super().__init__(num_classes, prob=prob, label_smoothing=label_smoothing, labels_getter=labels_getter,
                          target_format=target_format)
         self.set_guidance(guidance)
+        if attention_source not in ATTENTION_SOURCES:
+            raise ValueError(f"attention_source must be one of {ATTENTION_SOURCES} (extractor: a frozen extractor's or "
+                             "a cache's maps; self: the model being trained, via guide(images, labels, model=model)), "
+                             f"got attention_source={attention_source!r}")
+        if attention_source == "self" and extractor is not None:
+            raise ValueError("attention_source='self' takes its maps from the model being trained, so extractor= "
+                             "would be ignored; drop extractor= or use attention_source='extractor'")
+        self.attention_source = attention_source
         self.grid_size = check_int("grid_size", grid_size, minimum=1)
         self.num_patches = check_int("num_patches", num_patches, minimum=0, maximum=grid_size ** 2,
                                      want=f"an int in [0, grid_size**2] = [0, {grid_size ** 2}]")
@@ -180,6 +197,8 @@ class AttentiveCutMix(GuidedMixer):
         self.extractor = extractor
 
     def __repr__(self) -> str:
+        if self.attention_source == "self":
+            return super().__repr__()[:-1] + ", attention_source='self')"
         extractor = "None" if self.extractor is None else type(self.extractor).__name__
         return super().__repr__()[:-1] + f", extractor={extractor})"
 
@@ -191,6 +210,10 @@ class AttentiveCutMix(GuidedMixer):
     def check_attention(self, attention: Any, images: torch.Tensor) -> torch.Tensor | None:
         check_grid_fits(self.grid_size, *images.shape[-2:])
         if attention is None:
+            if self.attention_source == "self":
+                raise ValueError(f"{self._needs_attention_why()} with attention_source='self' reads the model's own "
+                                 "maps: call maps = mixer.guide(images, labels, model=model), then "
+                                 "mixer(images, labels, maps)")
             if self.extractor is None:
                 raise ValueError(f"{self._needs_attention_why()} needs attention: pass attention=(B, h, w) maps or "
                                  "build it with extractor=load_extractor(...)")
@@ -205,7 +228,11 @@ class AttentiveCutMix(GuidedMixer):
 
     def guide(self, images: torch.Tensor, labels: torch.Tensor | None = None, *,
               model: torch.nn.Module | None = None) -> torch.Tensor | None:
-        """The extractor's channel-mean map of ``images`` (``None`` without an extractor: pass maps yourself)."""
+        """The channel-mean map of ``images``: of the model being trained for ``attention_source="self"`` (the
+        model's input: one extra forward, no grad, eval mode), else of the extractor (``None`` without one: pass maps
+        yourself)."""
+        if self.attention_source == "self":
+            return channel_attention(model_feature_map(require_model(self, model), images))
         if self.extractor is None or not self.reads_attention:
             return None
         return channel_attention(self.extractor(images))
@@ -225,17 +252,12 @@ class AttentiveCutMix(GuidedMixer):
 
     def choose_cells(self, grid: torch.Tensor | None, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, num_patches) cells of each sample's own (B, g*g) grid scores: the top ones, or sampled."""
-        grid = self._scores(grid)
+        grid = self.needs_maps(grid)
         if self.temperature > 0:
             # Gumbel-top-k: the top k of log-weights plus Gumbel noise are k draws without replacement.
             keys = _standardised(grid) / self.temperature + params["gumbel"].to(grid.dtype)
             return keys.topk(self.num_patches, dim=1, sorted=False).indices
         return _ranking_keys(grid).topk(self.num_patches, dim=1, sorted=False).indices
-
-    def _scores(self, grid: torch.Tensor | None) -> torch.Tensor:
-        if grid is None:  # check_attention gives every call that reads maps its maps; a direct call may not
-            raise ValueError(f"{self._needs_attention_why()} needs attention maps here: pass attention=(B, h, w) maps")
-        return grid
 
     def partner_cells(self, params: dict[str, torch.Tensor],
                       attention: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor]:
@@ -268,7 +290,7 @@ class AttentiveCutMix(GuidedMixer):
         h, w = images.shape[-2:]
         lam = cell_area_fraction(cells, h, w, g)
         if self.label_weight == "attention":
-            lam = attention_mass_lam(attention_mass(self._scores(grid)), perm, cells, lam)
+            lam = attention_mass_lam(attention_mass(self.needs_maps(grid)), perm, cells, lam)
         mixed, mixed_masks = paste_cells(images, perm, cells, g, masks)
         out = (mixed, mix_targets(targets, perm, lam))
         return out if mixed_masks is None else (*out, mixed_masks)
@@ -364,12 +386,16 @@ class AttentiveOptions(CellOptions):
                                      record_default=False)
     guidance: str = option("own", "own: each image's own guidance map; shuffled: the map of another image of the "
                                   "batch (the matched control)", choices=GUIDANCE_MODES, record_default=False)
+    attention_source: str = option("extractor", "extractor: a frozen extractor's (or a cache's) maps; self: the model "
+                                                "being trained, its own last feature map on the unmixed batch",
+                                   choices=ATTENTION_SOURCES, record_default=False)
 
 
 def _attentive(options: AttentiveOptions, *, num_classes: int, label_smoothing: float,
                extractor: Callable[[torch.Tensor], torch.Tensor] | None) -> AttentiveCutMix:
     return AttentiveCutMix(num_classes, extractor, temperature=options.cell_temperature, guidance=options.guidance,
-                           label_smoothing=label_smoothing, **options.cell_kwargs())
+                           attention_source=options.attention_source, label_smoothing=label_smoothing,
+                           **options.cell_kwargs())
 
 
 def _random_cells(options: CellOptions, *, num_classes: int, label_smoothing: float,
@@ -383,7 +409,8 @@ register(Method("random-cells", "Random cells", CellOptions, build=_random_cells
                 comparisons=(("cutmix", "area part: random cells vs CutMix"),), variant_reference=True, demo=True,
                 order=40, example={"num_patches": 3, "grid_size": 4}))
 register(Method("attentive-cutmix", "Attentive CutMix", AttentiveOptions, build=_attentive, mixer=AttentiveCutMix,
-                needs_attention=lambda options: True,
+                needs_attention=lambda options: options.attention_source != "self",
+                attention_condition="--attention-source extractor",
                 comparisons=(("cutmix", "Attentive CutMix vs CutMix"),
                              ("random-cells", "attention part: Attentive CutMix vs random cells")),
                 variant_reference=True, demo=True, order=50, example={"num_patches": 3, "grid_size": 4}))

@@ -337,6 +337,8 @@ class Mixer(nn.Module):
     _repr_fields: tuple[str, ...] = ()
     _frozen_helpers: tuple[str, ...] = ("extractor",)
     accepts_masks = True
+    has_region = True  # False for a mixer that blends whole images (its region() is None)
+    targets_sum_to_one = True  # False for a label rule whose two weights need not sum to 1 (SnapMix)
     # Where the maps a call reads come from (``guidance_source``): "none" (CutMix, MixUp, Cutout, random cells),
     # "attention" (a frozen extractor or a cache, passed as attention=), "image" (computed from the batch itself,
     # e.g. saliency) or "model" (the model being trained: ``maps = guide(images, labels, model=model)``, then
@@ -460,6 +462,13 @@ class Mixer(nn.Module):
         """The attention a call uses (``None`` for mixers that do not read it)."""
         return None
 
+    def needs_maps(self, maps: torch.Tensor | None) -> torch.Tensor:
+        """``maps`` where a guided method reads them: ``check_attention`` gives every call its maps, a direct
+        ``apply``/``region`` call may come without."""
+        if maps is None:
+            raise ValueError(f"{type(self).__name__} needs its guidance maps here: pass attention=(B, h, w) maps")
+        return maps
+
     def guide(self, images: torch.Tensor, labels: torch.Tensor | None = None, *,
               model: nn.Module | None = None) -> torch.Tensor | None:
         """The guidance maps (B, h, w) a call on ``images`` reads, or ``None`` for a mixer that reads none.
@@ -550,6 +559,9 @@ class Mixer(nn.Module):
         ``1 - lam_i``, on its diagonal: exact, and independent of the number of classes.
         """
         self._check_pair_smoothing()
+        if not self.targets_sum_to_one:
+            raise ValueError(f"{type(self).__name__}'s label weights need not sum to 1, so they are no "
+                             "(labels_a, labels_b, lam) pair: use target_format='dense'")
         if not isinstance(labels, torch.Tensor) or labels.ndim != 1:
             raise ValueError("target_format='pair' needs class-index labels of shape (B,); probability labels "
                              "(B, num_classes) need target_format='dense'")
@@ -664,7 +676,7 @@ class BetaOptions(MixerOptions):
 class BetaMixer(Mixer):
     """A mixer whose per-sample ``lam`` is drawn from Beta(alpha, alpha) (CutMix, MixUp, ...)."""
 
-    _repr_fields = ("alpha",)
+    _repr_fields: tuple[str, ...] = ("alpha",)
     _checked_fields = {**Mixer._checked_fields, "alpha": check_alpha}
 
     def __init__(self, num_classes: int, *, alpha: float = 1.0, prob: float = 1.0, label_smoothing: float = 0.0,

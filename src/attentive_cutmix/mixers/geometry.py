@@ -104,11 +104,11 @@ def centred_boxes(area: torch.Tensor, cy: torch.Tensor, cx: torch.Tensor, height
     return torch.stack([y0, y1, x0, x1], dim=1)
 
 
-def check_boxes(boxes: torch.Tensor, height: int, width: int) -> None:
-    """Replayed ``params["boxes"]`` must be half-open (y0, y1, x0, x1) boxes inside an ``height x width`` image."""
+def check_boxes(boxes: torch.Tensor, height: int, width: int, name: str = "boxes") -> None:
+    """Replayed ``params[name]`` must be half-open (y0, y1, x0, x1) boxes inside an ``height x width`` image."""
     y0, y1, x0, x1 = boxes.unbind(1)
     ok = (y0 >= 0) & (y0 <= y1) & (y1 <= height) & (x0 >= 0) & (x0 <= x1) & (x1 <= width)
-    check_rows("boxes", ok, boxes, f"must hold boxes (y0, y1, x0, x1) with 0 <= y0 <= y1 <= {height} and "
+    check_rows(name, ok, boxes, f"must hold boxes (y0, y1, x0, x1) with 0 <= y0 <= y1 <= {height} and "
                                    f"0 <= x0 <= x1 <= {width} (the images' height and width)")
 
 

@@ -4,16 +4,22 @@
 drawn by an independent derangement (``params["guide_perm"]``): region sizes, the maps' centre bias and the label
 rule stay exactly the same; only the link between an image and its own map is cut. With random cells (which also
 removes the spatial prior) it splits a guided method's effect into *prior* and *per-image guidance*.
+
+Guidance from the model being trained (``guidance_source == "model"``) reads the model through ``model_tap.py``
+(its last feature map, its class activation maps: one extra forward, no grad, eval mode), re-exported here.
 """
 from __future__ import annotations
 
 from typing import Any
 
 import torch
+from torch import nn
 
 from .base import Mixer, check_choice, check_rows, pair_permutation
+from .model_tap import class_activation_maps, model_feature_map, tap_classifier, unwrap_model
 
-__all__ = ["GUIDANCE_MODES", "GuidedMixer", "check_guidance_mode"]
+__all__ = ["GUIDANCE_MODES", "GuidedMixer", "check_guidance_mode", "require_model", "class_activation_maps",
+           "model_feature_map", "tap_classifier", "unwrap_model"]
 
 GUIDANCE_MODES = ("own", "shuffled")
 
@@ -21,6 +27,16 @@ GUIDANCE_MODES = ("own", "shuffled")
 def check_guidance_mode(value: Any) -> str:
     return check_choice("guidance", value, GUIDANCE_MODES, " (own: each image's own map; shuffled: the map of "
                                                            "another image of the batch, the matched control)")
+
+
+def require_model(mixer: Mixer, model: Any) -> nn.Module:
+    """``model`` for a mixer guided by the model being trained; a ``ValueError`` saying how to call it otherwise."""
+    if not isinstance(model, nn.Module):
+        got = "no model" if model is None else f"a {type(model).__name__}"
+        raise ValueError(f"{type(mixer).__name__} is guided by the model being trained: call "
+                         f"maps = mixer.guide(images, labels, model=model) with your nn.Module (got {got}), then "
+                         "mixer(images, labels, maps)")
+    return model
 
 
 class GuidedMixer(Mixer):

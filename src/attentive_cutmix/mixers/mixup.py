@@ -16,6 +16,7 @@ class MixUp(BetaMixer):
     """MixUp with a per-sample ``lam`` (timm's ``mode="elem"``, without its one-λ-per-batch default)."""
 
     accepts_masks = False
+    has_region = False
 
     def make_params(self, batch_size: int, height: int, width: int,
                     generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:

@@ -6,6 +6,8 @@ convolution and no max-pool, so a 32 px image is not crushed to 1x1 before the l
 """
 from __future__ import annotations
 
+import warnings
+
 import timm
 import torchvision
 from torch import nn
@@ -33,22 +35,43 @@ class PretrainedWeightsError(RuntimeError, ValueError):
     """
 
 
+# A name's library, made explicit: `timm:resnet50`, `torchvision:resnet50`. A bare name both libraries define
+# builds torchvision's, as it always has (recorded configs and checkpoints keep their meaning), with a warning.
+LIBRARY_PREFIXES = ("torchvision", "timm")
+
+
 def available_models() -> list[str]:
-    """Names with a tested recipe. Any other torchvision or timm classifier name also works."""
+    """Names with a tested recipe. Any other torchvision or timm classifier name also works, bare or as
+    ``torchvision:NAME`` / ``timm:NAME`` (needed to get timm's model where torchvision has one of the same name)."""
     return sorted(PAPER_MODELS) + sorted(CIFAR_RESNET_DEPTHS)
 
 
+def _in_torchvision(name: str) -> bool:
+    return name in torchvision.models.list_models(module=torchvision.models)
+
+
 def _resolve(name: str) -> tuple[str, str]:
+    lib, sep, rest = name.partition(":")
+    if sep and lib in LIBRARY_PREFIXES:
+        if not (_in_torchvision(rest) if lib == "torchvision" else timm.is_model(rest)):
+            raise ValueError(f"unknown model {name!r}: {lib} has no model {rest!r}")
+        return lib, rest
     if name in CIFAR_RESNET_DEPTHS:
         return "cifar", name
-    if name in PAPER_MODELS:
-        return PAPER_MODELS[name]
-    if name in torchvision.models.list_models(module=torchvision.models):
-        return "torchvision", name
+    resolved = PAPER_MODELS.get(name) or (("torchvision", name) if _in_torchvision(name) else None)
+    if resolved is not None:
+        if resolved[0] == "torchvision" and timm.is_model(name):
+            # Python's default filter shows this once per name and process: a grid of cells warns once.
+            warnings.warn(f"model {name!r} is defined by both torchvision and timm: building torchvision's (a bare "
+                          f"name's meaning here, kept so recorded runs stay the same); write 'timm:{name}' for "
+                          f"timm's, or 'torchvision:{name}' to make the choice explicit and silence this",
+                          UserWarning, stacklevel=3)
+        return resolved
     if timm.is_model(name):
         return "timm", name
     raise ValueError(f"unknown model {name!r}; valid names: {', '.join(available_models())} "
-                     "(or any torchvision classification model / timm model name)")
+                     "(or any torchvision classification model / timm model name, optionally as "
+                     "'torchvision:NAME' or 'timm:NAME')")
 
 
 def _conv_like(conv: nn.Conv2d, *, kernel: int | None = None) -> nn.Conv2d:
@@ -154,5 +177,5 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["create_model", "PretrainedWeightsError", "WEIGHTS_HINT",
+__all__ = ["create_model", "PretrainedWeightsError", "WEIGHTS_HINT", "LIBRARY_PREFIXES",
            "available_models", "adapt_small_input_stem", "xavier_init_", "PAPER_MODELS", "count_parameters"]

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 from tqdm import tqdm
 
+from ..constants import STOP_SIGNALS
 from ..serialization import atomic_write
 from .checkpoint import CHECKPOINT_NAME
 from .config import BASE_DIR_KEY, ConfigError, config_keys
@@ -34,7 +35,7 @@ from .distributed import DistInfo
 LOCK_NAME = ".lock"
 # What a run writes into its folder; any of them there means the folder holds someone's run.
 OUTPUT_NAMES = (CHECKPOINT_NAME, "results.json", "metrics.jsonl", "config.yaml", "tb", "weights.safetensors",
-                "weights_ema.safetensors")
+                "weights_ema.safetensors", "weights_best.safetensors")
 
 
 class RunLockedError(ConfigError):
@@ -44,28 +45,35 @@ class RunLockedError(ConfigError):
 class RunLock:
     """An exclusive ``flock`` on ``<folder>/.lock``: held while this object is, dropped by the OS if the process dies.
 
-    The lock file is never deleted (deleting it would let a third process lock a new file while a second still
-    waits on the old one); it holds the current holder's pid, host, start time and command, for the error message.
+    The file holds the current holder's pid, host, start time and command, for the error message. ``release()``
+    removes it (a finished run leaves no ``.lock``), while still holding it: a process that was waiting on the removed
+    file finds, once it gets the lock, that the path no longer leads to that file and locks the one there now, so two
+    processes never both hold the folder. A holder killed outright leaves the file behind, unlocked.
     """
 
     def __init__(self, folder: Path, *, wait: bool = False) -> None:
         self.path = Path(folder) / LOCK_NAME
-        self._fd: int | None = _open_lock_file(self.path)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            holder = _holder(self._fd)
-            self._close()
-            raise RunLockedError(f"{folder} is in use by another run ({holder}); nothing was changed. Wait for it to "
-                                 "finish, or choose another --output-dir (the lock is released as soon as that process "
-                                 "ends, even if it is killed)") from None
-        except OSError as err:
-            self._close()
-            if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
-                raise
-            warnings.warn(f"{folder}: this file system does not support file locks ({err.strerror}); a second run "
-                          "started in this folder would not be detected", stacklevel=3)
-            return
+        self._fd: int | None = None
+        while True:
+            self._fd = _open_lock_file(self.path)
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                holder = _holder(self._fd)
+                self._close()
+                raise RunLockedError(f"{folder} is in use by another run ({holder}); nothing was changed. Wait for it "
+                                     "to finish, or choose another --output-dir (the lock is released as soon as that "
+                                     "process ends, even if it is killed)") from None
+            except OSError as err:
+                self._close()
+                if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                    raise
+                warnings.warn(f"{folder}: this file system does not support file locks ({err.strerror}); a second "
+                              "run started in this folder would not be detected", stacklevel=3)
+                return
+            if _is_the_file_at(self._fd, self.path):
+                break
+            self._close()  # its holder removed it on release: lock the file at the path now
         info = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(map(shlex.quote, sys.argv)),
                 "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
         os.ftruncate(self._fd, 0)
@@ -78,7 +86,22 @@ class RunLock:
             self._fd = None
 
     def release(self) -> None:
+        if self._fd is not None and _is_the_file_at(self._fd, self.path):
+            try:
+                self.path.unlink()  # while still locked: see the class docstring
+            except OSError:
+                pass  # a read-only folder: the unlocked file stays, harmless
         self._close()
+
+
+def _is_the_file_at(fd: int, path: Path) -> bool:
+    """Whether ``path`` still leads to the open file ``fd`` (not removed, not replaced)."""
+    try:
+        there = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    here = os.fstat(fd)
+    return (there.st_dev, there.st_ino) == (here.st_dev, here.st_ino)
 
 
 def _open_lock_file(path: Path) -> int:
@@ -308,8 +331,12 @@ class RunWriter:
                         if k in keys and k not in ("resume", "auto_resume", "overwrite")}}
         atomic_write(out / "config.yaml", lambda tmp: Path(tmp).write_text(yaml.safe_dump(resumable, sort_keys=False)))
         atomic_write(out / "metrics.jsonl", lambda tmp: Path(tmp).write_text("".join(_json_line(r) for r in curve)))
-        from torch.utils.tensorboard import SummaryWriter
-
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # [train-light]: metrics.jsonl has every number TensorBoard would show
+            print("note: TensorBoard is not installed, so no tb/ logs (metrics.jsonl has every number); "
+                  "pip install tensorboard to get them", file=sys.stderr, flush=True)
+            return
         self.tb = SummaryWriter(str(out / "tb"), purge_step=len(curve) + 1)
 
     def progress(self, **kwargs: Any) -> tqdm:
@@ -329,10 +356,11 @@ class RunWriter:
             f.write(_json_line(row))
             f.flush()
             os.fsync(f.fileno())
-        for key, value in row.items():
-            if key != "epoch" and isinstance(value, (int, float)):
-                self.tb.add_scalar(key, value, row["epoch"])
-        self.tb.flush()
+        if self.tb is not None:
+            for key, value in row.items():
+                if key != "epoch" and isinstance(value, (int, float)):
+                    self.tb.add_scalar(key, value, row["epoch"])
+            self.tb.flush()
         if self.show_progress or self.config.get("progress"):
             top = "" if row["top1"] is None else f"  top1 {row['top1']:.2f}  top5 {row['top5']:.2f}"
             print(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}{top}  {row['images_per_s']:.0f} img/s  "
@@ -361,13 +389,14 @@ class RunWriter:
 
 
 class StopSignals:
-    """SIGTERM/SIGINT set ``requested``; the loop finishes its step, checkpoints and exits. A second Ctrl-C aborts."""
+    """SIGTERM, SIGHUP, SIGUSR1 (``STOP_SIGNALS``) and SIGINT set ``requested``; the loop finishes its step,
+    checkpoints and exits. A second Ctrl-C aborts."""
 
     def __init__(self) -> None:
         self.requested, self.name, self.stop_after_step = False, None, False
         self._previous: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (*STOP_SIGNALS, signal.SIGINT):
                 self._previous[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum: int, _frame: Any) -> None:

@@ -46,6 +46,7 @@ from .run_io import (
 
 WEIGHTS_NAME = "weights.safetensors"
 EMA_WEIGHTS_NAME = "weights_ema.safetensors"
+BEST_WEIGHTS_NAME = "weights_best.safetensors"  # the weights of the epoch with the best held-out top-1 so far
 
 
 class NonFiniteLossError(RuntimeError):
@@ -385,10 +386,10 @@ class _Run:
         images, labels = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
         attention = batch[2].to(device, non_blocking=True).float() if len(batch) > 2 else None
         if self.mixing:
+            if self.mixer.guidance_source == "model":  # maps of the model being trained, on the unmixed batch
+                attention = self._model_guidance(images, labels)
             images, targets = self.mixer(images, labels, attention, generator=self.generator)
-        x = _normalize(images, self.mean, self.std)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = self._model_input(images)
         with _autocast(device, cfg.amp):
             logits = self.step_model(x)
         if not self.mixing:
@@ -416,6 +417,17 @@ class _Run:
         self._loss_acc += loss.detach().double() * n
         self._first_bad.copy_(torch.where(bad & (self._first_bad < 0), self.step + 1, self._first_bad))
         self.partial["images"] += n
+
+    def _model_input(self, images: torch.Tensor) -> torch.Tensor:
+        x = _normalize(images, self.mean, self.std)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def _model_guidance(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The guide maps of the raw local model (not the DDP or compiled wrapper) for the unmixed batch, as the
+        model sees it: one extra forward, no grad, eval mode, under the run's autocast; it changes no state (no
+        draw, no BatchNorm statistics), so a resumed run stays exact."""
+        with _autocast(self.device, self.cfg.amp):
+            return self.mixer.guide(self._model_input(images), labels, model=self.model)
 
     def _clip_grad(self) -> None:
         # A non-finite norm leaves the gradients non-finite, so the step is still skipped below (no host sync here).
@@ -462,6 +474,10 @@ class _Run:
             if cfg.eval_train:
                 m = self._evaluate(train=True)
                 row.update(train_top1=m["top1"], train_eval_loss=m["loss"])
+        best = max((c["top1"] for c in self.curve if c.get("top1") is not None), default=None)
+        if self.dist.is_main and row["top1"] is not None and (best is None or row["top1"] > best):
+            # Before the checkpoint: a run stopped in between redoes this epoch on resume and writes it again.
+            write_weights(self.model, self.out, BEST_WEIGHTS_NAME)
         self.scheduler.step()
         self.epoch, self.step = epoch, 0
         row["time_s"] = seconds / self.dist.world_size + time.perf_counter() - eval_start
@@ -471,4 +487,5 @@ class _Run:
         self._save()
 
 
-__all__ = ["train", "evaluate", "evaluation_sums", "NonFiniteLossError", "WEIGHTS_NAME", "EMA_WEIGHTS_NAME"]
+__all__ = ["train", "evaluate", "evaluation_sums", "NonFiniteLossError", "WEIGHTS_NAME", "EMA_WEIGHTS_NAME",
+           "BEST_WEIGHTS_NAME"]

@@ -2,7 +2,7 @@
 moves to the module's device with its extractor, while the extractor stays frozen, in eval mode, and out of the
 checkpoint (no hand registration, no 100 MB of extractor weights in every ``.ckpt``).
 
-    python examples/lightning_module.py
+    python -m attentive_cutmix.examples.lightning_module
 """
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ class MixedClassifier(L.LightningModule):
     def __init__(self, num_classes: int = 10, extractor: nn.Module | None = None) -> None:
         super().__init__()
         self.model = small_cnn(num_classes)
-        # In a real run: load_extractor("resnet152", pretrained=True, input_size=224).
+        # In a real run: load_extractor("resnet152", pretrained=True, input_size=224). A module with
+        # input_size=None sees the batches at their own size (32 px here), as FeatureExtractor does: no upsampling.
         extractor = extractor or load_extractor(nn.Sequential(*list(small_cnn(num_classes))[:5]), input_size=None)
         self.mixer = AttentiveCutMix(num_classes, extractor, num_patches=4, grid_size=4)
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)

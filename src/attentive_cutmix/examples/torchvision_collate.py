@@ -1,7 +1,7 @@
 """Mixing in a DataLoader's ``collate_fn``, as torchvision v2 recommends for its CutMix/MixUp: one of our mixers
 (or ``v2.RandomChoice`` over several) runs on each collated batch, in the loader's worker processes.
 
-    python examples/torchvision_collate.py
+    python -m attentive_cutmix.examples.torchvision_collate
 """
 from __future__ import annotations
 

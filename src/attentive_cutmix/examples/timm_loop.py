@@ -1,7 +1,7 @@
 """A timm-style training loop with Attentive CutMix: the mixer where timm's ``mixup_fn`` goes, soft targets into
 timm's ``SoftTargetCrossEntropy``, the extractor kept on the model's device by ``.to(device)``.
 
-    python examples/timm_loop.py            # a few steps on random data (offline, random weights)
+    python -m attentive_cutmix.examples.timm_loop     # a few steps on random data (offline, random weights)
 
 In a real run, ``load_extractor("resnet152", pretrained=True)`` is the paper's extractor; if your loader
 normalises on the device (timm's ``PrefetchLoader``), pass ``input_mean``/``input_std`` to ``load_extractor``.
