@@ -181,3 +181,14 @@ def test_timms_mixing_flags_are_refused_naming_ours(argv, ours, capsys):
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert f"{argv[0]} (timm's train.py) is not supported here" in err and ours in err
+
+
+@pytest.mark.parametrize("kwargs", [dict(mixup_alpha=0.0, cutmix_alpha=1.0, mode="elem"),
+                                    dict(mixup_alpha=0.8, cutmix_alpha=1.0, mode="pair", prob=0.7),
+                                    dict(mixup_alpha=0.0, cutmix_minmax=(0.2, 0.8)),
+                                    dict(mixup_alpha=0.0, cutmix_alpha=1.0, arms={"cutmix": "attentive-cutmix"})],
+                         ids=["cutmix-elem", "switch-pair", "minmax", "attentive-arm"])
+def test_mix_keeps_the_mixer_contract(kwargs):
+    from attentive_cutmix import check_mixer
+
+    check_mixer(Mix(num_classes=5, label_smoothing=0.0, **kwargs))

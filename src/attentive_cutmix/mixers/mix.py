@@ -89,8 +89,11 @@ class Mix(Mixer):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
         self.generator = generator  # the default draws of a call that passes none
         self.mixup_enabled = True  # timm's switch, set False by a loop at its mixup-off epoch
-        # Per-pixel label maps can follow a paste, never a blend.
+        # Per-pixel label maps can follow a paste, never a blend; a region exists only where every arm has one (a
+        # blend changes every pixel); the label weights are a pair's (1 - lam, lam) unless an arm's rule is not.
         self.accepts_masks = all(self._arm(k).accepts_masks if k in self.arms else k == "cutmix" for k in self.active)
+        self.has_region = all(self._arm(k).has_region if k in self.arms else k == "cutmix" for k in self.active)
+        self.targets_sum_to_one = all(self._arm(k).targets_sum_to_one for k in self.arms)
 
     def _build_arms(self, arms: Mapping[str, Mixer | str] | None) -> dict[str, Mixer]:
         if arms is None:
@@ -247,8 +250,10 @@ class Mix(Mixer):
 
     def region(self, params: dict[str, torch.Tensor], height: int, width: int,
                attention: torch.Tensor | None = None) -> torch.Tensor | None:
-        """The pixels each image took from its partner (the chosen arm's region); rows that a blend mixed, or that
-        stayed unmixed, have none. ``None`` when no active arm has a region (MixUp alone)."""
+        """The pixels each image took from its partner (the chosen arm's region; none in a row left unmixed);
+        ``None`` when an active arm blends whole images (MixUp), whose rows have no region."""
+        if not self.has_region:
+            return None
         found: torch.Tensor | None = None
         for key in self.active:
             if key in self.arms:
