@@ -20,6 +20,7 @@ SMALLEST = {
     "engine.py": ["--rounds", "1", "--steps", "1", "--images", "256"],
     "engine_parts.py": [],
     "mixers.py": ["--rounds", "1", "--calls", "1"],
+    "targets.py": ["--rounds", "1", "--calls", "1", "--batch-size", "8", "--classes", "10"],
     "train_step.py": ["--steps", "1", "--warmup", "1", "--repeats", "1", "--batch-size", "8"],
     "attention_cache.py": ["--rounds", "1", "--build-images", "32", "--build-rounds", "1", "--batch-size", "8"],
     "cell_speed.py": ["--only", "eager (today),channels_last", "--rounds", "1", "--steps", "1", "--images", "256",

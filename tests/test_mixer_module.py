@@ -3,6 +3,8 @@ out of ``state_dict()`` and ``parameters()``, and in eval mode whatever ``train(
 with a ``labels_getter`` as torchvision v2's CutMix/MixUp take them."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -58,6 +60,63 @@ def test_to_moves_the_extractor_but_never_changes_its_dtype():
     assert next(extractor.parameters()).dtype == torch.float32  # it computes in float32 (amp_dtype for less)
     parent.to("meta")  # a device move, without a GPU
     assert next(extractor.parameters()).device.type == "meta" and extractor.mean.device.type == "meta"
+
+
+@pytest.mark.parametrize("convert", [lambda m: m.half(), lambda m: m.bfloat16(), lambda m: m.to(torch.float16),
+                                     lambda m: m.double(), lambda m: m.float()],
+                         ids=["half", "bfloat16", "to-dtype", "double", "float"])
+def test_a_dtype_only_conversion_leaves_the_extractor_where_it_is(convert):
+    # model.cuda().bfloat16(): the dtype step must not send the extractor back to the CPU. The meta device stands
+    # in for the GPU (an extractor there cannot be copied to the CPU, so a wrong move raises).
+    extractor = FeatureExtractor(_net(), input_size=None).to("meta")
+    parent = _Model(AttentiveCutMix(10, extractor, grid_size=8))
+    convert(parent)
+    param = next(extractor.parameters())
+    assert param.device.type == "meta" and extractor.mean.device.type == "meta"
+    assert param.dtype == torch.float32
+
+
+def test_a_device_move_with_a_dtype_moves_the_extractor_and_keeps_its_dtype():
+    extractor = FeatureExtractor(_net(), input_size=None)
+    parent = _Model(AttentiveCutMix(10, extractor, grid_size=8))
+    parent.to("meta", torch.bfloat16)
+    param = next(extractor.parameters())
+    assert param.device.type == "meta" and param.dtype == torch.float32
+    assert parent.net.weight.device.type == "meta" and parent.net.weight.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("copier", ["deepcopy", "AveragedModel", "ModelEmaV3"])
+def test_a_copy_of_the_model_shares_the_frozen_extractor(copier):
+    extractor = FeatureExtractor(_net(), input_size=None)
+    parent = _Model(AttentiveCutMix(10, extractor, grid_size=8))
+    if copier == "deepcopy":
+        copied = copy.deepcopy(parent)
+    elif copier == "AveragedModel":
+        copied = torch.optim.swa_utils.AveragedModel(parent).module
+    else:
+        copied = pytest.importorskip("timm.utils").ModelEmaV3(parent, decay=0.9).module
+    assert copied.mixer is not parent.mixer and copied.mixer.extractor is extractor
+    assert copied.net.weight is not parent.net.weight  # the rest is a real copy
+    images, labels = _batch()
+    a = parent.mixer(images, labels, generator=torch.Generator().manual_seed(3))
+    b = copied.mixer(images, labels, generator=torch.Generator().manual_seed(3))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    copied.mixer.prob = 0.5  # the mixer's own settings are copied, not shared
+    assert parent.mixer.prob == 1.0
+
+
+@pytest.mark.parametrize("make", [lambda: CutMix(10), lambda: MixUp(10), lambda: RandomCells(10),
+                                  lambda: AttentiveCutMix(10, FeatureExtractor(_net(), input_size=None), grid_size=8)],
+                         ids=["cutmix", "mixup", "random-cells", "attentive"])
+def test_a_parents_module_apply_reaches_the_mixer_unharmed(make):
+    # Mixer.apply (the contract's hook) shadows nn.Module.apply(fn), which a parent calls on every child.
+    parent = _Model(make())
+    visited = []
+    parent.apply(visited.append)
+    assert parent.mixer in visited and parent.net in visited and parent in visited
+    images, labels = _batch()
+    mixed, targets = parent.mixer(images, labels)  # the mixing hook still works
+    assert mixed.shape == images.shape
 
 
 def test_dict_batches_with_the_default_labels_getter_match_the_tuple_call():

@@ -155,6 +155,18 @@ TIMM_REFUSED: dict[str, tuple[int | str, str]] = {
                                 "more processes with torchrun"),
     "--checkpoint-hist": ("?", "a run keeps checkpoint.pt (the latest, for --resume) and weights_best.safetensors "
                                "(the epoch with the best held-out top-1, timm's model_best)"),
+    # Mixing: a run mixes with one --method; attentive_cutmix.Mix takes all of these, for your own loop.
+    "--mixup": ("*", "use --method mixup --alpha A (a lam per image: timm's --mixup-mode elem)"),
+    "--cutmix": ("*", "use --method cutmix --alpha A"),
+    "--cutmix-minmax": ("*", "CutMix sizes its box from --alpha here; for min-max boxes use attentive_cutmix.Mix("
+                             "cutmix_minmax=(MIN, MAX)) in your own loop"),
+    "--mixup-prob": ("*", "use --prob P (the probability of mixing a batch)"),
+    "--mixup-switch-prob": ("*", "a run mixes with one --method; to switch between MixUp and CutMix use "
+                                 "attentive_cutmix.Mix(mixup_alpha=..., cutmix_alpha=..., switch_prob=P) in your "
+                                 "own loop"),
+    "--mixup-mode": ("*", "the methods here draw per image (timm's elem); for batch or pair use "
+                          "attentive_cutmix.Mix(mode=...) in your own loop"),
+    "--mixup-off-epoch": ("*", "use --mix-off-epoch N (mix in epochs 1..N only)"),
 }
 
 

@@ -81,8 +81,21 @@ def top_cells(scores: torch.Tensor, num_patches: int) -> torch.Tensor:
     return cell_mask(top_cell_indices(scores, num_patches), scores.shape[-1])
 
 
+def _unit_scale(scores: torch.Tensor) -> torch.Tensor:
+    """(B, n) scores divided per row by the power of two at or above their largest magnitude, into [-1, 1].
+
+    The rules that read a map's cells (top-N, standardising, attention mass) do not depend on its scale, but their
+    sums overflow float32 for maps above ~1e19 (squares) or ~1e37 (sums). A power of two scales exactly: for every
+    map that did not overflow before, the results are bit for bit the same.
+    """
+    _, exponent = torch.frexp(scores.abs().amax(1, keepdim=True))
+    return torch.ldexp(scores, -exponent)
+
+
 def _standardised(scores: torch.Tensor) -> torch.Tensor:
-    """Per-row (x - mean) / std of (B, n) scores; 0 where a row is constant (no preference, no NaN)."""
+    """Per-row (x - mean) / std of (B, n) scores; 0 where a row is constant (no preference, no NaN). Scale-free:
+    maps of any magnitude give the same result."""
+    scores = _unit_scale(scores)
     centred = scores - scores.mean(1, keepdim=True)
     std = centred.square().mean(1, keepdim=True).sqrt()
     return torch.where(std > 0, centred / std.clamp_min(torch.finfo(scores.dtype).tiny), torch.zeros_like(centred))
@@ -99,8 +112,10 @@ def attention_mass(grid_scores: torch.Tensor) -> torch.Tensor:
     """(B, n) grid scores -> each image's attention as a distribution over its cells.
 
     ``p = (s - min s) / sum(s - min s)``: shifting by the minimum makes any map (negative means included) a
-    mass, and the least attended cell carries none; a constant map has no preference, so it is uniform.
+    mass, and the least attended cell carries none; a constant map has no preference, so it is uniform. Scale-free:
+    maps of any magnitude give the same mass.
     """
+    grid_scores = _unit_scale(grid_scores)
     shifted = grid_scores - grid_scores.amin(1, keepdim=True)
     total = shifted.sum(1, keepdim=True)
     uniform = torch.full_like(shifted, 1.0 / shifted.shape[1])
@@ -143,7 +158,7 @@ class AttentiveCutMix(GuidedMixer):
     ``maps = mixer.guide(images, labels, model=model)`` and passed as ``mixer(images, labels, maps)``.
     """
 
-    _repr_fields = ("num_patches", "grid_size", "label_weight", "temperature", "guidance")
+    _repr_fields: tuple[str, ...] = ("num_patches", "grid_size", "label_weight", "temperature", "guidance")
     attention_source = "extractor"
 
     @property
@@ -153,8 +168,10 @@ class AttentiveCutMix(GuidedMixer):
     def __init__(self, num_classes: int, extractor: Callable[[torch.Tensor], torch.Tensor] | None = None, *,
                  num_patches: int = 6, grid_size: int = 7, label_weight: str = "area", temperature: float = 0.0,
                  guidance: str = "own", attention_source: str = "extractor", prob: float = 1.0,
-                 label_smoothing: float = 0.0, labels_getter: str | LabelsGetter = "default") -> None:
-        super().__init__(num_classes, prob=prob, label_smoothing=label_smoothing, labels_getter=labels_getter)
+                 label_smoothing: float = 0.0, labels_getter: str | LabelsGetter = "default",
+                 target_format: str = "dense") -> None:
+        super().__init__(num_classes, prob=prob, label_smoothing=label_smoothing, labels_getter=labels_getter,
+                         target_format=target_format)
         self.set_guidance(guidance)
         if attention_source not in ATTENTION_SOURCES:
             raise ValueError(f"attention_source must be one of {ATTENTION_SOURCES} (extractor: a frozen extractor's or "
@@ -190,7 +207,7 @@ class AttentiveCutMix(GuidedMixer):
         return cells_to_pixel_mask(top_cells(attention_to_grid(attention, self.grid_size), self.num_patches),
                                    height, width)
 
-    def check_attention(self, attention: Any, images: torch.Tensor) -> torch.Tensor:
+    def check_attention(self, attention: Any, images: torch.Tensor) -> torch.Tensor | None:
         check_grid_fits(self.grid_size, *images.shape[-2:])
         if attention is None:
             if self.attention_source == "self":
@@ -235,6 +252,7 @@ class AttentiveCutMix(GuidedMixer):
 
     def choose_cells(self, grid: torch.Tensor | None, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, num_patches) cells of each sample's own (B, g*g) grid scores: the top ones, or sampled."""
+        grid = self.needs_maps(grid)
         if self.temperature > 0:
             # Gumbel-top-k: the top k of log-weights plus Gumbel noise are k draws without replacement.
             keys = _standardised(grid) / self.temperature + params["gumbel"].to(grid.dtype)
@@ -262,17 +280,20 @@ class AttentiveCutMix(GuidedMixer):
         """Whether a call reads attention maps (for its cells or its labels)."""
         return True
 
-    def apply(self, images: torch.Tensor, targets: torch.Tensor, params: dict[str, torch.Tensor],
-              attention: torch.Tensor | None, masks: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    def apply(self, images: torch.Tensor, targets: torch.Tensor,  # type: ignore[override]
+              params: dict[str, torch.Tensor], attention: torch.Tensor | None,
+              masks: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         g, perm = self.grid_size, params["perm"]
         if self.num_patches == 0:
             return (images.clone(), targets) + ((masks.clone(),) if masks is not None else ())
         grid, cells = self.partner_cells(params, attention)
-        lam = cell_area_fraction(cells, *images.shape[-2:], g)
+        h, w = images.shape[-2:]
+        lam = cell_area_fraction(cells, h, w, g)
         if self.label_weight == "attention":
-            lam = attention_mass_lam(attention_mass(grid), perm, cells, lam)
+            lam = attention_mass_lam(attention_mass(self.needs_maps(grid)), perm, cells, lam)
         mixed, mixed_masks = paste_cells(images, perm, cells, g, masks)
-        return (mixed, mix_targets(targets, perm, lam)) + ((mixed_masks,) if masks is not None else ())
+        out = (mixed, mix_targets(targets, perm, lam))
+        return out if mixed_masks is None else (*out, mixed_masks)
 
 
 class RandomCells(AttentiveCutMix):
@@ -292,10 +313,11 @@ class RandomCells(AttentiveCutMix):
 
     def __init__(self, num_classes: int, *, num_patches: int = 6, grid_size: int = 7, label_weight: str = "area",
                  extractor: Callable[[torch.Tensor], torch.Tensor] | None = None, prob: float = 1.0,
-                 label_smoothing: float = 0.0, labels_getter: str | LabelsGetter = "default") -> None:
+                 label_smoothing: float = 0.0, labels_getter: str | LabelsGetter = "default",
+                 target_format: str = "dense") -> None:
         super().__init__(num_classes, extractor, num_patches=num_patches, grid_size=grid_size,
                          label_weight=label_weight, prob=prob, label_smoothing=label_smoothing,
-                         labels_getter=labels_getter)
+                         labels_getter=labels_getter, target_format=target_format)
         if extractor is not None and label_weight != "attention":
             raise ValueError("RandomCells reads attention only for label_weight='attention'; drop extractor= or set "
                              "label_weight='attention'")

@@ -11,10 +11,15 @@ exactly on the CPU and as ``torch._assert_async`` elsewhere, so a training step 
 """
 from __future__ import annotations
 
+import copy
+import functools
+import itertools
 import math
+import sys
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -22,9 +27,9 @@ from torch import nn
 from ..constants import is_int, is_number
 from ..registry import MixerOptions, option
 
-__all__ = ["Mixer", "BetaMixer", "check_int", "check_unit", "check_alpha", "one_hot_targets", "mix_targets",
-           "pair_permutation", "beta_sample", "check_generator", "check_rows", "check_values", "check_attention_maps",
-           "channel_attention", "to_device", "LabelsGetter"]
+__all__ = ["Mixer", "BetaMixer", "check_int", "check_choice", "check_unit", "check_alpha", "one_hot_targets",
+           "check_index_labels", "mix_targets", "pair_permutation", "beta_sample", "check_generator", "check_rows",
+           "check_values", "check_attention_maps", "channel_attention", "to_device", "LabelsGetter", "TARGET_FORMATS"]
 
 
 # --------------------------------------------------------------------------- argument checks
@@ -35,7 +40,7 @@ def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int
     ``want`` replaces the generated description of what is expected (e.g. "an int in [0, grid_size**2]").
     """
     if is_int(value) and (minimum is None or value >= minimum) and (maximum is None or value <= maximum):
-        return value
+        return int(value)
     if want is not None:
         pass
     elif minimum == 1 and maximum is None:
@@ -74,9 +79,15 @@ def _check_images(images: Any) -> None:
         raise ValueError(f"images has no pixels (shape {tuple(images.shape)}); every image needs C, H and W >= 1")
 
 
+def host_checks(device: torch.device) -> bool:
+    """Whether a check may read values on the host: on the CPU, outside ``torch.compile`` (where reading a value is
+    a graph break; the check then runs as ``torch._assert_async``, as on a GPU)."""
+    return device.type == "cpu" and not torch.compiler.is_compiling()
+
+
 def check_values(ok: torch.Tensor, message: str) -> None:
     """Raise ``ValueError(message)`` unless the 0-d bool ``ok`` holds; without a host sync off the CPU."""
-    if ok.device.type == "cpu":
+    if host_checks(ok.device):
         if not bool(ok):
             raise ValueError(message)
     elif ok.device.type != "meta":  # a meta tensor has no values to check
@@ -87,12 +98,31 @@ def check_rows(name: str, ok: torch.Tensor, value: torch.Tensor, rule: str) -> N
     """``ValueError`` unless every entry of the (B,) bool ``ok`` holds; on the CPU it names the first bad row of
     ``params[name]`` (``value``), elsewhere it is checked without a host sync."""
     message = f"params[{name!r}] {rule}"
-    if ok.device.type == "cpu":
+    if host_checks(ok.device):
         if bad := (~ok).nonzero().flatten()[:1].tolist():
             raise ValueError(f"{message}; row {bad[0]} is {value[bad[0]].tolist()} (drawn for another batch, image "
                              "size or mixer?)")
     else:
         check_values(ok.all(), message)
+
+
+def check_index_labels(labels: torch.Tensor, num_classes: int, batch_size: int,
+                       device: torch.device | str) -> torch.Tensor:
+    """(B,) integer class indices in [0, num_classes), as int64 on ``device`` (no host sync off the CPU)."""
+    if labels.is_floating_point() or labels.dtype == torch.bool:
+        raise TypeError(f"class-index labels must be an integer tensor, got dtype {labels.dtype}")
+    if labels.shape[0] != batch_size:
+        raise ValueError(f"labels has {labels.shape[0]} entries but images has batch size {batch_size}")
+    labels = labels.to(device=device, dtype=torch.long, non_blocking=True)
+    if host_checks(labels.device):  # exact, and the message can say which values
+        lo, hi = (int(v) for v in torch.aminmax(labels))
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(f"labels must lie in [0, {num_classes}) (num_classes={num_classes}), got values "
+                             f"in [{lo}, {hi}]")
+    else:
+        check_values(((labels >= 0) & (labels < num_classes)).all(),
+                     f"labels must lie in [0, {num_classes}) (num_classes={num_classes})")
+    return labels
 
 
 def one_hot_targets(labels: torch.Tensor, num_classes: int, batch_size: int, *,
@@ -105,19 +135,7 @@ def one_hot_targets(labels: torch.Tensor, num_classes: int, batch_size: int, *,
         raise ValueError(f"labels are on the meta device (no values) but the images are on {device}; give labels "
                          "with values, on the images' device")
     if labels.ndim == 1:
-        if labels.is_floating_point() or labels.dtype == torch.bool:
-            raise TypeError(f"class-index labels must be an integer tensor, got dtype {labels.dtype}")
-        if labels.shape[0] != batch_size:
-            raise ValueError(f"labels has {labels.shape[0]} entries but images has batch size {batch_size}")
-        labels = labels.to(device=device, dtype=torch.long, non_blocking=True)
-        if labels.device.type == "cpu":  # exact, and the message can say which values
-            lo, hi = (int(v) for v in torch.aminmax(labels))
-            if lo < 0 or hi >= num_classes:
-                raise ValueError(f"labels must lie in [0, {num_classes}) (num_classes={num_classes}), got values "
-                                 f"in [{lo}, {hi}]")
-        else:
-            check_values(((labels >= 0) & (labels < num_classes)).all(),
-                         f"labels must lie in [0, {num_classes}) (num_classes={num_classes})")
+        labels = check_index_labels(labels, num_classes, batch_size, device)
         # one_hot reads the maximum label to size its output: scatter into a known width instead (no sync).
         targets = torch.zeros(batch_size, num_classes, device=device).scatter_(
             1, labels.clamp(0, num_classes - 1).unsqueeze(1), 1.0)
@@ -199,27 +217,110 @@ def default_labels_getter(batch: Any) -> torch.Tensor:
     if key is None:
         raise ValueError(f"no labels in the batch: none of its keys {list(batch)} is or contains 'labels'; pass "
                          "labels_getter=lambda batch: batch[...] to the mixer")
-    return batch[key]
+    found: torch.Tensor = batch[key]
+    return found
 
 
 _IMAGE_KEYS = ("pixel_values", "images", "image")
 
 
-def _image_key(batch: Mapping, labels: torch.Tensor) -> Any:
+def _image_key(batch: Mapping[Any, Any], labels: torch.Tensor | None) -> Any:
     """The entry holding the images: ``pixel_values``/``images``/``image`` (any case), else the only floating
     4-D tensor."""
-    # By the names' priority, not the batch's order: {"image": raw, "pixel_values": normalised} feeds the model
-    # pixel_values, so that is what must be mixed to match the soft targets.
-    named = sorted((k for k in batch if isinstance(k, str) and k.lower() in _IMAGE_KEYS),
-                   key=lambda k: _IMAGE_KEYS.index(k.lower()))
-    if named:
-        return named[0]
+    for name in _IMAGE_KEYS:  # torchvision's priority, whatever the batch's order
+        named = [k for k in batch if isinstance(k, str) and k.lower() == name]
+        if named:
+            return named[0]
     found = [k for k, v in batch.items() if isinstance(v, torch.Tensor) and v is not labels and v.ndim == 4
              and v.is_floating_point()]
     if len(found) != 1:
         raise ValueError(f"cannot tell which entry of the batch holds the images (keys {list(batch)}): name it "
                          f"one of {_IMAGE_KEYS}, or call mixer(images, labels)")
     return found[0]
+
+
+def _tv_wrapper(images: Any, masks: Any) -> Callable[[tuple[torch.Tensor, ...]], tuple[torch.Tensor, ...]] | None:
+    """For ``tv_tensors`` inputs, the function that wraps a call's output like them; ``None`` for plain tensors.
+
+    torchvision is looked up only where the input is one of its tensors (then it is already imported): the library
+    itself never needs it.
+    """
+    tv = sys.modules.get("torchvision.tv_tensors")
+    if tv is None or not any(isinstance(t, tv.TVTensor) for t in (images, masks)):
+        return None
+
+    def wrap(out: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        mixed = tv.wrap(out[0], like=images) if isinstance(images, tv.TVTensor) else out[0]
+        if len(out) == 3 and isinstance(masks, tv.TVTensor):
+            return mixed, out[1], tv.wrap(out[2], like=masks)
+        return (mixed, *out[1:])
+
+    return wrap
+
+
+TARGET_FORMATS = ("dense", "pair")
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...], meaning: str = "") -> str:
+    """``value`` if it is one of ``choices``; a ``ValueError`` naming ``name``, the choices (and ``meaning``)."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}{meaning}, got {name}={value!r}")
+    return str(value)
+
+
+def _check_target_format(value: Any) -> str:
+    return check_choice("target_format", value, TARGET_FORMATS, " (dense: (B, num_classes) soft targets; pair: "
+                                                                "(labels_a, labels_b, lam) for mixed_cross_entropy)")
+
+
+_MASK_KEYS = ("mask", "masks")
+
+
+def _mask_key(batch: Mapping[Any, Any]) -> Any:
+    """The entry holding per-pixel label maps: ``mask``/``masks`` (any case), else the only ``tv_tensors.Mask``."""
+    named = [k for k in batch if isinstance(k, str) and k.lower() in _MASK_KEYS]
+    tv = sys.modules.get("torchvision.tv_tensors")
+    typed = [] if tv is None else [k for k, v in batch.items() if isinstance(v, tv.Mask)]
+    found = list(dict.fromkeys(named + typed))
+    if len(found) > 1:
+        raise ValueError(f"the batch has several per-pixel label maps ({found}); a mixer mixes one: keep one, or "
+                         "call mixer(images, labels, masks=masks)")
+    return found[0] if found else None
+
+
+def _has_labels(batch: Mapping[Any, Any]) -> bool:
+    return any(isinstance(k, str) and "label" in k.lower() for k in batch)
+
+
+def _is_mask_like(labels: torch.Tensor, images: Any) -> bool:
+    """Whether ``labels`` are per-pixel maps of ``images`` (B, H, W) rather than per-image labels."""
+    return (isinstance(images, torch.Tensor) and images.ndim == 4 and labels.ndim == 3
+            and labels.shape == (images.shape[0], *images.shape[-2:]) and not labels.is_floating_point())
+
+
+def _draw_below_traced(prob: float, generator: torch.Generator | None) -> bool:
+    return bool(torch.rand((), generator=generator, device=_gen_device(generator)) < prob)
+
+
+# A Python decision from a drawn value: under torch.compile one clean graph break (run eagerly) instead of a traced
+# .item() and its warning.
+_draw_below = cast(Callable[[float, "torch.Generator | None"], bool], torch.compiler.disable(_draw_below_traced))
+
+
+def _dispatch_module_apply(hook: Callable[..., Any]) -> Callable[..., Any]:
+    """A mixer's ``apply(images, targets, params, attention, masks)`` that still answers ``nn.Module.apply(fn)``.
+
+    The contract's ``apply`` shadows ``nn.Module.apply``, which a parent module calls on every child (e.g.
+    ``model.apply(init_weights)`` on a LightningModule holding a mixer): one callable argument is that call.
+    """
+    @functools.wraps(hook)
+    def apply(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        if len(args) == 1 and not kwargs and callable(args[0]) and not isinstance(args[0], torch.Tensor):
+            return nn.Module.apply(self, args[0])
+        return hook(self, *args, **kwargs)
+
+    apply.__dict__["_dispatches"] = True
+    return apply
 
 
 class Mixer(nn.Module):
@@ -243,19 +344,40 @@ class Mixer(nn.Module):
     # e.g. saliency) or "model" (the model being trained: ``maps = guide(images, labels, model=model)``, then
     # ``mixer(images, labels, maps)``).
     guidance_source = "none"
+    # Whether a call pairs each image with a partner of the batch (not Cutout): a batch of one then has none.
+    needs_partner = True
+    # The options checked on every assignment, not only in __init__ (subclasses extend the dict).
+    _checked_fields: dict[str, Callable[[Any], Any]] = {
+        "num_classes": lambda v: check_int("num_classes", v, minimum=1),
+        "prob": lambda v: check_unit("prob", v),
+        "label_smoothing": lambda v: check_unit("label_smoothing", v, closed=False),
+        "target_format": lambda v: _check_target_format(v),
+    }
 
     def __init__(self, num_classes: int, *, prob: float = 1.0, label_smoothing: float = 0.0,
-                 labels_getter: str | LabelsGetter = "default") -> None:
+                 labels_getter: str | LabelsGetter = "default", target_format: str = "dense") -> None:
         super().__init__()
-        self.num_classes = check_int("num_classes", num_classes, minimum=1)
-        self.prob = check_unit("prob", prob)
-        self.label_smoothing = check_unit("label_smoothing", label_smoothing, closed=False)
+        self.num_classes = num_classes  # checked by __setattr__, here and on any later assignment
+        self.prob = prob
+        self.label_smoothing = label_smoothing
+        self.target_format = target_format
+        self._check_pair_smoothing()
+        self._warned_single = False
         if labels_getter != "default" and not callable(labels_getter):
             raise TypeError(f"labels_getter must be 'default' or a callable(batch) -> labels, got "
                             f"{type(labels_getter).__name__}")
-        self.labels_getter = default_labels_getter if labels_getter == "default" else labels_getter
+        self.labels_getter: LabelsGetter = default_labels_getter if isinstance(labels_getter, str) else labels_getter
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        hook = cls.__dict__.get("apply")
+        if hook is not None and not getattr(hook, "_dispatches", False):
+            cls.apply = _dispatch_module_apply(hook)  # type: ignore[method-assign]
 
     def __setattr__(self, name: str, value: Any) -> None:
+        check = self._checked_fields.get(name)
+        if check is not None:  # `mixer.prob = 2.0` after construction is refused as the constructor would
+            value = check(value)
         if name in self._frozen_helpers:
             if isinstance(value, nn.Module):
                 value.requires_grad_(False).eval()  # an extractor is frozen, whatever module it is
@@ -266,12 +388,30 @@ class Mixer(nn.Module):
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Mixer:
         super()._apply(fn, recurse)
         # Follow the mixer's device, never its dtype (a .half() of the whole model must not reach the extractor).
-        device = fn(torch.empty(0)).device
         for name in self._frozen_helpers:
             helper = self.__dict__.get(name)
             if isinstance(helper, nn.Module):
-                helper.to(device)
+                current = next(itertools.chain(helper.parameters(), helper.buffers()), None)
+                if current is None:
+                    continue  # no tensors: nothing to move
+                # Probe on the extractor's own device: a dtype-only fn (.half(), .to(torch.bfloat16)) leaves it
+                # there, while a move to a device moves it. A probe on the CPU would send a GPU extractor back.
+                device = fn(torch.empty(0, device=current.device)).device
+                if device != current.device:
+                    helper.to(device)
         return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Mixer:
+        # A copy of the model (timm's ModelEmaV3, torch's AveragedModel, copy.deepcopy) shares the frozen extractor:
+        # it never trains, and copying it would double its memory (60 M parameters for a ResNet-152).
+        for name in self._frozen_helpers:
+            helper = self.__dict__.get(name)
+            if helper is not None:
+                memo[id(helper)] = helper
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return new
 
     def __repr__(self) -> str:
         fields = ("num_classes", *self._repr_fields, "prob", "label_smoothing")
@@ -286,7 +426,7 @@ class Mixer(nn.Module):
             return True
         if self.prob <= 0.0:
             return False
-        if _gen_device(generator).type == "cuda":
+        if generator is not None and generator.device.type == "cuda":
             # A CUDA (Philox) generator's state, its seed and offset, lives on the host: decide from it there, and
             # move the offset on one Philox round (4) so the next call differs, instead of reading back a GPU draw
             # (a wait for the GPU on every call).
@@ -294,16 +434,21 @@ class Mixer(nn.Module):
             generator.set_offset(offset + 4)
             host = torch.Generator().manual_seed((seed * 0x9E3779B97F4A7C15 + offset) % 2**63)  # no numpy needed
             return bool(torch.rand((), generator=host) < self.prob)
-        return bool(torch.rand((), generator=generator, device=_gen_device(generator)) < self.prob)
+        return _draw_below(self.prob, generator)
 
     def make_params(self, batch_size: int, height: int, width: int,
                     generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Every random draw of one call: at least ``perm``; subclasses add their own."""
         return {"perm": pair_permutation(batch_size, generator)}
 
-    def apply(self, images: torch.Tensor, targets: torch.Tensor, params: dict[str, torch.Tensor],
-              attention: torch.Tensor | None, masks: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
-        """Mix with the drawn ``params``: ``(mixed, targets[, mixed masks])``."""
+    def apply(self, images: torch.Tensor, targets: torch.Tensor,  # type: ignore[override]
+              params: dict[str, torch.Tensor], attention: torch.Tensor | None,
+              masks: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        """Mix with the drawn ``params``: ``(mixed, targets[, mixed masks])``.
+
+        The contract's hook shadows ``nn.Module.apply(fn)`` (hence the type-ignore on every definition); a call with
+        one callable still does what ``nn.Module.apply`` does (``__init_subclass__`` dispatches), so a parent's
+        ``model.apply(init_weights)`` reaches its mixer unharmed."""
         raise NotImplementedError(f"{type(self).__name__} must implement apply()")
 
     def region(self, params: dict[str, torch.Tensor], height: int, width: int,
@@ -317,6 +462,13 @@ class Mixer(nn.Module):
         """The attention a call uses (``None`` for mixers that do not read it)."""
         return None
 
+    def needs_maps(self, maps: torch.Tensor | None) -> torch.Tensor:
+        """``maps`` where a guided method reads them: ``check_attention`` gives every call its maps, a direct
+        ``apply``/``region`` call may come without."""
+        if maps is None:
+            raise ValueError(f"{type(self).__name__} needs its guidance maps here: pass attention=(B, h, w) maps")
+        return maps
+
     def guide(self, images: torch.Tensor, labels: torch.Tensor | None = None, *,
               model: nn.Module | None = None) -> torch.Tensor | None:
         """The guidance maps (B, h, w) a call on ``images`` reads, or ``None`` for a mixer that reads none.
@@ -329,30 +481,60 @@ class Mixer(nn.Module):
     def forward(self, images: torch.Tensor | Mapping[str, Any], labels: torch.Tensor | None = None,
                 attention: torch.Tensor | None = None, *, masks: torch.Tensor | None = None,
                 generator: torch.Generator | None = None,
-                params: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, ...] | dict[str, Any]:
-        """Mix a batch. Returns ``(mixed, targets)``, or ``(mixed, targets, mixed_masks)`` when ``masks`` is given.
+                params: dict[str, torch.Tensor] | None = None) -> tuple[Any, ...] | dict[str, Any]:
+        """Mix a batch. Returns ``(mixed, targets)``, or ``(mixed, targets, mixed_masks)`` when ``masks`` is given
+        (``targets`` is ``None`` for ``mixer(images, masks=masks)``, segmentation without image labels).
 
         ``params`` (from ``make_params``) replaces the draws, e.g. to give several mixers the same partners.
         A dict batch (``mixer(batch)``) comes back as a dict with its images mixed and its labels replaced by the
         soft targets; its labels are found by ``labels_getter``, its images under ``pixel_values``, ``images`` or
-        ``image`` (or as its only floating 4-D tensor); every other entry passes through.
+        ``image`` (or as its only floating 4-D tensor), its per-pixel label maps under ``mask``/``masks`` (or as a
+        ``tv_tensors.Mask``) or as ``labels`` of shape (B, H, W) (Hugging Face segmentation batches); the maps are
+        mixed with the images' pixel mask. Every other entry passes through.
         """
         if isinstance(images, Mapping):
             return self._forward_dict(images, labels, attention, masks=masks, generator=generator, params=params)
-        if labels is None:
-            raise TypeError(f"{type(self).__name__} needs labels: call mixer(images, labels), or mixer(batch) on a "
-                            "dict batch")
+        if isinstance(images, (tuple, list)) and labels is None:  # a packed batch, as torchvision v2 takes it
+            if len(images) != 2:
+                raise TypeError(f"a packed batch is mixer((images, labels)), a tuple or list of two; got a "
+                                f"{type(images).__name__} of {len(images)}")
+            return tuple(self.forward(images[0], images[1], attention, masks=masks, generator=generator,
+                                      params=params))
+        wrap = _tv_wrapper(images, masks)
+        if wrap is not None:  # tv_tensors in, tv_tensors out (torchvision v2's behaviour); plain tensors inside
+            images = images.as_subclass(torch.Tensor)
+            masks = None if masks is None else masks.as_subclass(torch.Tensor)
+            return wrap(cast(tuple[torch.Tensor, ...], self.forward(images, labels, attention, masks=masks,
+                                                                   generator=generator, params=params)))
+        if labels is None and masks is None:
+            raise TypeError(f"{type(self).__name__} needs labels: call mixer(images, labels), mixer(images, "
+                            "masks=masks) for segmentation without image labels, or mixer(batch) on a dict batch")
         _check_images(images)
         check_generator(generator)
         b, _, h, w = images.shape
+        if labels is None:  # segmentation alone: the masks carry the labels; targets come back as None
+            out = self._mix(images, torch.zeros(b, 1, device=images.device), attention, masks, generator, params)[0]
+            return (out[0], None, *out[2:])
+        if self.target_format == "pair":
+            return self._forward_pairs(images, labels, attention, masks=masks, generator=generator, params=params)
         targets = one_hot_targets(labels, self.num_classes, b, label_smoothing=self.label_smoothing,
                                   device=images.device)
+        return self._mix(images, targets, attention, masks, generator, params)[0]
+
+    def _mix(self, images: torch.Tensor, targets: torch.Tensor, attention: Any, masks: Any,
+             generator: torch.Generator | None,
+             params: Any) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor] | None]:
+        """The call after its labels: ``(output, the params it used or None when it did not mix)``."""
+        b, _, h, w = images.shape
         if masks is not None:
             self._check_masks(masks, images)
         attention = self.check_attention(attention, images)
         if params is None:
+            if b == 1 and self.needs_partner:
+                self._warn_single()
+                return (images.clone(), targets) + ((masks.clone(),) if masks is not None else ()), None
             if not self.draw_applies(generator):
-                return (images.clone(), targets) + ((masks.clone(),) if masks is not None else ())
+                return (images.clone(), targets) + ((masks.clone(),) if masks is not None else ()), None
             params = self.make_params(b, h, w, generator)
         else:
             self._check_params(params, b, h, w)
@@ -360,23 +542,75 @@ class Mixer(nn.Module):
         out = self.apply(images, targets, params, attention, masks)
         if not images.is_contiguous() and images.is_contiguous(memory_format=torch.channels_last):
             out = (out[0].contiguous(memory_format=torch.channels_last), *out[1:])
-        return out
+        return out, params
+
+    def _check_pair_smoothing(self) -> None:
+        if self.target_format == "pair" and self.label_smoothing > 0:
+            raise ValueError(f"target_format='pair' returns class indices, which carry no smoothing: set "
+                             f"label_smoothing=0 on the mixer and give label_smoothing={self.label_smoothing} to "
+                             "mixed_cross_entropy (or the loss) instead")
+
+    def _forward_pairs(self, images: torch.Tensor, labels: Any, attention: Any, *, masks: Any,
+                       generator: torch.Generator | None, params: Any) -> tuple[Any, ...]:
+        """``target_format="pair"``: ``(mixed, (labels_a, labels_b, lam)[, mixed_masks])``, never (B, K) targets.
+
+        The call mixes a (B, B) identity instead of one-hot targets (every method's label rule is a per-sample
+        blend of its image's and its partner's targets), so row ``i`` holds the weight image ``i`` kept,
+        ``1 - lam_i``, on its diagonal: exact, and independent of the number of classes.
+        """
+        self._check_pair_smoothing()
+        if not self.targets_sum_to_one:
+            raise ValueError(f"{type(self).__name__}'s label weights need not sum to 1, so they are no "
+                             "(labels_a, labels_b, lam) pair: use target_format='dense'")
+        if not isinstance(labels, torch.Tensor) or labels.ndim != 1:
+            raise ValueError("target_format='pair' needs class-index labels of shape (B,); probability labels "
+                             "(B, num_classes) need target_format='dense'")
+        b = images.shape[0]
+        labels = check_index_labels(labels, self.num_classes, b, images.device)
+        out, used = self._mix(images, torch.eye(b, device=images.device), attention, masks, generator, params)
+        partner = used["perm"] if used is not None and "perm" in used else torch.arange(b, device=images.device)
+        pairs = (labels, labels.index_select(0, partner), 1.0 - out[1].diagonal())
+        return (out[0], pairs, *out[2:])
+
+    def _warn_single(self) -> None:
+        if not self._warned_single:
+            self._warned_single = True
+            warnings.warn(f"{type(self).__name__} got a batch of one image: it has no partner to mix with, so it comes "
+                          "back unmixed (with its one-hot targets). Drop the last incomplete batch "
+                          "(DataLoader(drop_last=True)) or use batches of 2 or more", stacklevel=4)
 
     def _forward_dict(self, batch: Mapping[str, Any], labels: Any, attention: torch.Tensor | None,
                       **kwargs: Any) -> dict[str, Any]:
         if labels is not None:
             raise TypeError("a dict batch carries its own labels: call mixer(batch) (labels_getter finds them), "
                             "not mixer(batch, labels)")
-        if kwargs.get("masks") is not None:
-            raise ValueError("masks= is for mixer(images, labels, masks=masks); a dict batch's masks are not read")
-        found = self.labels_getter(batch)
+        if kwargs.pop("masks", None) is not None:
+            raise ValueError("masks= is for mixer(images, labels, masks=masks); a dict batch carries its masks under "
+                             "'mask' or 'masks' (or as a tv_tensors.Mask)")
+        mask_key = _mask_key(batch)
+        if mask_key is not None and self.labels_getter is default_labels_getter and not _has_labels(batch):
+            found = None  # segmentation alone: no image labels
+        else:
+            found = self.labels_getter(batch)
         label_keys = [k for k, v in batch.items() if v is found]
-        if not isinstance(found, torch.Tensor) or not label_keys:
+        if found is not None and (not isinstance(found, torch.Tensor) or not label_keys):
             raise ValueError("labels_getter must return one of the batch's own tensors (the mixer writes the soft "
                              f"targets back in its place), got {type(found).__name__}")
         image_key = _image_key(batch, found)
-        mixed, targets = self.forward(batch[image_key], found, attention, **kwargs)
-        return {**batch, image_key: mixed, label_keys[0]: targets}
+        images = batch[image_key]
+        if found is not None and _is_mask_like(found, images):  # HF segmentation: `labels` is the (B, H, W) map
+            if mask_key is not None:
+                raise ValueError(f"the batch has per-pixel maps under both {label_keys[0]!r} and {mask_key!r}; "
+                                 "keep one")
+            mask_key, found = label_keys[0], None
+        masks = None if mask_key is None else batch[mask_key]
+        out = cast(tuple[Any, ...], self.forward(images, found, attention, masks=masks, **kwargs))
+        result: dict[Any, Any] = {**batch, image_key: out[0]}
+        if found is not None:
+            result[label_keys[0]] = out[1]
+        if mask_key is not None:
+            result[mask_key] = out[2]
+        return result
 
     def _check_params(self, params: Any, batch_size: int, height: int, width: int) -> None:
         # What make_params draws for this very call: the keys, shapes and kinds of dtype a replay must have.
@@ -442,12 +676,14 @@ class BetaOptions(MixerOptions):
 class BetaMixer(Mixer):
     """A mixer whose per-sample ``lam`` is drawn from Beta(alpha, alpha) (CutMix, MixUp, ...)."""
 
-    _repr_fields = ("alpha",)
+    _repr_fields: tuple[str, ...] = ("alpha",)
+    _checked_fields = {**Mixer._checked_fields, "alpha": check_alpha}
 
     def __init__(self, num_classes: int, *, alpha: float = 1.0, prob: float = 1.0, label_smoothing: float = 0.0,
-                 labels_getter: str | LabelsGetter = "default") -> None:
-        super().__init__(num_classes, prob=prob, label_smoothing=label_smoothing, labels_getter=labels_getter)
-        self.alpha = check_alpha(alpha)
+                 labels_getter: str | LabelsGetter = "default", target_format: str = "dense") -> None:
+        super().__init__(num_classes, prob=prob, label_smoothing=label_smoothing, labels_getter=labels_getter,
+                         target_format=target_format)
+        self.alpha = alpha  # checked by __setattr__
 
     @classmethod
     def from_options(cls, options: BetaOptions, *, num_classes: int, label_smoothing: float = 0.0,

@@ -38,10 +38,12 @@ class _TinyNet(nn.Module):
         self.fc = nn.Linear(8, num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
+        out: torch.Tensor = self.features(x)
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.pool(self.forward_features(x)).flatten(1))
+        out: torch.Tensor = self.fc(self.pool(self.forward_features(x)).flatten(1))
+        return out
 
 
 def example_mixer(method: str | Method, num_classes: int = 5, **overrides: Any) -> Mixer:
@@ -50,7 +52,8 @@ def example_mixer(method: str | Method, num_classes: int = 5, **overrides: Any) 
     if method.build is None:
         raise ValueError(f"method {method.name!r} does not mix (no mixer to check)")
     options = method.options(**{**method.example, **overrides})
-    return method.make_mixer(options, num_classes=num_classes)
+    mixer: Mixer = method.make_mixer(options, num_classes=num_classes)
+    return mixer
 
 
 def _maps(mixer: Mixer, images: torch.Tensor, labels: torch.Tensor, seed: int) -> torch.Tensor | None:
@@ -120,7 +123,8 @@ def _check_call(mixer: Mixer, b: int, h: int, w: int, k: int) -> None:
 def _check_bad_inputs(mixer: Mixer, k: int) -> None:
     images, labels = torch.rand(4, 3, 12, 12), torch.randint(0, k, (4,))
     maps = _maps(mixer, images, labels, seed=0)
-    cases = [((images.numpy(), labels), TypeError, "images"), ((images[0], labels), ValueError, "images"),
+    cases: list[tuple[tuple[Any, ...], type[Exception], str]] = [
+             ((images.numpy(), labels), TypeError, "images"), ((images[0], labels), ValueError, "images"),
              (((images * 255).to(torch.uint8), labels), TypeError, "images"), ((images[:0], labels[:0]), ValueError,
                                                                                "empty batch"),
              ((images, labels[:3]), ValueError, "labels"), ((images, labels + k), ValueError, "labels"),

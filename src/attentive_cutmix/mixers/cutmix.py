@@ -34,8 +34,9 @@ class CutMix(BetaMixer):
                attention: torch.Tensor | None = None) -> torch.Tensor:
         return boxes_to_mask(params["boxes"], height, width)
 
-    def apply(self, images: torch.Tensor, targets: torch.Tensor, params: dict[str, torch.Tensor],
-              attention: torch.Tensor | None, masks: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    def apply(self, images: torch.Tensor, targets: torch.Tensor,  # type: ignore[override]
+              params: dict[str, torch.Tensor], attention: torch.Tensor | None,
+              masks: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         _, _, h, w = images.shape
         perm, boxes = params["perm"], params["boxes"]
         pixel_mask = boxes_to_mask(boxes, h, w)

@@ -23,11 +23,13 @@ class Cutout(Mixer):
     """Cutout: erases a square per sample; its ``region`` is the erased square (nothing comes from a partner)."""
 
     _repr_fields = ("size", "fill")
+    needs_partner = False  # it erases: a batch of one is cut out like any other
 
     def __init__(self, num_classes: int, *, size: int = 16, fill: float = 0.0, prob: float = 1.0,
                  label_smoothing: float = 0.0, ignore_index: int = -100,
-                 labels_getter: str | LabelsGetter = "default") -> None:
-        super().__init__(num_classes, prob=prob, label_smoothing=label_smoothing, labels_getter=labels_getter)
+                 labels_getter: str | LabelsGetter = "default", target_format: str = "dense") -> None:
+        super().__init__(num_classes, prob=prob, label_smoothing=label_smoothing, labels_getter=labels_getter,
+                         target_format=target_format)
         self.size = check_int("size", size, minimum=1, hint=" (side of the square in pixels)")
         if not is_number(fill) or not math.isfinite(fill):
             raise ValueError(f"fill must be a finite number (the value of the cut-out pixels), got fill={fill!r}")
@@ -63,8 +65,9 @@ class Cutout(Mixer):
                                  f"([{info.min}, {info.max}]); give masks.long(), or an ignore_index in that range "
                                  f"(e.g. {info.max} for {masks.dtype})")
 
-    def apply(self, images: torch.Tensor, targets: torch.Tensor, params: dict[str, torch.Tensor],
-              attention: torch.Tensor | None, masks: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    def apply(self, images: torch.Tensor, targets: torch.Tensor,  # type: ignore[override]
+              params: dict[str, torch.Tensor], attention: torch.Tensor | None,
+              masks: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         _, _, h, w = images.shape
         self._check_fits(images, masks)
         pixel_mask = boxes_to_mask(params["boxes"], h, w)

@@ -35,14 +35,16 @@ def _frequency_scale(height: int, width: int, decay_power: float, device: torch.
     fy = torch.fft.fftfreq(height, dtype=torch.float64).view(-1, 1)
     fx = torch.fft.rfftfreq(width, dtype=torch.float64).view(1, -1)
     freqs = (fx * fx + fy * fy).sqrt()
-    return freqs.clamp_min(1.0 / max(height, width)).pow(-decay_power).to(torch.float32).to(device)
+    scale: torch.Tensor = freqs.clamp_min(1.0 / max(height, width)).pow(-decay_power).to(torch.float32).to(device)
+    return scale
 
 
 def fourier_noise(spectrum: torch.Tensor, height: int, width: int, decay_power: float) -> torch.Tensor:
     """(B, H, W) low-frequency grey-scale images from (B, H, W//2 + 1, 2) standard normal coefficients."""
     scale = _frequency_scale(height, width, float(decay_power), spectrum.device)
     coefficients = torch.complex(spectrum[..., 0], spectrum[..., 1]) * scale
-    return torch.fft.irfftn(coefficients, s=(height, width), dim=(-2, -1))
+    noise: torch.Tensor = torch.fft.irfftn(coefficients, s=(height, width), dim=(-2, -1))
+    return noise
 
 
 def top_pixels(noise: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
@@ -68,8 +70,8 @@ class FMix(BetaMixer):
         self.decay_power = float(decay_power)
 
     @classmethod
-    def from_options(cls, options: FMixOptions, *, num_classes: int, label_smoothing: float = 0.0,
-                     extractor: Any = None) -> FMix:
+    def from_options(cls, options: FMixOptions,  # type: ignore[override]
+                     *, num_classes: int, label_smoothing: float = 0.0, extractor: Any = None) -> FMix:
         return cls(num_classes, alpha=options.alpha, decay_power=options.decay_power, prob=options.prob,
                    label_smoothing=label_smoothing)
 
@@ -99,8 +101,9 @@ class FMix(BetaMixer):
                attention: torch.Tensor | None = None) -> torch.Tensor:
         return self.pixel_mask(params, height, width)
 
-    def apply(self, images: torch.Tensor, targets: torch.Tensor, params: dict[str, torch.Tensor],
-              attention: torch.Tensor | None, masks: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    def apply(self, images: torch.Tensor, targets: torch.Tensor,  # type: ignore[override]
+              params: dict[str, torch.Tensor], attention: torch.Tensor | None,
+              masks: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         _, _, h, w = images.shape
         perm = params["perm"]
         pixel_mask = self.pixel_mask(params, h, w)

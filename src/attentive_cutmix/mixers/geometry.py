@@ -12,7 +12,9 @@ only says where the pixels are and moves them.
 """
 from __future__ import annotations
 
-from functools import lru_cache
+import functools
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 
@@ -21,6 +23,21 @@ from .base import check_rows, to_device
 __all__ = ["paste", "paste_masks", "boxes_to_mask", "box_area_fraction", "uniform_centres", "centred_boxes",
            "check_boxes", "cell_bounds", "cell_mask", "cells_to_pixel_mask", "cell_area_fraction", "check_grid_fits",
            "paste_cells"]
+
+_T = TypeVar("_T")
+
+
+def _cached(fn: Callable[..., _T]) -> Callable[..., _T]:
+    """``lru_cache`` in eager mode; under ``torch.compile`` the plain function, which Dynamo traces into the graph
+    (it warns on, and cannot keep, a cache)."""
+    cached = functools.lru_cache(maxsize=64)(fn)
+
+    @functools.wraps(fn)
+    def call(*args: object) -> _T:
+        return fn(*args) if torch.compiler.is_compiling() else cached(*args)
+
+    return call
+
 
 # Row segments shorter than this make one gather of segments slower than the dense select (BENCHMARKS.md).
 _MIN_SEGMENT_BYTES = 64
@@ -45,7 +62,7 @@ def paste_masks(masks: torch.Tensor, perm: torch.Tensor, pixel_mask: torch.Tenso
     return torch.where(pixel_mask, masks.index_select(0, perm), masks)
 
 
-@lru_cache(maxsize=64)
+@_cached
 def _arange(n: int, device: torch.device) -> torch.Tensor:
     return torch.arange(n, device=device)
 
@@ -112,13 +129,13 @@ def check_grid_fits(grid_size: int, height: int, width: int) -> None:
                          "least one pixel")
 
 
-@lru_cache(maxsize=64)
+@_cached
 def _cell_of_pixel(size: int, grid_size: int, device: torch.device) -> torch.Tensor:
     bounds = _bounds(size, grid_size)
     return torch.tensor([k for k in range(grid_size) for _ in range(bounds[k + 1] - bounds[k])], device=device)
 
 
-@lru_cache(maxsize=64)
+@_cached
 def _cell_areas(height: int, width: int, grid_size: int, device: torch.device) -> torch.Tensor:
     rows, cols = _bounds(height, grid_size), _bounds(width, grid_size)
     return torch.tensor([(rows[i + 1] - rows[i]) * (cols[j + 1] - cols[j])

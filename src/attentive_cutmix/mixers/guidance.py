@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import Mixer, check_rows, pair_permutation
+from .base import Mixer, check_choice, check_rows, pair_permutation
 from .model_tap import class_activation_maps, model_feature_map, tap_classifier, unwrap_model
 
 __all__ = ["GUIDANCE_MODES", "GuidedMixer", "check_guidance_mode", "require_model", "class_activation_maps",
@@ -25,10 +25,8 @@ GUIDANCE_MODES = ("own", "shuffled")
 
 
 def check_guidance_mode(value: Any) -> str:
-    if value not in GUIDANCE_MODES:
-        raise ValueError(f"guidance must be one of {GUIDANCE_MODES} (own: each image's own map; shuffled: the map of "
-                         f"another image of the batch, the matched control), got guidance={value!r}")
-    return value
+    return check_choice("guidance", value, GUIDANCE_MODES, " (own: each image's own map; shuffled: the map of "
+                                                           "another image of the batch, the matched control)")
 
 
 def require_model(mixer: Mixer, model: Any) -> nn.Module:

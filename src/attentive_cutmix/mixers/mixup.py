@@ -33,8 +33,9 @@ class MixUp(BetaMixer):
                attention: torch.Tensor | None = None) -> None:
         return None  # every pixel is a blend: no region comes from the partner alone
 
-    def apply(self, images: torch.Tensor, targets: torch.Tensor, params: dict[str, torch.Tensor],
-              attention: torch.Tensor | None, masks: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    def apply(self, images: torch.Tensor, targets: torch.Tensor,  # type: ignore[override]
+              params: dict[str, torch.Tensor], attention: torch.Tensor | None,
+              masks: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         perm, lam = params["perm"], params["lam"]
         weight = lam.to(images.dtype).view(-1, 1, 1, 1)
         mixed = torch.lerp(images, images.index_select(0, perm), weight)

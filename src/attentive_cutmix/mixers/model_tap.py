@@ -18,9 +18,10 @@ Anything else (a ViT's tokens, an MLP head, max pooling) is refused with a ``Typ
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -37,10 +38,10 @@ _PASS_THROUGH = (nn.Dropout, nn.Flatten, nn.Identity)
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The module itself under DDP / DataParallel (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers."""
     while True:
-        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
-            model = model._orig_mod
+        inner = getattr(model, "module", None) if isinstance(
+            model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else getattr(model, "_orig_mod", None)
+        if isinstance(inner, nn.Module):
+            model = inner
         else:
             return model
 
@@ -81,11 +82,11 @@ class ClassifierTap:
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """The (B, C, h, w) map the classifier pools (call it inside ``frozen_forward``)."""
         if self.pool is None:
-            out = self.model.forward_features(images)
+            out = cast(Callable[[torch.Tensor], torch.Tensor], self.model.forward_features)(images)
         else:
             caught: list[torch.Tensor] = []
 
-            def catch(_module: nn.Module, args: tuple) -> None:
+            def catch(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
                 caught.append(args[0])
                 raise _Stop
 

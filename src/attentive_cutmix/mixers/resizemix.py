@@ -113,8 +113,9 @@ class ResizeMix(Mixer):
         check_rows("boxes", ((y1 > y0) & (x1 > x0)) | ((y1 == y0) & (x1 == x0)), params["boxes"],
                    "must hold boxes empty on both axes or on neither (a whole image cannot be resized to zero rows)")
 
-    def apply(self, images: torch.Tensor, targets: torch.Tensor, params: dict[str, torch.Tensor],
-              attention: torch.Tensor | None, masks: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    def apply(self, images: torch.Tensor, targets: torch.Tensor,  # type: ignore[override]
+              params: dict[str, torch.Tensor], attention: torch.Tensor | None,
+              masks: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         _, _, h, w = images.shape
         perm, boxes = params["perm"], params["boxes"]
         y0, y1, x0, x1 = boxes.unbind(1)

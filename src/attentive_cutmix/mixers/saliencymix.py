@@ -224,11 +224,12 @@ class SaliencyMix(GuidedMixer, BetaMixer):
                              "images)")
         return boxes_to_mask(self.boxes(params, height, width, channel_attention(attention)), height, width)
 
-    def apply(self, images: torch.Tensor, targets: torch.Tensor, params: dict[str, torch.Tensor],
-              attention: torch.Tensor | None, masks: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    def apply(self, images: torch.Tensor, targets: torch.Tensor,  # type: ignore[override]
+              params: dict[str, torch.Tensor], attention: torch.Tensor | None,
+              masks: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         _, _, h, w = images.shape
         perm = params["perm"]
-        boxes = self.boxes(params, h, w, attention)
+        boxes = self.boxes(params, h, w, self.needs_maps(attention))
         pixel_mask = boxes_to_mask(boxes, h, w)
         out = (paste(images, perm, pixel_mask), mix_targets(targets, perm, box_area_fraction(boxes, h, w)))
         return out + ((paste_masks(masks, perm, pixel_mask),) if masks is not None else ())

@@ -160,20 +160,23 @@ class SnapMix(GuidedMixer):
         mixed = self._mixed_rows(params, height, width).view(-1, 1, 1)
         return boxes_to_mask(params["boxes"], height, width) & mixed
 
-    def apply(self, images: torch.Tensor, targets: torch.Tensor, params: dict[str, torch.Tensor],
-              attention: torch.Tensor | None, masks: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    def apply(self, images: torch.Tensor, targets: torch.Tensor,  # type: ignore[override]
+              params: dict[str, torch.Tensor], attention: torch.Tensor | None,
+              masks: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         _, _, h, w = images.shape
         perm, paste, cut = params["perm"], params["boxes"], params["cut_boxes"]
         region = self.region(params, h, w)
         resized, resized_masks = resize_boxes(images.index_select(0, perm), cut, paste,
                                               None if masks is None else masks.index_select(0, perm))
         mixed = torch.where(region.unsqueeze(1), resized, images)
-        mass = normalised_maps(self.guidance_of(attention, params), h, w)
+        mass = normalised_maps(self.guidance_of(self.needs_maps(attention), params), h, w)
         same = (targets == targets.index_select(0, perm)).all(1)
         w_a, w_b = snapmix_weights(mass, perm, boxes_to_mask(paste, h, w), boxes_to_mask(cut, h, w), same,
                                    box_area_fraction(paste, h, w), self._mixed_rows(params, h, w))
         out = (mixed, w_a.unsqueeze(1) * targets + w_b.unsqueeze(1) * targets.index_select(0, perm))
-        return out + ((torch.where(region, resized_masks, masks),) if masks is not None else ())
+        if masks is None or resized_masks is None:
+            return out
+        return (*out, torch.where(region, resized_masks, masks))
 
 
 # --------------------------------------------------------------------------- registration
