@@ -32,8 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .. import registry
 from ..constants import is_number
 from ..training.config import (
@@ -47,7 +45,7 @@ from ..training.config import (
     make_config,
     needs_attention,
     option_keys,
-    yaml_load,
+    read_yaml_file,
 )
 
 GRID_KEYS = ("name", "preset", "settings", "method_settings", "extractors", "attention_cache", "localization", "axes",
@@ -176,13 +174,7 @@ def _load(path: Path) -> dict[str, Any]:
         what = "is a folder, not a grid file" if path.is_dir() else "not found"
         raise GridError(f"grid file {path} {what}; give the path of a YAML grid, or the name of one that ships with "
                         f"the package: {', '.join(packaged_grids())}")
-    try:
-        data = yaml_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise GridError(f"grid file {path} is not valid YAML: {err}") from err
-    except UnicodeDecodeError as err:
-        raise GridError(f"grid file {path} is not UTF-8 text ({err}); save it as UTF-8") from err
-    return data
+    return read_yaml_file(path, "grid file", GridError)
 
 
 def _mapping(data: dict[str, Any], key: str, path: Path, *, options: bool = True) -> dict[str, Any]:

@@ -10,12 +10,12 @@ import torch
 
 from ..registry import Method, register
 from .base import BetaMixer, BetaOptions, beta_sample, mix_targets
-from .geometry import box_area_fraction, boxes_to_mask, centred_boxes, check_boxes, paste, paste_masks, uniform_centres
+from .geometry import BoxMixer, box_area_fraction, boxes_to_mask, centred_boxes, paste, paste_masks, uniform_centres
 
 __all__ = ["CutMix"]
 
 
-class CutMix(BetaMixer):
+class CutMix(BoxMixer, BetaMixer):
     """CutMix: each sample draws its own ``lam`` and box; ``lam`` is corrected to the clipped box's exact area."""
 
     def make_params(self, batch_size: int, height: int, width: int,
@@ -25,14 +25,6 @@ class CutMix(BetaMixer):
         area = 1.0 - beta_sample(self.alpha, batch_size, generator)
         params["boxes"] = centred_boxes(area, *uniform_centres(batch_size, height, width, generator), height, width)
         return params
-
-    def check_params(self, params: dict[str, torch.Tensor], height: int, width: int) -> None:
-        super().check_params(params, height, width)
-        check_boxes(params["boxes"], height, width)
-
-    def region(self, params: dict[str, torch.Tensor], height: int, width: int,
-               attention: torch.Tensor | None = None) -> torch.Tensor:
-        return boxes_to_mask(params["boxes"], height, width)
 
     def apply(self, images: torch.Tensor, targets: torch.Tensor,  # type: ignore[override]
               params: dict[str, torch.Tensor], attention: torch.Tensor | None,

@@ -13,13 +13,13 @@ import torch
 
 from ..constants import is_number
 from ..registry import Method, MixerOptions, option, register
-from .base import LabelsGetter, Mixer, check_int
-from .geometry import boxes_to_mask, check_boxes, uniform_centres
+from .base import LabelsGetter, check_int
+from .geometry import BoxMixer, boxes_to_mask, uniform_centres
 
 __all__ = ["Cutout", "CutoutOptions"]
 
 
-class Cutout(Mixer):
+class Cutout(BoxMixer):
     """Cutout: erases a square per sample; its ``region`` is the erased square (nothing comes from a partner)."""
 
     _repr_fields = ("size", "fill")
@@ -44,14 +44,6 @@ class Cutout(Mixer):
         boxes = torch.stack([(cy - half).clamp(0, height), (cy - half + self.size).clamp(0, height),
                              (cx - half).clamp(0, width), (cx - half + self.size).clamp(0, width)], dim=1)
         return {"boxes": boxes}
-
-    def check_params(self, params: dict[str, torch.Tensor], height: int, width: int) -> None:
-        super().check_params(params, height, width)
-        check_boxes(params["boxes"], height, width)
-
-    def region(self, params: dict[str, torch.Tensor], height: int, width: int,
-               attention: torch.Tensor | None = None) -> torch.Tensor:
-        return boxes_to_mask(params["boxes"], height, width)
 
     def _check_fits(self, images: torch.Tensor, masks: torch.Tensor | None) -> None:
         # masked_fill would raise a bare overflow error (fp16 fill) or wrap around (-100 in uint8 masks is 156).

@@ -18,9 +18,9 @@ from typing import TypeVar
 
 import torch
 
-from .base import check_rows, to_device
+from .base import Mixer, check_rows, to_device
 
-__all__ = ["paste", "paste_masks", "boxes_to_mask", "box_area_fraction", "uniform_centres", "centred_boxes",
+__all__ = ["BoxMixer", "paste", "paste_masks", "boxes_to_mask", "box_area_fraction", "uniform_centres", "centred_boxes",
            "check_boxes", "cell_bounds", "cell_mask", "cells_to_pixel_mask", "cell_area_fraction", "check_grid_fits",
            "paste_cells"]
 
@@ -195,3 +195,15 @@ def paste_cells(images: torch.Tensor, perm: torch.Tensor, cells: torch.Tensor, g
     pixel_mask = cells_to_pixel_mask(cell_mask(cells, grid_size), h, w)
     mixed_masks = None if masks is None else paste_masks(masks, perm, pixel_mask)
     return paste(images, perm, pixel_mask), mixed_masks
+
+
+class BoxMixer(Mixer):
+    """A mixer whose ``params["boxes"]`` hold one (y0, y1, x0, x1) box per sample, which is its region."""
+
+    def check_params(self, params: dict[str, torch.Tensor], height: int, width: int) -> None:
+        super().check_params(params, height, width)
+        check_boxes(params["boxes"], height, width)
+
+    def region(self, params: dict[str, torch.Tensor], height: int, width: int,
+               attention: torch.Tensor | None = None) -> torch.Tensor:
+        return boxes_to_mask(params["boxes"], height, width)

@@ -251,6 +251,16 @@ def yaml_load(text: str) -> Any:
         raise YamlSizeError("it nests collections too deeply to read") from err
 
 
+def read_yaml_file(path: Path, what: str, error: type[Exception]) -> Any:
+    """The YAML document in ``path`` (``yaml_load``), or ``error`` naming ``what`` file it is and what is wrong."""
+    try:
+        return yaml_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise error(f"{what} {path} is not valid YAML: {err}") from err
+    except UnicodeDecodeError as err:
+        raise error(f"{what} {path} is not UTF-8 text ({err}); save it as UTF-8") from err
+
+
 def _describe(hint: Any) -> str:
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         return " or ".join(_describe(a) for a in typing.get_args(hint))
@@ -383,12 +393,7 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"config file {path} is not UTF-8 text ({err}); save it as UTF-8") from err
+    data = read_yaml_file(path, "config file", ConfigError)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -631,6 +636,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
 
 __all__ = ["TrainConfig", "ConfigError", "PRESETS", "DATA_PATHS", "OPTIMIZERS", "SCHEDULES", "AMP_MODES", "INITS",
-           "make_config", "load_yaml", "validate", "check_types", "check_size_limits", "yaml_load", "SIZE_LIMITS",
+           "make_config", "load_yaml", "read_yaml_file", "validate", "check_types", "check_size_limits", "yaml_load",
+           "SIZE_LIMITS",
            "needs_attention", "flat_options", "config_keys", "FIELDS", "PATH_FIELDS", "BASE_DIR_KEY",
            "check_rebuildable", "resolve_paths", "option_keys"]
