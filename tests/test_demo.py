@@ -107,8 +107,8 @@ def test_the_closing_line_names_the_winners_or_says_none_beats_the_baseline():
     assert line.startswith("What this budget can show: with 100 training images the baseline overfits")
     assert "MixUp beats the baseline" in line and "3 paired seeds" in line and "What it cannot show" in line
     # The mixers' train top-1 (80) is below 95%: they have not converged, and the line says so.
-    assert "in 360 steps not every mixing method fits its training images (train top-1 80-80%, below 95%)" in line
-    assert "every mixed run fits" not in line and "extractor" not in line
+    assert "in 360 steps not every mixed run fits its training images (2 of 2 below 95% train top-1; 80-80%)" in line
+    assert "so a difference is regularisation" not in line and "extractor" not in line
     # Where the real-data evidence is, and how to re-measure it.
     assert "RESULTS.md §0-§0c" in line and "`attentive-cutmix evaluate results/cifar10-jpeg-converged`" in line
     nobody = _summary(_entries({"mixup": [-1.0, 2.0, 0.0], "cutmix": [-6.0, -5.0, -7.0]}, base))
@@ -119,7 +119,7 @@ def test_the_closing_line_names_the_winners_or_says_none_beats_the_baseline():
     flat += [_entry("mixup", s, b, b + 3.0) for s, b in enumerate(base)]
     line = demo.closing_line(_summary(flat), rise=demo.loss_rise(flat[:3]), num_train=100, steps=360,
                              extractor_top1=90.0)
-    assert "does not clearly overfit" in line and "fits its training images (train top-1 55-55%, below 95%)" in line
+    assert "does not clearly overfit" in line and "(1 of 1 below 95% train top-1; 55-55%)" in line
     assert "smoke test" in demo.closing_line(winner, rise=0.3, num_train=100, steps=360, extractor_top1=90.0,
                                              quick=True)
 
@@ -131,7 +131,12 @@ def test_the_closing_line_says_when_every_mixed_run_fits_and_when_attention_miss
     on = {"attentive": 0.72, "random_cells": 0.39, "attentive_se": 0.03, "random_cells_se": 0.02}
     line = demo.closing_line(_summary(fitted), rise=0.3, num_train=100, steps=480, extractor_top1=90.0, hits=on)
     assert "every mixed run fits its own training images (train top-1 98-98%)" in line
-    assert "not every mixing method" not in line and "random cells" not in line
+    assert "not every mixed run" not in line and "random cells" not in line
+    # The rule is per run: one run short of 95% is enough, whatever the methods' means.
+    runs = [97.0, 98.0, 99.0, 94.0, 98.0, 99.0]
+    line = demo.closing_line(_summary(fitted), rise=0.3, num_train=100, steps=480, extractor_top1=90.0, hits=on,
+                             mixed_train=runs)
+    assert "not every mixed run fits its training images (1 of 6 below 95% train top-1; 94-99%)" in line
     off = {**on, "attentive": 0.42}  # within two standard errors of the random cells' rate
     line = demo.closing_line(_summary(fitted), rise=0.3, num_train=100, steps=480, extractor_top1=90.0, hits=off)
     assert "the extractor's cells land on the objects no more often than random cells (42% vs 39%" in line
