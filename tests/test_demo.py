@@ -114,6 +114,7 @@ def test_the_closing_line_names_the_winners_or_says_none_beats_the_baseline():
     nobody = _summary(_entries({"mixup": [-1.0, 2.0, 0.0], "cutmix": [-6.0, -5.0, -7.0]}, base))
     line = demo.closing_line(nobody, rise=0.3, num_train=100, steps=360, extractor_top1=39.0)
     assert "no method beats the baseline" in line and "and CutMix is below it" in line
+    assert "nor did one in any regime tried within the time budget: RESULTS.md §4" in line
     assert "the extractor, trained briefly, reaches 39% on unseen images" in line
     flat = [_entry("none", s, b, b + 3.0, (2.0, 1.5, 1.4)) for s, b in enumerate(base)]
     flat += [_entry("mixup", s, b, b + 3.0) for s, b in enumerate(base)]
