@@ -16,8 +16,10 @@ at, by one rule that treats every method alike:
 
 Outcome (2026-12-06): no step within the time budget met the rule, and the demo ships the largest one, 150 epochs
 (600 steps), which its closing line says. 90 epochs failed it (MixUp seed 0 ended at 92%), 120 (MixUp seed 1: 94%)
-and 150 (CutMix seed 0: 94%; the other 11 mixed runs 95-100%); 180 epochs would take about 9.5 CPU-minutes, past
-the budget. RESULTS.md §4 records every regime tried, with the baseline's gap and each method's difference.
+and 150 (CutMix seed 0: 94%; the other 11 mixed runs 95-100%); 180 epochs would take about 10 CPU-minutes (150
+took 8.3), past the budget. RESULTS.md §4 records every regime tried, with the baseline's gap and each method's
+difference.
+
 The methods keep the paper's settings (7x7 grid and N=6 for Attentive CutMix and random cells; alpha 1 for MixUp and
 CutMix), all run once. Every method trains with the same seeds, and a seed fixes the initial weights, the data order
 and the crops, so each method's difference from the baseline is measured seed by seed (paired). Cutout is left out:
