@@ -87,7 +87,7 @@ def test_boxes_follow_split_positions():
     assert torch.equal(dataset_boxes(held), base.boxes[held.indices])
     assert torch.equal(dataset_boxes(Subset(train, [2, 0])), base.boxes[[train.indices[2], train.indices[0]]])
     scaled, _, _ = build_datasets("synthetic", synthetic_size=50, image_size=64)
-    assert torch.allclose(dataset_boxes(scaled), SyntheticObjects(50, 32).boxes * 2)
+    assert torch.allclose(dataset_boxes(scaled), SyntheticObjects(50, 32, version=1).boxes * 2)
     with pytest.raises(TypeError, match="boxes"):
         dataset_boxes(torch.utils.data.TensorDataset(torch.zeros(2)))
 

@@ -42,6 +42,9 @@ def test_the_demo_grid_pairs_seeds_across_methods_with_the_papers_settings():
     assert [m for m, c in runs.items() if c[0].extractor_run == demo.EXTRACTOR] == ["attentive-cutmix"]
     assert runs["attentive-cutmix"][0].identity["attention_cached"] is True
     assert grid.extractors[demo.EXTRACTOR].config.seed not in range(demo.FULL["seeds"])
+    # The generator's version 2, and every run's curve evaluated EVALS times.
+    assert all(c.config.dataset == "synthetic2" for c in grid.cells)
+    assert grid.cells[0].config.eval_every * demo.EVALS == demo.FULL["epochs"]
 
 
 def test_the_extractor_trains_on_images_disjoint_from_the_demos():
@@ -103,20 +106,79 @@ def test_the_closing_line_names_the_winners_or_says_none_beats_the_baseline():
     line = demo.closing_line(winner, rise=0.3, num_train=100, steps=360, extractor_top1=90.0)
     assert line.startswith("What this budget can show: with 100 training images the baseline overfits")
     assert "MixUp beats the baseline" in line and "3 paired seeds" in line and "What it cannot show" in line
-    # The mixers' train top-1 (80) is far below the baseline's (99): they have not converged, and the line says so.
-    assert "in 360 steps the mixing methods do not fit even their training images (train top-1 80-80%" in line
-    assert "extractor" not in line
+    # The mixers' train top-1 (80) is below 95%: they have not converged, and the line says so.
+    assert "in 360 steps not every mixed run fits its training images (2 of 2 below 95% train top-1; 80-80%)" in line
+    assert "so a difference is regularisation" not in line and "extractor" not in line
+    # Where the real-data evidence is, and how to re-measure it.
+    assert "RESULTS.md §0-§0c" in line and "`attentive-cutmix evaluate results/cifar10-jpeg-converged`" in line
     nobody = _summary(_entries({"mixup": [-1.0, 2.0, 0.0], "cutmix": [-6.0, -5.0, -7.0]}, base))
     line = demo.closing_line(nobody, rise=0.3, num_train=100, steps=360, extractor_top1=39.0)
     assert "no method beats the baseline" in line and "and CutMix is below it" in line
+    assert "nor did one in any regime tried within the time budget: RESULTS.md §4" in line
     assert "the extractor, trained briefly, reaches 39% on unseen images" in line
     flat = [_entry("none", s, b, b + 3.0, (2.0, 1.5, 1.4)) for s, b in enumerate(base)]
     flat += [_entry("mixup", s, b, b + 3.0) for s, b in enumerate(base)]
     line = demo.closing_line(_summary(flat), rise=demo.loss_rise(flat[:3]), num_train=100, steps=360,
                              extractor_top1=90.0)
-    assert "does not clearly overfit" in line and "do not fit even their training images" not in line
+    assert "does not clearly overfit" in line and "(1 of 1 below 95% train top-1; 55-55%)" in line
     assert "smoke test" in demo.closing_line(winner, rise=0.3, num_train=100, steps=360, extractor_top1=90.0,
                                              quick=True)
+
+
+def test_the_closing_line_says_when_every_mixed_run_fits_and_when_attention_misses_the_objects():
+    base = [50.0, 52.0, 54.0]
+    fitted = [_entry("none", s, b, 100.0) for s, b in enumerate(base)]
+    fitted += [_entry(m, s, b + 2.0, 97.0 + s) for m in ("cutmix", "attentive-cutmix") for s, b in enumerate(base)]
+    on = {"attentive-cutmix": {"hit": 0.72, "hit_se": 0.03, "area": 0.12},
+          "random-cells": {"hit": 0.39, "hit_se": 0.02, "area": 0.12},
+          "cutmix": {"hit": 0.75, "hit_se": 0.02, "area": 0.30}}  # another area: no control for the cells
+    line = demo.closing_line(_summary(fitted), rise=0.3, num_train=100, steps=480, extractor_top1=90.0, hits=on)
+    assert "every mixed run fits its own training images (train top-1 98-98%)" in line
+    assert "not every mixed run" not in line and "random cells" not in line
+    # The rule is per run: one run short of 95% is enough, whatever the methods' means.
+    runs = [97.0, 98.0, 99.0, 94.0, 98.0, 99.0]
+    line = demo.closing_line(_summary(fitted), rise=0.3, num_train=100, steps=480, extractor_top1=90.0, hits=on,
+                             mixed_train=runs)
+    assert "not every mixed run fits its training images (1 of 6 below 95% train top-1; 94-99%)" in line
+    off = {**on, "attentive-cutmix": {**on["attentive-cutmix"], "hit": 0.42}}  # within two SEs of random cells'
+    line = demo.closing_line(_summary(fitted), rise=0.3, num_train=100, steps=480, extractor_top1=90.0, hits=off)
+    assert "Attentive CutMix's cells land on the objects no more often than random cells' (42% vs 39%" in line
+    assert "than cutmix" not in line.lower()
+
+
+def test_the_time_line_gives_each_phase_its_share_of_the_cpu_time():
+    phases = {"figure": {"wall_s": 1.0, "cpu_s": 5.0}, "extractor": {"wall_s": 20.0, "cpu_s": 20.0},
+              "training runs": {"wall_s": 100.0, "cpu_s": 150.0}}
+    line = demo.time_line(110.0, 200.0, phases, 16)
+    assert line.startswith("Time: 110 s wall, 200 s CPU (user + system, all processes) for 16 run(s) trained now, "
+                           "i.e. about 100 s on 2 idle cores.")
+    # In the order the phases start, then what no phase covers.
+    assert line.endswith("CPU by phase: extractor 20 s (10%), training runs 150 s (75%), figure 5 s (2%), "
+                         "other (start-up, imports, data) 25 s (12%).")
+
+
+def test_the_grid_runs_at_a_tiny_size_and_reports_where_the_cells_land_the_attention_part_and_the_time(
+        tmp_path, capsys, monkeypatch):
+    # The demo's grid, every method on two paired seeds, shrunk: 10 training images, one epoch, in this process.
+    monkeypatch.setattr(demo, "QUICK", {**demo.QUICK, "pool": 30, "train": 10, "eval": 10, "epochs": 1})
+    out = tmp_path / "demo"
+    assert demo.run_demo(out, quick=True, jobs=1) == 0
+    printed = capsys.readouterr().out
+    assert all(f"| {label} |" in printed for label in ("Baseline (no mixing)", "MixUp", "CutMix", "Random cells",
+                                                      "Attentive CutMix"))
+    assert "Attention part: Attentive CutMix vs random cells: " in printed and "95% CI [" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    hits = summary["localisation"]
+    assert set(hits) == {"cutmix", "random-cells", "attentive-cutmix"}  # every demo method with a region
+    assert all(r["images"] == 10 and 0 <= r["hit"] <= 1 for r in hits.values())
+    assert "Where the regions land (10 demo training images, ground-truth boxes)" in printed
+    assert (f"Attentive CutMix {100 * hits['attentive-cutmix']['hit']:.0f}% ± " in printed
+            and f"Random cells {100 * hits['random-cells']['hit']:.0f}% ± " in printed)
+    assert set(summary["phases"]) == {"extractor", "cache", "training runs", "localisation", "figure", "report"}
+    time_line = next(line for line in printed.splitlines() if line.startswith("Time: "))
+    assert all(f"{phase} " in time_line for phase in summary["phases"])
+    assert summary["cpu_time_s"] >= sum(p["cpu_s"] for p in summary["phases"].values()) > 0
+    assert summary["runs_trained"] == 1 + len(METHODS) * 2 and (out / demo.FIGURE_NAME).stat().st_size > 0
 
 
 @pytest.mark.slow

@@ -1,8 +1,10 @@
 """The embedded SyntheticObjects dataset: deterministic, balanced, boxed, and only the shape tells the class."""
+import hashlib
+
 import pytest
 import torch
 
-from attentive_cutmix.data import SHAPES, SyntheticObjects, generate_objects
+from attentive_cutmix.data import SHAPES, SyntheticObjects, build_datasets, generate_objects
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +108,40 @@ def test_dataset_items_and_fingerprint():
 @pytest.mark.parametrize("kwargs, match", [
     ({"num_samples": 0}, "num_samples"), ({"num_samples": 2.5}, "num_samples"),
     ({"num_samples": 4, "image_size": 8}, "image_size"), ({"num_samples": 4, "seed": "x"}, "seed"),
+    ({"num_samples": 4, "version": 3}, "version"), ({"num_samples": 4, "version": True}, "version"),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
         generate_objects(**kwargs)
+
+
+def _digest(data: dict) -> str:
+    digest = hashlib.sha256()
+    for key in ("images", "labels", "boxes", "masks"):
+        digest.update(data[key].numpy().tobytes())
+    return digest.hexdigest()
+
+
+# sha256 of generate_objects(300, size, seed=7) before generator versions existed (commit 0f1f43e).
+VERSION_1 = {32: "162d901fcc0c685ddab373978612576fe086fbc4c6d6a9bb1b0b5c48a25656b6",
+             64: "6d3b0eb2720c235c32f7107e23e3ea1871359f1213be53d2cecb869eac95bd62"}
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_version_1_draws_the_original_images_bit_for_bit(size):
+    assert _digest(generate_objects(300, size, seed=7, version=1)) == VERSION_1[size]
+
+
+def test_version_2_is_the_default_and_its_own_dataset_while_synthetic_stays_version_1():
+    new, old = generate_objects(300, 32, seed=7), generate_objects(300, 32, seed=7, version=1)
+    assert _digest(new) == _digest(generate_objects(300, 32, seed=7, version=2)) != _digest(old)
+    assert torch.equal(new["labels"], old["labels"])  # the same classes, drawn larger on lighter clutter
+    area = lambda d: ((d["boxes"][:, 2] - d["boxes"][:, 0]) * (d["boxes"][:, 3] - d["boxes"][:, 1])).mean()  # noqa: E731
+    assert area(new) > 1.1 * area(old)
+    # The old fingerprint (attention caches are keyed by it) is unchanged; the new version has its own.
+    assert SyntheticObjects(30, 32, seed=4, version=1).fingerprint == \
+        "3e4958a56ace78ae06006a2a4b44e126579f40ed2c0abac5407d58784e4c7d59"
+    assert SyntheticObjects(30, 32, seed=4).fingerprint != SyntheticObjects(30, 32, seed=4, version=1).fingerprint
+    v1, v2 = build_datasets("synthetic", synthetic_size=20)[0], build_datasets("synthetic2", synthetic_size=20)[0]
+    assert (v1.source.version, v2.source.version) == (1, 2)
+    assert torch.equal(v1.source.images, generate_objects(20, 32, seed=v1.source.seed, version=1)["images"])

@@ -6,7 +6,8 @@ import sys
 from typing import Any
 
 SUPPRESS = argparse.SUPPRESS  # train: unset flags stay absent, so the config file and preset are not overridden
-DATASET_HELP = "synthetic (default, embedded, offline), synthetic64, cifar10, cifar100, imagefolder, imagenet"
+DATASET_HELP = ("synthetic (default, embedded, offline), synthetic2 (larger objects, lighter clutter), synthetic64, "
+                "cifar10, cifar100, imagefolder, imagenet")
 
 
 def parse_bool(value: str) -> bool:

@@ -1,6 +1,7 @@
 """Datasets and augmentation: ``build_datasets(name, ...) -> (train_ds, eval_ds, info)``.
 
-Names: "synthetic" (the embedded default, 32 px), "synthetic64", "cifar10", "cifar100", "imagefolder",
+Names: "synthetic" (the embedded default, 32 px), "synthetic2" (its version 2: larger objects, lighter clutter),
+"synthetic64", "cifar10", "cifar100", "imagefolder",
 "imagenet". See ``datasets.py`` for the item format and ``transforms.py`` for the presets.
 """
 from .datasets import DATASETS, DatasetInfo, build_datasets

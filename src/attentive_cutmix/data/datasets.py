@@ -28,7 +28,9 @@ from .wrapper import AugmentedDataset
 
 __all__ = ["DATASETS", "DatasetInfo", "build_datasets"]
 
-DATASETS = ("synthetic", "synthetic64", "cifar10", "cifar100", "imagefolder", "imagenet")
+DATASETS = ("synthetic", "synthetic2", "synthetic64", "cifar10", "cifar100", "imagefolder", "imagenet")
+# The synthetic datasets' generator versions (data/synthetic.py STYLES): "synthetic" stays the original drawing.
+SYNTHETIC_VERSIONS = {"synthetic": 1, "synthetic2": 2, "synthetic64": 1}
 SYNTHETIC_SIZES = (5000, 1000)  # (train, eval) images
 # The synthetic images are fixed: `seed` only drives the held-out split, so runs with different seeds
 # (and their attention caches) see the same data.
@@ -82,8 +84,9 @@ def _array_identity(base: Any) -> Callable[[list[int], bool], Any]:
 def _synthetic(name: str, synthetic_size: Any) -> _Raw:
     size = 64 if name == "synthetic64" else 32
     num_train, num_eval = synthetic_size
-    train = SyntheticObjects(num_train, size, seed=SYNTHETIC_SEEDS["train"])
-    test = SyntheticObjects(num_eval, size, seed=SYNTHETIC_SEEDS["eval"])
+    version = SYNTHETIC_VERSIONS[name]
+    train = SyntheticObjects(num_train, size, seed=SYNTHETIC_SEEDS["train"], version=version)
+    test = SyntheticObjects(num_eval, size, seed=SYNTHETIC_SEEDS["eval"], version=version)
     pixels = train.images.to(torch.float32).div_(255)
     stats = (tuple(round(float(m), 4) for m in pixels.mean((0, 2, 3))),
              tuple(round(float(s), 4) for s in pixels.std((0, 2, 3))))

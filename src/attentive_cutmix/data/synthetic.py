@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -23,10 +24,27 @@ from torchvision import tv_tensors
 
 from ..constants import is_int
 
-__all__ = ["SHAPES", "SyntheticObjects", "generate_objects"]
+__all__ = ["SHAPES", "STYLES", "Style", "SyntheticObjects", "generate_objects"]
 
 SHAPES = ("disc", "square", "triangle", "cross", "ring", "star", "diamond", "hexagon", "bar_pair", "ellipse")
-GENERATOR_VERSION = 1  # bump when the drawing code changes, so fingerprints (and attention caches) change too
+GENERATOR_VERSION = 2  # the default drawing; add a version (never change one) so old images stay reproducible
+
+
+@dataclass(frozen=True)
+class Style:
+    """What a generator version draws: the object's radius range (fraction of the image side) and the clutter."""
+
+    scale: tuple[float, float]  # object radius, uniform in this range, times the image side
+    stripes: float  # fraction of images with a stripe pattern
+    blobs: int  # small blobs per image
+    lines: int  # thin line segments per image
+
+
+# Version 1 is the original drawing (dataset "synthetic", bit-identical to it). Version 2 (dataset "synthetic2", the
+# demo's) draws larger objects on lighter clutter (no line segments, fewer blobs and stripes): at 16 px a mixed run
+# then fits its 100 training images within the demo's budget (RESULTS.md, "The demo's regime").
+STYLES = {1: Style(scale=(0.22, 0.36), stripes=0.6, blobs=3, lines=3),
+          2: Style(scale=(0.28, 0.36), stripes=0.3, blobs=2, lines=0)}
 _CHUNK = 1024  # images drawn at once: bounds the float32 temporaries (a 64 px chunk is ~16 MB per array)
 _EXTENT = 1.25  # every shape lies within this radius (in units of the object scale) of its centre
 
@@ -90,22 +108,22 @@ def _smooth_noise(gen: torch.Generator, n: int, size: int, cells: int = 4) -> to
 
 
 def _background(gen: torch.Generator, n: int, size: int, dark: torch.Tensor, ys: torch.Tensor,
-                xs: torch.Tensor) -> torch.Tensor:
+                xs: torch.Tensor, style: Style) -> torch.Tensor:
     px = size / 32  # clutter is specified at 32 px and scales with the image
     base = torch.rand((n, 3, 1, 1), generator=gen) * 0.3 + torch.where(dark, 0.08, 0.62).view(n, 1, 1, 1)
     img = _smooth_noise(gen, n, size).mul_(0.25).add_(base)
     # Stripes on ~60% of the images: random period, orientation, phase and colour.
-    on = (torch.rand((n, 1, 1, 1), generator=gen) < 0.6).float()
+    on = (torch.rand((n, 1, 1, 1), generator=gen) < style.stripes).float()
     period, angle = _uniform(gen, (n, 1, 1), 3 * px, 10 * px), _uniform(gen, (n, 1, 1), 0, math.pi)
     phase, amp = _uniform(gen, (n, 1, 1), 0, 2 * math.pi), _uniform(gen, (n, 1, 1, 1), 0.04, 0.12)
     wave = torch.sin(2 * math.pi / period * (xs * torch.cos(angle) + ys * torch.sin(angle)) + phase)
     img.add_(on * amp * (torch.rand((n, 3, 1, 1), generator=gen) * 2 - 1) * wave.unsqueeze(1))
-    for _ in range(3):  # small blobs: much smaller than any object, any colour
+    for _ in range(style.blobs):  # small blobs: much smaller than any object, any colour
         cx, cy = _uniform(gen, (n, 1, 1), 0, size), _uniform(gen, (n, 1, 1), 0, size)
         sigma = _uniform(gen, (n, 1, 1), 0.7 * px, 1.6 * px)
         alpha = torch.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * sigma**2)).mul_(0.9).unsqueeze(1)
         img.lerp_(torch.rand((n, 3, 1, 1), generator=gen).expand_as(img), alpha)
-    for _ in range(3):  # thin line segments
+    for _ in range(style.lines):  # thin line segments
         cx, cy = _uniform(gen, (n, 1, 1), 0, size), _uniform(gen, (n, 1, 1), 0, size)
         half, angle = _uniform(gen, (n, 1, 1), 2 * px, 5 * px), _uniform(gen, (n, 1, 1), 0, math.pi)
         ux, uy = torch.cos(angle), torch.sin(angle)
@@ -116,14 +134,15 @@ def _background(gen: torch.Generator, n: int, size: int, dark: torch.Tensor, ys:
     return img
 
 
-def _draw_chunk(gen: torch.Generator, labels: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _draw_chunk(gen: torch.Generator, labels: torch.Tensor, size: int,
+                style: Style) -> tuple[torch.Tensor, torch.Tensor]:
     n = labels.numel()
     grid = torch.arange(size, dtype=torch.float32) + 0.5  # pixel centres
     ys, xs = grid.view(1, size, 1), grid.view(1, 1, size)
     dark = torch.rand(n, generator=gen) < 0.5
-    img = _background(gen, n, size, dark, ys, xs)
+    img = _background(gen, n, size, dark, ys, xs, style)
 
-    scale = _uniform(gen, (n,), 0.22, 0.36) * size  # object radius in pixels
+    scale = _uniform(gen, (n,), *style.scale) * size  # object radius in pixels
     margin = _EXTENT * scale + 0.5
     cx = margin + torch.rand(n, generator=gen) * (size - 2 * margin)
     cy = margin + torch.rand(n, generator=gen) * (size - 2 * margin)
@@ -159,34 +178,40 @@ def _mask_boxes(masks: torch.Tensor) -> torch.Tensor:
     return torch.stack([x0, y0, x1, y1], 1).float()
 
 
-def generate_objects(num_samples: int, image_size: int = 32, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Draw ``num_samples`` images. Returns ``images`` uint8 (N, 3, S, S), ``labels`` int64 (N,) (balanced:
-    counts differ by at most one), ``boxes`` float32 (N, 4) XYXY pixels and ``masks`` bool (N, S, S)."""
+def generate_objects(num_samples: int, image_size: int = 32, seed: int = 0, *,
+                     version: int = GENERATOR_VERSION) -> dict[str, torch.Tensor]:
+    """Draw ``num_samples`` images in generator ``version``'s style (``STYLES``). Returns ``images`` uint8
+    (N, 3, S, S), ``labels`` int64 (N,) (balanced: counts differ by at most one), ``boxes`` float32 (N, 4) XYXY
+    pixels and ``masks`` bool (N, S, S)."""
     if not is_int(num_samples) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive int, got num_samples={num_samples!r}")
     if not is_int(image_size) or image_size < 16:
         raise ValueError(f"image_size must be an int >= 16 (shapes need room), got image_size={image_size!r}")
     if not is_int(seed):
         raise TypeError(f"seed must be an int, got seed={seed!r}")
+    if isinstance(version, bool) or version not in STYLES:
+        raise ValueError(f"version must be one of {sorted(STYLES)} (the generator versions), got version={version!r}")
     gen = torch.Generator().manual_seed(seed)
     labels = torch.randperm(num_samples, generator=gen) % len(SHAPES)
-    chunks = [_draw_chunk(gen, part, image_size) for part in labels.split(_CHUNK)]
+    chunks = [_draw_chunk(gen, part, image_size, STYLES[version]) for part in labels.split(_CHUNK)]
     masks = torch.cat([m for _, m in chunks])
     return {"images": torch.cat([i for i, _ in chunks]), "labels": labels, "boxes": _mask_boxes(masks), "masks": masks}
 
 
 class SyntheticObjects(Dataset):
-    """Procedurally generated shapes on clutter; deterministic for a given ``(num_samples, image_size, seed)``.
+    """Procedurally generated shapes on clutter; deterministic for a given ``(num_samples, image_size, seed,
+    version)`` (``version``: the generator's drawing style, ``STYLES``; 1 is the original one).
 
     Items are ``(image, label)`` with ``image`` a uint8 ``tv_tensors.Image`` (3, S, S) (or ``transform(image)``).
     ``boxes`` (N, 4) XYXY and ``masks`` (N, S, S) give each object's ground-truth location.
     """
 
-    def __init__(self, num_samples: int = 5000, image_size: int = 32, *, seed: int = 0, transform=None) -> None:
-        data = generate_objects(num_samples, image_size, seed)
+    def __init__(self, num_samples: int = 5000, image_size: int = 32, *, seed: int = 0, transform=None,
+                 version: int = GENERATOR_VERSION) -> None:
+        data = generate_objects(num_samples, image_size, seed, version=version)
         self.images, self.labels = data["images"], data["labels"]
         self.boxes, self.masks = data["boxes"], data["masks"]
-        self.num_samples, self.image_size, self.seed = num_samples, image_size, seed
+        self.num_samples, self.image_size, self.seed, self.version = num_samples, image_size, seed, version
         self.transform = transform
         self.classes = list(SHAPES)
         self.targets = self.labels.tolist()
@@ -194,7 +219,7 @@ class SyntheticObjects(Dataset):
     @property
     def fingerprint(self) -> str:
         """sha256 over the generator parameters: equal parameters draw equal pixels."""
-        params = {"generator": "SyntheticObjects", "version": GENERATOR_VERSION,
+        params = {"generator": "SyntheticObjects", "version": self.version,
                   "num_samples": self.num_samples, "image_size": self.image_size, "seed": self.seed}
         return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
 

@@ -81,5 +81,5 @@ def dataset_boxes(ds: Dataset) -> torch.Tensor:
     boxes = getattr(ds, "boxes", None)
     if boxes is None:
         raise TypeError(f"{type(ds).__name__} has no ground-truth boxes; only the synthetic datasets "
-                        "('synthetic', 'synthetic64') have them")
+                        "('synthetic', 'synthetic2', 'synthetic64') have them")
     return boxes
