@@ -222,7 +222,10 @@ def light(monkeypatch):
     """The [train-light] extra: TensorBoard and matplotlib as if not installed (importing them raises)."""
     import sys as _sys
 
-    for module in ("torch.utils.tensorboard", "tensorboard", "matplotlib", "matplotlib.pyplot"):
+    # Our event-file writer imports TensorBoard's protobufs: a process without TensorBoard cannot import it either
+    # (another test may have imported it into this one already).
+    for module in ("torch.utils.tensorboard", "tensorboard", "matplotlib", "matplotlib.pyplot",
+                   "attentive_cutmix.training.events"):
         monkeypatch.setitem(_sys.modules, module, None)
 
 
