@@ -114,3 +114,16 @@ def test_one_hit_rate_for_every_method_with_a_region():
             assert 0.0 <= rates["hit"] <= 1.0 and rates["images"] == 8, name
     assert region_hit_rates(registry.make_mixer("mixup", registry.get("mixup").options(), num_classes=2),
                             dataset) is None
+
+
+def test_a_sampled_cells_hit_rate_is_measured_on_the_cells_it_samples():
+    # Issue 34 item 3: localisation used to score the top cells whatever cell_temperature said, so a tau = 50 cell
+    # reported the tau = 0 hit rate. The rate is now that of the region the mixer itself takes.
+    dataset = _quarter_dataset()
+    method = registry.get("attentive-cutmix")
+    top = method.make_mixer(method.options(num_patches=1, grid_size=4), num_classes=2)
+    sampled = method.make_mixer(method.options(num_patches=1, grid_size=4, cell_temperature=50.0), num_classes=2)
+    on_top = region_hit_rates(top, dataset, extractor=_peaked(0, 1))
+    on_sampled = region_hit_rates(sampled, dataset, extractor=_peaked(0, 1))
+    assert on_top["hit"] == 1.0
+    assert on_sampled["hit"] < 0.8  # near-uniform cells: about a quarter of them in the object's quarter
