@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from attentive_cutmix import registry
 from attentive_cutmix.attention import load_extractor
 from attentive_cutmix.data import build_datasets
-from attentive_cutmix.mixers.attentive import attention_mass
 from attentive_cutmix.mixers.base import channel_attention
+from attentive_cutmix.mixers.cell_scores import attention_mass
 from attentive_cutmix.models import create_model
 from label_mass import judge  # the same ResNet loading as label_mass.py (a script beside this one)
 

@@ -23,7 +23,7 @@ from attentive_cutmix.cache import (
     cache_meta,
     open_cache,
 )
-from attentive_cutmix.mixers.attentive import attention_to_grid, top_cells
+from attentive_cutmix.mixers.cell_scores import attention_to_grid, top_cells
 from attentive_cutmix.mixers.geometry import cells_to_pixel_mask
 
 # name -> (layout of the last block's output, channels, grid at 224 px), as timm documents them

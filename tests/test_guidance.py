@@ -13,7 +13,7 @@ from attentive_cutmix import AttentiveCutMix
 from attentive_cutmix.cache import build_cache
 from attentive_cutmix.cli import main
 from attentive_cutmix.data import build_datasets
-from attentive_cutmix.mixers.attentive import attention_mass, attention_mass_lam
+from attentive_cutmix.mixers.cell_scores import attention_mass, attention_mass_lam
 from attentive_cutmix.mixers.geometry import cell_mask, cells_to_pixel_mask
 from attentive_cutmix.training import ConfigError, make_config
 

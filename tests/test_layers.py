@@ -10,7 +10,7 @@ PKG = "attentive_cutmix"
 
 # The lowest modules: anything may import them.
 BASE = {"constants", "serialization"}
-METHOD_HELPERS = {"mixers.base", "mixers.geometry", "mixers.guidance", "mixers.model_tap"}
+METHOD_HELPERS = {"mixers.base", "mixers.geometry", "mixers.guidance", "mixers.model_tap", "mixers.cell_scores"}
 # layer of a module -> the modules (or packages, as "x" for "x" and "x.*") it may import besides its own package
 RULES = {
     "cli": None,  # anything below

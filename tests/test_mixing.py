@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from attentive_cutmix import AttentiveCutMix, CutMix, Cutout, MixUp
-from attentive_cutmix.mixers.attentive import top_cell_indices, top_cells
 from attentive_cutmix.mixers.base import pair_permutation
+from attentive_cutmix.mixers.cell_scores import top_cell_indices, top_cells
 from attentive_cutmix.mixers.geometry import _paste_segments, cell_bounds, cells_to_pixel_mask, paste
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from attentive_cutmix import AttentiveCutMix
-from attentive_cutmix.mixers.attentive import _standardised, attention_mass
+from attentive_cutmix.mixers.cell_scores import _standardised, attention_mass
 
 
 def _maps() -> torch.Tensor:

@@ -39,7 +39,11 @@ Mix(mixup_alpha="high")
 
 
 @pytest.mark.slow
-def test_mypy_is_clean_on_the_public_api_and_catches_a_users_typo(tmp_path):
+def test_mypy_is_clean_on_the_public_api_and_catches_a_users_typo():
+    # The snippets live at a fixed path beside mypy's cache: its cache is keyed by module name, so a snippet at a new
+    # (temporary) path each run would be reported under the path of the run that filled the cache.
+    tmp_path = ROOT / ".mypy_cache" / "snippets"
+    tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "good_user.py").write_text(GOOD)
     (tmp_path / "bad_user.py").write_text(BAD)
     config = ROOT / "pyproject.toml"

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from attentive_cutmix import AttentiveCutMix, RandomCells
-from attentive_cutmix.mixers.attentive import attention_mass, attention_mass_lam
+from attentive_cutmix.mixers.cell_scores import attention_mass, attention_mass_lam
 from attentive_cutmix.training import ConfigError, make_config, train
 
 REPO = Path(__file__).resolve().parents[1]
