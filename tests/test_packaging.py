@@ -29,6 +29,11 @@ BLOCKER = textwrap.dedent(f"""
     sys.meta_path.insert(0, Blocker())
     for mod in [m for m in sys.modules if m.split(".")[0] in BLOCKED]:
         del sys.modules[mod]
+    # Asked whether a missing package exists, importlib.util.find_spec answers None (torch's dynamo asks for numpy).
+    import importlib.util as _util
+    _find_spec = _util.find_spec
+    _util.find_spec = lambda name, package=None: (None if name.split(".")[0] in BLOCKED
+                                                  else _find_spec(name, package))
 """)
 
 
