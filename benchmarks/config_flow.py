@@ -29,10 +29,16 @@ Measured (modules / trips up / re-entries), before (a34d2fe) -> after issue 20's
   as the studies (name + weights, cache built first)  12/11/14 -> 12/6/7 (the same 7; the cache header is a 6th
                                  descent from training/)
   loader path 10/8/10 -> 10/4/4    cutmix 9/6/8 -> 9/3/2.  No call from a lower layer into a higher one, ever.
+Issue 30 (sections, attention as a type; 2026-12-06, this machine): the config is five frozen sections; a flat read
+(``cfg.lr``, ``TrainConfig.__getattr__``) is an attribute, not a call passing the config on, so it is not counted;
+the attention specs the mixing section makes at validation are followed as the config (they are its values).
+  main path   10/4/4 -> 12/3/0      extractor name + weights file 11/5/7 -> 13/4/3
+  as the studies 12/6/7 -> 14/5/3   loader path 10/4/4 -> 12/3/0     cutmix 9/3/2 -> 10/2/0
+  (two more modules: training/sections.py, attention_source.py; the attention question is answered once, when
+  the config is made, and resolved once in data set-up)
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 import tempfile
@@ -43,12 +49,15 @@ from safetensors.torch import save_file
 
 from attentive_cutmix.models import create_model
 from attentive_cutmix.training import make_config
+from attentive_cutmix.training.config import TrainConfig, validate
+from attentive_cutmix.training.sections import SECTIONS
 from attentive_cutmix.training.trainer import train
 
 PACKAGE = "attentive_cutmix."
+READS = {TrainConfig.__getattr__.__code__, TrainConfig.get.__code__, TrainConfig.fields.__code__}
 LAYERS = {"cli": 0, "experiments": 1, "training": 2,
-          "data": 3, "models": 3, "registry": 3, "mixers": 3, "attention": 3, "cache": 3,
-          "serialization": 4, "constants": 4}
+          "data": 3, "models": 3, "registry": 3, "mixers": 3, "attention": 3, "attention_source": 3, "cache": 3,
+          "serialization": 4, "constants": 4, "errors": 4}
 BASE = dict(dataset="synthetic", synthetic_size=[16, 8], image_size=16, model="cifar_resnet20", epochs=1,
             max_steps_per_epoch=1, batch_size=8, workers=0, progress=False, data_path="device")
 ATTENTIVE = dict(method="attentive-cutmix", extractor="CHECKPOINT", grid_size=4, num_patches=3)
@@ -75,8 +84,12 @@ class Flow:
 
     def __init__(self, cfg) -> None:
         self.cfg, self.calls = cfg, []
-        self.values = [v for f in dataclasses.fields(cfg) if not isinstance(v := getattr(cfg, f.name),
-                                                                            (bool, int, float, type(None)))]
+        # The sections and every option's value (the method's options object among them), by identity.
+        # The sections, the attention specs the mixing section made, and every option's value (the method's options
+        # object among them), by identity.
+        self.values = [getattr(cfg, s) for s in SECTIONS] + [
+            v for v in (*cfg.fields().values(), cfg.mixing.options, cfg.mixing.extractor_spec, cfg.mixing.cache_spec)
+            if not isinstance(v, (bool, int, float, type(None)))]
 
     def _holds(self, value) -> bool:
         if value is self.cfg or any(value is v for v in self.values):
@@ -90,6 +103,8 @@ class Flow:
         if event != "call" or not module.startswith(PACKAGE):
             return
         code = frame.f_code
+        if code in READS:  # a flat read (cfg.lr is cfg.optim.lr): an attribute, not a call passing the config on
+            return
         n = code.co_argcount + code.co_kwonlyargcount + bool(code.co_flags & 4) + bool(code.co_flags & 8)
         if not any(self._holds(frame.f_locals.get(a)) for a in code.co_varnames[:n]):
             return
@@ -131,9 +146,9 @@ def measure(overrides: dict, folder: str) -> dict:
     if "attention_cache" in opts:
         opts["attention_cache"] = os.path.join(opts["output_dir"], opts["attention_cache"])
     cfg = make_config(opts)
-    for f in dataclasses.fields(cfg):  # fresh strings: only the config's own are followed
-        if isinstance(v := getattr(cfg, f.name), str) and len(v) > 1:
-            setattr(cfg, f.name, "".join(list(v)))
+    # Fresh strings: only the config's own are followed (no interned literal elsewhere is the same object).
+    cfg = validate(cfg.replace(**{k: "".join(list(v)) for k, v in cfg.fields().items()
+                                  if isinstance(v, str) and len(v) > 1}))
     flow = Flow(cfg)
     sys.setprofile(flow)
     try:

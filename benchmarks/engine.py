@@ -100,7 +100,7 @@ class _Limit:
         cfg, info = run.cfg, run.info
         fmt = torch.channels_last if run.channels_last else torch.contiguous_format
         torch.manual_seed(cfg.seed)
-        self.model = create_model(cfg.model, num_classes=info.num_classes, image_size=info.image_size).to(
+        self.model = create_model(cfg.model.name, num_classes=info.num_classes, image_size=info.image_size).to(
             device, memory_format=fmt)
         self.optimizer = build_optimizer(cfg, self.model)
         gen = torch.Generator().manual_seed(0)

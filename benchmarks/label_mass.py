@@ -27,7 +27,7 @@ from attentive_cutmix.data import build_datasets
 from attentive_cutmix.models import create_model
 from attentive_cutmix.serialization import load_state_dict_file, load_weights_into
 from attentive_cutmix.training import make_config
-from attentive_cutmix.training.components import build_extractor, build_mixer
+from attentive_cutmix.training.components import build_mixer
 
 R56 = dict(extractor="cifar_resnet56", extractor_input_size=32,
            extractor_weights="{shared}/models/cifar10-resnet56.safetensors")
@@ -99,7 +99,8 @@ def main() -> None:
         options = {k: v.format(shared=args.shared, untrained=args.untrained_weights) if isinstance(v, str) else v
                    for k, v in options.items()}
         cfg = make_config({**data, **options})
-        extractor = build_extractor(cfg, info, torch.device("cpu")) if cfg.extractor is not None else None
+        spec = cfg.mixing.extractor_spec
+        extractor = spec.build(image_size=info.image_size, device=torch.device("cpu")) if spec is not None else None
         mixer = build_mixer(cfg, info.num_classes, extractor)
         mixed, targets = [], []
         gen = torch.Generator().manual_seed(args.seed)  # the same partners for every method

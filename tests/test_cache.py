@@ -290,10 +290,9 @@ def test_cached_map_moves_with_its_image_through_build_datasets(tmp_path):
 
 
 def test_cli_writes_a_cache_train_accepts_and_refuses_to_overwrite(tmp_path, capsys):
+    from attentive_cutmix.attention_source import ExtractorSpec
     from attentive_cutmix.cli import main
     from attentive_cutmix.data import build_datasets
-    from attentive_cutmix.training.components import build_extractor
-    from attentive_cutmix.training.config import TrainConfig
 
     weights = tmp_path / "r20.safetensors"
     save_file(load_extractor("cifar_resnet20", input_size=32).model.state_dict(), str(weights))
@@ -304,17 +303,17 @@ def test_cli_writes_a_cache_train_accepts_and_refuses_to_overwrite(tmp_path, cap
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert str(out) in printed and "8x8" in printed and "images/s" in printed
-    assert "train --dataset synthetic --synthetic-size 40 12 --val-fraction 0.25" in printed
+    assert "train --dataset synthetic --val-fraction 0.25 --synthetic-size 40 12" in printed
     # The trainer's own expectation for the same flags accepts it.
-    cfg = TrainConfig(dataset="synthetic", synthetic_size=40, val_fraction=0.25, method="attentive-cutmix",
-                      extractor="cifar_resnet20", extractor_weights=str(weights))
+    spec = ExtractorSpec("cifar_resnet20", weights=str(weights))
     train_ds, _, info = build_datasets("synthetic", synthetic_size=(40, 12), val_fraction=0.25, augment=False)
-    cache = open_cache(out, expect=cache_meta(info, build_extractor(cfg, info, torch.device("cpu")), "cifar_resnet20"))
+    extractor = spec.build(image_size=32, device=torch.device("cpu"))
+    cache = open_cache(out, expect=cache_meta(info, extractor, "cifar_resnet20"))
     assert len(cache) == len(train_ds) == 30
     # Another split is refused, naming what differs.
     _, _, other = build_datasets("synthetic", synthetic_size=(40, 12), val_fraction=0.5, augment=False)
     with pytest.raises(CacheMismatchError, match="length: expected 20, found 30"):
-        open_cache(out, expect=cache_meta(other, build_extractor(cfg, other, torch.device("cpu")), "cifar_resnet20"))
+        open_cache(out, expect=cache_meta(other, extractor, "cifar_resnet20"))
     before = out.read_bytes()
     assert main(argv) == 1
     assert "--force" in capsys.readouterr().err and out.read_bytes() == before

@@ -23,9 +23,10 @@ def test_flags_override_the_yaml_file(tmp_path):
     f = tmp_path / "run.yaml"
     f.write_text("method: cutmix\nalpha: 0.5\nepochs: 7\nbatch-size: 16\nlr: 0.01\n")
     cfg = _parse(["--config", str(f), "--epochs", "3", "--lr", "0.2"])
-    assert (cfg.method, cfg.mixing.alpha, cfg.batch_size) == ("cutmix", 0.5, 16)  # from the file
+    assert (cfg.method, cfg.mixing.options.alpha, cfg.batch_size) == ("cutmix", 0.5, 16)  # from the file
     assert (cfg.epochs, cfg.lr) == (3, 0.2)  # flags win
-    assert cfg.mixing.prob == 1.0 and not hasattr(cfg.mixing, "num_patches")  # only the method's own options
+    options = cfg.mixing.options
+    assert options.prob == 1.0 and not hasattr(options, "num_patches")  # only the method's own options
     flat = cfg.to_dict()  # recorded flat, None where an option does not apply, as runs always recorded them
     assert (flat["alpha"], flat["prob"], flat["num_patches"]) == (0.5, 1.0, None)
 
@@ -64,7 +65,7 @@ def test_attentive_cutmix_without_attention_source_explains_both_options():
     with pytest.raises(ConfigError, match=r"--extractor.*--attention-cache"):
         _parse(["--method", "attentive-cutmix"])
     cfg = _parse(["--method", "attentive-cutmix", "--attention-cache", "maps.cache"])
-    assert (cfg.mixing.num_patches, cfg.mixing.grid_size) == (6, 7)
+    assert (cfg.mixing.options.num_patches, cfg.mixing.options.grid_size) == (6, 7)
 
 
 @pytest.mark.parametrize("argv,needle", [(["--epochs", "0"], "epochs"), (["--lr", "-1"], "lr"),
@@ -102,10 +103,9 @@ def test_cli_train_runs_end_to_end(tmp_path, capsys):
 
 def test_training_seed_does_not_move_the_held_out_split():
     from attentive_cutmix.training.config import make_config
-    from attentive_cutmix.training.data_setup import _datasets
 
     base = dict(dataset="synthetic", synthetic_size=[200, 20], val_fraction=0.2)
-    fingerprints = [_datasets(make_config({**base, **extra}))[2].train_fingerprint
+    fingerprints = [make_config({**base, **extra}).data.datasets()[2].train_fingerprint
                     for extra in ({"seed": 0}, {"seed": 5}, {"seed": 0, "split_seed": 1}, {"train_subset": 80})]
     assert fingerprints[0] == fingerprints[1]
     assert len(set(fingerprints[1:])) == 3

@@ -51,7 +51,9 @@ def test_the_paper_recipe_arm_differs_from_the_first_arm_only_in_the_recipe():
     assert [c.axes for c in first.cells] == [c.axes for c in second.cells]
     for a, b in zip(first.cells, second.cells):
         # How a cell runs (RUN_FIELDS: --compile, workers, ...) is not part of what it computes nor of its id.
-        diff = {k for k, v in vars(a.config).items() if vars(b.config)[k] != v and k not in RUN_FIELDS}
+        before, after = a.config.to_dict(), b.config.to_dict()
+        diff = {k for k, v in before.items() if after[k] != v and k not in RUN_FIELDS}
+        diff |= {"explicit"} if a.config.explicit != b.config.explicit else set()
         assert diff and diff <= recipe, diff - recipe
         assert (b.config.optimizer, b.config.lr, b.config.weight_decay, b.config.init, b.config.batch_size,
                 b.config.epochs) == ("adam", 1e-3, 1e-5, "xavier", 32, 80)
@@ -74,7 +76,7 @@ def test_method_only_axes_are_dropped_where_they_do_not_apply(tmp_path):
     for cell in grid.cells:
         by_method.setdefault(cell.config.method, []).append(cell)
     assert len(by_method["none"]) == 1 and by_method["none"][0].axes["num_patches"] is None
-    assert sorted(c.config.mixing.num_patches for c in by_method["attentive-cutmix"]) == [1, 4, 6]
+    assert sorted(c.config.mixing.options.num_patches for c in by_method["attentive-cutmix"]) == [1, 4, 6]
     assert all("num_patches" in c.id for c in by_method["attentive-cutmix"])
 
 
@@ -140,9 +142,8 @@ def test_interrupted_cell_resumes_instead_of_restarting(tmp_path):
     from attentive_cutmix.training import train
 
     compare_mod._write_cell_file(run_dir, cell)
-    import dataclasses
 
-    train(dataclasses.replace(cell.config, epochs=1, output_dir=str(run_dir)))
+    train(cell.config.replace(epochs=1, output_dir=str(run_dir)))
     first = json.loads((run_dir / "results.json").read_text())["curve"][0]
     (run_dir / "results.json").unlink()
     assert compare_mod.cell_status(run_dir, cell.identity) == "resumable"

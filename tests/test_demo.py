@@ -35,9 +35,9 @@ def test_the_demo_grid_pairs_seeds_across_methods_with_the_papers_settings():
         for name in SHARED:
             assert len({json.dumps(c[name]) for c in row}) == 1, name
     assert len({c.id for c in grid.cells}) == len(grid.cells)
-    att, cells = runs["attentive-cutmix"][0].config.mixing, runs["random-cells"][0].config.mixing
+    att, cells = runs["attentive-cutmix"][0].config.mixing.options, runs["random-cells"][0].config.mixing.options
     assert (att.num_patches, att.grid_size, cells.num_patches, cells.grid_size) == (6, 7, 6, 7)
-    assert runs["mixup"][0].config.mixing.alpha == runs["cutmix"][0].config.mixing.alpha == 1.0
+    assert runs["mixup"][0].config.mixing.options.alpha == runs["cutmix"][0].config.mixing.options.alpha == 1.0
     # Only the method that reads attention uses the extractor, which the grid trains first, and its cache.
     assert [m for m, c in runs.items() if c[0].extractor_run == demo.EXTRACTOR] == ["attentive-cutmix"]
     assert runs["attentive-cutmix"][0].identity["attention_cached"] is True

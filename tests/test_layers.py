@@ -9,7 +9,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "attentive_cutmix"
 PKG = "attentive_cutmix"
 
 # The lowest modules: anything may import them.
-BASE = {"constants", "serialization"}
+BASE = {"constants", "serialization", "errors"}
 METHOD_HELPERS = {"mixers.base", "mixers.geometry", "mixers.guidance", "mixers.model_tap", "mixers.cell_scores"}
 # layer of a module -> the modules (or packages, as "x" for "x" and "x.*") it may import besides its own package
 RULES = {
@@ -17,13 +17,15 @@ RULES = {
     "examples": None,  # recipes, as a user writes them
     "experiments": {"training", "registry", "mixers.base", "mixers.geometry", "mixers.check", "attention", "cache",
                     "data", "models"},
-    "training": {"registry", "mixers.base", "attention", "cache", "data", "models"},
+    "training": {"registry", "mixers.base", "attention", "attention_source", "cache", "data", "models"},
     "attention": {"mixers.base", "models", "data"}, "cache": {"mixers.base", "attention", "data"},
+    "attention_source": {"mixers.base", "attention", "cache", "data"},
     "data": {"mixers.base"}, "models": set(),
     "mixers.check": {"registry", "mixers.base"},
     "mixers.method": {"registry", *METHOD_HELPERS},
     "mixers.helper": {"registry", *METHOD_HELPERS},
-    "registry": set(), "constants": set(), "serialization": {"constants"}, "__init__": None, "__main__": None,
+    "registry": set(), "constants": set(), "errors": set(), "serialization": {"constants"}, "__init__": None,
+    "__main__": None,
 }
 
 

@@ -21,6 +21,7 @@ from attentive_cutmix.attention import (
     NotATrainingCheckpointError,
     load_extractor,
 )
+from attentive_cutmix.attention_source import ExtractorSpec
 from attentive_cutmix.cache import (
     CacheMismatchError,
     build_cache,
@@ -29,8 +30,7 @@ from attentive_cutmix.cache import (
 )
 from attentive_cutmix.models import create_model
 from attentive_cutmix.serialization import CheckpointError
-from attentive_cutmix.training.components import build_extractor
-from attentive_cutmix.training.config import ConfigError, TrainConfig
+from attentive_cutmix.training.config import ConfigError
 
 MEAN, STD = (0.1, 0.2, 0.3), (0.4, 0.5, 0.6)
 
@@ -84,9 +84,8 @@ def test_every_file_is_loaded_once(files, monkeypatch):
     monkeypatch.setattr(torch, "load", lambda *a, **kw: calls.append(a[0]) or real(*a, **kw))
     load_extractor(files.ckpt)
     assert len(calls) == 1
-    cfg = TrainConfig(dataset="synthetic", method="attentive-cutmix", extractor=str(files.ckpt))
-    ext = build_extractor(cfg, _info(), torch.device("cpu"))
-    assert len(calls) == 2 and ext.source.kind == "checkpoint"  # the trainer's wrapper too (it loaded it twice)
+    ext = ExtractorSpec(str(files.ckpt)).build(image_size=_info().image_size, device=torch.device("cpu"))
+    assert len(calls) == 2 and ext.source.kind == "checkpoint"  # the trainer's spec too (it loaded it twice)
     assert ext.mean.flatten().tolist() == pytest.approx(MEAN) and ext.input_size == 32
 
 
@@ -107,13 +106,13 @@ def test_bad_specs_are_clear_errors(files, tmp_path):
         ExtractorSource("file", "x")
     with pytest.raises(ValueError, match="takes path and sha256 both"):
         ExtractorSource("weights", "x")
-    # The trainer's wrapper keeps its flag-worded messages.
-    cfg = TrainConfig(dataset="synthetic", method="attentive-cutmix", extractor=str(files.foreign))
+    # The trainer's spec keeps its flag-worded messages.
     with pytest.raises(ConfigError, match="--extractor .* is not a checkpoint written by"):
-        build_extractor(cfg, _info(), torch.device("cpu"))
+        ExtractorSpec(str(files.foreign)).build(image_size=32, device=torch.device("cpu"))
     with pytest.raises(ConfigError, match="--extractor checkpoint not found"):
-        build_extractor(TrainConfig(dataset="synthetic", method="attentive-cutmix", extractor="gone.pt"), _info(),
-                        torch.device("cpu"))
+        ExtractorSpec("gone.pt").build(image_size=32, device=torch.device("cpu"))
+    with pytest.raises(ConfigError, match="own weights; drop --extractor-weights"):
+        ExtractorSpec(str(files.ckpt), weights=str(files.weights))
 
 
 def test_cache_header_stores_the_source_field_by_field(files, tmp_path):

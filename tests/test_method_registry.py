@@ -76,7 +76,7 @@ def test_a_registered_method_trains_through_the_train_command(blend, tmp_path, c
 def test_a_registered_method_runs_in_a_compare_grid_with_its_row_in_the_report(blend, run_toy_grid):
     out = run_toy_grid("{method: [none, blend], seed: [0, 1]}", "method_settings: {blend: {blend_weight: 0.5}}\n")
     cells = load_grid(out.parent / "grid.yaml").cells
-    assert [c.config.mixing.blend_weight for c in cells if c.config.method == "blend"] == [0.5, 0.5]
+    assert [c.config.mixing.options.blend_weight for c in cells if c.config.method == "blend"] == [0.5, 0.5]
     assert "| dataset | model | Baseline (no mixing) | Blend |" in (out / "table.md").read_text()
     assert "| Blend vs baseline |" in (out / "paired.md").read_text()
     runs = json.loads((out / "results.json").read_text())["runs"]

@@ -170,7 +170,7 @@ def test_config_options_apply_only_where_they_mean_something(tmp_path):
         make_config({"method": "attentive-cutmix", "extractor": "x", "cell_temperature": -1.0})
     # The paper's choices spelled out are stored as the defaults (so cell ids do not change).
     cfg = make_config({"method": "attentive-cutmix", "extractor": "x", "label_weight": "area", "cell_temperature": 0})
-    assert (cfg.mixing.label_weight, cfg.mixing.cell_temperature) == ("area", 0)
+    assert (cfg.mixing.options.label_weight, cfg.mixing.options.cell_temperature) == ("area", 0)
     assert cfg.to_dict()["label_weight"] is None and cfg.to_dict()["cell_temperature"] is None
 
 

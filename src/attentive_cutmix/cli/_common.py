@@ -80,6 +80,30 @@ def add_device_argument(parser: argparse.ArgumentParser, *, suppress: bool = Fal
                         help=f"cpu, cuda, cuda:N (default: {default_help})")
 
 
+def data_section(args: argparse.Namespace, **changes: Any) -> Any:
+    """The data flags (``add_data_arguments``) as the config's ``DataConfig`` (``changes`` replacing some): the same
+    split ``train`` makes from the same values."""
+    import dataclasses
+
+    from ..training.sections import DataConfig
+
+    data = DataConfig(dataset=args.dataset, data_dir=args.data_dir, val_fraction=args.val_fraction,
+                      val_data=args.val_data, image_size=args.image_size,
+                      synthetic_size=synthetic_size(args.synthetic_size), split_seed=args.split_seed,
+                      train_subset=args.train_subset)
+    return dataclasses.replace(data, **changes)
+
+
+def extractor_spec(args: argparse.Namespace) -> Any:
+    """The extractor flags (``add_extractor_arguments``) as an ``ExtractorSpec``, or None without ``--extractor``."""
+    from ..attention_source import ExtractorSpec
+
+    if args.extractor is None:
+        return None
+    return ExtractorSpec(args.extractor, weights=args.extractor_weights, input_size=args.extractor_input_size,
+                         attention=args.extractor_attention)
+
+
 def synthetic_size(value: list[int] | None) -> int | tuple[int, int] | None:
     """``--synthetic-size N`` or ``N_TRAIN N_EVAL`` as the library takes it."""
     if value is None:

@@ -15,7 +15,6 @@ import argparse
 import shlex
 import signal
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,10 @@ from ._common import (
     add_data_arguments,
     add_device_argument,
     add_extractor_arguments,
+    data_section,
+    extractor_spec,
     fail,
     size_limit_error,
-    synthetic_size,
 )
 
 
@@ -44,13 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
-# The options train needs to accept this cache: the split and the extractor, as given here.
-_SPLIT_FLAGS = ("dataset", "data_dir", "synthetic_size", "val_fraction", "val_data", "image_size", "split_seed",
-                "train_subset")
-_EXTRACTOR_FLAGS = ("extractor", "extractor_weights", "extractor_input_size", "extractor_attention")
-
-
 def _train_command(args: argparse.Namespace, parser_defaults: dict[str, Any]) -> str:
+    """The train command that accepts this cache: the split (the data section's options) and the extractor."""
+    from ..training.config import DATA_FIELDS
+
     def flags(keys: tuple[str, ...]) -> list[str]:
         out = []
         for key in keys:
@@ -61,8 +58,9 @@ def _train_command(args: argparse.Namespace, parser_defaults: dict[str, Any]) ->
             out.append(f"--{key.replace('_', '-')} {text}")
         return out
 
-    return " ".join(["attentive-cutmix train", *flags(_SPLIT_FLAGS), "--method attentive-cutmix",
-                     f"--attention-cache {shlex.quote(str(args.out))}", *flags(_EXTRACTOR_FLAGS)])
+    return " ".join(["attentive-cutmix train", *flags(DATA_FIELDS), "--method attentive-cutmix",
+                     f"--attention-cache {shlex.quote(str(args.out))}",
+                     *flags(("extractor", "extractor_weights", "extractor_input_size", "extractor_attention"))])
 
 
 def _defaults() -> dict[str, Any]:
@@ -75,9 +73,6 @@ def _defaults() -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     from ..attention import is_checkpoint_path
     from ..cache import CacheBuildInterrupted, CacheError, build_cache, cache_meta, check_cache_target
-    from ..data import build_datasets
-    from ..training.components import build_extractor
-    from ..training.config import TrainConfig
     from ..training.distributed import resolve_device
 
     if (too_large := size_limit_error(args)) is not None:
@@ -95,20 +90,12 @@ def run(args: argparse.Namespace) -> int:
     if not checkpoint and args.pretrained == (args.extractor_weights is not None):
         return fail("cache-attention", f"--extractor {args.extractor} needs its weights: pass --extractor-weights FILE "
                      "or --pretrained (downloads ImageNet weights), not both and not neither")
-    # train reads "no --extractor-weights" as pretrained; build the extractor with train's own code so the caches agree.
-    cfg = TrainConfig(dataset=args.dataset, method="attentive-cutmix", extractor=args.extractor,
-                      extractor_weights=args.extractor_weights, extractor_input_size=args.extractor_input_size,
-                      extractor_attention=args.extractor_attention)
     try:
         device = resolve_device(args.device)
-        # The same call train makes for its split (training/data_setup.py), un-augmented.
-        train_ds, _, info = build_datasets(args.dataset, data_dir=args.data_dir, image_size=args.image_size,
-                                           val_fraction=args.val_fraction, val_data=args.val_data, seed=args.split_seed,
-                                           augment=False, synthetic_size=synthetic_size(args.synthetic_size),
-                                           train_subset=args.train_subset)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*downloading its pretrained")  # asked for with --pretrained
-            extractor = build_extractor(cfg, info, device)
+        # The split and the extractor as train makes them (the same sections and spec), the split un-augmented;
+        # train reads "no --extractor-weights" as pretrained, asked for here with --pretrained.
+        train_ds, _, info = data_section(args).datasets(augment=False)
+        extractor = extractor_spec(args).build(image_size=info.image_size, device=device, quiet=True)
         meta = cache_meta(info, extractor, args.extractor)
         start = time.perf_counter()
         cache = build_cache(train_ds, extractor, out, meta=meta, batch_size=args.batch_size, workers=args.workers,

@@ -9,8 +9,9 @@ from ._common import (
     add_device_argument,
     add_extractor_arguments,
     add_method_options,
+    data_section,
+    extractor_spec,
     fail,
-    synthetic_size,
 )
 
 
@@ -31,10 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .. import registry
-    from ..data import build_datasets
     from ..experiments.visualize import figure_for_dataset
-    from ..training.components import build_extractor
-    from ..training.config import TrainConfig
     from ..training.distributed import resolve_device
     from ._common import size_limit_error
 
@@ -50,18 +48,11 @@ def run(args: argparse.Namespace) -> int:
         device = resolve_device(args.device)
         # An image folder has no eval split of its own; holding some out only satisfies build_datasets here.
         held_out = args.val_fraction or (0.1 if args.dataset == "imagefolder" and args.val_data is None else 0.0)
-        dataset, _, info = build_datasets(args.dataset, data_dir=args.data_dir, image_size=args.image_size,
-                                          augment=False, val_fraction=held_out, val_data=args.val_data,
-                                          seed=args.split_seed, synthetic_size=synthetic_size(args.synthetic_size),
-                                          train_subset=args.train_subset)
+        dataset, _, info = data_section(args, val_fraction=held_out).datasets(augment=False)
         if args.num_images > len(dataset):
             raise ValueError(f"--num-images {args.num_images} exceeds the dataset's {len(dataset)} images")
-        extractor = None
-        if args.extractor is not None:
-            spec = TrainConfig(dataset=args.dataset, extractor=args.extractor, extractor_weights=args.extractor_weights,
-                               extractor_input_size=args.extractor_input_size,
-                               extractor_attention=args.extractor_attention)
-            extractor = build_extractor(spec, info, device)
+        spec = extractor_spec(args)
+        extractor = spec.build(image_size=info.image_size, device=device) if spec is not None else None
         shown = ", ".join(args.method) if args.method else "every method"
         figure_for_dataset(dataset, info, args.out, methods=args.method, options=options, extractor=extractor,
                            num_images=args.num_images, seed=args.seed, device=device,

@@ -14,7 +14,6 @@ resumed. ``--cell ID`` runs one cell (e.g. one cluster job per cell); ``--list``
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from pathlib import Path
@@ -22,8 +21,8 @@ from typing import Any, Callable
 
 from .. import registry, training
 from ..serialization import atomic_write
-from ..training.components import build_extractor, build_mixer
-from ..training.config import needs_attention, validate
+from ..training.components import amp_dtype, build_mixer
+from ..training.config import validate
 from ..training.distributed import resolve_device
 from ..training.run_io import RunLockedError, existing_outputs, wait_for_run
 from .grid import RUN_FIELDS, Cell, Grid, GridError, _short_hash, _slug
@@ -78,22 +77,12 @@ def _write_cell_file(run_dir: Path, cell: Cell) -> None:
     atomic_write(run_dir / CELL_FILE, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2, default=str)))
 
 
-# What the train split's images are (hence a decoded image cache and an attention cache of them): the data, its
-# held-out split and subset (split_seed, not the training seed: every seed of a cell sees the same split).
-DATA_IDENTITY_FIELDS = ("dataset", "data_dir", "image_size", "val_fraction", "val_data", "split_seed", "train_subset",
-                        "synthetic_size")
-
-
-def data_identity(cfg: Any) -> dict[str, Any]:
-    """The options that decide the training split's images; both shared caches are keyed on it."""
-    return {k: getattr(cfg, k) for k in DATA_IDENTITY_FIELDS}
-
-
 def _cache_path(out: Path, cfg: Any, extractor_identity: dict[str, Any] | None, label: Any = None) -> Path:
-    extractor = extractor_identity or {k: getattr(cfg, k)
-                                       for k in ("extractor", "extractor_weights", "extractor_input_size")}
+    # Keyed on what the train split's images are (the data section: split_seed, not the training seed, so every
+    # seed of a cell shares one cache) and on what makes the maps (the extractor run's config, or the spec).
+    extractor = extractor_identity or cfg.mixing.extractor_spec.identity()
     name = (f"{_slug(label or cfg.dataset)}-{_slug(Path(str(cfg.extractor)).stem)}-"
-            f"{_short_hash([data_identity(cfg), extractor], 10)}")
+            f"{_short_hash([cfg.data_identity(), extractor], 10)}")
     return out / "caches" / f"{name}.safetensors"
 
 
@@ -102,7 +91,7 @@ def _train(cfg: Any, run_dir: Path, overrides: dict[str, Any], log: Callable[[st
     # The folder is this cell's (cell_status checked cell.json): continue whatever an earlier attempt left,
     # a checkpoint or only the first epoch's metrics of a run killed before its first checkpoint.
     resume = bool(existing_outputs(run_dir))
-    cfg = validate(dataclasses.replace(cfg, output_dir=str(run_dir), auto_resume=resume, **overrides))
+    cfg = validate(cfg.replace(output_dir=str(run_dir), auto_resume=resume, **overrides))
     return training.train(cfg)  # looked up at call time: tests replace the training call
 
 
@@ -144,9 +133,9 @@ def resolved_config(grid: Grid, cell: Cell, out: Path, overrides: dict[str, Any]
     if cfg.image_cache is None and cfg.dataset in ("imagefolder", "imagenet"):
         # The device path decodes a folder once; every cell of the same data shares the decoded file.
         label = _slug(cell.axes.get("dataset") or cfg.dataset)
-        changes["image_cache"] = str(out / "caches" / f"{label}-images-{_short_hash(data_identity(cfg), 10)}"
+        changes["image_cache"] = str(out / "caches" / f"{label}-images-{_short_hash(cfg.data_identity(), 10)}"
                                                       ".safetensors")
-    return dataclasses.replace(cfg, **changes)
+    return cfg.replace(**changes)
 
 
 def _localize(cfg: Any, run_dir: Path) -> dict[str, Any] | None:
@@ -156,13 +145,10 @@ def _localize(cfg: Any, run_dir: Path) -> dict[str, Any] | None:
     saved = _read_json(path)
     if saved is not None:
         return saved
-    from ..data import build_datasets  # here, not at the top: torchvision's model zoo would load with `demo --help`
-
     device = resolve_device(cfg.device)
-    _, eval_ds, info = build_datasets(cfg.dataset, image_size=cfg.image_size, val_fraction=cfg.val_fraction,
-                                      seed=cfg.split_seed, synthetic_size=cfg.synthetic_size,
-                                      train_subset=cfg.train_subset)
-    extractor = build_extractor(cfg, info, device) if needs_attention(cfg) and cfg.extractor is not None else None
+    _, eval_ds, info = cfg.data.datasets()
+    spec = cfg.mixing.extractor_spec
+    extractor = spec.build(image_size=info.image_size, device=device, amp_dtype=amp_dtype(cfg)) if spec else None
     mixer = build_mixer(cfg, info.num_classes, extractor)
     if mixer is None or mixer.guidance_source == "model":  # the model's own maps: not measured from a finished run
         return None
@@ -177,7 +163,8 @@ def wants_localization(grid: Grid, cell: Cell) -> bool:
     cfg = cell.config
     method = registry.get(cfg.method)
     return (grid.localization and method.build is not None and getattr(method.mixer, "has_region", False)
-            and (cfg.extractor is not None or not needs_attention(cfg)) and str(cfg.dataset).startswith("synthetic"))
+            and (cfg.extractor is not None or not cfg.mixing.reads_attention)
+            and str(cfg.dataset).startswith("synthetic"))
 
 
 def run_cell(grid: Grid, cell: Cell, out: Path, *, overrides: dict[str, Any] | None = None,
@@ -208,7 +195,7 @@ def run_cell(grid: Grid, cell: Cell, out: Path, *, overrides: dict[str, Any] | N
             raise Interrupted(result)
         break
     if wants_localization(grid, cell):
-        _localize(dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if k == "device"}), run_dir)
+        _localize(cfg.replace(**{k: v for k, v in overrides.items() if k == "device"}), run_dir)
     return "finished"
 
 
@@ -219,7 +206,7 @@ def collect(grid: Grid, out: Path) -> list[dict[str, Any]]:
     for cell in grid.cells:
         run_dir = out / "runs" / cell.id
         cfg = cell.config
-        labels = {"dataset": cfg.dataset, "model": cfg.model, "method": cfg.method, "seed": cfg.seed,
+        labels = {"dataset": cfg.dataset, "model": cfg.model.name, "method": cfg.method, "seed": cfg.seed,
                   **{k: v for k, v in cell.axes.items()}}
         config = {k: v for k, v in cfg.to_dict().items() if k not in RUN_FIELDS}
         entry: dict[str, Any] = {"id": cell.id, "labels": labels, "axes": cell.axes, "config": config,

@@ -74,7 +74,6 @@ import torch
 
 from .. import registry
 from ..serialization import atomic_write
-from ..training.components import build_extractor
 from ..training.config import ConfigError
 from ..training.distributed import DistInfo, resolve_device
 from . import compare
@@ -84,7 +83,8 @@ from .report import MethodSummary, baseline_markdown, baseline_summary, method_l
 from .visualize import figure_for_dataset
 
 # The data and training modules load torchvision's model zoo or timm, and `demo --help` imports this module
-# (for FULL and QUICK): build_data, build_datasets and NonFiniteLossError are imported where they are used.
+# (for FULL and QUICK): build_data and NonFiniteLossError are imported where they are used; the data sections load
+# the datasets on first use.
 
 IMAGE_SIZE = 16  # the 32 px synthetic images, downscaled: 4x cheaper, and the shapes stay recognisable
 DATASET = "synthetic2"  # the generator's version 2: larger objects on lighter clutter (data/synthetic.py)
@@ -447,15 +447,10 @@ def _look_at_attention(attentive_cfg: Any, path: Path, phases: dict[str, dict[st
     that lie inside the partner's ground-truth box, with its standard error over images (``region_hit_rates``); the
     grid methods use the demo's grid. ``figure``: ``None`` (with a note) where matplotlib is not installed.
     """
-    from ..data import build_datasets
-
     device = resolve_device(attentive_cfg.device)
-    dataset, _, info = build_datasets(attentive_cfg.dataset, image_size=attentive_cfg.image_size, augment=False,
-                                      seed=attentive_cfg.split_seed,
-                                      synthetic_size=tuple(attentive_cfg.synthetic_size),
-                                      train_subset=attentive_cfg.train_subset)
-    extractor = build_extractor(attentive_cfg, info, device)
-    settings = dataclasses.asdict(attentive_cfg.mixing)  # the demo's grid, for every method that has one
+    dataset, _, info = attentive_cfg.data.datasets(augment=False)
+    extractor = attentive_cfg.mixing.extractor_spec.build(image_size=info.image_size, device=device)
+    settings = dataclasses.asdict(attentive_cfg.mixing.options)  # the demo's grid, for every method that has one
     rates: dict[str, Any] = {}
     with _phase(phases, "localisation"):
         for name in demo_methods():

@@ -23,13 +23,12 @@ from ..data.loader import worker_safe_loader
 from ..models import create_model
 from ..serialization import load_state_dict_file, load_weights_into, non_finite_entries
 from ..training.checkpoint import load_checkpoint
-from ..training.config import BASE_DIR_KEY, check_rebuildable, resolve_paths
+from ..training.config import BASE_DIR_KEY, DATA_FIELDS, check_rebuildable, resolve_paths
 from ..training.data_setup import unaugmented
 from ..training.trainer import WEIGHTS_NAME, evaluate
 from .records import read_results
 
-DATA_KEYS = ("dataset", "data_dir", "val_fraction", "val_data", "split_seed", "image_size", "synthetic_size",
-             "train_subset")
+DATA_KEYS = DATA_FIELDS  # the data section's options: what a run's held-out split is
 SPLITS, WEIGHTS = EVAL_SPLITS, EVAL_WEIGHTS
 
 

@@ -35,15 +35,14 @@ from typing import Any
 from .. import registry
 from ..constants import is_number
 from ..training.config import (
-    ATTENTION_SOURCE,
-    OPTIMIZER_OPTIONS,
-    SCHEDULE_OPTIONS,
+    DATA_FIELDS,
+    RUN_FIELDS,
     ConfigError,
     TrainConfig,
+    applies,
     check_types,
     config_keys,
     make_config,
-    needs_attention,
     option_keys,
     read_yaml_file,
 )
@@ -51,9 +50,6 @@ from ..training.config import (
 GRID_KEYS = ("name", "preset", "settings", "method_settings", "extractors", "attention_cache", "localization", "axes",
              "metric", "paper_results", "description")
 METRICS = ("top1", "best_top1")
-# Where and how a run executes, not what it computes: left out of the cell id so cells can move between machines.
-RUN_FIELDS = ("output_dir", "resume", "auto_resume", "overwrite", "workers", "device", "progress", "eval_batch_size",
-              "attention_cache", "build_cache", "log_every", "image_cache", "compile")
 PREFIX_AXES = ("dataset", "model", "method", "seed")
 EXTRACTOR_PREFIX = "extractor:"
 
@@ -96,33 +92,6 @@ def _slug(value: Any) -> str:
     return text or "x"
 
 
-def _method_reads_attention(values: dict[str, Any]) -> bool:
-    """Whether the cell's method, with the cell's options, reads attention maps (True if that is unclear: the
-    config check then names the problem)."""
-    try:
-        method = registry.get(values.get("method", "none"))
-        return method.needs_attention(method.options(**{k: v for k, v in values.items()
-                                                        if k in method.option_names() and v is not None}))
-    except (KeyError, TypeError):
-        return True
-
-
-def _applies(key: str, values: dict[str, Any]) -> bool:
-    if key in registry.option_names():
-        return values.get("method", "none") in registry.applies_to(key)
-    if key in ATTENTION_SOURCE:
-        return _method_reads_attention(values)
-    if key == "mix_off_epoch":  # when to stop mixing: nothing to stop for the baseline
-        return values.get("method", "none") != "none"
-    if key in ("data_dir", "val_data"):  # generated images read no folder
-        return not str(values.get("dataset", "synthetic")).startswith("synthetic")
-    for table, selector, default in ((OPTIMIZER_OPTIONS, "optimizer", "adam"),
-                                     (SCHEDULE_OPTIONS, "schedule", "constant")):
-        if key in table:
-            return values.get(selector, default) in table[key]
-    return True
-
-
 def _axis_entry(axis: str, value: Any) -> tuple[Any, dict[str, Any]]:
     """(label, overrides) of one axis value."""
     if isinstance(value, dict):
@@ -138,7 +107,7 @@ def _identity(cfg: TrainConfig, extractor_identity: dict[str, Any] | None, cache
     # options by name, None where they do not apply), as it was when the committed cells were made.
     defaults = TrainConfig().to_dict()
     ident = {k: v for k, v in cfg.to_dict().items() if k not in RUN_FIELDS and v != defaults.get(k, object())}
-    if needs_attention(cfg):
+    if cfg.mixing.reads_attention:
         ident["attention_cached"] = cached
         if cfg.attention_cache is not None:
             # A cache named in the grid is what the cell trains on (its maps, its extractor): another cache is
@@ -241,7 +210,7 @@ def _check_axes(axes: dict[str, list[Any]], path: Path) -> None:
 
 
 def _make(values: dict[str, Any], where: str) -> TrainConfig:
-    values = {k: v for k, v in values.items() if _applies(k, values)}
+    values = {k: v for k, v in values.items() if applies(k, values)}
     try:
         return make_config(values)
     except ConfigError as err:
@@ -298,10 +267,9 @@ def expand_grid(data: Any, path: str | os.PathLike) -> Grid:
     for name, spec in _mapping(data, "extractors", path, options=False).items():
         if not isinstance(spec, dict):
             raise GridError(f"extractor {name!r} in {path} must be a mapping of training options")
-        values = {**{k: v for k, v in settings.items() if k in ("dataset", "data_dir", "val_fraction", "val_data",
-                                                                 "split_seed", "train_subset", "image_size",
-                                                                 "synthetic_size", "preset", "workers", "device",
-                                                                 "progress")},
+        # The extractor trains on the grid's data (its section) and runs where the cells run.
+        shared = (*DATA_FIELDS, "preset", "workers", "device", "progress")
+        values = {**{k: v for k, v in settings.items() if k in shared},
                   **{str(k).replace("-", "_"): v for k, v in spec.items()}}
         cfg = _make(values, f"extractor {name!r} in {path}")
         ident = _identity(cfg, None, False)
@@ -320,17 +288,17 @@ def expand_grid(data: Any, path: str | os.PathLike) -> Grid:
                        for k, v in (method_settings.get(values.get("method", "none")) or {}).items()})
         for n, (label, overrides) in zip(names, entries):
             values.update(overrides)
-            labels[n] = label if all(_applies(k, values) for k in overrides) else None
+            labels[n] = label if all(applies(k, values) for k in overrides) else None
         extractor_run = None
         if isinstance(values.get("extractor"), str) and values["extractor"] in extractors:
             extractor_run = values["extractor"]
             values["extractor"] = f"{EXTRACTOR_PREFIX}{extractor_run}"  # resolved to a checkpoint path at run time
         where = f"cell {labels} of {path}"
         cfg = _make(values, where)
-        cached = (cache and needs_attention(cfg) and cfg.extractor is not None
+        cached = (cache and cfg.mixing.reads_attention and cfg.extractor is not None
                   and cfg.attention_cache is None)
         ident = _identity(cfg, extractors[extractor_run].identity if extractor_run else None, cached)
-        named = {a: labels[a] if labels.get(a) is not None else getattr(cfg, a) for a in PREFIX_AXES}
+        named = {a: labels[a] if labels.get(a) is not None else cfg.get(a) for a in PREFIX_AXES}
         prefix = "-".join(_slug(named[a]) if a != "seed" else f"s{named[a]}" for a in PREFIX_AXES)
         extra = "-".join(f"{_slug(a)}{_slug(labels[a])}" for a in names
                          if a not in PREFIX_AXES and labels[a] is not None)

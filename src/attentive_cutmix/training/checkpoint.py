@@ -15,13 +15,12 @@ import numpy as np
 import torch
 
 from ..serialization import CheckpointError, atomic_torch_save, safe_torch_load
-from .config import BASE_DIR_KEY, resolve_paths
+from .config import BASE_DIR_KEY, CHECKPOINT_FIELDS, VOLATILE_FIELDS, resolve_paths
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT_VERSION = 1
-# Fields that must match for a checkpoint to be resumed into a run (anything else may change, e.g. epochs). The
-# optimiser's and the schedule's saved states only load into the same classes (Adam has no 'momentum' buffer).
-IDENTITY_FIELDS = ("model", "num_classes", "image_size", "dataset", "method", "optimizer", "schedule")
+# What must match for a checkpoint to be resumed into a run is config.CHECKPOINT_FIELDS (the fields marked so; the
+# optimiser's and the schedule's saved states only load into the same classes: Adam has no 'momentum' buffer).
 # What the trainer reads from a checkpoint without a default, and the type each must have.
 REQUIRED: dict[str, type] = {"format_version": int, "model": dict, "optimizer": dict, "scheduler": dict, "epoch": int,
                              "rng": dict, "config": dict}
@@ -333,7 +332,7 @@ def check_compatible(ckpt: dict[str, Any], config: dict[str, Any], path: str | o
     options."""
     saved = ckpt["config"]
     clashes = [f"{k}: checkpoint {saved.get(k)!r} vs now {config.get(k)!r}"
-               for k in IDENTITY_FIELDS if saved.get(k) != config.get(k)]
+               for k in CHECKPOINT_FIELDS if saved.get(k) != config.get(k)]
     if clashes:
         raise CheckpointError(f"cannot resume from {path}: it was written by a different run ({'; '.join(clashes)}). "
                               "Nothing was changed. Resume with the original options, or start a fresh run with "
@@ -351,9 +350,7 @@ def check_compatible(ckpt: dict[str, Any], config: dict[str, Any], path: str | o
     if fp_saved is not None and fp_now is not None and fp_saved != fp_now:
         raise CheckpointError(f"cannot resume from {path}: the training data changed since it was written "
                               f"(fingerprint {str(fp_saved)[:12]} vs {fp_now[:12]}). Nothing was changed.")
-    volatile = {"resume", "auto_resume", "overwrite",  # how to start, not what is trained
-                "epochs", "output_dir", "workers", "device", "progress", "max_steps_per_epoch", "eval_every",
-                "eval_batch_size", "log_every", "image_cache", "compile", "explicit", BASE_DIR_KEY}
+    volatile = {*VOLATILE_FIELDS, "explicit", BASE_DIR_KEY}  # how to start and report, not what is trained
     # Paths are compared by where they lead: the same data read from another working directory is no change.
     folder = Path(path).absolute().parent
     saved, config = _located(saved, folder), _located(config, folder)

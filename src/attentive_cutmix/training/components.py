@@ -1,21 +1,17 @@
-"""The pieces a training run is assembled from: seeds, mixer, attention source, optimiser, schedule.
+"""The pieces a training run is assembled from: seeds, mixer, optimiser, schedule.
 
 Every random stream is keyed by ``derive_seed`` (seed, rank, epoch, ...), so resuming is exact. The trainer takes
 the optimiser, schedule and mixer in one call (``build_parts``), each lower module asked once.
 """
 from __future__ import annotations
 
-import dataclasses
-import warnings
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from .. import registry
-from ..attention import CHECKPOINT_SUFFIXES, NotATrainingCheckpointError, load_extractor
-from .config import ConfigError, TrainConfig
+from .config import TrainConfig
 
 AMP_DTYPES = {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -29,40 +25,15 @@ def derive_seed(*parts: int) -> int:
     return h & 0x7FFFFFFFFFFFFFFF
 
 
-def build_extractor(cfg: TrainConfig, info: Any, device: torch.device) -> torch.nn.Module:
-    """The frozen ``FeatureExtractor`` named by ``--extractor`` (a model name or one of our checkpoints).
-
-    A thin wrapper over ``attention.load_extractor`` that reads the run's flags and words errors as flags; it calls
-    it once (a checkpoint is told by its suffix, as ``attention.is_checkpoint_path`` tells it).
-    """
-    spec, amp_dtype = cfg.extractor, AMP_DTYPES[cfg.amp] if device.type == "cuda" else None
-    if device.type == "cuda" and amp_dtype is None:
-        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16  # attention needs no fp32
-    attention = cfg.extractor_attention or "channel_mean"
-    if Path(spec).suffix in CHECKPOINT_SUFFIXES:
-        if not Path(spec).is_file():
-            raise ConfigError(f"--extractor checkpoint not found: {spec}")
-        try:
-            return load_extractor(spec, input_size=cfg.extractor_input_size, attention=attention, amp_dtype=amp_dtype,
-                                  device=device)
-        except NotATrainingCheckpointError as err:
-            raise ConfigError(f"--extractor {spec} is not a checkpoint written by `attentive-cutmix train` (no config "
-                              "with the model's name); give a model name with --extractor-weights FILE "
-                              "instead") from err
-    # Published weights (ImageNet ones, and the common CIFAR ResNet checkpoints) expect ImageNet mean/std:
-    # load_extractor's default. Only our own checkpoints carry the statistics they were trained with.
-    size = cfg.extractor_input_size or (info.image_size if spec.startswith("cifar_") else 224)
-    if cfg.extractor_weights is None:
-        warnings.warn(f"--extractor {spec} without --extractor-weights: downloading its pretrained ImageNet weights",
-                      stacklevel=2)
-    return load_extractor(spec, pretrained=cfg.extractor_weights is None, weights=cfg.extractor_weights,
-                          input_size=size, attention=attention, amp_dtype=amp_dtype, device=device)
+def amp_dtype(cfg: TrainConfig) -> torch.dtype | None:
+    """The autocast dtype of ``--amp`` (None: off)."""
+    return AMP_DTYPES[cfg.amp]
 
 
 def build_mixer(cfg: TrainConfig, num_classes: int, extractor: torch.nn.Module | None):
-    """The batch mixer of ``cfg.method`` with its options ``cfg.mixing`` (``None`` for ``--method none``)."""
-    return registry.make_mixer(cfg.method, cfg.mixing, num_classes=num_classes, label_smoothing=cfg.label_smoothing,
-                               extractor=extractor)
+    """The batch mixer of ``cfg.method`` with its options ``cfg.mixing.options`` (``None`` for ``--method none``)."""
+    return registry.make_mixer(cfg.method, cfg.mixing.options, num_classes=num_classes,
+                               label_smoothing=cfg.label_smoothing, extractor=extractor)
 
 
 def build_parts(cfg: TrainConfig, model: torch.nn.Module, num_classes: int, extractor: torch.nn.Module | None
@@ -96,7 +67,7 @@ def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> torch
     sched = torch.optim.lr_scheduler
     if cfg.warmup_epochs:
         warmup = sched.LinearLR(optimizer, start_factor=1.0 / (cfg.warmup_epochs + 1), total_iters=cfg.warmup_epochs)
-        rest = dataclasses.replace(cfg, warmup_epochs=0, epochs=max(1, cfg.epochs - cfg.warmup_epochs))
+        rest = cfg.replace(warmup_epochs=0, epochs=max(1, cfg.epochs - cfg.warmup_epochs))
         return sched.SequentialLR(optimizer, [warmup, build_scheduler(rest, optimizer)], milestones=[cfg.warmup_epochs])
     if cfg.schedule == "cosine":
         return sched.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
@@ -128,5 +99,5 @@ def load_scheduler_state(scheduler: torch.optim.lr_scheduler.LRScheduler, state:
     scheduler.load_state_dict(_milestones(state, Counter))
 
 
-__all__ = ["derive_seed", "build_extractor", "build_mixer", "build_optimizer", "build_scheduler", "build_parts",
+__all__ = ["derive_seed", "amp_dtype", "build_mixer", "build_optimizer", "build_scheduler", "build_parts",
            "AMP_DTYPES"]

@@ -7,28 +7,20 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from .. import cache as cache_mod
-from .. import data
+from ..attention_source import AttentionSource, resolve
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from ..data.datasets import DatasetInfo
 from ..data.device import MEMORY_FRACTION, device_split, fits_on_device
 from ..data.transforms import eval_transform
-from ..data.wrapper import AugmentedDataset, frame_view, with_attention
+from ..data.wrapper import AugmentedDataset
 from .batches import BatchSource, DeviceBatches, LoaderBatches
-from .components import build_extractor
-from .config import ConfigError, TrainConfig, needs_attention
+from .components import AMP_DTYPES
+from .config import DATA_FIELDS, ConfigError, TrainConfig
 from .distributed import DistInfo, patient_barrier, patient_group
-
-
-def _datasets(cfg: TrainConfig):
-    return data.build_datasets(cfg.dataset, data_dir=cfg.data_dir, image_size=cfg.image_size,
-                               val_fraction=cfg.val_fraction, val_data=cfg.val_data, seed=cfg.split_seed,
-                               synthetic_size=cfg.synthetic_size, train_subset=cfg.train_subset)
 
 
 def prepare_data(cfg: TrainConfig, dist: DistInfo, device: torch.device, given: dict[str, Any] | None = None
@@ -36,17 +28,18 @@ def prepare_data(cfg: TrainConfig, dist: DistInfo, device: torch.device, given: 
     """``(info, batches, online_extractor)`` of the run, with ``given`` the datasets passed to ``train()`` (if any)."""
     given = given or {}
     if given.get("train_dataset") is not None:
-        train_ds, eval_ds, info, extractor = given_data(cfg, given, device)
+        train_ds, eval_ds, info, source = given_data(cfg, given, device)
     else:
         if given.get("eval_dataset") is not None:
             raise ConfigError("eval_dataset= needs train_dataset= too (the run's classes and image size come "
                               "from the training set)")
-        train_ds, eval_ds, info, extractor = build_data(cfg, dist, device)
-    return info, build_batches(cfg, dist, device, train_ds, eval_ds, info), extractor
+        train_ds, eval_ds, info, source = build_data(cfg, dist, device)
+    batches = build_batches(cfg, dist, device, train_ds, eval_ds, info, cached_attention=source.kind == "cache")
+    return info, batches, source.extractor
 
 
-def build_data(cfg: TrainConfig, dist: DistInfo, device: torch.device) -> tuple[Any, Any, Any, torch.nn.Module | None]:
-    """``(train_ds, eval_ds, info, online_extractor)``; train items carry attention when a cache is used.
+def build_data(cfg: TrainConfig, dist: DistInfo, device: torch.device) -> tuple[Any, Any, Any, AttentionSource]:
+    """``(train_ds, eval_ds, info, attention_source)``; train items carry attention when a cache is used.
 
     Rank 0 prepares (downloads, builds the cache) first; the other ranks then read what it made.
     """
@@ -62,41 +55,23 @@ def build_data(cfg: TrainConfig, dist: DistInfo, device: torch.device) -> tuple[
 
 
 def _build(cfg: TrainConfig, dist: DistInfo, device: torch.device):
-    # One pass: the datasets once, then the extractor, then the cache, whose maps the training split takes on.
-    train_ds, eval_ds, info = _datasets(cfg)
-    if not needs_attention(cfg):
-        return train_ds, eval_ds, info, None
-    extractor = build_extractor(cfg, info, device) if cfg.extractor is not None else None
-    if cfg.attention_cache is None:
-        return train_ds, eval_ds, info, extractor  # attention computed online, per batch
-
-    path = Path(cfg.attention_cache)
-    missing = not path.exists()
-    if missing and (not cfg.build_cache or extractor is None):
-        raise ConfigError(f"attention cache {path} does not exist; make it with "
-                          "`attentive-cutmix cache-attention`, or add --build-cache (with --extractor) to build it "
-                          "before training")
-    # The header the cache is built with is the one it is checked against (made once).
-    meta = cache_mod.cache_meta(info, extractor, cfg.extractor) if extractor is not None else None
-    if missing and dist.rank == 0:
-        cache_mod.build_cache(frame_view(train_ds, info.image_size), extractor, path, meta=meta,
-                              batch_size=max(cfg.batch_size, 256), workers=cfg.workers, device=device,
-                              progress=cfg.progress)
-    # Check the header before the data sees the maps, so a mismatch names every differing field.
-    expect = meta if meta is not None else {"fingerprint": info.train_fingerprint, "length": len(train_ds)}
-    cache = cache_mod.open_cache(path, expect=expect)
-    return with_attention(train_ds, cache), eval_ds, info, None  # attention comes with each batch
+    # One pass: the datasets once, then the run's attention source (its extractor, its cache), resolved once.
+    train_ds, eval_ds, info = cfg.data.datasets()
+    source = resolve(cfg.mixing.extractor_spec, cfg.mixing.cache_spec, train_ds=train_ds, info=info, device=device,
+                     amp_dtype=AMP_DTYPES[cfg.amp], builder=dist.rank == 0, batch_size=max(cfg.batch_size, 256),
+                     workers=cfg.workers, progress=cfg.progress)
+    return source.attach(train_ds), eval_ds, info, source
 
 
-def given_data(cfg: TrainConfig, given: dict[str, Any], device: torch.device) -> tuple[Any, Any, Any, Any]:
-    """``(train_ds, eval_ds, info, online_extractor)`` for datasets passed to ``train()`` (not built from ``cfg``).
+def given_data(cfg: TrainConfig, given: dict[str, Any], device: torch.device
+               ) -> tuple[Any, Any, Any, AttentionSource]:
+    """``(train_ds, eval_ds, info, attention_source)`` for datasets passed to ``train()`` (not built from ``cfg``).
 
     Items are ``(image, label)``, the image a float (C, H, W) tensor in [0, 1]; the run takes the loader path and
     an online extractor (a cache is built from the harness's own datasets only).
     """
     train_ds, eval_ds = given["train_dataset"], given.get("eval_dataset")
-    ignored = [k for k in ("dataset", "data_dir", "val_fraction", "val_data", "image_size", "synthetic_size",
-                           "train_subset", "split_seed", "image_cache") if k in cfg.explicit]
+    ignored = [k for k in (*DATA_FIELDS, "image_cache") if k in cfg.explicit]
     if ignored:  # never silently ignored
         raise ConfigError(f"train_dataset= replaces the dataset options, so {ignored} would be ignored; remove them")
     for name, ds in (("train_dataset", train_ds), ("eval_dataset", eval_ds)):
@@ -122,7 +97,7 @@ def given_data(cfg: TrainConfig, given: dict[str, Any], device: torch.device) ->
     if not classes:
         raise ConfigError(f"cannot tell the number of classes of {type(train_ds).__name__} (it has no .classes); pass "
                           "classes= (their names, or their count) to train()")
-    if cfg.attention_cache is not None:
+    if cfg.mixing.cache_spec is not None:
         raise ConfigError("--attention-cache is built from the harness's own datasets; with train_dataset= use an "
                           "online --extractor")
     channels = image.shape[0]
@@ -136,16 +111,18 @@ def given_data(cfg: TrainConfig, given: dict[str, Any], device: torch.device) ->
     info = DatasetInfo(name=f"given:{type(train_ds).__name__}", num_classes=len(classes), image_size=image.shape[-1],
                        mean=mean, std=std, classes=[str(c) for c in classes], train_fingerprint=fingerprint,
                        num_train=len(train_ds), preset="given")
-    extractor = build_extractor(cfg, info, device) if needs_attention(cfg) and cfg.extractor is not None else None
-    return train_ds, eval_ds, info, extractor
+    source = resolve(cfg.mixing.extractor_spec, None, train_ds=train_ds, info=info, device=device,
+                     amp_dtype=AMP_DTYPES[cfg.amp])
+    return train_ds, eval_ds, info, source
 
 
-def choose_data_path(cfg: TrainConfig, train_ds: Any, eval_ds: Any, info: Any, device: torch.device) -> str:
+def choose_data_path(cfg: TrainConfig, train_ds: Any, eval_ds: Any, info: Any, device: torch.device, *,
+                     cached_attention: bool = False) -> str:
     """``device`` or ``loader`` for ``cfg.data_path`` (auto: the device path for small images that fit).
 
     The device path needs the CIFAR-style preset (images of at most 64 px: padded crop and flip) and
-    datasets built by ``build_datasets``; ``auto`` also needs both splits, as uint8, to take at most
-    ``MEMORY_FRACTION`` of the device's free memory.
+    datasets built by ``build_datasets``; ``auto`` also needs both splits, as uint8 (and ``cached_attention``'s
+    maps), to take at most ``MEMORY_FRACTION`` of the device's free memory.
     """
     if "image_cache" in cfg.explicit and cfg.image_cache is not None and (
             cfg.data_path == "loader" or cfg.dataset not in ("imagefolder", "imagenet")):
@@ -164,7 +141,7 @@ def choose_data_path(cfg: TrainConfig, train_ds: Any, eval_ds: Any, info: Any, d
         return "device"
     size = info.image_size
     need = sum(len(ds) for ds in splits) * 3 * size * size
-    if needs_attention(cfg) and cfg.attention_cache is not None:
+    if cached_attention:
         need += len(train_ds) * size * size * 2
     chosen = "device" if supported and fits_on_device(need, device) else "loader"
     if chosen == "loader" and "image_cache" in cfg.explicit and cfg.image_cache is not None:  # never silently unused
@@ -180,11 +157,11 @@ def choose_data_path(cfg: TrainConfig, train_ds: Any, eval_ds: Any, info: Any, d
 
 
 def build_batches(cfg: TrainConfig, dist: DistInfo, device: torch.device, train_ds: Any, eval_ds: Any,
-                  info: Any) -> BatchSource:
+                  info: Any, *, cached_attention: bool = False) -> BatchSource:
     """The run's batches: the device-resident path or the loader path (``choose_data_path``), chosen once here."""
     sizes = dict(seed=cfg.seed, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size or cfg.batch_size,
                  dist=dist)
-    if choose_data_path(cfg, train_ds, eval_ds, info, device) == "device":
+    if choose_data_path(cfg, train_ds, eval_ds, info, device, cached_attention=cached_attention) == "device":
         def on_device(ds: Any, name: str):
             return device_split(ds, info.image_size, device, image_cache=cfg.image_cache, name=name,
                                 workers=cfg.workers)

@@ -202,7 +202,7 @@ class _Run:
                 raise ConfigError(f"model= is used as given, so the option(s) {ignored} would be ignored; remove them")
             self.config["model"] = f"module:{type(model).__name__}"  # what the checkpoint's identity check compares
         else:
-            model = create_model(cfg.model, num_classes=self.info.num_classes, image_size=self.info.image_size,
+            model = create_model(cfg.model.name, num_classes=self.info.num_classes, image_size=self.info.image_size,
                                  init=cfg.init)
         self.channels_last = cfg.channels_last and device.type == "cuda"
         self.model = model.to(device,
