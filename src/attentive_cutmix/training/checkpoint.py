@@ -16,8 +16,8 @@ import torch
 
 from ..serialization import CheckpointError, atomic_torch_save, safe_torch_load
 from .config import BASE_DIR_KEY, resolve_paths
+from .run_folder import CHECKPOINT_NAME, RunFolder
 
-CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT_VERSION = 1
 # Fields that must match for a checkpoint to be resumed into a run (anything else may change, e.g. epochs). The
 # optimiser's and the schedule's saved states only load into the same classes (Adam has no 'momentum' buffer).
@@ -61,8 +61,8 @@ def restore_rng(state: dict[str, Any], mixer_generator: torch.Generator | None =
 
 
 def save_checkpoint(state: dict[str, Any], output_dir: str | os.PathLike) -> Path:
-    """Write ``state`` to ``output_dir/checkpoint.pt`` atomically (temp file, fsync, rename)."""
-    path = Path(output_dir) / CHECKPOINT_NAME
+    """Write ``state`` to ``output_dir``'s checkpoint file atomically (temp file, fsync, rename)."""
+    path = RunFolder(output_dir).checkpoint
     try:
         return atomic_torch_save({**state, "format_version": FORMAT_VERSION}, path)
     except OSError as err:  # disk full, quota, permissions: the old checkpoint is still whole, say so
