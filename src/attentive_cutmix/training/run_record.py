@@ -117,7 +117,11 @@ class Finals:
 
 @dataclass(frozen=True)
 class RunRecord:
-    """A finished run's ``results.json``, checked: read it with ``RunRecord.read(folder)``."""
+    """A finished run's ``results.json``, checked: read it with ``RunRecord.read(folder)``.
+
+    ``config`` is the run's options and what it learned of its data (``num_classes``, ``classes``, ``image_size``,
+    ``mean``/``std``, ``train_fingerprint``); ``curve`` one row of metrics per epoch; ``finals`` the final numbers;
+    ``weights`` the final weights file."""
 
     folder: RunFolder
     config: RunConfig
