@@ -5,6 +5,8 @@ import argparse
 import sys
 from typing import Any
 
+from ..training.run_folder import CHECKPOINT_NAME
+
 SUPPRESS = argparse.SUPPRESS  # train: unset flags stay absent, so the config file and preset are not overridden
 DATASET_HELP = ("synthetic (default, embedded, offline), synthetic2 (larger objects, lighter clutter), synthetic64, "
                 "cifar10, cifar100, imagefolder, imagenet")
@@ -62,7 +64,7 @@ def add_extractor_arguments(parser: argparse.ArgumentParser, *, suppress: bool =
     ext = parser.add_argument_group(title)
     ext.add_argument("--extractor", required=required, default=_default(None, suppress),
                      help="a model name (cifar_resnet56, resnet152, vit_small_patch16_224, timm:resnet50, ...) with "
-                          "--extractor-weights FILE (or pretrained weights, downloaded), or a checkpoint.pt "
+                          f"--extractor-weights FILE (or pretrained weights, downloaded), or a {CHECKPOINT_NAME} "
                           "written by `attentive-cutmix train`")
     ext.add_argument("--extractor-weights", default=_default(None, suppress),
                      help="local weights file for --extractor NAME (.safetensors or .pt)")

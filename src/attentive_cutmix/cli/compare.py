@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..training.run_folder import RESULTS_NAME
 from ._common import add_device_argument, fail
 
 
@@ -24,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="run only this cell (repeatable), e.g. one cluster job per cell; then refresh the report")
     which.add_argument("--list", action="store_true", help="print the cell ids, one per line, and exit")
     parser.add_argument("--dry-run", action="store_true", help="show each cell's status and config; train nothing")
-    parser.add_argument("--report-only", action="store_true", help="only (re)write results.json, the tables and plots")
+    parser.add_argument("--report-only", action="store_true",
+                        help=f"only (re)write {RESULTS_NAME}, the tables and plots")
     add_device_argument(parser, default_help="each cell's own, else cuda if available; not part of the cell id")
     parser.add_argument("--workers", type=int, default=None,
                         help="DataLoader workers for every cell (not part of the cell id)")

@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 
 from ..constants import EVAL_SPLITS, EVAL_WEIGHTS
+from ..training.run_folder import CHECKPOINT_NAME, RESULTS_NAME, WEIGHTS_NAME
 from ._common import add_data_arguments, add_device_argument, fail, size_limit_error, synthetic_size
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", nargs="+", metavar="RUN",
-                        help="a run folder (results.json + weights.safetensors), or a grid folder holding runs/")
+                        help=f"a run folder ({RESULTS_NAME} + {WEIGHTS_NAME}), or a grid folder holding runs/")
     add_data_arguments(parser, suppress=True,
                        title="data (default: each run's own evaluation split, rebuilt from its config; options "
                              "given override the run's, e.g. --data-dir DIR alone when its folder moved; with "
@@ -20,8 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", choices=EVAL_SPLITS, default="eval",
                         help="the evaluation split (default), or the un-augmented training split (train accuracy)")
     parser.add_argument("--weights", choices=EVAL_WEIGHTS, default="auto",
-                        help="final: weights.safetensors (fp16, written when the run finished); checkpoint: "
-                             "checkpoint.pt (fp32, last saved epoch); auto (default): the first that exists")
+                        help=f"final: {WEIGHTS_NAME} (fp16, written when the run finished); checkpoint: "
+                             f"{CHECKPOINT_NAME} (fp32, last saved epoch); auto (default): the first that exists")
     parser.add_argument("--batch-size", type=int, default=256, help="evaluation batch size (default 256)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (default 0)")
     add_device_argument(parser)

@@ -14,6 +14,16 @@ from typing import Any
 
 from .. import registry
 from ..training.config import AMP_MODES, DATA_PATHS, INITS, OPTIMIZERS, PRESETS, SCHEDULES, make_config
+from ..training.run_folder import (
+    BEST_WEIGHTS_NAME,
+    CHECKPOINT_NAME,
+    CONFIG_NAME,
+    EMA_WEIGHTS_NAME,
+    METRICS_NAME,
+    RESULTS_NAME,
+    TB_NAME,
+    RunFolder,
+)
 from ._common import SUPPRESS as _S
 from ._common import add_data_arguments, add_device_argument, add_extractor_arguments, add_method_options, fail
 from ._common import parse_bool as _bool
@@ -72,20 +82,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="clip the global gradient norm to NORM (default: no clipping)")
     opt.add_argument("--ema-decay", "--model-ema-decay", type=float, default=_S, metavar="D",
                      help="also keep an exponential moving average of the weights (e.g. 0.9998), updated every step, "
-                          "evaluated each epoch (ema_top1) and saved as weights_ema.safetensors")
+                          f"evaluated each epoch (ema_top1) and saved as {EMA_WEIGHTS_NAME}")
     mix.add_argument("--mix-off-epoch", type=int, default=_S, metavar="N",
                      help="mix in epochs 1..N only, train on plain images after (timm's --mixup-off-epoch)")
     run = parser.add_argument_group("run")
     run.add_argument("--seed", type=int, default=_S,
                      help="default 0; the same seed on the same machine gives identical results on CPU")
     run.add_argument("--output-dir", default=_S,
-                     help="where checkpoint.pt, metrics.jsonl, results.json, tb/ go (default runs/train)")
+                     help=f"where {CHECKPOINT_NAME}, {METRICS_NAME}, {RESULTS_NAME}, {TB_NAME}/ go "
+                          "(default runs/train)")
     run.add_argument("--overwrite", action="store_const", const=True, default=_S,
                      help="replace the outputs of an earlier run in --output-dir (checkpoint, results, metrics, "
                           "config, tb/); other files there are kept")
     run.add_argument("--resume", action="store_const", const=True, default=_S,
                      help="continue the run in --output-dir from its checkpoint (exactly, even mid-epoch), with the "
-                          "options in its config.yaml (flags given now override them, checked against the "
+                          f"options in its {CONFIG_NAME} (flags given now override them, checked against the "
                           "checkpoint); no checkpoint there is an error")
     run.add_argument("--auto-resume", action="store_const", const=True, default=_S,
                      help="continue the run in --output-dir if it has a checkpoint, else start it there (for job "
@@ -153,7 +164,7 @@ TIMM_REFUSED: dict[str, tuple[int | str, str]] = {
                          "call train(config, model=...) in Python"),
     "--grad-accum-steps": ("?", "there is no gradient accumulation; a larger effective batch: --batch-size, or "
                                 "more processes with torchrun"),
-    "--checkpoint-hist": ("?", "a run keeps checkpoint.pt (the latest, for --resume) and weights_best.safetensors "
+    "--checkpoint-hist": ("?", f"a run keeps {CHECKPOINT_NAME} (the latest, for --resume) and {BEST_WEIGHTS_NAME} "
                                "(the epoch with the best held-out top-1, timm's model_best)"),
     # Mixing: a run mixes with one --method; attentive_cutmix.Mix takes all of these, for your own loop.
     "--mixup": ("*", "use --method mixup --alpha A (a lam per image: timm's --mixup-mode elem)"),
@@ -193,7 +204,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         # `train --output-dir RUN --resume` continues RUN with the options it was started with (its config.yaml),
         # as `--config RUN/config.yaml --resume` does; flags given now override them and are checked against the
         # checkpoint in the same way. Without this, the defaults would stand in for the run's options.
-        own = Path(overrides["output_dir"]) / "config.yaml"
+        own = RunFolder(overrides["output_dir"]).config
         if own.is_file():
             config_file = str(own)
     _timm_ema(overrides, config_file)

@@ -24,10 +24,11 @@ from ..serialization import atomic_write
 from ..training.components import amp_dtype, build_mixer
 from ..training.config import validate
 from ..training.distributed import resolve_device
+from ..training.run_folder import RESULTS_NAME, RunFolder
 from ..training.run_io import RunLockedError, existing_outputs, wait_for_run
+from ..training.run_record import RunRecord
 from .grid import RUN_FIELDS, Cell, Grid, GridError, _short_hash, _slug
 from .localization import region_hit_rates
-from .records import read_results
 from .report import build_table, paired_markdown, table_csv, table_markdown, write_plots
 
 CELL_FILE = "cell.json"
@@ -45,11 +46,11 @@ def _read_json(path: Path) -> Any:
         return None
 
 
-def _results(run_dir: Path) -> dict[str, Any] | None:
-    """The cell's checked ``results.json``; None when missing or damaged (the cell then resumes from its checkpoint,
+def _results(run_dir: Path) -> RunRecord | None:
+    """The cell's checked record; None when missing or damaged (the cell then resumes from its checkpoint,
     which writes the file again, instead of a traceback in the tables)."""
     try:
-        return read_results(run_dir / "results.json")
+        return RunRecord.read(run_dir)
     except (OSError, ValueError):
         return None
 
@@ -62,9 +63,9 @@ def cell_status(run_dir: Path, identity: dict[str, Any]) -> str:
                                 f"(see {run_dir / CELL_FILE}); nothing was changed. Use another --output-dir, or move "
                                 "that folder away")
     results = _results(run_dir)
-    if saved is not None and results is not None and results.get("status") == "finished":
+    if saved is not None and results is not None and results.finished:
         return "finished"
-    if (run_dir / "checkpoint.pt").exists():
+    if RunFolder(run_dir).checkpoint.exists():
         if saved is None:
             raise CellConflictError(f"{run_dir} holds a checkpoint not written by `compare` (no {CELL_FILE}); nothing "
                                     "was changed. Use another --output-dir, or move that folder away")
@@ -110,7 +111,7 @@ def _ensure_extractor(grid: Grid, name: str, out: Path, overrides: dict[str, Any
             continue
         if result.get("status") == "interrupted":
             raise Interrupted(result)
-    return run_dir / "checkpoint.pt"
+    return RunFolder(run_dir).checkpoint
 
 
 class Interrupted(Exception):
@@ -217,8 +218,7 @@ def collect(grid: Grid, out: Path) -> list[dict[str, Any]]:
             status = "conflict"
         results = _results(run_dir) if status == "finished" else None
         if results:
-            entry.update({k: results.get(k)
-                          for k in ("top1", "top5", "best_top1", "best_top5", "epochs", "curve", "wall_time_s")})
+            entry.update(results.summary())
             entry["status"] = "finished"
             entry["localization"] = _read_json(run_dir / "localization.json")
         else:
@@ -232,7 +232,8 @@ def write_report(grid: Grid, out: Path, log: Callable[[str], None] = print) -> d
     entries = collect(grid, out)
     payload = {"grid": grid.name, "source": grid.source, "metric": grid.metric, "runs": entries,
                "paper_results": grid.paper_results or None}
-    paths = {"results": atomic_write(out / "results.json",
+    # Named as a run's record: `evaluate` tells a grid from a run by its runs/ folder.
+    paths = {"results": atomic_write(out / RESULTS_NAME,
                                      lambda t: Path(t).write_text(json.dumps(payload, indent=2, default=str)))}
     table = build_table(entries, grid.metric)
     done = sum(e["status"] == "finished" for e in entries)
@@ -245,7 +246,7 @@ def write_report(grid: Grid, out: Path, log: Callable[[str], None] = print) -> d
     paths["paired_md"] = atomic_write(out / "paired.md", lambda t: Path(t).write_text(paired))
     for i, p in enumerate(write_plots(entries, out, metric=grid.metric, paper=grid.paper_results)):
         paths[f"plot{i}"] = p
-    log(f"wrote {out / 'results.json'}, {out / 'table.md'}, {out / 'table.csv'}, {out / 'paired.md'} and "
+    log(f"wrote {paths['results']}, {out / 'table.md'}, {out / 'table.csv'}, {out / 'paired.md'} and "
         f"{len(paths) - 4} plot(s)")
     return paths
 

@@ -76,6 +76,7 @@ from .. import registry
 from ..serialization import atomic_write
 from ..training.config import ConfigError
 from ..training.distributed import DistInfo, resolve_device
+from ..training.run_record import RunRecord
 from . import compare
 from .grid import Cell, Grid, expand_grid
 from .localization import region_hit_rates
@@ -388,10 +389,10 @@ def _run(out: Path, *, quick: bool, epochs: int | None, seeds: int | None, devic
             timings[cell.id] = futures[cell.id].result()
             if timings[cell.id]["status"] != "finished":
                 return _stopped(pool, timings[cell.id])
-            result = json.loads((out / "runs" / cell.id / "results.json").read_text())
+            finals = RunRecord.read(out / "runs" / cell.id).finals
             how = "reused" if before[cell.id] == "finished" else f"{timings[cell.id]['wall_s']:.0f} s"
             print(f"  {method_label(cell.axes['method']):<20} seed {cell.axes['seed']}: held-out top-1 "
-                  f"{result['top1']:5.1f}%  train top-1 {result['curve'][-1]['train_top1']:5.1f}%  ({how})",
+                  f"{finals.top1:5.1f}%  train top-1 {finals.train_top1:5.1f}%  ({how})",
                   flush=True)
     except KeyboardInterrupt as err:
         return _stopped(pool, {}, signal.SIGTERM if str(err) == "SIGTERM" else signal.SIGINT)
@@ -410,8 +411,7 @@ def _run(out: Path, *, quick: bool, epochs: int | None, seeds: int | None, devic
 
 
 def _extractor_top1(grid: Grid, out: Path) -> float:
-    results = json.loads((out / "extractors" / grid.extractors[EXTRACTOR].id / "results.json").read_text())
-    return float(results["top1"])
+    return float(RunRecord.read(out / "extractors" / grid.extractors[EXTRACTOR].id).finals.top1)
 
 
 def _stopped(pool: Any, result: dict[str, Any], signum: int = signal.SIGINT) -> int:

@@ -23,10 +23,11 @@ from ..data.loader import worker_safe_loader
 from ..models import create_model
 from ..serialization import load_state_dict_file, load_weights_into, non_finite_entries
 from ..training.checkpoint import load_checkpoint
-from ..training.config import BASE_DIR_KEY, DATA_FIELDS, check_rebuildable, resolve_paths
+from ..training.config import DATA_FIELDS, check_rebuildable
 from ..training.data_setup import unaugmented
-from ..training.trainer import WEIGHTS_NAME, evaluate
-from .records import read_results
+from ..training.run_folder import CHECKPOINT_NAME, RESULTS_NAME, RunFolder
+from ..training.run_record import FINISHED, RecordedConfig, RunRecord
+from ..training.trainer import evaluate
 
 DATA_KEYS = DATA_FIELDS  # the data section's options: what a run's held-out split is
 SPLITS, WEIGHTS = EVAL_SPLITS, EVAL_WEIGHTS
@@ -38,55 +39,54 @@ def _run_dirs(paths: Iterable[str | os.PathLike]) -> list[Path]:
     for p in map(Path, paths):
         if not p.is_dir():
             raise FileNotFoundError(f"run folder not found: {p}")
-        if (p / "runs").is_dir():  # a grid (it has its own results.json, of all cells); a run folder has no runs/
+        if (p / "runs").is_dir():  # a grid (it has its own results of all cells); a run folder has no runs/
             cells = sorted(d for d in (p / "runs").iterdir() if d.is_dir())
-            runs = [d for d in cells if (d / "results.json").is_file()]
+            runs = [d for d in cells if RunFolder(d).results.is_file()]
             if not runs:
-                raise FileNotFoundError(f"{p / 'runs'} holds no finished run (no */results.json)")
+                raise FileNotFoundError(f"{p / 'runs'} holds no finished run (no */{RESULTS_NAME})")
             if unfinished := [d.name for d in cells if d not in runs]:
                 # Said, not silently dropped: a table of 13 rows must not pass for the whole grid.
-                warnings.warn(f"{p / 'runs'}: skipped {len(unfinished)} unfinished run(s) (no results.json): "
+                warnings.warn(f"{p / 'runs'}: skipped {len(unfinished)} unfinished run(s) (no {RESULTS_NAME}): "
                               f"{', '.join(unfinished)}; to measure one mid-training, give its folder with "
                               "--weights checkpoint", stacklevel=3)
             out.extend(runs)
-        elif (p / "results.json").is_file() or (p / "checkpoint.pt").is_file():
+        elif RunFolder(p).results.is_file() or RunFolder(p).checkpoint.is_file():
             out.append(p)
         else:
-            raise FileNotFoundError(f"{p} holds neither results.json nor checkpoint.pt (nor a runs/ folder of them): "
-                                    "give a folder written by `attentive-cutmix train` or `compare`")
+            raise FileNotFoundError(f"{p} holds neither {RESULTS_NAME} nor {CHECKPOINT_NAME} (nor a runs/ folder of "
+                                    "them): give a folder written by `attentive-cutmix train` or `compare`")
     return out
 
 
-def read_run(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+def read_run(run_dir: str | os.PathLike) -> tuple[RecordedConfig, dict[str, Any]]:
     """``(config, recorded)``: the run's full config and the final numbers it logged (empty if unfinished).
 
     Relative paths in the config count from where the run was started (its recorded ``base_dir``), so a run is
     re-evaluated on its own data from any working directory; runs that record none count from the working one.
     """
-    config, recorded = _read_record(Path(run_dir))
-    base = config.get(BASE_DIR_KEY)
-    return (resolve_paths(config, Path(run_dir).resolve() / base) if isinstance(base, str) else config), recorded
+    config, recorded = _read_record(RunFolder(run_dir))
+    return config.resolved(run_dir), recorded
 
 
-def _read_record(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    if (run / "results.json").is_file():
+def _read_record(run: RunFolder) -> tuple[RecordedConfig, dict[str, Any]]:
+    if run.results.is_file():
         try:
-            record = read_results(run / "results.json")
+            record = RunRecord.read(run)
         except ValueError as err:
-            again = (f"; `attentive-cutmix train --config {run / 'config.yaml'} --resume` writes it again from the "
-                     "checkpoint" if (run / "checkpoint.pt").is_file() else "; re-run the training")
+            again = (f"; `attentive-cutmix train --config {run.config} --resume` writes it again from the "
+                     "checkpoint" if run.checkpoint.is_file() else "; re-run the training")
             raise ValueError(f"{err}{again}") from err
-        last = next((r for r in reversed(record.get("curve") or []) if r.get("top1") is not None), {})
-        return record["config"], {"top1": record.get("top1"), "top5": record.get("top5"), "loss": last.get("eval_loss"),
-                                  "train_top1": last.get("train_top1")}
-    ckpt = load_checkpoint(run / "checkpoint.pt")
+        finals = record.finals
+        return record.config, {"top1": finals.top1, "top5": finals.top5, "loss": finals.eval_loss,
+                               "train_top1": finals.train_top1}
+    ckpt = load_checkpoint(run.checkpoint)
     if not isinstance(ckpt.get("config"), dict):
-        raise ValueError(f"{run / 'checkpoint.pt'} holds no config: not written by `attentive-cutmix train`")
-    return ckpt["config"], {}
+        raise ValueError(f"{run.checkpoint} holds no config: not written by `attentive-cutmix train`")
+    return RecordedConfig(ckpt["config"]), {}
 
 
 def load_run_model(run_dir: str | os.PathLike, *, weights: str = "auto",
-                   device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any], Path]:
+                   device: torch.device | str = "cpu") -> tuple[torch.nn.Module, RecordedConfig, Path]:
     """``(model in eval mode, config, weights file)`` for a run folder.
 
     ``weights``: ``final`` (``weights.safetensors``, fp16, written when the run finished), ``checkpoint``
@@ -97,34 +97,28 @@ def load_run_model(run_dir: str | os.PathLike, *, weights: str = "auto",
     return model, config, path
 
 
-def _status(run: Path) -> str | None:
-    try:
-        record = json.loads((run / "results.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return record.get("status") if isinstance(record, dict) else None
-
-
-def _model(run: Path, config: Mapping[str, Any], weights: str,
+def _model(run: Path, config: RecordedConfig, weights: str,
            device: torch.device | str) -> tuple[torch.nn.Module, Path]:
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got weights={weights!r}")
-    names = {"final": [WEIGHTS_NAME], "checkpoint": ["checkpoint.pt"], "auto": [WEIGHTS_NAME, "checkpoint.pt"]}[weights]
-    if weights == "auto" and _status(run) not in (None, "finished"):
-        # Being extended (or stopped while it was): weights.safetensors is the old final epoch's, not the run's.
-        names = ["checkpoint.pt", WEIGHTS_NAME]
-        warnings.warn(f"{run} is not finished (results.json: status {_status(run)!r}); measuring its latest "
+    folder = RunFolder(run)
+    files = folder.weights_files(weights)
+    status = folder.recorded_status()
+    if weights == "auto" and status not in (None, FINISHED):
+        # Being extended (or stopped while it was): the final weights are the old final epoch's, not the run's.
+        files = files[::-1]
+        warnings.warn(f"{run} is not finished ({folder.results.name}: status {status!r}); measuring its latest "
                       "checkpoint", stacklevel=4)
-    path = next((run / n for n in names if (run / n).is_file()), None)
+    path = next((f for f in files if f.is_file()), None)
     if path is None:
-        raise FileNotFoundError(f"{run} has no {' or '.join(names)}; "
+        raise FileNotFoundError(f"{run} has no {' or '.join(f.name for f in files)}; "
                                 + ("the run did not finish: try weights='checkpoint'" if weights == "final"
                                    else "was it trained with this package?"))
     check_rebuildable(config, str(run))
-    missing = [k for k in ("model", "num_classes", "image_size", "mean", "std") if k not in config]
+    missing = config.missing_model_keys()
     if missing:
         raise ValueError(f"{run}'s config lacks {missing}: written by an older version? re-run the training")
-    model = create_model(config["model"], num_classes=config["num_classes"], image_size=config["image_size"])
+    model = create_model(config.model, num_classes=config.num_classes, image_size=config.image_size)
     state = load_state_dict_file(path)
     if bad := non_finite_entries(state):
         # A NaN weight gives plausible-looking numbers (every prediction one class): say so beside them.
@@ -210,16 +204,17 @@ def evaluate_runs(runs: Iterable[str | os.PathLike], *, data: Mapping[str, Any] 
         if key not in built:
             built[key] = _build(spec, split)
         dataset, info = built[key]
-        if info.num_classes != config["num_classes"]:
-            raise ValueError(f"{run} predicts {config['num_classes']} classes but {spec['dataset']} "
+        if info.num_classes != config.num_classes:
+            raise ValueError(f"{run} predicts {config.num_classes} classes but {spec['dataset']} "
                              f"{spec.get('data_dir') or ''} has {info.num_classes}; evaluate on data with the same "
                              "classes (image folders: class folders sorted by name give the label order)")
-        _check_classes(run, config.get("classes"), info.classes, spec)
+        _check_classes(run, config.classes, info.classes, spec)
         own = own_split(data)
-        matches = info.train_fingerprint == config.get("train_fingerprint") if own else None
+        matches = info.train_fingerprint == config.train_fingerprint if own else None
         if own and not matches:
             warnings.warn(f"{run}: the data at {spec.get('data_dir') or spec['dataset']} differs from what the run "
-                          "trained on (training-split fingerprint); its numbers are not comparable with results.json",
+                          f"trained on (training-split fingerprint); its numbers are not comparable with its "
+                          f"{RESULTS_NAME}",
                           stacklevel=2)
         changed = own and any(spec.get(k) != config.get(k) for k in DATA_KEYS if k != "data_dir")
         left[key] -= 1
@@ -228,9 +223,9 @@ def evaluate_runs(runs: Iterable[str | os.PathLike], *, data: Mapping[str, Any] 
             loader = worker_safe_loader(dataset, workers=workers, batch_size=batch_size, shuffle=False)
             if left[key] and _fits_in_memory(dataset):
                 loader = decoded[key] = list(loader)
-        norm = SimpleNamespace(mean=config["mean"], std=config["std"])
+        norm = SimpleNamespace(mean=config.mean, std=config.std)
         m = evaluate(model, loader, norm, device)
-        rows.append({"run": str(run), "method": config.get("method"), "seed": config.get("seed"),
+        rows.append({"run": str(run), "method": config.method, "seed": config.seed,
                      "weights": path.name, "split": split, "dataset": spec["dataset"],
                      "data_dir": spec.get("data_dir"), "own_data": own, "data_matches": matches, **m,
                      "recorded_top1": recorded.get("top1") if own and not changed and split == "eval" else None,

@@ -211,8 +211,8 @@ def write_plots(runs: list[dict[str, Any]], out: Path, *, metric: str = "top1",
     try:
         import matplotlib  # optional (the [train] extra), and slow to import: only where plots are drawn
     except ImportError:
-        warnings.warn("plots skipped: matplotlib is not installed (pip install matplotlib); the tables and "
-                      "results.json are written", stacklevel=2)
+        warnings.warn("plots skipped: matplotlib is not installed (pip install matplotlib); the tables and the "
+                      "results are written", stacklevel=2)
         return []
 
     matplotlib.use("Agg")

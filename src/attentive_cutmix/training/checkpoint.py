@@ -16,8 +16,8 @@ import torch
 
 from ..serialization import CheckpointError, atomic_torch_save, safe_torch_load
 from .config import BASE_DIR_KEY, CHECKPOINT_FIELDS, VOLATILE_FIELDS, resolve_paths
+from .run_folder import CHECKPOINT_NAME, RunFolder
 
-CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT_VERSION = 1
 # What must match for a checkpoint to be resumed into a run is config.CHECKPOINT_FIELDS (the fields marked so; the
 # optimiser's and the schedule's saved states only load into the same classes: Adam has no 'momentum' buffer).
@@ -60,8 +60,8 @@ def restore_rng(state: dict[str, Any], mixer_generator: torch.Generator | None =
 
 
 def save_checkpoint(state: dict[str, Any], output_dir: str | os.PathLike) -> Path:
-    """Write ``state`` to ``output_dir/checkpoint.pt`` atomically (temp file, fsync, rename)."""
-    path = Path(output_dir) / CHECKPOINT_NAME
+    """Write ``state`` to ``output_dir``'s checkpoint file atomically (temp file, fsync, rename)."""
+    path = RunFolder(output_dir).checkpoint
     try:
         return atomic_torch_save({**state, "format_version": FORMAT_VERSION}, path)
     except OSError as err:  # disk full, quota, permissions: the old checkpoint is still whole, say so

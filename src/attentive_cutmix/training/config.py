@@ -22,6 +22,7 @@ from .. import registry
 from ..constants import CHECKPOINT_SUFFIXES, INITS, MAX_IMAGE_SIZE, is_number
 from ..errors import ConfigError
 from .option_types import check_values, describe
+from .run_folder import WEIGHTS_NAME
 from .sections import (
     AMP_MODES,
     DATA_PATHS,
@@ -301,7 +302,7 @@ def check_rebuildable(config: Mapping[str, Any], where: str) -> None:
     raise ConfigError(f"{where} is a run of train(model=..., train_dataset=...) from Python (dataset {dataset}, "
                       f"model {model}): no command can rebuild those objects. From Python, resume it with "
                       "train(make_config({'output_dir': RUN, 'resume': True, <its options>}), model=..., "
-                      "train_dataset=..., eval_dataset=...), and evaluate it by loading RUN/weights.safetensors "
+                      f"train_dataset=..., eval_dataset=...), and evaluate it by loading RUN/{WEIGHTS_NAME} "
                       "(serialization.load_state_dict_file) into your model and calling "
                       "attentive_cutmix.training.evaluate(model, loader, info, device)")
 

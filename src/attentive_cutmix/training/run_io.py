@@ -1,21 +1,16 @@
-"""What a run writes and listens to: the output folder checks, metrics.jsonl, TensorBoard, results.json,
-the progress bar, and the SIGTERM/SIGINT handler.
+"""What a run writes and listens to: the output folder checks, the per-epoch metrics, TensorBoard, the final
+record, the progress bar, and the SIGTERM/SIGINT handler. Where each goes is ``run_folder.RunFolder``'s.
 
-Only rank 0 writes (``enabled=False`` elsewhere). ``metrics.jsonl`` is rewritten from the
-checkpoint's curve on resume, so it never holds epochs the checkpoint doesn't know about.
+Only rank 0 writes (``enabled=False`` elsewhere). The metrics file is rewritten from the checkpoint's curve on
+resume, so it never holds epochs the checkpoint doesn't know about.
 """
 from __future__ import annotations
 
-import datetime
-import errno
-import fcntl
 import json
 import os
 import shlex
 import shutil
 import signal
-import socket
-import stat
 import sys
 import tempfile
 import threading
@@ -28,152 +23,25 @@ from tqdm import tqdm
 
 from ..constants import STOP_SIGNALS
 from ..serialization import OutputWriteError, atomic_write
-from .checkpoint import CHECKPOINT_NAME
 from .config import BASE_DIR_KEY, ConfigError, config_keys
 from .distributed import DistInfo
-
-LOCK_NAME = ".lock"
-# What a run writes into its folder; any of them there means the folder holds someone's run.
-OUTPUT_NAMES = (CHECKPOINT_NAME, "results.json", "metrics.jsonl", "config.yaml", "tb", "weights.safetensors",
-                "weights_ema.safetensors", "weights_best.safetensors")
-
-
-class RunLockedError(ConfigError):
-    """Another live process holds the run folder (its lock file names the holder)."""
-
-
-class RunLock:
-    """An exclusive ``flock`` on ``<folder>/.lock``: held while this object is, dropped by the OS if the process dies.
-
-    The file holds the current holder's pid, host, start time and command, for the error message. ``release()``
-    removes it (a finished run leaves no ``.lock``), while still holding it: a process that was waiting on the removed
-    file finds, once it gets the lock, that the path no longer leads to that file and locks the one there now, so two
-    processes never both hold the folder. A holder killed outright leaves the file behind, unlocked.
-    """
-
-    def __init__(self, folder: Path, *, wait: bool = False) -> None:
-        self.path = Path(folder) / LOCK_NAME
-        self._fd: int | None = None
-        while True:
-            self._fd = _open_lock_file(self.path)
-            try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            except BlockingIOError:
-                holder = _holder(self._fd)
-                self._close()
-                raise RunLockedError(f"{folder} is in use by another run ({holder}); nothing was changed. Wait for it "
-                                     "to finish, or choose another --output-dir (the lock is released as soon as that "
-                                     "process ends, even if it is killed)") from None
-            except OSError as err:
-                self._close()
-                if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
-                    raise
-                warnings.warn(f"{folder}: this file system does not support file locks ({err.strerror}); a second "
-                              "run started in this folder would not be detected", stacklevel=3)
-                return
-            if _is_the_file_at(self._fd, self.path):
-                break
-            self._close()  # its holder removed it on release: lock the file at the path now
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(map(shlex.quote, sys.argv)),
-                "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, json.dumps(info).encode(), 0)
-        os.fsync(self._fd)
-
-    def _close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor drops the flock
-            self._fd = None
-
-    def release(self) -> None:
-        if self._fd is not None and _is_the_file_at(self._fd, self.path):
-            try:
-                self.path.unlink()  # while still locked: see the class docstring
-            except OSError:
-                pass  # a read-only folder: the unlocked file stays, harmless
-        self._close()
-
-
-def _is_the_file_at(fd: int, path: Path) -> bool:
-    """Whether ``path`` still leads to the open file ``fd`` (not removed, not replaced)."""
-    try:
-        there = os.stat(path, follow_symlinks=False)
-    except OSError:
-        return False
-    here = os.fstat(fd)
-    return (there.st_dev, there.st_ino) == (here.st_dev, here.st_ino)
-
-
-def _open_lock_file(path: Path) -> int:
-    """Open (or create) ``path`` for the lock, refusing anything but a plain file of its own.
-
-    The lock's JSON is written into the file: a symlink or a hard link planted as ``.lock`` would have another file
-    truncated and overwritten, and a folder or a FIFO there gave a traceback.
-    """
-    refuse = (f"{path} is not a plain lock file ({{what}}); nothing was written to it. Remove it (it is only a "
-              "lock; a run recreates it) or choose another --output-dir")
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
-    except OSError as err:
-        what = {errno.ELOOP: "a symbolic link", errno.EISDIR: "a folder"}.get(err.errno, err.strerror or str(err))
-        raise ConfigError(refuse.format(what=what)) from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
-        os.close(fd)
-        what = "a hard link to another file" if stat.S_ISREG(info.st_mode) else "not a regular file"
-        raise ConfigError(refuse.format(what=what))
-    return fd
-
-
-def _holder(fd: int) -> str:
-    try:
-        info = json.loads(os.pread(fd, 65536, 0) or b"{}")
-        return f"pid {info['pid']} on {info['host']}, started {info['started']}: {info['command']}"
-    except (OSError, ValueError, KeyError, TypeError):  # the holder is between locking and writing its name
-        return "a process that has not written its name yet"
-
-
-def wait_for_run(folder: Path) -> None:
-    """Block until no process holds ``folder``'s run lock (returns at once if none does)."""
-    RunLock(folder, wait=True).release()
-
-
-# Run folders this process holds, by resolved path. The trainer takes the lock in prepare_output_dir and gives it
-# back in RunWriter.close(); this table carries it between the two. Re-entrant within a process: a run that failed
-# before its RunWriter existed leaves its lock here, and the next run of that folder in this process reuses it.
-_HELD: dict[str, RunLock] = {}
-
-
-def lock_run_dir(out: Path) -> RunLock:
-    """Hold ``out``'s run lock for this process (``RunLockedError`` naming the holder if another process has it)."""
-    key = str(Path(out).resolve())
-    if key not in _HELD:
-        _HELD[key] = RunLock(Path(out))
-    return _HELD[key]
-
-
-def release_run_dir(out: Path) -> None:
-    """Give back ``out``'s run lock if this process holds it."""
-    lock = _HELD.pop(str(Path(out).resolve()), None)
-    if lock is not None:
-        lock.release()
+from .run_folder import (
+    CONFIG_NAME,
+    LOCK_NAME,
+    OUTPUT_NAMES,
+    RunFolder,
+    RunLock,
+    RunLockedError,
+    lock_run_dir,
+    release_run_dir,
+    wait_for_run,
+)
+from .run_record import mark_extending, results_record, write_results
 
 
 def existing_outputs(out: Path) -> list[str]:
     """The run outputs in ``out`` (``tb`` counts once it holds a file)."""
-    found = []
-    for name in OUTPUT_NAMES:
-        path = out / name
-        if path.is_dir() and any(p.is_file() for p in path.rglob("*")) or path.is_file():
-            found.append(name)
-    return found
-
-
-def _finished(out: Path) -> bool:
-    try:
-        return json.loads((out / "results.json").read_text()).get("status") == "finished"
-    except (OSError, ValueError, AttributeError):
-        return False
+    return RunFolder(out).existing_outputs()
 
 
 def clear_earlier_outputs(out: Path) -> None:
@@ -212,7 +80,7 @@ def prepare_output_dir(out: Path, *, resume: bool, is_main: bool, overwrite: boo
         raise ConfigError(f"--resume: there is no run to continue in {out.absolute()} (no checkpoint, config or "
                           "metrics); nothing was created. Check --output-dir (a relative path counts from the working "
                           "directory), or pass the run's own config: `attentive-cutmix train --config "
-                          "RUN/config.yaml --resume`. For a new run there, drop --resume (a job script that may "
+                          f"RUN/{CONFIG_NAME} --resume`. For a new run there, drop --resume (a job script that may "
                           "start or continue it: --auto-resume)")
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -235,8 +103,9 @@ def prepare_output_dir(out: Path, *, resume: bool, is_main: bool, overwrite: boo
 
 
 def _resume_point(out: Path, *, resume: bool, auto_resume: bool, is_main: bool, overwrite: bool) -> Path | None:
-    ckpt = out / CHECKPOINT_NAME
-    existing = existing_outputs(out)
+    folder = RunFolder(out)
+    ckpt = folder.checkpoint
+    existing = folder.existing_outputs()
     flag = "--auto-resume" if auto_resume else "--resume"
     if (resume or auto_resume) and overwrite:
         raise ConfigError(f"{flag} and --overwrite exclude each other")
@@ -248,13 +117,13 @@ def _resume_point(out: Path, *, resume: bool, auto_resume: bool, is_main: bool, 
                     else f"the outputs of an earlier run ({', '.join(existing)})")
             raise ConfigError(f"{out} already holds {what}; nothing was changed. To continue that run add --resume "
                               f"(e.g. `attentive-cutmix train --config "
-                              f"{shlex.quote(str(out.absolute() / 'config.yaml'))} --resume`), to replace it add "
+                              f"{shlex.quote(str(folder.config.absolute()))} --resume`), to replace it add "
                               "--overwrite (config: overwrite: true), or choose another --output-dir for a new run")
         return None
     if ckpt.exists():
         return ckpt
-    if _finished(out):
-        raise ConfigError(f"{flag}: {out} holds a finished run ({out / 'results.json'}) and no checkpoint, so "
+    if folder.is_finished():
+        raise ConfigError(f"{flag}: {out} holds a finished run ({folder.results}) and no checkpoint, so "
                           "there is nothing to continue; nothing was changed. To train it again from scratch and "
                           "replace its results add --overwrite (config: overwrite: true), or choose another "
                           "--output-dir")
@@ -271,7 +140,7 @@ def _resume_point(out: Path, *, resume: bool, auto_resume: bool, is_main: bool, 
 
 def resume_command(out: Path, dist: DistInfo) -> str:
     # Absolute: the command is printed to be pasted anywhere, e.g. into a job script run from another folder.
-    args = f"train --config {shlex.quote(str(out.absolute() / 'config.yaml'))} --resume"
+    args = f"train --config {shlex.quote(str(RunFolder(out).config.absolute()))} --resume"
     if not dist.enabled:
         return f"attentive-cutmix {args}"
     nodes = max(1, dist.world_size // int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size)))
@@ -285,32 +154,12 @@ def run_folder_of(config_file: str | os.PathLike) -> Path | None:
     A run's ``config.yaml`` records the ``output_dir`` it was started with; a copied folder, or a relative path
     read from another working directory, would point elsewhere. The folder the file lies in is the run.
     """
-    path = Path(config_file)
-    if path.name != "config.yaml" or not path.is_file():
-        return None
-    folder = path.parent.absolute()
-    return folder if set(existing_outputs(folder)) - {"config.yaml"} else None
+    folder = Path(config_file).parent.absolute()
+    return folder if RunFolder(folder).is_config_of_run(config_file) else None
 
 
 def _json_line(row: dict[str, Any]) -> str:
     return json.dumps(row, sort_keys=False) + "\n"
-
-
-def _mark_extending(out: Path, epochs: int) -> None:
-    """A finished run resumed for more epochs is no longer finished: say so in its ``results.json`` before the first
-    new step, so a run killed while being extended is never reported as finished at its old epoch."""
-    path = out / "results.json"
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return
-    if not isinstance(record, dict) or record.get("status") != "finished":
-        return
-    done = record.get("epochs")
-    if isinstance(done, int) and done >= epochs:
-        return
-    record.update(status="extending", extending_to=epochs)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2)))
 
 
 def _guarded(path: Path, write: Any) -> Any:
@@ -346,27 +195,29 @@ class RunWriter:
     def __init__(self, out: Path, config: dict[str, Any], curve: list[dict[str, Any]], *, enabled: bool,
                  progress: bool = True) -> None:
         self.out, self.config, self.enabled = out, config, enabled
+        self.folder = RunFolder(out)
         self.epochs_logged = len(curve)
         self.show_progress = enabled and progress and sys.stderr.isatty()
         self.tb = None
         if not enabled:
             return
-        _mark_extending(out, int(config.get("epochs", 0)))
+        mark_extending(self.folder, int(config.get("epochs", 0)))
         keys = config_keys()
         # base_dir first: where this file's relative paths count from (the working directory the run started
         # from, relative to the run folder), so the file still means the same run read from anywhere else.
         resumable = {**({BASE_DIR_KEY: config[BASE_DIR_KEY]} if BASE_DIR_KEY in config else {}),
                      **{k: v for k, v in config.items()
                         if k in keys and k not in ("resume", "auto_resume", "overwrite")}}
-        atomic_write(out / "config.yaml", lambda tmp: Path(tmp).write_text(yaml.safe_dump(resumable, sort_keys=False)))
-        atomic_write(out / "metrics.jsonl", lambda tmp: Path(tmp).write_text("".join(_json_line(r) for r in curve)))
+        atomic_write(self.folder.config,
+                     lambda tmp: Path(tmp).write_text(yaml.safe_dump(resumable, sort_keys=False)))
+        atomic_write(self.folder.metrics, lambda tmp: Path(tmp).write_text("".join(_json_line(r) for r in curve)))
         try:  # tensorboard's protobufs: imported by runs that write, not by --help
             from .events import ScalarEventFile
-        except ImportError:  # [train-light]: metrics.jsonl has every number TensorBoard would show
-            print("note: TensorBoard is not installed, so no tb/ logs (metrics.jsonl has every number); "
-                  "pip install tensorboard to get them", file=sys.stderr, flush=True)
+        except ImportError:  # [train-light]: the metrics file has every number TensorBoard would show
+            print(f"note: TensorBoard is not installed, so no {self.folder.tb.name}/ logs ({self.folder.metrics.name} "
+                  "has every number); pip install tensorboard to get them", file=sys.stderr, flush=True)
             return
-        self.tb = _guarded(out / "tb", lambda: ScalarEventFile(out / "tb", purge_step=len(curve) + 1))
+        self.tb = _guarded(self.folder.tb, lambda: ScalarEventFile(self.folder.tb, purge_step=len(curve) + 1))
 
     def progress(self, **kwargs: Any) -> tqdm:
         return tqdm(disable=not self.show_progress, leave=False, dynamic_ncols=True, **kwargs)
@@ -381,7 +232,7 @@ class RunWriter:
         self.epochs_logged += 1
         if not self.enabled:
             return
-        _guarded(self.out / "metrics.jsonl", lambda: _append(self.out / "metrics.jsonl", _json_line(row)))
+        _guarded(self.folder.metrics, lambda: _append(self.folder.metrics, _json_line(row)))
         if self.tb is not None:
             scalars = {k: v for k, v in row.items() if k != "epoch" and isinstance(v, (int, float))}
             _guarded(self.tb.path, lambda: (self.tb.add_scalars(scalars, row["epoch"]), self.tb.flush()))
@@ -391,22 +242,16 @@ class RunWriter:
                   f"lr {row['lr']:.3g}", file=sys.stderr, flush=True)
 
     def finish(self, curve: list[dict[str, Any]], wall_time: float) -> dict[str, Any]:
-        evaluated = [r for r in curve if r.get("top1") is not None]
-        final = evaluated[-1] if evaluated else {}
-        best = max(evaluated, key=lambda r: r["top1"], default={})
-        results = {"config": self.config, "top1": final.get("top1"), "top5": final.get("top5"),
-                   "best_top1": best.get("top1"), "best_top5": max((r["top5"] for r in evaluated), default=None),
-                   "epochs": len(curve), "curve": curve,
-                   "wall_time_s": wall_time, "status": "finished"}
+        results = results_record(self.config, curve, wall_time)
         if self.enabled:
-            atomic_write(self.out / "results.json", lambda tmp: Path(tmp).write_text(json.dumps(results, indent=2)))
+            write_results(self.folder, results)
             release_run_dir(self.out)
         return results
 
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
-        # The trainer closes the writer before finish() writes results.json: a complete run keeps its folder
+        # The trainer closes the writer before finish() writes the record: a complete run keeps its folder
         # locked until then, so no other process ever sees it with every epoch done but no results.
         if self.enabled and self.epochs_logged < int(self.config.get("epochs", 0)):
             release_run_dir(self.out)

@@ -20,6 +20,7 @@ from .. import registry
 from ..constants import INITS, MAX_IMAGE_SIZE, is_int
 from ..errors import ConfigError
 from .option_types import check_values, describe
+from .run_folder import CHECKPOINT_NAME
 
 if TYPE_CHECKING:  # the specs load the extractor code (torchvision's model zoo): on first use, not with --help
     from ..attention_source import CacheSpec, ExtractorSpec
@@ -226,9 +227,9 @@ class MixingConfig:
         if self.extractor is None and self.attention_cache is None:
             raise ConfigError(f"{f'--method {self.method} {method.attention_condition}'.rstrip()} needs attention "
                               "maps: either --extractor (a model name with --extractor-weights FILE or pretrained "
-                              "weights, or a checkpoint.pt written by `attentive-cutmix train`) to compute them on the "
-                              "fly, or --attention-cache FILE (made by `attentive-cutmix cache-attention`, or add "
-                              "--build-cache with --extractor to make it now)")
+                              f"weights, or a {CHECKPOINT_NAME} written by `attentive-cutmix train`) to compute them "
+                              "on the fly, or --attention-cache FILE (made by `attentive-cutmix cache-attention`, or "
+                              "add --build-cache with --extractor to make it now)")
         if self.build_cache and (self.extractor is None or self.attention_cache is None):
             raise ConfigError("--build-cache needs both --extractor (what to run) and --attention-cache "
                               "(where to write it)")

@@ -25,7 +25,6 @@ from ..models import create_model
 from ..serialization import CheckpointError, OutputWriteError, atomic_write, half_where_safe, load_weights_into
 from . import distributed as D
 from .checkpoint import (
-    CHECKPOINT_NAME,
     capture_rng,
     check_compatible,
     load_checkpoint,
@@ -34,8 +33,9 @@ from .checkpoint import (
     validate_checkpoint,
 )
 from .components import AMP_DTYPES, build_parts, derive_seed, load_scheduler_state, scheduler_state
-from .config import BASE_DIR_KEY, ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig
 from .data_setup import prepare_data
+from .run_folder import BEST_WEIGHTS_NAME, EMA_WEIGHTS_NAME, WEIGHTS_NAME, RunFolder
 from .run_io import (
     RunWriter,
     StopSignals,
@@ -44,10 +44,7 @@ from .run_io import (
     release_run_dir,
     resume_command,
 )
-
-WEIGHTS_NAME = "weights.safetensors"
-EMA_WEIGHTS_NAME = "weights_ema.safetensors"
-BEST_WEIGHTS_NAME = "weights_best.safetensors"  # the weights of the epoch with the best held-out top-1 so far
+from .run_record import recorded_config
 
 
 class NonFiniteLossError(RuntimeError):
@@ -182,14 +179,14 @@ class _Run:
                                   is_main=dist.is_main)
         # One call per lower module, each once: data (with the attention source and batches), model, the rest.
         self.info, self.batches, extractor = prepare_data(cfg, dist, device, given)
-        self.config = {**cfg.to_dict(), "num_classes": self.info.num_classes, "classes": list(self.info.classes),
-                       "image_size": self.info.image_size, "mean": list(self.info.mean), "std": list(self.info.std),
-                       "train_fingerprint": self.info.train_fingerprint, "world_size": dist.world_size,
-                       "data_path_used": self.batches.path,
-                       # where this config's relative paths count from, relative to the run folder (config.yaml,
-                       # results.json and the checkpoint stay readable from any working directory); real paths, so
-                       # a symlinked runs/ folder, or the run read through the link's target, counts from the same place
-                       BASE_DIR_KEY: os.path.relpath(os.path.realpath(os.getcwd()), self.out.resolve())}
+        self.folder = RunFolder(self.out)
+        self.config = recorded_config(
+            cfg.to_dict(), num_classes=self.info.num_classes, classes=self.info.classes,
+            image_size=self.info.image_size, mean=self.info.mean, std=self.info.std,
+            train_fingerprint=self.info.train_fingerprint, world_size=dist.world_size, data_path=self.batches.path,
+            # real paths, so a symlinked runs/ folder, or the run read through the link's target, counts from the
+            # same place
+            base_dir=os.path.relpath(os.path.realpath(os.getcwd()), self.out.resolve()))
         if given.get("train_dataset") is not None:
             self.config["dataset"] = self.info.name  # not cfg.dataset: the run did not use it
         torch.manual_seed(cfg.seed)  # model init: the same weights for every method of a seed (extractors drew before)
@@ -306,15 +303,15 @@ class _Run:
     def run(self) -> dict[str, Any]:
         try:
             return self._loop()
-        except OutputWriteError as err:  # config.yaml, metrics.jsonl, TensorBoard: a full disk mid-run
+        except OutputWriteError as err:  # the config, metrics, TensorBoard files: a full disk mid-run
             raise CheckpointError(f"{err}. {self._how_to_continue()}") from err
 
     def _how_to_continue(self) -> str:
-        ckpt = self.out / CHECKPOINT_NAME
+        ckpt = self.folder.checkpoint
         if ckpt.exists():
             return (f"The run's last checkpoint {ckpt} is kept: once there is space, "
                     f"`{resume_command(self.out, self.dist)}` continues from it")
-        if (self.out / "config.yaml").exists():
+        if self.folder.config.exists():
             return ("No checkpoint was written yet: once there is space, `"
                     f"{resume_command(self.out, self.dist).replace(' --resume', ' --auto-resume')}` starts it again")
         return "No checkpoint was written yet: once there is space, run the same command again"
@@ -333,7 +330,7 @@ class _Run:
                     cmd = resume_command(self.out, self.dist)
                     if self.dist.is_main:
                         print(f"\nStopped by {signals.name} at epoch {self.epoch + 1}, step {self.step}; "
-                              f"checkpoint written to {self.out / 'checkpoint.pt'}.\nResume with:\n  {cmd}",
+                              f"checkpoint written to {self.folder.checkpoint}.\nResume with:\n  {cmd}",
                               flush=True)
                     return {"status": "interrupted", "signal": signals.name, "epoch": self.epoch, "step": self.step,
                             "resume_command": cmd}
@@ -344,7 +341,7 @@ class _Run:
                         write_weights(self.ema.module, self.out, EMA_WEIGHTS_NAME)
                 return writer.finish(self.curve, self.wall_time)
             except OutputWriteError as err:  # disk full or read-only at the very end: the checkpoint has everything
-                raise CheckpointError(f"{err}. The run's last checkpoint {self.out / CHECKPOINT_NAME} is kept: once "
+                raise CheckpointError(f"{err}. The run's last checkpoint {self.folder.checkpoint} is kept: once "
                                       f"it can be written, `{resume_command(self.out, self.dist)}` writes the final "
                                       "weights and results without training again") from err
         finally:
@@ -359,7 +356,7 @@ class _Run:
             self.partial = {"loss_sum": 0.0, "images": 0, "time_s": 0.0}
         batches, total = self.batches.epoch(epoch, self.step)
         if self.step > total:  # a checkpoint's step beyond its epoch would end the epoch unseen, run "finished"
-            raise CheckpointError(f"{self.out / CHECKPOINT_NAME}: entry step is {self.step}, but epoch {epoch} has "
+            raise CheckpointError(f"{self.folder.checkpoint}: entry step is {self.step}, but epoch {epoch} has "
                                   f"{total} steps; the checkpoint is damaged or was edited (or the data shrank). "
                                   "Resume from another copy, or start a fresh run with another --output-dir")
         # timm's --mixup-off-epoch: the last epochs train on plain images.
