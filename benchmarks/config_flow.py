@@ -9,7 +9,9 @@ whose arguments, at call time, hold the run's config: the ``TrainConfig`` itself
 identity: strings (copied first, so no interned literal elsewhere matches), lists and the method's options object;
 ``None``/bools/numbers cannot be told apart by identity and values computed from a field (``Path(cfg.output_dir)``)
 are new values, so neither is followed. Its *caller* is the nearest ``attentive_cutmix`` frame below it; calls
-within one module are dropped.
+within one module are dropped, and so (Python 3.11+) are implicit calls whose caller runs no call expression: a
+property or ``__getattr__`` reached by ``cfg.lr`` is the caller reading the config, not passing it to the config's
+module (this changes nothing at 3c102cb; a flat-read ``TrainConfig.__getattr__`` would otherwise count each read).
 
 Full measure (issue 30): the config followed over every call that passes it on, into ``data/`` too, numbers,
 bools and ``None`` included. A call passes it on when an argument *is* the config, holds it, or is a value read
@@ -177,6 +179,8 @@ class Flow:
         if not any(self._holds(frame.f_locals.get(a)) for a in code.co_varnames[:n]):
             return
         back = _package_frame(frame.f_back)
+        if FULL_MEASURE and back is frame.f_back and _call_at(back) is None:
+            return  # an implicit call (a property, __getattr__): the caller reads the config, it passes nothing on
         caller = _name(back.f_globals["__name__"]) if back is not None else None
         if caller != _name(module):
             self.calls.append((caller, _name(module), code.co_name))
