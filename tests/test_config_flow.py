@@ -1,5 +1,7 @@
 """Issue 20: the run's config, followed through ``train`` (``benchmarks/config_flow.py``), goes back up a layer at
-most 4 times and re-enters a module at most 7 times on the main path; a set-up that ping-pongs again fails here."""
+most 4 times and re-enters a module at most 7 times on the main path; a set-up that ping-pongs again fails here.
+Issue 30: followed over every call that passes it on (numbers included, the full measure), at most 4 trips up and
+12 re-entries (xfail until the restructuring lands)."""
 from __future__ import annotations
 
 import importlib.util
@@ -24,6 +26,11 @@ def test_counting_rules_on_a_known_sequence():
     assert report["upward_calls"] == ["models/factory.py -> training/config.py.c"]
 
 
+@pytest.fixture(scope="module")
+def main_path(tmp_path_factory):
+    return flow.measure_both(flow.ATTENTIVE, str(tmp_path_factory.mktemp("flow")))
+
+
 STUDIES = "attentive-cutmix, device path, name + weights file, attention cache built first (as the studies)"
 
 
@@ -31,8 +38,9 @@ STUDIES = "attentive-cutmix, device path, name + weights file, attention cache b
     ("main", 4, 7),  # issue 20's done-when
     ("studies", 6, 7),  # as measured after issue 20 (the weights file and the cache header each add a descent)
 ])
-def test_config_flow_stays_within_its_bounds(path, most_up, most_reentries, tmp_path):
-    report = flow.measure(flow.ATTENTIVE if path == "main" else flow.PATHS[STUDIES], str(tmp_path))
+def test_config_flow_stays_within_its_bounds(path, most_up, most_reentries, tmp_path, main_path):
+    # the main path's run is shared with issue 30's full measure below (one training, both measures)
+    report = main_path["direct"] if path == "main" else flow.measure(flow.PATHS[STUDIES], str(tmp_path))
     described = flow.describe(path, report)
     # The measurement saw the flow (not an empty trace): the data, the extractor and the mixer each took the config.
     assert {"training/trainer.py", "training/data_setup.py", "attention.py", "registry.py"} <= set(report["modules"])
@@ -146,11 +154,6 @@ def test_full_measure_follows_numbers_read_from_fields_and_the_direct_one_does_n
     report = full.report()
     assert (report["steps"], len(report["modules"]), report["up"], report["reentries"]) == (6, 2, 3, 4)
     assert report["upward_calls"] == [f"{low} -> {up}.echo"]
-
-
-@pytest.fixture(scope="module")
-def main_path(tmp_path_factory):
-    return flow.measure_both(flow.ATTENTIVE, str(tmp_path_factory.mktemp("flow")))
 
 
 @FULL
