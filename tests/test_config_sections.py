@@ -148,13 +148,13 @@ def test_resolve_returns_the_runs_attention_source_once(tmp_path):
     spec, cpu = ExtractorSpec("cifar_resnet20", weights=str(weights)), torch.device("cpu")
     assert resolve(None, None, train_ds=train_ds, info=info, device=cpu).kind == "none"
     online = resolve(spec, None, train_ds=train_ds, info=info, device=cpu)
-    assert online.kind == "online" and online.extractor.input_size == 16 and online.attach(train_ds) is train_ds
+    assert online.kind == "online" and online.extractor.input_size == 16 and online.train_ds is train_ds
     with pytest.raises(ConfigError, match="does not exist; make it with"):
         resolve(spec, CacheSpec(str(tmp_path / "maps.safetensors")), train_ds=train_ds, info=info, device=cpu)
     built = resolve(spec, CacheSpec(str(tmp_path / "maps.safetensors"), build=True), train_ds=train_ds, info=info,
                     device=cpu)
     assert built.kind == "cache" and built.extractor is None and len(built.cache) == len(train_ds)
-    item = built.attach(train_ds)[0]
+    item = built.train_ds[0]
     assert len(train_ds[0]) == 2 and len(item) == 3 and item[2].shape == (16, 16)  # items carry their maps (framed)
     # Without the extractor a cache is checked against the split only.
     assert resolve(None, CacheSpec(str(tmp_path / "maps.safetensors")), train_ds=train_ds, info=info,

@@ -105,18 +105,13 @@ class CacheSpec:
 @dataclass(frozen=True)
 class AttentionSource:
     """The run's attention, resolved once: ``online`` (``extractor`` runs on each batch), ``cache`` (the maps ride
-    with the training items), or ``none``."""
+    with the training items of ``train_ds``), or ``none``. ``train_ds``: the training split as the trainer reads it
+    (with the cache, its items carry their maps)."""
 
     kind: Literal["none", "online", "cache"]
+    train_ds: Any
     extractor: nn.Module | None = None
     cache: Any = None
-
-    def attach(self, train_ds: Any) -> Any:
-        """The training split as the trainer reads it: its items carry the cached maps when there is a cache."""
-        return with_attention(train_ds, self.cache) if self.kind == "cache" else train_ds
-
-
-NO_ATTENTION = AttentionSource("none")
 
 
 def resolve(extractor: ExtractorSpec | None, cache: CacheSpec | None, *, train_ds: Any, info: Any,
@@ -129,10 +124,10 @@ def resolve(extractor: ExtractorSpec | None, cache: CacheSpec | None, *, train_d
     checked. ``builder``: this process builds a missing cache (rank 0); the others only open what it made.
     """
     if extractor is None and cache is None:
-        return NO_ATTENTION
+        return AttentionSource("none", train_ds)
     net = extractor.build(image_size=info.image_size, device=device, amp_dtype=amp_dtype) if extractor else None
     if cache is None:
-        return AttentionSource("online", extractor=net)
+        return AttentionSource("online", train_ds, extractor=net)
     path = Path(cache.path)
     missing = not path.exists()
     if missing and (not cache.build or net is None):
@@ -143,4 +138,5 @@ def resolve(extractor: ExtractorSpec | None, cache: CacheSpec | None, *, train_d
         cache_mod.build_cache(frame_view(train_ds, info.image_size), net, path, meta=meta, batch_size=batch_size,
                               workers=workers, device=device, progress=progress)
     expect = meta if meta is not None else {"fingerprint": info.train_fingerprint, "length": len(train_ds)}
-    return AttentionSource("cache", cache=cache_mod.open_cache(path, expect=expect))
+    maps = cache_mod.open_cache(path, expect=expect)
+    return AttentionSource("cache", with_attention(train_ds, maps), cache=maps)

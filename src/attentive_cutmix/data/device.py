@@ -31,7 +31,8 @@ from ..mixers.base import to_device
 from ..serialization import OutputWriteError, atomic_write, signals_stop_the_build
 from .loader import worker_safe_loader  # worker errors end the run with one line, never a hang
 
-__all__ = ["DeviceSplit", "ImageCacheError", "decode_split", "device_split", "crop_flip", "fits_on_device",
+__all__ = ["DeviceSplit", "ImageCacheError", "decode_split", "device_split", "device_splits", "crop_flip",
+           "fits_on_device",
            "PADDING", "MEMORY_FRACTION"]
 
 PADDING = 4  # the CIFAR preset's RandomCrop padding (data/transforms.py)
@@ -225,6 +226,15 @@ def device_split(dataset: Any, size: int, device: torch.device, *, image_cache: 
     maps = getattr(dataset, "attention", None)
     attention = None if maps is None else _frame_maps(getattr(maps, "maps", maps), size, device)
     return DeviceSplit(frames.to(device), labels.to(device), attention)
+
+
+def device_splits(train: Any, held_out: Any, size: int, device: torch.device, *,
+                  image_cache: str | os.PathLike | None = None, workers: int = 0
+                  ) -> tuple[DeviceSplit, DeviceSplit | None]:
+    """Both splits of a run on ``device`` (``device_split`` each); the held-out one is None when absent or empty."""
+    kw = dict(image_cache=image_cache, workers=workers)
+    return (device_split(train, size, device, name="train", **kw),
+            device_split(held_out, size, device, name="eval", **kw) if held_out is not None and len(held_out) else None)
 
 
 def fits_on_device(num_bytes: int, device: torch.device) -> bool:

@@ -14,7 +14,7 @@ import torch
 from ..attention_source import AttentionSource, resolve
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from ..data.datasets import DatasetInfo
-from ..data.device import MEMORY_FRACTION, device_split, fits_on_device
+from ..data.device import MEMORY_FRACTION, device_splits, fits_on_device
 from ..data.transforms import eval_transform
 from ..data.wrapper import AugmentedDataset
 from .batches import BatchSource, DeviceBatches, LoaderBatches
@@ -60,7 +60,7 @@ def _build(cfg: TrainConfig, dist: DistInfo, device: torch.device):
     source = resolve(cfg.mixing.extractor_spec, cfg.mixing.cache_spec, train_ds=train_ds, info=info, device=device,
                      amp_dtype=AMP_DTYPES[cfg.amp], builder=dist.rank == 0, batch_size=max(cfg.batch_size, 256),
                      workers=cfg.workers, progress=cfg.progress)
-    return source.attach(train_ds), eval_ds, info, source
+    return source.train_ds, eval_ds, info, source
 
 
 def given_data(cfg: TrainConfig, given: dict[str, Any], device: torch.device
@@ -162,13 +162,9 @@ def build_batches(cfg: TrainConfig, dist: DistInfo, device: torch.device, train_
     sizes = dict(seed=cfg.seed, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size or cfg.batch_size,
                  dist=dist)
     if choose_data_path(cfg, train_ds, eval_ds, info, device, cached_attention=cached_attention) == "device":
-        def on_device(ds: Any, name: str):
-            return device_split(ds, info.image_size, device, image_cache=cfg.image_cache, name=name,
-                                workers=cfg.workers)
-
-        train = on_device(train_ds, "train")
-        return DeviceBatches(train, on_device(eval_ds, "eval") if eval_ds is not None and len(eval_ds) > 0 else None,
-                             **sizes)
+        train, held_out = device_splits(train_ds, eval_ds, info.image_size, device, image_cache=cfg.image_cache,
+                                        workers=cfg.workers)
+        return DeviceBatches(train, held_out, **sizes)
     return LoaderBatches(train_ds, eval_ds, unaugmented(train_ds, info) if cfg.eval_train else None,
                          workers=cfg.workers, pin_memory=device.type == "cuda", **sizes)
 

@@ -222,11 +222,11 @@ class RunWriter:
     def progress(self, **kwargs: Any) -> tqdm:
         return tqdm(disable=not self.show_progress, leave=False, dynamic_ncols=True, **kwargs)
 
-    def log_point(self, epoch: int, epochs: int, step: int, total: int, loss: float, images_per_s: float) -> None:
+    def log_point(self, epoch: int, step: int, total: int, loss: float, images_per_s: float) -> None:
         """A line per log point when there is no progress bar to show it (stderr not a terminal: logs, CI, jobs)."""
         if self.enabled and self.config.get("progress") and not self.show_progress:
-            print(f"epoch {epoch}/{epochs} step {step}/{total}: loss {loss:.4f}  {images_per_s:.0f} img/s",
-                  file=sys.stderr, flush=True)
+            print(f"epoch {epoch}/{self.config['epochs']} step {step}/{total}: loss {loss:.4f}  "
+                  f"{images_per_s:.0f} img/s", file=sys.stderr, flush=True)
 
     def log_epoch(self, row: dict[str, Any]) -> None:
         self.epochs_logged += 1

@@ -365,7 +365,7 @@ class _Run:
             total = min(total, cfg.max_steps_per_epoch)
         self.ddp.train()
         bar = writer.progress(total=total, initial=self.step, desc=f"epoch {epoch}/{cfg.epochs}")
-        self._log = lambda loss, images_per_s: writer.log_point(epoch, cfg.epochs, self.step, total, loss, images_per_s)
+        self._log = lambda loss, images_per_s: writer.log_point(epoch, self.step, total, loss, images_per_s)
         start = time.perf_counter()
         window = (self.step, self.partial["images"], start)
         first = self.step + 1  # a log point after the first step too: the loss shows at once, not after log_every
