@@ -54,3 +54,22 @@ def test_paired_table_splits_attentive_minus_cutmix_into_area_and_attention():
     # over epochs 9-10 (70, 71)
     assert ("| Baseline (no mixing) | 71.00 ± 1.00 (n=3) | 95.00 ± 0.00 (n=3) | 24.00 ± 1.00 (n=3) | "
             "1.10 ± 0.10 (n=3) | 70.00–71.00 (epochs 9–10) |") in text
+
+
+def test_a_variant_is_compared_with_its_own_method_and_the_cell_controls_only_where_it_pastes_cells():
+    def arm(label, method, seed, top1):
+        return {**_run(label, seed, top1, 90), "config": {"method": method}}
+
+    runs = [arm(m, m, s, top1 + s) for m, top1 in (("none", 70), ("cutmix", 72), ("saliencymix", 73),
+                                                    ("random-cells", 74), ("attentive-cutmix", 71)) for s in range(3)]
+    runs += [arm("saliencymix-shuffled", "saliencymix", s, 74 + s) for s in range(3)]
+    runs += [arm("attentive-cutmix-shuffled", "attentive-cutmix", s, 73 + s) for s in range(3)]
+    text = paired_markdown(runs)
+    # the shuffled-guidance control against its own method (shuffled minus own), and the method's declared control
+    assert "| saliencymix-shuffled vs SaliencyMix | +1.00 [+1.00, +1.00] (n=3) |" in text
+    assert "| saliencymix-shuffled vs CutMix | +2.00 [+2.00, +2.00] (n=3) |" in text
+    # a box method's variant is not compared with the cell controls; a cell method's is
+    assert "saliencymix-shuffled vs Random cells" not in text and "saliencymix-shuffled vs Attentive" not in text
+    assert "| attentive-cutmix-shuffled vs Attentive CutMix | +2.00 [+2.00, +2.00] (n=3) |" in text
+    assert "| attentive-cutmix-shuffled vs Random cells | -1.00 [-1.00, -1.00] (n=3) |" in text
+    assert "| attentive-cutmix-shuffled vs CutMix | +1.00 [+1.00, +1.00] (n=3) |" in text

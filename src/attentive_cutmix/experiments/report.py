@@ -16,7 +16,7 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from .. import registry
 from ..serialization import atomic_write
@@ -343,15 +343,27 @@ def comparisons() -> list[tuple[str, str, str]]:
         (m.name, other, what) for m in methods for other, what in m.comparisons]
 
 
-def comparisons_for(methods: Iterable[str]) -> list[tuple[str, str, str]]:
+def comparisons_for(methods: Iterable[str], bases: Mapping[str, str] | None = None) -> list[tuple[str, str, str]]:
     """The paired comparisons to show for these method labels (a comparison is shown when both methods ran): the
-    declared ones, then every variant (a label that is no method name, e.g. ``attentive-cutmix-mass``) against each
-    method marked ``variant_reference``."""
-    methods = list(methods)
-    variants = [m for m in methods if m not in registry.names()]
-    references = [m for m in registry.methods() if m.variant_reference and m.name in methods]
-    return [c for c in comparisons() if c[0] in methods and c[1] in methods] + [
-        (v, ref.name, f"{v} vs {ref.label}") for v in variants for ref in references]
+    declared ones, then every variant (a label that is no method name, e.g. ``attentive-cutmix-mass``, an arm of
+    method ``bases[label]`` with other options).
+
+    A variant is compared with its own method (``saliencymix-shuffled`` vs SaliencyMix: what the changed option
+    does, e.g. the shuffled-guidance control), with what its method is declared to be compared with (vs CutMix), and,
+    when its method is one of the cell methods marked ``variant_reference`` (or it is unknown), with each of those
+    (vs random cells and vs Attentive CutMix).
+    """
+    methods, bases = list(methods), dict(bases or {})
+    references = [m.name for m in registry.methods() if m.variant_reference and m.name in methods]
+    out = [c for c in comparisons() if c[0] in methods and c[1] in methods]
+    for variant in (m for m in methods if m not in registry.names()):
+        base = bases.get(variant)
+        others = [base] if base in methods else []
+        others += [other for name, other, _ in comparisons() if name == base and other != registry.BASELINE]
+        others += references if base is None or base in references else []
+        out += [(variant, other, f"{variant} vs {registry.get(other).label}")
+                for other in dict.fromkeys(others) if other in methods]
+    return out
 
 
 def _by_row_method_seed(runs: list[dict[str, Any]], key: str) -> dict[tuple[str, ...], dict[str, dict[int, float]]]:
@@ -375,7 +387,9 @@ def _last(curve: list[dict[str, Any]], key: str) -> float | None:
 def paired_comparisons(runs: list[dict[str, Any]], metric: str = "top1") -> dict[
         tuple[str, ...], list[tuple[str, str, str, PairedDifference | None]]]:
     """Per row: ``(minuend, subtrahend, what it isolates, paired difference or None)`` of each comparison shown."""
-    return {row: [(a, b, what, paired_difference(methods[a], methods[b])) for a, b, what in comparisons_for(methods)]
+    bases = {_label(r["labels"]["method"]): r["config"]["method"] for r in runs if "method" in r.get("config", {})}
+    return {row: [(a, b, what, paired_difference(methods[a], methods[b]))
+                  for a, b, what in comparisons_for(methods, bases)]
             for row, methods in _by_row_method_seed(runs, metric).items()}
 
 
