@@ -17,3 +17,13 @@ def test_replace_refuses_an_option_of_another_method_by_name():
         cutmix.replace(method="attentive-cutmix", num_patches=4)
     # An option the held options have is changed, and the result checks as always.
     assert validate(cutmix.replace(alpha=0.5)).mixing.options.alpha == 0.5
+
+
+def test_a_flat_read_of_a_method_option_says_where_it_is():
+    cfg = make_config({"method": "cutmix", "alpha": 0.5})
+    # It said "TrainConfig has no option 'alpha'": alpha is an option, held by the mixing section.
+    with pytest.raises(AttributeError, match=r"cfg\.mixing\.options\.alpha"):
+        cfg.alpha  # noqa: B018
+    with pytest.raises(AttributeError, match="has no option 'lrr'"):
+        cfg.lrr  # noqa: B018
+    assert not hasattr(cfg, "num_patches") and cfg.mixing.options.alpha == 0.5

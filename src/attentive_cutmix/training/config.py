@@ -77,6 +77,8 @@ class TrainConfig:
         # Flat reads (cfg.lr): called only for names that are not attributes, so the sections themselves win.
         where = _WHERE.get(name)
         if where is None:
+            if name in registry.option_names():  # an option, but the method's: not read flat
+                raise AttributeError(f"{name!r} is an option of the method, read as cfg.mixing.options.{name}")
             raise AttributeError(f"{type(self).__name__} has no option {name!r}")
         return getattr(object.__getattribute__(self, where[0]), where[1])
 
