@@ -77,6 +77,8 @@ class TrainConfig:
         # Flat reads (cfg.lr): called only for names that are not attributes, so the sections themselves win.
         where = _WHERE.get(name)
         if where is None:
+            if name in registry.option_names():  # an option, but the method's: not read flat
+                raise AttributeError(f"{name!r} is an option of the method, read as cfg.mixing.options.{name}")
             raise AttributeError(f"{type(self).__name__} has no option {name!r}")
         return getattr(object.__getattribute__(self, where[0]), where[1])
 
@@ -107,6 +109,12 @@ class TrainConfig:
         for key, value in flat.items():
             if key in registry.option_names():
                 options = changes.setdefault("mixing", {}).get("options", self.mixing.options)
+                if dataclasses.is_dataclass(options) and key not in {f.name for f in dataclasses.fields(options)}:
+                    method = flat.get("method", self.method)  # the held options stay the held method's
+                    raise ConfigError(MixingConfig.why_not(key, {"method": method}) or (
+                        f"replace({key}=...): the config holds the options of --method {self.method} "
+                        f"({type(options).__name__}), which have no {key}; build a config for --method {method} "
+                        "with make_config"))
                 options = (dataclasses.replace(options, **{key: value}) if dataclasses.is_dataclass(options)
                            else {**(options or {}), key: value})
                 changes["mixing"]["options"] = options
