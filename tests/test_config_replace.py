@@ -12,9 +12,12 @@ def test_replace_refuses_an_option_of_another_method_by_name():
     # The options the config holds (CutMix's) have no num_patches: a raw TypeError from their dataclass before.
     with pytest.raises(ConfigError, match="--num-patches does not apply to --method cutmix"):
         cutmix.replace(num_patches=4)
-    # Naming another method in the same call does not make the held options that method's.
-    with pytest.raises(ConfigError, match="holds the options of --method cutmix.*make_config"):
-        cutmix.replace(method="attentive-cutmix", num_patches=4)
+    # Naming another method starts from that method's options: the held ones are CutMix's.
+    switched = cutmix.replace(method="random-cells", num_patches=4)
+    assert validate(switched).mixing.options.num_patches == 4 and validate(switched).mixing.options.grid_size == 7
+    assert validate(cutmix.replace(method="mixup")).mixing.options.alpha == 1.0  # mixup's default, not carried
+    with pytest.raises(ConfigError, match="--num-patches does not apply to --method mixup"):
+        validate(cutmix.replace(method="mixup", num_patches=4))
     # An option the held options have is changed, and the result checks as always.
     assert validate(cutmix.replace(alpha=0.5)).mixing.options.alpha == 0.5
 

@@ -104,17 +104,17 @@ class TrainConfig:
 
     def replace(self, **flat: Any) -> TrainConfig:
         """A copy with flat options changed (not validated: ``validate`` it). A method's option updates the options
-        the config holds."""
+        the config holds; another ``method`` starts from that method's defaults (plus the options given here)."""
         changes: dict[str, dict[str, Any]] = {}
+        if "method" in flat and flat["method"] != self.method:  # the held options are the old method's
+            changes["mixing"] = {"options": {}}
         for key, value in flat.items():
             if key in registry.option_names():
                 options = changes.setdefault("mixing", {}).get("options", self.mixing.options)
                 if dataclasses.is_dataclass(options) and key not in {f.name for f in dataclasses.fields(options)}:
-                    method = flat.get("method", self.method)  # the held options stay the held method's
-                    raise ConfigError(MixingConfig.why_not(key, {"method": method}) or (
+                    raise ConfigError(MixingConfig.why_not(key, {"method": self.method}) or (
                         f"replace({key}=...): the config holds the options of --method {self.method} "
-                        f"({type(options).__name__}), which have no {key}; build a config for --method {method} "
-                        "with make_config"))
+                        f"({type(options).__name__}), which have no {key}"))
                 options = (dataclasses.replace(options, **{key: value}) if dataclasses.is_dataclass(options)
                            else {**(options or {}), key: value})
                 changes["mixing"]["options"] = options
