@@ -161,9 +161,6 @@ class MixingConfig:
     attention_cache: str | None = opt(run=True, path=True)
     build_cache: bool | None = opt(run=True)
 
-    ATTENTION_FIELDS = ("extractor", "extractor_weights", "extractor_input_size", "extractor_attention",
-                        "attention_cache", "build_cache")
-
     # Cached: a section is frozen, so each is computed once per config (the registry is asked once, not per read).
     @functools.cached_property
     def reads_attention(self) -> bool:
@@ -242,7 +239,7 @@ class MixingConfig:
         if key in registry.option_names() and name not in registry.applies_to(key):
             return (f"{_flag(key)} does not apply to --method {name} (it applies to "
                     f"{', '.join(registry.applies_to(key))}); remove it or change --method")
-        if key in MixingConfig.ATTENTION_FIELDS and not _reads_attention(values):
+        if key in ATTENTION_FIELDS and not _reads_attention(values):
             condition = registry.get(name).attention_condition if name in registry.names() else ""
             if condition:
                 return (f"{_flag(key)} applies to --method {name} only with {condition} (only then does it read "
@@ -250,6 +247,10 @@ class MixingConfig:
             return (f"{_flag(key)} does not apply to --method {name} (it reads no attention maps); remove it or "
                     "change --method")
         return None
+
+
+# Where the attention comes from: every field of the mixing section but the method and its options.
+ATTENTION_FIELDS = tuple(f.name for f in dataclasses.fields(MixingConfig) if f.name not in ("method", "options"))
 
 
 @dataclass(frozen=True)
