@@ -102,7 +102,7 @@ class _Limit:
         torch.manual_seed(cfg.seed)
         self.model = create_model(cfg.model.name, num_classes=info.num_classes, image_size=info.image_size).to(
             device, memory_format=fmt)
-        self.optimizer = build_optimizer(cfg, self.model)
+        self.optimizer = build_optimizer(cfg.optim, self.model)
         gen = torch.Generator().manual_seed(0)
         self.x = torch.rand(cfg.batch_size, 3, info.image_size, info.image_size, generator=gen).to(
             device, memory_format=fmt)

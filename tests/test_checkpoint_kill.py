@@ -120,6 +120,7 @@ def test_ddp_ranks_get_different_but_reproducible_mixer_seeds():
 
 
 def test_trainer_seeds_the_mixer_generator_per_rank_and_epoch():
+    from attentive_cutmix.training import make_config
     from attentive_cutmix.training import trainer as trainer_mod
     from attentive_cutmix.training.components import derive_seed
     from attentive_cutmix.training.distributed import DistInfo
@@ -132,7 +133,7 @@ def test_trainer_seeds_the_mixer_generator_per_rank_and_epoch():
             raise Stop
 
     run = trainer_mod._Run.__new__(trainer_mod._Run)
-    run.cfg = type("Cfg", (), {"seed": 5})()
+    run.cfg = make_config({"seed": 5})
     run.dist, run.step, run.generator = DistInfo(rank=3, world_size=4), 0, torch.Generator()
     run.batches, run.device = StopAtFirstBatch(), torch.device("cpu")
     with torch.random.fork_rng(devices=[]), pytest.raises(Stop):

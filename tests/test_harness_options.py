@@ -65,14 +65,14 @@ def test_train_takes_your_model_and_datasets(tmp_path):
 
 def test_optimizer_adamw_is_decoupled_weight_decay():
     cfg = make_config(dict(optimizer="adamw", weight_decay=0.05))
-    optimizer = build_optimizer(cfg, nn.Linear(2, 2))
+    optimizer = build_optimizer(cfg.optim, nn.Linear(2, 2))
     assert type(optimizer) is torch.optim.AdamW and optimizer.defaults["weight_decay"] == 0.05
 
 
 def test_warmup_epochs_raise_the_lr_linearly_then_follow_the_schedule():
     cfg = make_config(dict(lr=0.3, warmup_epochs=2, schedule="cosine", epochs=6))
     optimizer = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=cfg.lr)
-    scheduler = build_scheduler(cfg, optimizer)
+    scheduler = build_scheduler(cfg.optim, optimizer)
     lrs = []
     for _ in range(6):
         lrs.append(optimizer.param_groups[0]["lr"])
@@ -85,13 +85,13 @@ def test_warmup_epochs_raise_the_lr_linearly_then_follow_the_schedule():
 def test_warmup_with_milestones_round_trips_through_a_weights_only_checkpoint(tmp_path):
     cfg = make_config(dict(lr=0.1, warmup_epochs=1, schedule="step", milestones=[2, 3], epochs=5))
     optimizer = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=cfg.lr)
-    scheduler = build_scheduler(cfg, optimizer)
+    scheduler = build_scheduler(cfg.optim, optimizer)
     for _ in range(2):
         optimizer.step()
         scheduler.step()
     torch.save(scheduler_state(scheduler), tmp_path / "s.pt")  # MultiStepLR's Counter inside SequentialLR
     restored_opt = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=cfg.lr)
-    restored = build_scheduler(cfg, restored_opt)
+    restored = build_scheduler(cfg.optim, restored_opt)
     restored_opt.load_state_dict(optimizer.state_dict())  # as the trainer restores both
     load_scheduler_state(restored, safe_torch_load(tmp_path / "s.pt"))
     for _ in range(3):

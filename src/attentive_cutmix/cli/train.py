@@ -248,6 +248,6 @@ def run(args: argparse.Namespace) -> int:
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 alone reports
         return 0
     top1 = result.get("top1")
-    print(f"finished: top-1 {top1:.2f}%, top-5 {result['top5']:.2f}% -> {cfg.output_dir}" if top1 is not None
-          else f"finished -> {cfg.output_dir}")
+    print(f"finished: top-1 {top1:.2f}%, top-5 {result['top5']:.2f}% -> {cfg.run.output_dir}" if top1 is not None
+          else f"finished -> {cfg.run.output_dir}")
     return 0

@@ -82,7 +82,7 @@ def _cache_path(out: Path, cfg: Any, extractor_identity: dict[str, Any] | None, 
     # Keyed on what the train split's images are (the data section: split_seed, not the training seed, so every
     # seed of a cell shares one cache) and on what makes the maps (the extractor run's config, or the spec).
     extractor = extractor_identity or cfg.mixing.extractor_spec.identity()
-    name = (f"{_slug(label or cfg.dataset)}-{_slug(Path(str(cfg.extractor)).stem)}-"
+    name = (f"{_slug(label or cfg.data.dataset)}-{_slug(Path(str(cfg.mixing.extractor)).stem)}-"
             f"{_short_hash([cfg.data_identity(), extractor], 10)}")
     return out / "caches" / f"{name}.safetensors"
 
@@ -131,9 +131,9 @@ def resolved_config(grid: Grid, cell: Cell, out: Path, overrides: dict[str, Any]
         extractor_identity = grid.extractors[cell.extractor_run].identity if cell.extractor_run else None
         cache = _cache_path(out, cfg, extractor_identity, cell.axes.get("dataset"))
         changes.update(attention_cache=str(cache), build_cache=True)
-    if cfg.image_cache is None and cfg.dataset in ("imagefolder", "imagenet"):
+    if cfg.run.image_cache is None and cfg.data.dataset in ("imagefolder", "imagenet"):
         # The device path decodes a folder once; every cell of the same data shares the decoded file.
-        label = _slug(cell.axes.get("dataset") or cfg.dataset)
+        label = _slug(cell.axes.get("dataset") or cfg.data.dataset)
         changes["image_cache"] = str(out / "caches" / f"{label}-images-{_short_hash(cfg.data_identity(), 10)}"
                                                       ".safetensors")
     return cfg.replace(**changes)
@@ -146,14 +146,14 @@ def _localize(cfg: Any, run_dir: Path) -> dict[str, Any] | None:
     saved = _read_json(path)
     if saved is not None:
         return saved
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.run.device)
     _, eval_ds, info = cfg.data.datasets()
     spec = cfg.mixing.extractor_spec
     extractor = spec.build(image_size=info.image_size, device=device, amp_dtype=amp_dtype(cfg)) if spec else None
     mixer = build_mixer(cfg, info.num_classes, extractor)
     if mixer is None or mixer.guidance_source == "model":  # the model's own maps: not measured from a finished run
         return None
-    rates = region_hit_rates(mixer, eval_ds, extractor=extractor, seed=cfg.seed, device=device)
+    rates = region_hit_rates(mixer, eval_ds, extractor=extractor, seed=cfg.run.seed, device=device)
     if rates is not None:
         atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(rates, indent=2)))
     return rates
@@ -162,10 +162,10 @@ def _localize(cfg: Any, run_dir: Path) -> dict[str, Any] | None:
 def wants_localization(grid: Grid, cell: Cell) -> bool:
     """Whether the grid measures localisation and the cell's data has object boxes (the synthetic data)."""
     cfg = cell.config
-    method = registry.get(cfg.method)
+    method = registry.get(cfg.mixing.method)
     return (grid.localization and method.build is not None and getattr(method.mixer, "has_region", False)
-            and (cfg.extractor is not None or not cfg.mixing.reads_attention)
-            and str(cfg.dataset).startswith("synthetic"))
+            and (cfg.mixing.extractor is not None or not cfg.mixing.reads_attention)
+            and str(cfg.data.dataset).startswith("synthetic"))
 
 
 def run_cell(grid: Grid, cell: Cell, out: Path, *, overrides: dict[str, Any] | None = None,
@@ -207,8 +207,8 @@ def collect(grid: Grid, out: Path) -> list[dict[str, Any]]:
     for cell in grid.cells:
         run_dir = out / "runs" / cell.id
         cfg = cell.config
-        labels = {"dataset": cfg.dataset, "model": cfg.model.name, "method": cfg.method, "seed": cfg.seed,
-                  **{k: v for k, v in cell.axes.items()}}
+        labels = {"dataset": cfg.data.dataset, "model": cfg.model.name, "method": cfg.mixing.method,
+                  "seed": cfg.run.seed, **{k: v for k, v in cell.axes.items()}}
         config = {k: v for k, v in cfg.to_dict().items() if k not in RUN_FIELDS}
         entry: dict[str, Any] = {"id": cell.id, "labels": labels, "axes": cell.axes, "config": config,
                                  "status": "pending"}

@@ -171,7 +171,7 @@ def prepare_extractor(grid: Grid, cell: Cell, out: Path) -> dict[str, Any]:
         with _phase(phases, "cache"):
             # The trainer's own code path (a no-op when the cache exists): every seed then opens one finished file,
             # instead of two processes racing to write it.
-            build_data(cfg, DistInfo(), resolve_device(cfg.device))
+            build_data(cfg, DistInfo(), resolve_device(cfg.run.device))
 
     return {**_timed(prepare), "phases": phases}
 
@@ -447,7 +447,7 @@ def _look_at_attention(attentive_cfg: Any, path: Path, phases: dict[str, dict[st
     that lie inside the partner's ground-truth box, with its standard error over images (``region_hit_rates``); the
     grid methods use the demo's grid. ``figure``: ``None`` (with a note) where matplotlib is not installed.
     """
-    device = resolve_device(attentive_cfg.device)
+    device = resolve_device(attentive_cfg.run.device)
     dataset, _, info = attentive_cfg.data.datasets(augment=False)
     extractor = attentive_cfg.mixing.extractor_spec.build(image_size=info.image_size, device=device)
     settings = dataclasses.asdict(attentive_cfg.mixing.options)  # the demo's grid, for every method that has one

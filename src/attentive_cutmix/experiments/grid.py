@@ -109,10 +109,10 @@ def _identity(cfg: TrainConfig, extractor_identity: dict[str, Any] | None, cache
     ident = {k: v for k, v in cfg.to_dict().items() if k not in RUN_FIELDS and v != defaults.get(k, object())}
     if cfg.mixing.reads_attention:
         ident["attention_cached"] = cached
-        if cfg.attention_cache is not None:
+        if cfg.mixing.attention_cache is not None:
             # A cache named in the grid is what the cell trains on (its maps, its extractor): another cache is
             # another cell. The cache `compare` builds itself (attention_cache: true) follows from the config.
-            ident["attention_cache"] = cfg.attention_cache
+            ident["attention_cache"] = cfg.mixing.attention_cache
         if extractor_identity is not None:  # the extractor run's config, not its (output-folder dependent) path
             ident["extractor"] = {"trained": extractor_identity}
     return ident
@@ -295,8 +295,8 @@ def expand_grid(data: Any, path: str | os.PathLike) -> Grid:
             values["extractor"] = f"{EXTRACTOR_PREFIX}{extractor_run}"  # resolved to a checkpoint path at run time
         where = f"cell {labels} of {path}"
         cfg = _make(values, where)
-        cached = (cache and cfg.mixing.reads_attention and cfg.extractor is not None
-                  and cfg.attention_cache is None)
+        cached = (cache and cfg.mixing.reads_attention and cfg.mixing.extractor is not None
+                  and cfg.mixing.attention_cache is None)
         ident = _identity(cfg, extractors[extractor_run].identity if extractor_run else None, cached)
         named = {a: labels[a] if labels.get(a) is not None else cfg.get(a) for a in PREFIX_AXES}
         prefix = "-".join(_slug(named[a]) if a != "seed" else f"s{named[a]}" for a in PREFIX_AXES)

@@ -5,13 +5,14 @@ the optimiser, schedule and mixer in one call (``build_parts``), each lower modu
 """
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from typing import Any
 
 import torch
 
 from .. import registry
-from .config import TrainConfig
+from .config import OptimConfig, TrainConfig
 
 AMP_DTYPES = {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -27,54 +28,58 @@ def derive_seed(*parts: int) -> int:
 
 def amp_dtype(cfg: TrainConfig) -> torch.dtype | None:
     """The autocast dtype of ``--amp`` (None: off)."""
-    return AMP_DTYPES[cfg.amp]
+    return AMP_DTYPES[cfg.run.amp]
 
 
 def build_mixer(cfg: TrainConfig, num_classes: int, extractor: torch.nn.Module | None):
-    """The batch mixer of ``cfg.method`` with its options ``cfg.mixing.options`` (``None`` for ``--method none``)."""
-    return registry.make_mixer(cfg.method, cfg.mixing.options, num_classes=num_classes,
-                               label_smoothing=cfg.label_smoothing, extractor=extractor)
+    """The batch mixer of the mixing section's method and options (``None`` for ``--method none``); the loss's
+    label smoothing goes into its targets."""
+    return registry.make_mixer(cfg.mixing.method, cfg.mixing.options, num_classes=num_classes,
+                               label_smoothing=cfg.optim.label_smoothing, extractor=extractor)
 
 
 def build_parts(cfg: TrainConfig, model: torch.nn.Module, num_classes: int, extractor: torch.nn.Module | None
                 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler, Any]:
     """``(optimizer, scheduler, mixer)`` of the run: what the trainer needs besides its data and model."""
-    optimizer = build_optimizer(cfg, model)
-    return optimizer, build_scheduler(cfg, optimizer), build_mixer(cfg, num_classes, extractor)
+    optimizer = build_optimizer(cfg.optim, model)
+    return optimizer, build_scheduler(cfg.optim, optimizer), build_mixer(cfg, num_classes, extractor)
 
 
-def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """Adam, AdamW or SGD, fused where the device supports it: a fused step can skip a non-finite update on the
-    device."""
+def build_optimizer(optim: OptimConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """Adam, AdamW or SGD (the optimisation section's), fused where the device supports it: a fused step can skip a
+    non-finite update on the device."""
     # Plain L2 weight decay, as the paper's "weight decay 1e-5" with a Keras-era Adam would be.
-    if cfg.optimizer == "adam":
-        make = lambda **kw: torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **kw)  # noqa: E731
-    elif cfg.optimizer == "adamw":  # decoupled weight decay (Loshchilov & Hutter), timm's usual choice
-        make = lambda **kw: torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **kw)  # noqa: E731
+    common = dict(lr=optim.lr, weight_decay=optim.weight_decay)
+    if optim.optimizer == "adam":
+        make = lambda **kw: torch.optim.Adam(model.parameters(), **common, **kw)  # noqa: E731
+    elif optim.optimizer == "adamw":  # decoupled weight decay (Loshchilov & Hutter), timm's usual choice
+        make = lambda **kw: torch.optim.AdamW(model.parameters(), **common, **kw)  # noqa: E731
     else:
-        make = lambda **kw: torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,  # noqa: E731
-                                            nesterov=cfg.nesterov, weight_decay=cfg.weight_decay, **kw)
+        make = lambda **kw: torch.optim.SGD(model.parameters(), momentum=optim.momentum,  # noqa: E731
+                                            nesterov=optim.nesterov, **common, **kw)
     try:
         return make(fused=True)
     except (RuntimeError, ValueError):  # a device without fused kernels: the trainer then checks on the host
         return make()
 
 
-def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+def build_scheduler(optim: OptimConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
     """Stepped once per epoch. ``step`` decays by ``gamma`` every ``step_size`` epochs (default epochs // 3) or at
     ``milestones``. ``warmup_epochs=N`` first raises the lr linearly (lr/(N+1), 2 lr/(N+1), ...) over N epochs, then
     runs the schedule over the remaining epochs (its epochs, step size and milestones count from there)."""
     sched = torch.optim.lr_scheduler
-    if cfg.warmup_epochs:
-        warmup = sched.LinearLR(optimizer, start_factor=1.0 / (cfg.warmup_epochs + 1), total_iters=cfg.warmup_epochs)
-        rest = cfg.replace(warmup_epochs=0, epochs=max(1, cfg.epochs - cfg.warmup_epochs))
-        return sched.SequentialLR(optimizer, [warmup, build_scheduler(rest, optimizer)], milestones=[cfg.warmup_epochs])
-    if cfg.schedule == "cosine":
-        return sched.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    if cfg.schedule == "step":
-        if cfg.milestones:
-            return sched.MultiStepLR(optimizer, milestones=cfg.milestones, gamma=cfg.gamma)
-        return sched.StepLR(optimizer, step_size=cfg.step_size or max(1, cfg.epochs // 3), gamma=cfg.gamma)
+    if optim.warmup_epochs:
+        warmup = sched.LinearLR(optimizer, start_factor=1.0 / (optim.warmup_epochs + 1),
+                                total_iters=optim.warmup_epochs)
+        rest = dataclasses.replace(optim, warmup_epochs=0, epochs=max(1, optim.epochs - optim.warmup_epochs))
+        return sched.SequentialLR(optimizer, [warmup, build_scheduler(rest, optimizer)],
+                                  milestones=[optim.warmup_epochs])
+    if optim.schedule == "cosine":
+        return sched.CosineAnnealingLR(optimizer, T_max=optim.epochs)
+    if optim.schedule == "step":
+        if optim.milestones:
+            return sched.MultiStepLR(optimizer, milestones=optim.milestones, gamma=optim.gamma)
+        return sched.StepLR(optimizer, step_size=optim.step_size or max(1, optim.epochs // 3), gamma=optim.gamma)
     return sched.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 

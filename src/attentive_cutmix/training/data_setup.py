@@ -58,8 +58,9 @@ def _build(cfg: TrainConfig, dist: DistInfo, device: torch.device):
     # One pass: the datasets once, then the run's attention source (its extractor, its cache), resolved once.
     train_ds, eval_ds, info = cfg.data.datasets()
     source = resolve(cfg.mixing.extractor_spec, cfg.mixing.cache_spec, train_ds=train_ds, info=info, device=device,
-                     amp_dtype=AMP_DTYPES[cfg.amp], builder=dist.rank == 0, batch_size=max(cfg.batch_size, 256),
-                     workers=cfg.workers, progress=cfg.progress)
+                     amp_dtype=AMP_DTYPES[cfg.run.amp], builder=dist.rank == 0,
+                     batch_size=max(cfg.optim.batch_size, 256),
+                     workers=cfg.run.workers, progress=cfg.run.progress)
     return source.train_ds, eval_ds, info, source
 
 
@@ -112,44 +113,46 @@ def given_data(cfg: TrainConfig, given: dict[str, Any], device: torch.device
                        mean=mean, std=std, classes=[str(c) for c in classes], train_fingerprint=fingerprint,
                        num_train=len(train_ds), preset="given")
     source = resolve(cfg.mixing.extractor_spec, None, train_ds=train_ds, info=info, device=device,
-                     amp_dtype=AMP_DTYPES[cfg.amp])
+                     amp_dtype=AMP_DTYPES[cfg.run.amp])
     return train_ds, eval_ds, info, source
 
 
 def choose_data_path(cfg: TrainConfig, train_ds: Any, eval_ds: Any, info: Any, device: torch.device, *,
                      cached_attention: bool = False) -> str:
-    """``device`` or ``loader`` for ``cfg.data_path`` (auto: the device path for small images that fit).
+    """``device`` or ``loader`` for ``cfg.run.data_path`` (auto: the device path for small images that fit).
 
     The device path needs the CIFAR-style preset (images of at most 64 px: padded crop and flip) and
     datasets built by ``build_datasets``; ``auto`` also needs both splits, as uint8 (and ``cached_attention``'s
     maps), to take at most ``MEMORY_FRACTION`` of the device's free memory.
     """
-    if "image_cache" in cfg.explicit and cfg.image_cache is not None and (
-            cfg.data_path == "loader" or cfg.dataset not in ("imagefolder", "imagenet")):
-        raise ConfigError(f"--image-cache {cfg.image_cache} applies to image folders (imagefolder, imagenet) on the "
-                          f"device path, not to dataset {cfg.dataset!r} with --data-path {cfg.data_path}; remove it")
-    if cfg.data_path == "loader":
+    if "image_cache" in cfg.explicit and cfg.run.image_cache is not None and (
+            cfg.run.data_path == "loader" or cfg.data.dataset not in ("imagefolder", "imagenet")):
+        raise ConfigError(f"--image-cache {cfg.run.image_cache} applies to image folders (imagefolder, imagenet) on "
+                          f"the device path, not to dataset {cfg.data.dataset!r} with --data-path {cfg.run.data_path}; "
+                          "remove it")
+    if cfg.run.data_path == "loader":
         return "loader"
     splits = [ds for ds in (train_ds, eval_ds) if ds is not None]
     supported = info.preset == "cifar" and all(isinstance(ds, AugmentedDataset) for ds in splits)
-    if cfg.data_path == "device" and not supported:
+    if cfg.run.data_path == "device" and not supported:
         reason = (f"its images are {info.image_size} px (the device path does the CIFAR-style crop and flip of "
                   "images up to 64 px)" if info.preset != "cifar" else "its datasets are not built by build_datasets")
         raise ConfigError(f"--data-path device does not apply to dataset {info.name!r}: {reason}; "
                           "use --data-path loader")
-    if cfg.data_path == "device":
+    if cfg.run.data_path == "device":
         return "device"
     size = info.image_size
     need = sum(len(ds) for ds in splits) * 3 * size * size
     if cached_attention:
         need += len(train_ds) * size * size * 2
     chosen = "device" if supported and fits_on_device(need, device) else "loader"
-    if chosen == "loader" and "image_cache" in cfg.explicit and cfg.image_cache is not None:  # never silently unused
+    image_cache = cfg.run.image_cache if "image_cache" in cfg.explicit else None
+    if chosen == "loader" and image_cache is not None:  # never silently unused
         if not supported:
-            raise ConfigError(f"--image-cache {cfg.image_cache} applies to the device path, which does not apply to "
+            raise ConfigError(f"--image-cache {image_cache} applies to the device path, which does not apply to "
                               f"dataset {info.name!r} (images of {size} px; it takes the CIFAR-style preset up to "
                               "64 px): remove --image-cache")
-        warnings.warn(f"--image-cache {cfg.image_cache} is not used: --data-path auto chose the loader path (both "
+        warnings.warn(f"--image-cache {cfg.run.image_cache} is not used: --data-path auto chose the loader path (both "
                       f"splits, {need / 2**20:.0f} MiB, take more than {MEMORY_FRACTION:.0%} of the free memory of "
                       f"{device}); pass --data-path device to decode into memory anyway, or remove --image-cache",
                       stacklevel=3)
@@ -159,14 +162,15 @@ def choose_data_path(cfg: TrainConfig, train_ds: Any, eval_ds: Any, info: Any, d
 def build_batches(cfg: TrainConfig, dist: DistInfo, device: torch.device, train_ds: Any, eval_ds: Any,
                   info: Any, *, cached_attention: bool = False) -> BatchSource:
     """The run's batches: the device-resident path or the loader path (``choose_data_path``), chosen once here."""
-    sizes = dict(seed=cfg.seed, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size or cfg.batch_size,
+    sizes = dict(seed=cfg.run.seed, batch_size=cfg.optim.batch_size,
+                 eval_batch_size=cfg.run.eval_batch_size or cfg.optim.batch_size,
                  dist=dist)
     if choose_data_path(cfg, train_ds, eval_ds, info, device, cached_attention=cached_attention) == "device":
-        train, held_out = device_splits(train_ds, eval_ds, info.image_size, device, image_cache=cfg.image_cache,
-                                        workers=cfg.workers)
+        train, held_out = device_splits(train_ds, eval_ds, info.image_size, device, image_cache=cfg.run.image_cache,
+                                        workers=cfg.run.workers)
         return DeviceBatches(train, held_out, **sizes)
-    return LoaderBatches(train_ds, eval_ds, unaugmented(train_ds, info) if cfg.eval_train else None,
-                         workers=cfg.workers, pin_memory=device.type == "cuda", **sizes)
+    return LoaderBatches(train_ds, eval_ds, unaugmented(train_ds, info) if cfg.run.eval_train else None,
+                         workers=cfg.run.workers, pin_memory=device.type == "cuda", **sizes)
 
 
 def unaugmented(train_ds: Any, info: Any) -> Any:

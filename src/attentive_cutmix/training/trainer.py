@@ -129,9 +129,9 @@ def write_weights(model: torch.nn.Module, out: Path, name: str = WEIGHTS_NAME) -
 
 
 def _warn_cpu_noops(cfg: TrainConfig, device: torch.device) -> None:
-    if device.type != "cuda" and cfg.amp != "off":
-        warnings.warn(f"--amp {cfg.amp} only applies on CUDA; training in float32 on {device}", stacklevel=3)
-    if device.type != "cuda" and cfg.channels_last:
+    if device.type != "cuda" and cfg.run.amp != "off":
+        warnings.warn(f"--amp {cfg.run.amp} only applies on CUDA; training in float32 on {device}", stacklevel=3)
+    if device.type != "cuda" and cfg.run.channels_last:
         warnings.warn(f"--channels-last only applies on CUDA; ignored on {device}", stacklevel=3)
 
 
@@ -148,7 +148,7 @@ def train(config: TrainConfig, *, model: torch.nn.Module | None = None, train_da
     ImageNet's) go with them. Returns ``{"status": "interrupted", ...}`` after SIGTERM/SIGINT (a checkpoint was
     written); raises ``NonFiniteLossError`` on a NaN/Inf loss, ``ConfigError``/``CheckpointError`` on bad input.
     """
-    device = D.resolve_device(config.device)
+    device = D.resolve_device(config.run.device)
     dist = D.setup(device)
     deterministic_before = torch.are_deterministic_algorithms_enabled()
     if device.type == "cpu":  # cheap on CPU; on GPU it would force slow kernels
@@ -160,10 +160,10 @@ def train(config: TrainConfig, *, model: torch.nn.Module | None = None, train_da
     except RuntimeError as err:  # a killed rank: one line on the survivors, not gloo's traceback
         if isinstance(err, NonFiniteLossError) or not D.lost_peer(err, dist):
             raise
-        raise D.peer_lost_error(err, dist, output_dir=config.output_dir,
-                                resume=resume_command(Path(config.output_dir), dist)) from None
+        raise D.peer_lost_error(err, dist, output_dir=config.run.output_dir,
+                                resume=resume_command(Path(config.run.output_dir), dist)) from None
     finally:
-        release_run_dir(Path(config.output_dir))
+        release_run_dir(Path(config.run.output_dir))
         torch.use_deterministic_algorithms(deterministic_before)
         D.cleanup(dist)
 
@@ -173,9 +173,10 @@ class _Run:
                  given: dict[str, Any] | None = None) -> None:
         self.cfg, self.dist, self.device = cfg, dist, device
         given = given or {}
-        self.out = Path(cfg.output_dir)
+        self.out = Path(cfg.run.output_dir)
         _warn_cpu_noops(cfg, device)
-        ckpt = prepare_output_dir(self.out, resume=cfg.resume, auto_resume=cfg.auto_resume, overwrite=cfg.overwrite,
+        run = cfg.run
+        ckpt = prepare_output_dir(self.out, resume=run.resume, auto_resume=run.auto_resume, overwrite=run.overwrite,
                                   is_main=dist.is_main)
         # One call per lower module, each once: data (with the attention source and batches), model, the rest.
         self.info, self.batches, extractor = prepare_data(cfg, dist, device, given)
@@ -188,8 +189,8 @@ class _Run:
             # same place
             base_dir=os.path.relpath(os.path.realpath(os.getcwd()), self.out.resolve()))
         if given.get("train_dataset") is not None:
-            self.config["dataset"] = self.info.name  # not cfg.dataset: the run did not use it
-        torch.manual_seed(cfg.seed)  # model init: the same weights for every method of a seed (extractors drew before)
+            self.config["dataset"] = self.info.name  # not cfg.data.dataset: the run did not use it
+        torch.manual_seed(cfg.run.seed)  # model init: the same weights for every method of a seed (extractors first)
         if given.get("model") is not None:
             model = given["model"]
             if not isinstance(model, torch.nn.Module):
@@ -200,13 +201,13 @@ class _Run:
             self.config["model"] = f"module:{type(model).__name__}"  # what the checkpoint's identity check compares
         else:
             model = create_model(cfg.model.name, num_classes=self.info.num_classes, image_size=self.info.image_size,
-                                 init=cfg.init)
-        self.channels_last = cfg.channels_last and device.type == "cuda"
+                                 init=cfg.model.init)
+        self.channels_last = cfg.run.channels_last and device.type == "cuda"
         self.model = model.to(device,
                               memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         self.optimizer, self.scheduler, self.mixer = build_parts(cfg, self.model, self.info.num_classes, extractor)
         self.fused = bool(self.optimizer.defaults.get("fused"))
-        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16" and device.type == "cuda")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.run.amp == "fp16" and device.type == "cuda")
         self.generator = torch.Generator()  # CPU: the same draws on any device
         self.mean, self.std = _stats(self.info, device)
         self.epoch, self.step, self.partial = 0, 0, {"loss_sum": 0.0, "images": 0, "time_s": 0.0}
@@ -224,15 +225,16 @@ class _Run:
         self.mixing = self.mixer is not None
         self.ddp = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None) \
             if dist.enabled else self.model
-        self.step_model = torch.compile(self.ddp) if cfg.compile else self.ddp
+        self.step_model = torch.compile(self.ddp) if cfg.run.compile else self.ddp
 
     # ----------------------------------------------------------------- checkpoints
     def _restore(self, path: Path) -> None:
         ckpt = load_checkpoint(path)
         changed = check_compatible(ckpt, self.config, path)
         done = ckpt["epoch"]
-        if isinstance(done, int) and done > self.cfg.epochs:  # the run would "finish" at its old epoch, recorded as new
-            raise CheckpointError(f"{path} holds {done} finished epochs, more than --epochs {self.cfg.epochs}: a run "
+        epochs = self.cfg.optim.epochs
+        if isinstance(done, int) and done > epochs:  # the run would "finish" at its old epoch, recorded as new
+            raise CheckpointError(f"{path} holds {done} finished epochs, more than --epochs {epochs}: a run "
                                   f"cannot be shortened. Nothing was changed. Resume with --epochs {done} or more, or "
                                   "evaluate the run as it is")
         if changed and self.dist.is_main:
@@ -257,11 +259,11 @@ class _Run:
 
     def _build_ema(self) -> Any:
         """timm's ModelEmaV3 of the weights (and buffers) for ``--ema-decay``, from the checkpoint's when resuming."""
-        if self.cfg.ema_decay is None:
+        if self.cfg.optim.ema_decay is None:
             return None
         from timm.utils import ModelEmaV3
 
-        ema = ModelEmaV3(self.model, decay=self.cfg.ema_decay)
+        ema = ModelEmaV3(self.model, decay=self.cfg.optim.ema_decay)
         if self._ema_state is not None:
             load_weights_into(ema.module, self._ema_state, source="the checkpoint's EMA weights")
         return ema
@@ -317,12 +319,12 @@ class _Run:
         return "No checkpoint was written yet: once there is space, run the same command again"
 
     def _loop(self) -> dict[str, Any]:
-        if self.cfg.overwrite and self.dist.is_main:  # everything was checked and built: now the old run may go
+        if self.cfg.run.overwrite and self.dist.is_main:  # everything was checked and built: now the old run may go
             clear_earlier_outputs(self.out)
-        writer = RunWriter(self.out, self.config, self.curve, enabled=self.dist.is_main, progress=self.cfg.progress)
+        writer = RunWriter(self.out, self.config, self.curve, enabled=self.dist.is_main, progress=self.cfg.run.progress)
         signals = self.signals = StopSignals()
         try:
-            while self.epoch < self.cfg.epochs:
+            while self.epoch < self.cfg.optim.epochs:
                 # A signal during eval/checkpointing stops here, at the epoch boundary, on every rank alike.
                 stop_now = D.any_rank([signals.requested], self.device, self.dist)[0]
                 if stop_now or not self._train_epoch(self.epoch + 1, signals, writer):
@@ -351,8 +353,8 @@ class _Run:
     def _train_epoch(self, epoch: int, signals: "StopSignals", writer: RunWriter) -> bool:
         cfg = self.cfg
         if self.step == 0:  # a fresh epoch: every stream is a function of (seed, rank, epoch)
-            self.generator.manual_seed(derive_seed(cfg.seed, self.dist.rank, epoch))
-            torch.manual_seed(derive_seed(cfg.seed, self.dist.rank, epoch, 1))
+            self.generator.manual_seed(derive_seed(cfg.run.seed, self.dist.rank, epoch))
+            torch.manual_seed(derive_seed(cfg.run.seed, self.dist.rank, epoch, 1))
             self.partial = {"loss_sum": 0.0, "images": 0, "time_s": 0.0}
         batches, total = self.batches.epoch(epoch, self.step)
         if self.step > total:  # a checkpoint's step beyond its epoch would end the epoch unseen, run "finished"
@@ -360,11 +362,11 @@ class _Run:
                                   f"{total} steps; the checkpoint is damaged or was edited (or the data shrank). "
                                   "Resume from another copy, or start a fresh run with another --output-dir")
         # timm's --mixup-off-epoch: the last epochs train on plain images.
-        self.mixing = self.mixer is not None and (cfg.mix_off_epoch is None or epoch <= cfg.mix_off_epoch)
-        if cfg.max_steps_per_epoch:
-            total = min(total, cfg.max_steps_per_epoch)
+        self.mixing = self.mixer is not None and (cfg.optim.mix_off_epoch is None or epoch <= cfg.optim.mix_off_epoch)
+        if cfg.run.max_steps_per_epoch:
+            total = min(total, cfg.run.max_steps_per_epoch)
         self.ddp.train()
-        bar = writer.progress(total=total, initial=self.step, desc=f"epoch {epoch}/{cfg.epochs}")
+        bar = writer.progress(total=total, initial=self.step, desc=f"epoch {epoch}/{cfg.optim.epochs}")
         self._log = lambda loss, images_per_s: writer.log_point(epoch, self.step, total, loss, images_per_s)
         start = time.perf_counter()
         window = (self.step, self.partial["images"], start)
@@ -376,11 +378,11 @@ class _Run:
             self.step += 1
             bar.update(1)
             stop = signals.requested if not self.dist.enabled else False
-            if self.step % cfg.log_every == 0 or self.step >= total or self.step == first:
+            if self.step % cfg.run.log_every == 0 or self.step >= total or self.step == first:
                 stop = self._sync(epoch, bar, window, signals)
                 window = (self.step, self.partial["images"], time.perf_counter())
             if stop:
-                if self.step % cfg.log_every and self.step < total:
+                if self.step % cfg.run.log_every and self.step < total:
                     self._sync(epoch, bar, window, signals)
                 self.partial["time_s"] += time.perf_counter() - start
                 bar.close()
@@ -418,18 +420,18 @@ class _Run:
                 attention = self._model_guidance(images, labels)
             images, targets = self.mixer(images, labels, attention, generator=self.generator)
         x = self._model_input(images)
-        with _autocast(device, cfg.amp):
+        with _autocast(device, cfg.run.amp):
             logits = self.step_model(x)
         if not self.mixing:  # the mixers check labels themselves; cross_entropy's own error is a raw traceback
             _check_labels(labels, logits.shape[1])
-            loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.label_smoothing)
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.optim.label_smoothing)
         else:
             loss = F.cross_entropy(logits.float(), targets)
         self.optimizer.zero_grad(set_to_none=True)
         loss_bad = ~torch.isfinite(loss.detach())
         if self.scaler.is_enabled():  # fp16: the scaler skips overflowing updates itself
             self.scaler.scale(loss).backward()
-            if cfg.clip_grad is not None:
+            if cfg.optim.clip_grad is not None:
                 self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
                 self._clip_grad()
             self.scaler.step(self.optimizer)
@@ -437,7 +439,7 @@ class _Run:
             bad = loss_bad
         else:
             loss.backward()
-            if cfg.clip_grad is not None:
+            if cfg.optim.clip_grad is not None:
                 self._clip_grad()
             bad = self._skip_if_non_finite(loss_bad)
         if self.ema is not None:
@@ -455,12 +457,12 @@ class _Run:
         """The guide maps of the raw local model (not the DDP or compiled wrapper) for the unmixed batch, as the
         model sees it: one extra forward, no grad, eval mode, under the run's autocast; it changes no state (no
         draw, no BatchNorm statistics), so a resumed run stays exact."""
-        with _autocast(self.device, self.cfg.amp):
+        with _autocast(self.device, self.cfg.run.amp):
             return self.mixer.guide(self._model_input(images), labels, model=self.model)
 
     def _clip_grad(self) -> None:
         # A non-finite norm leaves the gradients non-finite, so the step is still skipped below (no host sync here).
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad, foreach=True)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_grad, foreach=True)
 
     def _skip_if_non_finite(self, loss_bad: torch.Tensor) -> torch.Tensor:
         """Step the optimiser unless the loss or a gradient is NaN/Inf, deciding on the device (as GradScaler does)."""
@@ -480,7 +482,7 @@ class _Run:
         """Metrics of the un-augmented held-out split (``train=True``: of the training split), over every rank;
         ``model``: another model than the run's (the EMA weights)."""
         sums = evaluation_sums(model or self.model, self.batches.evaluation(train=train), self.info, self.device,
-                               amp=self.cfg.amp, channels_last=self.channels_last)
+                               amp=self.cfg.run.amp, channels_last=self.channels_last)
         return _metrics(D.all_reduce_sum(sums, self.device, self.dist))
 
     def _end_epoch(self, epoch: int, writer: RunWriter) -> None:
@@ -493,14 +495,14 @@ class _Run:
                                "eval_loss": None, "images_per_s": images / max(seconds / self.dist.world_size, 1e-9),
                                "lr": lr}
         eval_start = time.perf_counter()
-        if self.batches.has_eval and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
+        if self.batches.has_eval and (epoch % cfg.run.eval_every == 0 or epoch == cfg.optim.epochs):
             D.broadcast_buffers(self.model, self.dist)
             m = self._evaluate()
             row.update(top1=m["top1"], top5=m["top5"], eval_loss=m["loss"])
             if self.ema is not None:
                 m = self._evaluate(model=self.ema.module)
                 row.update(ema_top1=m["top1"], ema_top5=m["top5"], ema_eval_loss=m["loss"])
-            if cfg.eval_train:
+            if cfg.run.eval_train:
                 m = self._evaluate(train=True)
                 row.update(train_top1=m["top1"], train_eval_loss=m["loss"])
         best = max((c["top1"] for c in self.curve if c.get("top1") is not None), default=None)
