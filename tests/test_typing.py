@@ -32,9 +32,11 @@ def step(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 '''
 BAD = '''\
 from attentive_cutmix import CutMix, Mix
+from attentive_cutmix.training.config import make_config
 
 CutMix(num_clases=10)
 Mix(mixup_alpha="high")
+make_config({}).optim.lrr
 '''
 
 
@@ -47,16 +49,19 @@ def test_mypy_is_clean_on_the_public_api_and_catches_a_users_typo():
     (tmp_path / "good_user.py").write_text(GOOD)
     (tmp_path / "bad_user.py").write_text(BAD)
     config = ROOT / "pyproject.toml"
-    package = ["src/attentive_cutmix/__init__.py", "src/attentive_cutmix/mixers", "src/attentive_cutmix/losses.py"]
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    package = tomllib.loads(config.read_text())["tool"]["mypy"]["files"]  # the strict part, as pyproject says
     run = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(config), "--no-error-summary",
                           "--cache-dir", str(ROOT / ".mypy_cache"), *package, str(tmp_path / "good_user.py"),
                           str(tmp_path / "bad_user.py")], cwd=ROOT, capture_output=True, text=True)
     errors = [line for line in run.stdout.splitlines() if ": error:" in line]
     assert all(line.split(":")[0].endswith("snippets/bad_user.py") for line in errors), run.stdout + run.stderr
-    assert any(re.search(r'bad_user.py:3: error: Unexpected keyword argument "num_clases" for "CutMix"', line)
+    assert any(re.search(r'bad_user.py:4: error: Unexpected keyword argument "num_clases" for "CutMix"', line)
                for line in errors), run.stdout
-    assert any("bad_user.py:4: error: Argument \"mixup_alpha\" to \"Mix\" has incompatible type" in line
+    assert any("bad_user.py:5: error: Argument \"mixup_alpha\" to \"Mix\" has incompatible type" in line
                for line in errors), run.stdout
+    # the config's sections are typed: a typo in a section read is caught (a flat read, cfg.lrr, is not)
+    assert any('bad_user.py:6: error: "OptimConfig" has no attribute "lrr"' in line for line in errors), run.stdout
     assert run.returncode == 1
 
 

@@ -134,7 +134,7 @@ def resolve(extractor: ExtractorSpec | None, cache: CacheSpec | None, *, train_d
         raise ConfigError(f"attention cache {path} does not exist; make it with `attentive-cutmix cache-attention`, "
                           "or add --build-cache (with --extractor) to build it before training")
     meta = cache_mod.cache_meta(info, net, extractor.name) if extractor is not None else None
-    if missing and builder:
+    if missing and builder and meta is not None:  # missing without an extractor was refused above
         cache_mod.build_cache(frame_view(train_ds, info.image_size), net, path, meta=meta, batch_size=batch_size,
                               workers=workers, device=device, progress=progress)
     expect = meta if meta is not None else {"fingerprint": info.train_fingerprint, "length": len(train_ds)}

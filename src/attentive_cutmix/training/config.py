@@ -100,7 +100,9 @@ class TrainConfig:
                 parts[section][attr] = value
             else:
                 raise ConfigError(f"unknown option {key!r}; valid keys: {', '.join(config_keys())}")
-        return cls(**{name: SECTIONS[name](**kw) for name, kw in parts.items()}, explicit=tuple(explicit))
+        return cls(data=DataConfig(**parts["data"]), model=ModelConfig(**parts["model"]),
+                   mixing=MixingConfig(**parts["mixing"]), optim=OptimConfig(**parts["optim"]),
+                   run=RunConfig(**parts["run"]), explicit=tuple(explicit))
 
     def replace(self, **flat: Any) -> TrainConfig:
         """A copy with flat options changed (not validated: ``validate`` it). A method's option updates the options
@@ -115,8 +117,8 @@ class TrainConfig:
                     raise ConfigError(MixingConfig.why_not(key, {"method": self.method}) or (
                         f"replace({key}=...): the config holds the options of --method {self.method} "
                         f"({type(options).__name__}), which have no {key}"))
-                options = (dataclasses.replace(options, **{key: value}) if dataclasses.is_dataclass(options)
-                           else {**(options or {}), key: value})
+                options = (dataclasses.replace(options, **{key: value})  # type: ignore[type-var]
+                           if dataclasses.is_dataclass(options) else {**(options or {}), key: value})
                 changes["mixing"]["options"] = options
             elif key in _WHERE:
                 section, attr = _WHERE[key]
@@ -216,12 +218,13 @@ def check_size_limits(values: Mapping[str, Any]) -> None:
     as well as for ``validate``."""
     for name, limit in SIZE_LIMITS.items():
         value = values.get(name)
-        if any(is_number(v) and v > limit for v in (value if isinstance(value, (list, tuple)) else [value])):
+        if any(is_number(v) and v > limit  # type: ignore[operator]
+               for v in (value if isinstance(value, (list, tuple)) else [value])):
             raise ConfigError(f"{name}={value!r} is beyond the largest accepted value {limit} (it would allocate far "
                               f"more memory or processes than any run needs); is there a typo?")
 
 
-def resolve_paths(values: Mapping[str, Any], base: str | os.PathLike) -> dict[str, Any]:
+def resolve_paths(values: Mapping[str, Any], base: str | os.PathLike[str]) -> dict[str, Any]:
     """``values`` with each relative path option (``PATH_FIELDS``; ``extractor`` only when it names a checkpoint
     file, not a model) joined to ``base``: the paths a run recorded, made to mean what they meant when it ran."""
     resolved = dict(values)
@@ -248,7 +251,7 @@ def option_keys(data: Mapping[Any, Any], where: str) -> dict[str, Any]:
     return out
 
 
-def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a YAML mapping of options (keys may use ``-`` or ``_``); unknown keys raise ``ConfigError``.
 
     A ``base_dir`` key (a run's ``config.yaml`` records one) says where the file's relative paths count from,
@@ -277,7 +280,7 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def make_config(overrides: Mapping[str, Any] | None = None, *,
-                config_file: str | os.PathLike | None = None) -> TrainConfig:
+                config_file: str | os.PathLike[str] | None = None) -> TrainConfig:
     """Resolve defaults < preset < ``config_file`` < ``overrides`` into a validated ``TrainConfig``."""
     overrides = dict(overrides or {})
     _check_keys(overrides, "the options")
@@ -324,9 +327,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             values[key] = os.path.expanduser(values[key])
     checked = TrainConfig.from_flat(values, explicit=cfg.explicit)
     checked = dataclasses.replace(checked, mixing=dataclasses.replace(checked.mixing, options=cfg.mixing.options))
-    sections = {"mixing": checked.mixing.checked()}  # first: an option of another method is the likeliest typo
-    sections.update({name: getattr(checked, name).checked() for name in ("optim", "data", "model", "run")})
-    checked = dataclasses.replace(checked, **sections)
+    mixing = checked.mixing.checked()  # first: an option of another method is the likeliest typo
+    checked = dataclasses.replace(checked, mixing=mixing, optim=checked.optim.checked(), data=checked.data.checked(),
+                                  model=checked.model.checked(), run=checked.run.checked())
     check_size_limits(checked.to_dict())
     check_applicable(checked.to_dict(), checked.explicit)
     return checked

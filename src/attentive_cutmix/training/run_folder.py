@@ -54,7 +54,7 @@ class RunFolder:
 
     path: Path
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         if isinstance(path, RunFolder):
             path = path.path
         object.__setattr__(self, "path", Path(path))
@@ -112,7 +112,7 @@ class RunFolder:
         """Whether the run finished (its record says so; one being extended for more epochs is not)."""
         return self.recorded_status() == "finished"
 
-    def is_config_of_run(self, config_file: str | os.PathLike) -> bool:
+    def is_config_of_run(self, config_file: str | os.PathLike[str]) -> bool:
         """Whether ``config_file`` is this folder's ``config.yaml``, beside other outputs of the run."""
         path = Path(config_file)
         return (path.name == CONFIG_NAME and path.is_file()
@@ -196,7 +196,7 @@ def _open_lock_file(path: Path) -> int:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
     except OSError as err:
-        what = {errno.ELOOP: "a symbolic link", errno.EISDIR: "a folder"}.get(err.errno, err.strerror or str(err))
+        what = {errno.ELOOP: "a symbolic link", errno.EISDIR: "a folder"}.get(err.errno or 0, err.strerror or str(err))
         raise ConfigError(refuse.format(what=what)) from None
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:

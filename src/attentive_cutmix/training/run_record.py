@@ -146,7 +146,7 @@ class RunRecord:
         folder = RunFolder(folder)
         _check(record, folder.results)
         curve = list(record.get("curve") or [])
-        last = next((r for r in reversed(curve) if r.get("top1") is not None), {})
+        last: dict[str, Any] = next((r for r in reversed(curve) if r.get("top1") is not None), {})
         finals = Finals(**{k: record.get(k) for k in (*NUMBERS, "epochs")}, eval_loss=last.get("eval_loss"),
                         train_top1=last.get("train_top1"))
         return cls(folder=folder, config=RecordedConfig(record["config"]), finals=finals, curve=curve,
@@ -212,7 +212,11 @@ def results_record(config: dict[str, Any], curve: list[dict[str, Any]], wall_tim
 
 def write_results(folder: RunFolder, record: dict[str, Any]) -> Path:
     """Write ``record`` as ``folder``'s ``results.json``, atomically."""
-    return atomic_write(folder.results, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2)))
+    return atomic_write(folder.results, lambda tmp: _write_text(tmp, json.dumps(record, indent=2)))
+
+
+def _write_text(path: str, text: str) -> None:
+    Path(path).write_text(text)
 
 
 def mark_extending(folder: RunFolder, epochs: int) -> None:

@@ -100,9 +100,15 @@ class DataConfig:
         """``(train_ds, eval_ds, info)`` of this data (``data.build_datasets``), training items augmented or not."""
         from ..data import build_datasets  # on first use: torchvision's datasets do not load with a config
 
+        given = self.synthetic_size
+        sizes: int | tuple[int, int] | None  # [train] is train images, [train, eval] the pair (as flags)
+        if isinstance(given, list):
+            sizes = given[0] if len(given) == 1 else (given[0], given[1])
+        else:
+            sizes = given
         return build_datasets(self.dataset, data_dir=self.data_dir, image_size=self.image_size,
                               val_fraction=self.val_fraction, val_data=self.val_data, seed=self.split_seed,
-                              synthetic_size=self.synthetic_size, train_subset=self.train_subset, augment=augment)
+                              synthetic_size=sizes, train_subset=self.train_subset, augment=augment)
 
     @staticmethod
     def why_not(key: str, values: Mapping[str, Any]) -> str | None:
@@ -376,11 +382,12 @@ class RunConfig:
         return None
 
 
-SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "mixing": MixingConfig, "optim": OptimConfig,
+Section = type[DataConfig] | type[ModelConfig] | type[MixingConfig] | type[OptimConfig] | type[RunConfig]
+SECTIONS: dict[str, Section] = {"data": DataConfig, "model": ModelConfig, "mixing": MixingConfig, "optim": OptimConfig,
                              "run": RunConfig}
 
 
-def flat_fields() -> dict[str, tuple[str, dataclasses.Field]]:
+def flat_fields() -> dict[str, tuple[str, dataclasses.Field[Any]]]:
     """Each option's flat name -> (its section, its field), in file order; the method's options are not fields."""
     out = {}
     for section, cls in SECTIONS.items():
@@ -398,7 +405,7 @@ def fields_where(kind: str) -> tuple[str, ...]:
 def why_not(key: str, values: Mapping[str, Any]) -> str | None:
     """Why option ``key`` does not apply to a config with flat ``values`` (its section's rule), or None."""
     where = flat_fields().get(key)
-    section = SECTIONS[where[0]] if where else MixingConfig  # the method's options are the mixing section's
+    section: Section = SECTIONS[where[0]] if where else MixingConfig  # a method's options: the mixing section's
     return section.why_not(key, values)
 
 

@@ -64,7 +64,8 @@ class _YamlLoader(yaml.SafeLoader):
                     "while reading a mapping", node.start_mark, f"the key {key_node.value!r} is given twice (first "
                     f"on line {seen[key_node.value].line + 1}); give each key once", key_node.start_mark)
             seen[key_node.value] = key_node.start_mark
-        return super().construct_mapping(node, deep=deep)
+        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+        return mapping
 
     def get_single_node(self) -> yaml.Node | None:
         node = super().get_single_node()
