@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .constants import CHECKPOINT_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, is_int
+from .constants import ATTENTIONS, CHECKPOINT_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, is_int
 from .mixers.base import channel_attention
 from .serialization import (
     CheckpointError,
@@ -51,9 +51,8 @@ __all__ = [
     "load_extractor",
 ]
 
-# channel_mean: the mean over channels of the last feature map (the paper's attention);
-# cls_token: a ViT's last-block class-token attention to its patch tokens, averaged over heads.
-ATTENTIONS = ("channel_mean", "cls_token")
+# ATTENTIONS (constants): channel_mean, the mean over channels of the last feature map (the paper's attention);
+# cls_token, a ViT's last-block class-token attention to its patch tokens, averaged over heads.
 SOURCE_KINDS = ("name", "pretrained", "weights", "checkpoint", "module")
 _POOLING = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.Flatten, nn.Linear, nn.Dropout)
 _TIMM_FEATURE_NETS = ("FeatureListNet", "FeatureDictNet", "FeatureHookNet", "FeatureGetterNet")

@@ -14,6 +14,9 @@ SMALL_IMAGE_MAX = 64
 
 # Weight initialisations (the config, the model factory). The mixing methods are named by the registry.
 INITS = ("default", "xavier")
+# How an extractor's last map becomes a heat map: the channel mean (the paper's) or, for ViT-style extractors, the
+# last block's class-token attention (attention.FeatureExtractor; the config and the flags name them too).
+ATTENTIONS = ("channel_mean", "cls_token")
 
 # The largest image side a run accepts (an explicit --image-size or a folder's own size): beyond it one batch needs
 # tens of GB; a typo or one stray photo, not a plan.

@@ -5,6 +5,7 @@ import argparse
 import sys
 from typing import Any
 
+from ..constants import ATTENTIONS
 from ..training.run_folder import CHECKPOINT_NAME
 
 SUPPRESS = argparse.SUPPRESS  # train: unset flags stay absent, so the config file and preset are not overridden
@@ -71,7 +72,7 @@ def add_extractor_arguments(parser: argparse.ArgumentParser, *, suppress: bool =
     ext.add_argument("--extractor-input-size", type=int, default=_default(None, suppress),
                      help="extractor input size (default: the checkpoint's image size, the dataset's for "
                           "cifar_* models, else 224)")
-    ext.add_argument("--extractor-attention", choices=("channel_mean", "cls_token"), default=_default(None, suppress),
+    ext.add_argument("--extractor-attention", choices=ATTENTIONS, default=_default(None, suppress),
                      help="how cells are scored: the channel mean of the last feature map (default) or, for ViT-style "
                           "extractors, the last block's class-token attention")
 

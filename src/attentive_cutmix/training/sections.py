@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .. import registry
-from ..constants import INITS, MAX_IMAGE_SIZE, is_int
+from ..constants import ATTENTIONS, INITS, MAX_IMAGE_SIZE, is_int
 from ..errors import ConfigError
 from .option_types import check_values, describe
 from .run_folder import CHECKPOINT_NAME
@@ -26,7 +26,6 @@ if TYPE_CHECKING:  # the specs load the extractor code (torchvision's model zoo)
     from ..attention_source import CacheSpec, ExtractorSpec
 
 DATA_PATHS = ("auto", "device", "loader")
-EXTRACTOR_ATTENTIONS = ("channel_mean", "cls_token")
 OPTIMIZERS = ("adam", "sgd", "adamw")
 SCHEDULES = ("constant", "cosine", "step")
 AMP_MODES = ("off", "fp16", "bf16")
@@ -217,7 +216,7 @@ class MixingConfig:
         except ValueError as err:
             raise ConfigError(str(err)) from None
         if self.extractor_attention is not None:  # None is the channel mean: grids written before keep their ids
-            choice("extractor attention", self.extractor_attention, EXTRACTOR_ATTENTIONS)
+            choice("extractor attention", self.extractor_attention, ATTENTIONS)
         positive(self, "extractor_input_size")
         checked = dataclasses.replace(self, options=options, build_cache=bool(self.build_cache))
         if checked.reads_attention:
@@ -423,5 +422,5 @@ def check_applicable(values: Mapping[str, Any], explicit: Collection[str]) -> No
 
 __all__ = ["DataConfig", "ModelConfig", "MixingConfig", "OptimConfig", "RunConfig", "SECTIONS", "opt",
            "flat_fields", "fields_where", "why_not", "applies", "check_applicable", "method_of",
-           "DATA_PATHS", "EXTRACTOR_ATTENTIONS", "OPTIMIZERS", "SCHEDULES", "AMP_MODES", "OPTIMIZER_OPTIONS",
+           "DATA_PATHS", "OPTIMIZERS", "SCHEDULES", "AMP_MODES", "OPTIMIZER_OPTIONS",
            "SCHEDULE_OPTIONS", "OPTIMIZER_DEFAULTS", "MAX_SEED"]
