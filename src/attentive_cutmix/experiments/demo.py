@@ -18,8 +18,7 @@ Outcome (2026-12-06): 180 epochs (720 steps), the ladder's last step. 90 epochs 
 at 92%), 120 (MixUp seed 1: 94%) and 150 (CutMix seed 0: 94%; the other 11 mixed runs 95-100%); at 180 every mixed
 run ends at 97-100%. (The 150-epoch demo had been shipped first on a CPU-time estimate from a loaded machine that put
 180 past the time budget; 180 epochs measured 3 min 54 s wall, 429 CPU-seconds, on 2 idle cores on a fresh clone.)
-RESULTS.md §4
-records every regime tried, with the baseline's gap and each method's difference.
+RESULTS.md §4 records every regime tried, with the baseline's gap and each method's difference.
 
 The methods keep the paper's settings (7x7 grid and N=6 for Attentive CutMix and random cells; alpha 1 for MixUp and
 CutMix), all run once. Every method trains with the same seeds, and a seed fixes the initial weights, the data order
