@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -38,17 +39,36 @@ def test_every_benchmark_script_is_listed():
     assert scripts - {"config_flow.py", "gpu_env.py"} == set(SMALLEST)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("script", sorted(SMALLEST))
-def test_benchmark_runs_at_its_smallest_size_and_prints_its_figures(script, tmp_path):
-    if script == "label_mass.py" and not SHARED_CIFAR.is_dir():
-        pytest.skip("label_mass.py reads ../shared's CIFAR-10 JPEGs, not present")
+def _run_script(script: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    tmp_path.mkdir(parents=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
     if script == "label_mass.py":  # the variants' untrained extractor is generated, not committed
         subprocess.run([sys.executable, str(ROOT / "configs" / "results" / "make_untrained_extractor.py"),
-                        str(tmp_path / "untrained.safetensors")], check=True, capture_output=True, timeout=300)
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *SMALLEST[script]], cwd=tmp_path,
+                        str(tmp_path / "untrained.safetensors")], check=True, capture_output=True, timeout=300,
+                       env=env)
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *SMALLEST[script]], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def script_runs(request, tmp_path_factory):
+    """The selected scripts started at once, as many at a time as there are cores (at most 4): each runs on one
+    thread, so on CI's two cores this halves the wall time of the ten runs. A test waits for its own script only."""
+    root = tmp_path_factory.mktemp("benchmarks")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    selected = {item.callspec.params["script"] for item in request.session.items
+                if item.originalname == "test_benchmark_runs_at_its_smallest_size_and_prints_its_figures"}
+    scripts = [s for s in sorted(selected) if s != "label_mass.py" or SHARED_CIFAR.is_dir()]
+    with ThreadPoolExecutor(max_workers=max(1, min(cores, 4))) as pool:
+        yield {s: pool.submit(_run_script, s, root / s.removesuffix(".py")) for s in scripts}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", sorted(SMALLEST))
+def test_benchmark_runs_at_its_smallest_size_and_prints_its_figures(script, script_runs):
+    if script == "label_mass.py" and not SHARED_CIFAR.is_dir():
+        pytest.skip("label_mass.py reads ../shared's CIFAR-10 JPEGs, not present")
+    done = script_runs[script].result()
     assert done.returncode == 0, f"{script} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
     assert HEADLINE.get(script, "|---") in done.stdout, f"{script} printed no figures:\n{done.stdout[-2000:]}"
 
