@@ -35,7 +35,7 @@ from torch.utils.data import TensorDataset
 
 from attentive_cutmix import AttentiveCutMix, CutMix
 from attentive_cutmix.attention import FeatureExtractor, load_extractor
-from attentive_cutmix.cache import build_cache
+from attentive_cutmix.attention.cache import build_cache
 from attentive_cutmix.models import create_model
 
 SHARED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "models" / "cifar10-resnet56.safetensors"

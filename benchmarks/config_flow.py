@@ -109,8 +109,8 @@ PACKAGE = "attentive_cutmix."
 # Layers by top-level name (a folder, or a module of the package's root): a module added under a folder takes its
 # folder's layer; a new module at the root must be added here (layer() says so).
 LAYERS = {"cli": 0, "examples": 0, "__main__": 0, "experiments": 1, "training": 2,
-          "data": 3, "models": 3, "registry": 3, "mixers": 3, "attention": 3, "cache": 3, "losses": 3,
-          "attention_source": 3, "serialization": 4, "constants": 4, "errors": 4}
+          "data": 3, "models": 3, "registry": 3, "mixers": 3, "attention": 3, "losses": 3, "serialization": 4,
+          "constants": 4, "errors": 4}
 BASE = dict(dataset="synthetic", synthetic_size=[16, 8], image_size=16, model="cifar_resnet20", epochs=1,
             max_steps_per_epoch=1, batch_size=8, workers=0, progress=False, data_path="device")
 ATTENTIVE = dict(method="attentive-cutmix", extractor="CHECKPOINT", grid_size=4, num_patches=3)

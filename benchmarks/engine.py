@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-from attentive_cutmix.cache import build_cache
+from attentive_cutmix.attention.cache import build_cache
 from attentive_cutmix.data import build_datasets
 from attentive_cutmix.models import create_model
 from attentive_cutmix.training import make_config

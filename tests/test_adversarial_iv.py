@@ -18,7 +18,7 @@ from torch.utils.data import TensorDataset
 
 from _reliability_utils import image_folder
 from attentive_cutmix import CutMix
-from attentive_cutmix.cache import CacheBuildInterrupted
+from attentive_cutmix.attention.cache import CacheBuildInterrupted
 from attentive_cutmix.cli import main
 from attentive_cutmix.data import build_datasets
 from attentive_cutmix.data.device import device_split

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from attentive_cutmix import AttentiveCutMix, FeatureExtractor, load_extractor
-from attentive_cutmix.cache import (
+from attentive_cutmix.attention.cache import (
     CacheMismatchError,
     build_cache,
     cache_meta,

@@ -16,7 +16,14 @@ from torch.utils.data import Dataset, TensorDataset
 
 from attentive_cutmix import AttentiveCutMix
 from attentive_cutmix.attention import FeatureExtractor, channel_attention, load_extractor
-from attentive_cutmix.cache import AttentionCache, CacheError, CacheMismatchError, build_cache, cache_meta, open_cache
+from attentive_cutmix.attention.cache import (
+    AttentionCache,
+    CacheError,
+    CacheMismatchError,
+    build_cache,
+    cache_meta,
+    open_cache,
+)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -290,7 +297,7 @@ def test_cached_map_moves_with_its_image_through_build_datasets(tmp_path):
 
 
 def test_cli_writes_a_cache_train_accepts_and_refuses_to_overwrite(tmp_path, capsys):
-    from attentive_cutmix.attention_source import ExtractorSpec
+    from attentive_cutmix.attention.source import ExtractorSpec
     from attentive_cutmix.cli import main
     from attentive_cutmix.data import build_datasets
 

@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 from torch.utils.data import TensorDataset
 
 from _reliability_utils import child_env
-from attentive_cutmix.cache import CacheError, build_cache, check_cache_target, open_cache
+from attentive_cutmix.attention.cache import CacheError, build_cache, check_cache_target, open_cache
 
 
 def _pool(images: torch.Tensor) -> torch.Tensor:
@@ -74,7 +74,7 @@ def test_a_truncated_cache_is_still_a_clear_error_at_open(tmp_path):
 
 READ_AFTER_TRUNCATION = """
 import os, sys, torch
-from attentive_cutmix.cache import open_cache
+from attentive_cutmix.attention.cache import open_cache
 path = sys.argv[1]
 cache = open_cache(path)
 before = [cache[i].clone() for i in range(len(cache))]

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from attentive_cutmix.cache import CacheError, build_cache, open_cache
+from attentive_cutmix.attention.cache import CacheError, build_cache, open_cache
 
 
 def _pool(images: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from attentive_cutmix.attention import load_extractor
-from attentive_cutmix.cache import build_cache
+from attentive_cutmix.attention.cache import build_cache
 from attentive_cutmix.cli import main
 from attentive_cutmix.data import build_datasets
 from attentive_cutmix.data.folders import CorruptImageError

@@ -43,7 +43,8 @@ def test_config_flow_stays_within_its_bounds(path, most_up, most_reentries, tmp_
     report = main_path["direct"] if path == "main" else flow.measure(flow.PATHS[STUDIES], str(tmp_path))
     described = flow.describe(path, report)
     # The measurement saw the flow (not an empty trace): the data, the extractor and the mixer each took the config.
-    assert {"training/trainer.py", "training/data_setup.py", "attention.py", "registry.py"} <= set(report["modules"])
+    assert {"training/trainer.py", "training/data_setup.py", "attention/extractors.py",
+            "registry.py"} <= set(report["modules"])
     assert report["up"] <= most_up, described
     assert report["reentries"] <= most_reentries, described
     assert report["upward_calls"] == [], described

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from attentive_cutmix.attention_source import CacheSpec, ExtractorSpec, resolve
+from attentive_cutmix.attention.source import CacheSpec, ExtractorSpec, resolve
 from attentive_cutmix.models import create_model
 from attentive_cutmix.training import config as C
 from attentive_cutmix.training.config import ConfigError, TrainConfig, make_config

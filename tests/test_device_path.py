@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 import attentive_cutmix.data.device as device_mod
 from _guided_training import assert_mid_epoch_resume_is_exact
-from attentive_cutmix.cache import build_cache
+from attentive_cutmix.attention.cache import build_cache
 from attentive_cutmix.data import build_datasets
 from attentive_cutmix.data.device import PADDING, DeviceSplit, ImageCacheError, crop_flip, decode_split, device_split
 from attentive_cutmix.data.transforms import train_transform

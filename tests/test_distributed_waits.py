@@ -21,7 +21,7 @@ if os.environ.get("ACM_TEST_PG_TIMEOUT_S"):
     import datetime, time
     import torch.distributed as dist
     from tqdm.auto import tqdm
-    import attentive_cutmix.cache as cache
+    import attentive_cutmix.attention.cache as cache
 
     _init = dist.init_process_group
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from attentive_cutmix import AttentiveCutMix
-from attentive_cutmix.cache import build_cache
+from attentive_cutmix.attention.cache import build_cache
 from attentive_cutmix.cli import main
 from attentive_cutmix.data import build_datasets
 from attentive_cutmix.mixers.cell_scores import attention_mass, attention_mass_lam

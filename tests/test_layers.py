@@ -15,11 +15,10 @@ METHOD_HELPERS = {"mixers.base", "mixers.geometry", "mixers.guidance", "mixers.m
 RULES = {
     "cli": None,  # anything below
     "examples": None,  # recipes, as a user writes them
-    "experiments": {"training", "registry", "mixers.base", "mixers.geometry", "mixers.check", "attention", "cache",
-                    "data", "models"},
-    "training": {"registry", "mixers.base", "attention", "attention_source", "cache", "data", "models"},
-    "attention": {"mixers.base", "models", "data"}, "cache": {"mixers.base", "attention", "data"},
-    "attention_source": {"mixers.base", "attention", "cache", "data"},
+    "experiments": {"training", "registry", "mixers.base", "mixers.geometry", "mixers.check", "attention", "data",
+                    "models"},
+    "training": {"registry", "mixers.base", "attention", "data", "models"},
+    "attention": {"mixers.base", "models", "data"},  # extractors, the cache, the run's source: one layer
     "data": {"mixers.base"}, "models": set(),
     "mixers.check": {"registry", "mixers.base"},
     "mixers.method": {"registry", *METHOD_HELPERS},
@@ -92,4 +91,5 @@ def test_the_check_can_fail():
     assert not _allowed("mixers.cutmix", "training.config")  # a method never reaches up
     assert not _allowed("mixers.cutmix", "mixers.attentive")  # nor into another method
     assert not _allowed("data.device", "training.batches")
+    assert not _allowed("attention.source", "training.config")  # the attention package is one layer, below training
     assert _allowed("experiments.localization", "mixers.base") and _allowed("cli.train", "experiments.compare")

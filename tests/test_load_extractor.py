@@ -21,13 +21,13 @@ from attentive_cutmix.attention import (
     NotATrainingCheckpointError,
     load_extractor,
 )
-from attentive_cutmix.attention_source import ExtractorSpec
-from attentive_cutmix.cache import (
+from attentive_cutmix.attention.cache import (
     CacheMismatchError,
     build_cache,
     cache_meta,
     open_cache,
 )
+from attentive_cutmix.attention.source import ExtractorSpec
 from attentive_cutmix.models import create_model
 from attentive_cutmix.serialization import CheckpointError
 from attentive_cutmix.training.config import ConfigError
@@ -167,7 +167,7 @@ def test_constants_are_defined_once_and_the_attention_module_imports_no_model_zo
 
     assert attention.IMAGENET_MEAN is constants.IMAGENET_MEAN and attention.IMAGENET_STD is constants.IMAGENET_STD
     assert datasets.IMAGENET_STATS == (constants.IMAGENET_MEAN, constants.IMAGENET_STD)
-    code = ("import sys, attentive_cutmix.attention, attentive_cutmix.cache; "
+    code = ("import sys, attentive_cutmix.attention, attentive_cutmix.attention.cache; "
             "print(sorted(m for m in sys.modules if m == 'timm' or m.startswith('torchvision.models')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -160,6 +160,11 @@ def test_wheel_declares_licence_classifiers_ranges_and_ships_types_and_grids(whe
         (meta_name,) = [n for n in names if n.endswith(".dist-info/METADATA")]
         meta = zf.read(meta_name).decode()
     assert "attentive_cutmix/py.typed" in names
+    # every module ships, sub-packages included (packages.find picks up a folder with an __init__.py)
+    package = ROOT / "src" / "attentive_cutmix"
+    modules = {f"attentive_cutmix/{p.relative_to(package).as_posix()}" for p in package.rglob("*.py")}
+    assert {"attentive_cutmix/attention/__init__.py", "attentive_cutmix/attention/cache.py"} <= modules <= names, \
+        sorted(modules - names)
     assert {f"attentive_cutmix/examples/{n}" for n in RECIPES} <= names
     assert "Project-URL: Paper, https://arxiv.org/abs/2003.13048" in meta
     assert {"attentive_cutmix/configs/examples/synthetic-tiny.yaml", "attentive_cutmix/configs/paper/cifar10.yaml"} \

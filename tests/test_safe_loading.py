@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 from _reliability_utils import RUN_OPTS, payload_is_live, plant_malicious_pickle, snapshot
 from attentive_cutmix.attention import load_extractor
-from attentive_cutmix.cache import CacheError, open_cache
+from attentive_cutmix.attention.cache import CacheError, open_cache
 from attentive_cutmix.cli import main as cli_main
 from attentive_cutmix.serialization import CheckpointError, load_state_dict_file, safe_torch_load
 from attentive_cutmix.training import make_config, train

@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from _reliability_utils import child_env
-from attentive_cutmix import cache as cache_module
+from attentive_cutmix.attention import cache as cache_module
 from attentive_cutmix.attention import load_extractor
 from attentive_cutmix.cli import main
 
@@ -25,7 +25,7 @@ SIGNAL_ON_FIRST_BATCH = r'''
 import os, signal
 if os.environ.get("ACM_TEST_CACHE_SIGNAL"):
     from tqdm.auto import tqdm
-    import attentive_cutmix.cache as cache
+    import attentive_cutmix.attention.cache as cache
 
     class _SignalOnFirstBatch(tqdm):
         def update(self, n=1):

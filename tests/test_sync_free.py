@@ -23,7 +23,7 @@ import torch.optim.optimizer as optim_mod
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from attentive_cutmix import AttentiveCutMix, CutMix, SnapMix, registry
-from attentive_cutmix.cache import build_cache
+from attentive_cutmix.attention.cache import build_cache
 from attentive_cutmix.data import build_datasets
 from attentive_cutmix.mixers.check import example_mixer
 from attentive_cutmix.training import make_config

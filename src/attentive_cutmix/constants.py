@@ -44,6 +44,6 @@ __all__ = ["CHECKPOINT_SUFFIXES", "IMAGENET_MEAN", "IMAGENET_STD",
            "SMALL_IMAGE_MAX", "MAX_IMAGE_SIZE", "INITS", "EVAL_SPLITS", "EVAL_WEIGHTS",
            "is_int", "is_number"]
 
-# What makes an extractor spec a training checkpoint rather than a model name (attention.py), and so a path that
-# a run's config resolves like the other paths (training/config.py).
+# What makes an extractor spec a training checkpoint rather than a model name (attention/extractors.py), and so a
+# path that a run's config resolves like the other paths (training/config.py).
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")

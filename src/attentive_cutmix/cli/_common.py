@@ -99,7 +99,7 @@ def data_section(args: argparse.Namespace, **changes: Any) -> Any:
 
 def extractor_spec(args: argparse.Namespace) -> Any:
     """The extractor flags (``add_extractor_arguments``) as an ``ExtractorSpec``, or None without ``--extractor``."""
-    from ..attention_source import ExtractorSpec
+    from ..attention.source import ExtractorSpec
 
     if args.extractor is None:
         return None

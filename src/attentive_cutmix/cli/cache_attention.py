@@ -72,7 +72,7 @@ def _defaults() -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from ..attention import is_checkpoint_path
-    from ..cache import CacheBuildInterrupted, CacheError, build_cache, cache_meta, check_cache_target
+    from ..attention.cache import CacheBuildInterrupted, CacheError, build_cache, cache_meta, check_cache_target
     from ..training.distributed import resolve_device
 
     if (too_large := size_limit_error(args)) is not None:

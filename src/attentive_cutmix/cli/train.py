@@ -230,7 +230,7 @@ def _run_folder_from_config(config_file: str, overrides: dict[str, Any]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..cache import CacheBuildInterrupted
+    from ..attention.cache import CacheBuildInterrupted
     from ..training.distributed import PeerLostError
     from ..training.trainer import NonFiniteLossError, train
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ..attention_source import AttentionSource, resolve
+from ..attention.source import AttentionSource, resolve
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from ..data.datasets import DatasetInfo
 from ..data.device import MEMORY_FRACTION, device_splits, fits_on_device

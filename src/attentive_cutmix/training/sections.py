@@ -23,7 +23,7 @@ from .option_types import check_values, describe
 from .run_folder import CHECKPOINT_NAME
 
 if TYPE_CHECKING:  # the specs load the extractor code (torchvision's model zoo): on first use, not with --help
-    from ..attention_source import CacheSpec, ExtractorSpec
+    from ..attention.source import CacheSpec, ExtractorSpec
 
 DATA_PATHS = ("auto", "device", "loader")
 OPTIMIZERS = ("adam", "sgd", "adamw")
@@ -177,7 +177,7 @@ class MixingConfig:
         """The extractor the run reads attention from, or None (no attention, or only a cache)."""
         if self.extractor is None or not self.reads_attention:
             return None
-        from ..attention_source import ExtractorSpec
+        from ..attention.source import ExtractorSpec
 
         return ExtractorSpec(self.extractor, weights=self.extractor_weights, input_size=self.extractor_input_size,
                              attention=self.extractor_attention)
@@ -187,7 +187,7 @@ class MixingConfig:
         """The attention cache the run reads (and builds, with ``build_cache``), or None."""
         if self.attention_cache is None or not self.reads_attention:
             return None
-        from ..attention_source import CacheSpec
+        from ..attention.source import CacheSpec
 
         return CacheSpec(self.attention_cache, build=bool(self.build_cache))
 

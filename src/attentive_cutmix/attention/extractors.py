@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .constants import ATTENTIONS, CHECKPOINT_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, is_int
-from .mixers.base import channel_attention
-from .serialization import (
+from ..constants import ATTENTIONS, CHECKPOINT_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, is_int
+from ..mixers.base import channel_attention
+from ..serialization import (
     CheckpointError,
     load_state_dict_file,
     load_weights_into,
@@ -132,7 +132,7 @@ def _state_of_checkpoint(ckpt: Any, path: Path) -> tuple[dict[str, torch.Tensor]
 def _load_network(spec: str | os.PathLike, *, pretrained: bool, weights: str | os.PathLike | None,
                   num_classes: int | None, image_size: int | None) -> tuple[nn.Module, ExtractorSource, dict[str, Any]]:
     """(network, its source, the training config of a checkpoint or {}): every file is read once to load it."""
-    from .models import (
+    from ..models import (
         create_model,  # timm and the torchvision zoo load only when a model is built
     )
 

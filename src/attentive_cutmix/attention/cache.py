@@ -25,10 +25,10 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .attention import ExtractorSource
-from .constants import is_int
-from .mixers.base import channel_attention
-from .serialization import CacheBuildInterrupted, atomic_write, signals_stop_the_build
+from ..constants import is_int
+from ..mixers.base import channel_attention
+from ..serialization import CacheBuildInterrupted, atomic_write, signals_stop_the_build
+from .extractors import ExtractorSource
 
 __all__ = ["AttentionCache", "CacheError", "CacheMismatchError", "build_cache", "open_cache", "cache_meta",
            "FORMAT_VERSION", "is_attention_cache", "check_cache_target", "IN_MEMORY_MAX_BYTES",
@@ -401,7 +401,7 @@ def build_cache(dataset: Dataset, extractor: Any, path: str | os.PathLike, *, me
     device = _best_device(device)
     param = next(extractor.parameters(), None) if isinstance(extractor, torch.nn.Module) else None
     home = param.device if param is not None else None
-    from .data.loader import worker_safe_loader  # a worker's error is raised as itself, in one line
+    from ..data.loader import worker_safe_loader  # a worker's error is raised as itself, in one line
 
     loader = worker_safe_loader(dataset, workers=workers, batch_size=batch_size, shuffle=False,
                                 pin_memory=device.type == "cuda")

@@ -16,11 +16,11 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from ..constants import CHECKPOINT_SUFFIXES, is_int
+from ..data.wrapper import frame_view, with_attention
+from ..errors import ConfigError
 from . import cache as cache_mod
-from .attention import ATTENTIONS, NotATrainingCheckpointError, load_extractor
-from .constants import CHECKPOINT_SUFFIXES, is_int
-from .data.wrapper import frame_view, with_attention
-from .errors import ConfigError
+from .extractors import ATTENTIONS, NotATrainingCheckpointError, load_extractor
 
 __all__ = ["ExtractorSpec", "CacheSpec", "AttentionSource", "resolve"]
 
@@ -54,7 +54,7 @@ class ExtractorSpec:
     @property
     def is_checkpoint(self) -> bool:
         """Whether ``name`` is a checkpoint of ``train`` (told by its suffix) rather than a model name."""
-        return Path(self.name).suffix in CHECKPOINT_SUFFIXES  # as attention.is_checkpoint_path tells it
+        return Path(self.name).suffix in CHECKPOINT_SUFFIXES  # as extractors.is_checkpoint_path tells it
 
     def identity(self) -> dict[str, Any]:
         """What decides the maps (a cache key): the flat options, ``extractor_attention`` only when set, so the keys
